@@ -1,0 +1,61 @@
+package ipvs
+
+import (
+	"errors"
+	"net/netip"
+)
+
+// Interface is what the agent needs of the kernel's IPVS table. The netlink implementation talks to the
+// kernel; package fake keeps the table in memory for unit tests.
+//
+// Implementations return errors wrapping the kernel's errno (compare with errors.Is(err, unix.EEXIST)) or
+// the sentinel errors below.
+type Interface interface {
+	// Services lists every virtual server in the table, owned by us or not.
+	// Equivalent to: `ipvsadm -Ln` (services only).
+	Services() ([]Service, error)
+	// AddService creates a virtual server. Equivalent to: `ipvsadm -A -t VIP:PORT -s SCHED [-p SECONDS]`.
+	AddService(Service) error
+	// UpdateService changes a virtual server's scheduler or persistence in place, keeping its real servers
+	// and connections. Equivalent to: `ipvsadm -E -t VIP:PORT -s SCHED [-p SECONDS]`.
+	UpdateService(Service) error
+	// DeleteService removes a virtual server and its real servers. Equivalent to: `ipvsadm -D -t VIP:PORT`.
+	DeleteService(ServiceKey) error
+	// Destinations lists a virtual server's real servers with their connection counts.
+	// Equivalent to: `ipvsadm -Ln -t VIP:PORT`.
+	Destinations(ServiceKey) ([]ObservedDestination, error)
+	// AddDestination adds a masquerading real server.
+	// Equivalent to: `ipvsadm -a -t VIP:PORT -r IP:PORT -m -w WEIGHT`.
+	AddDestination(ServiceKey, Destination) error
+	// UpdateDestination changes a real server's weight. Equivalent to: `ipvsadm -e -t VIP:PORT -r IP:PORT -m -w WEIGHT`.
+	UpdateDestination(ServiceKey, Destination) error
+	// DeleteDestination removes a real server. Equivalent to: `ipvsadm -d -t VIP:PORT -r IP:PORT`.
+	DeleteDestination(ServiceKey, DestinationKey) error
+}
+
+// VIPs binds virtual IPs to the agent's dummy interface, so the node accepts packets for them and IPVS
+// sees them on its LOCAL_IN hook.
+type VIPs interface {
+	// EnsureInterface creates the dummy interface if needed and sets it up.
+	// Equivalent to: `ip link add NAME type dummy && ip link set NAME up`.
+	EnsureInterface() error
+	// List returns the addresses bound to the interface.
+	// Equivalent to: `ip addr show dev NAME`.
+	List() ([]netip.Addr, error)
+	// Bind adds an address as a /32 or /128. Equivalent to: `ip addr add VIP/32 dev NAME`.
+	Bind(netip.Addr) error
+	// Unbind removes an address. Equivalent to: `ip addr del VIP/32 dev NAME`.
+	Unbind(netip.Addr) error
+	// DeleteInterface removes the interface and every address on it. Equivalent to: `ip link del NAME`.
+	DeleteInterface() error
+}
+
+var (
+	// ErrNotSupported means the kernel has no working IPVS: the probe could not create and read back a
+	// virtual server.
+	ErrNotSupported = errors.New("ipvs: the kernel's IPVS is not available")
+	// ErrNotFound means the virtual or real server does not exist.
+	ErrNotFound = errors.New("ipvs: not found")
+	// ErrExists means the virtual or real server already exists.
+	ErrExists = errors.New("ipvs: already exists")
+)
