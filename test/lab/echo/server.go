@@ -1,0 +1,188 @@
+// Package echo is the lab's test workload: a server that answers every TCP line, HTTP request and UDP datagram
+// with its own name (so a client can tell which backend IPVS chose), and a client that sends such requests and
+// prints one parseable line per answer.
+package echo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+
+	"github.com/go-logr/logr"
+)
+
+// Config says what the echo server answers and where.
+type Config struct {
+	// Name is the answer to every request; DefaultName() when empty.
+	Name string
+	// TCP and UDP are the ports to listen on (all addresses).
+	TCP, UDP []int
+	// Host is the address to bind; empty means all addresses. Tests use 127.0.0.1.
+	Host string
+	// Ready is the initial readiness served by GET /readyz; nil means ready.
+	Ready *bool
+	// Listening, when set, is called once every socket is bound, with their actual addresses (useful with port 0).
+	Listening func(tcp, udp []net.Addr)
+}
+
+// DefaultName is what a server answers when no name is configured, as in a kind pod: $POD_NAME, then the
+// hostname.
+func DefaultName() string {
+	if n := os.Getenv("POD_NAME"); n != "" {
+		return n
+	}
+	if h, err := os.Hostname(); err == nil && h != "" {
+		return h
+	}
+	return "echo"
+}
+
+// readiness is the in-process state behind /readyz, flipped by the /admin endpoints.
+type readiness struct{ failing atomic.Bool }
+
+// Serve listens on every configured port and answers until ctx is done. It fails at once if a port cannot be
+// bound; once serving, a broken connection never stops the server. With no ports it just waits for ctx, which
+// makes it a harmless process for client-only pods.
+func Serve(ctx context.Context, cfg Config) error {
+	if cfg.Name == "" {
+		cfg.Name = DefaultName()
+	}
+	log := logr.FromContextOrDiscard(ctx).WithValues("name", cfg.Name)
+	state := &readiness{}
+	if cfg.Ready != nil && !*cfg.Ready {
+		state.failing.Store(true)
+	}
+
+	var tcpListeners []net.Listener
+	var udpConns []net.PacketConn
+	closeAll := func() {
+		for _, l := range tcpListeners {
+			_ = l.Close()
+		}
+		for _, c := range udpConns {
+			_ = c.Close()
+		}
+	}
+	var lc net.ListenConfig
+	for _, port := range cfg.TCP {
+		l, err := lc.Listen(ctx, "tcp", net.JoinHostPort(cfg.Host, strconv.Itoa(port)))
+		if err != nil {
+			closeAll()
+			return fmt.Errorf("listening on tcp port %d: %w", port, err)
+		}
+		tcpListeners = append(tcpListeners, l)
+	}
+	for _, port := range cfg.UDP {
+		c, err := lc.ListenPacket(ctx, "udp", net.JoinHostPort(cfg.Host, strconv.Itoa(port)))
+		if err != nil {
+			closeAll()
+			return fmt.Errorf("listening on udp port %d: %w", port, err)
+		}
+		udpConns = append(udpConns, c)
+	}
+	if cfg.Listening != nil {
+		var tcpAddrs, udpAddrs []net.Addr
+		for _, l := range tcpListeners {
+			tcpAddrs = append(tcpAddrs, l.Addr())
+		}
+		for _, c := range udpConns {
+			udpAddrs = append(udpAddrs, c.LocalAddr())
+		}
+		cfg.Listening(tcpAddrs, udpAddrs)
+	}
+	log.Info("Echo server listening", "tcp", cfg.TCP, "udp", cfg.UDP)
+
+	var wg sync.WaitGroup
+	conns := &connSet{m: map[net.Conn]struct{}{}}
+	for _, l := range tcpListeners {
+		wg.Go(func() { serveTCP(l, cfg.Name, state, conns, log) })
+	}
+	for _, c := range udpConns {
+		wg.Go(func() { serveUDP(c, cfg.Name, log) })
+	}
+	<-ctx.Done()
+	closeAll()
+	conns.closeAll()
+	wg.Wait()
+	log.Info("Echo server stopped")
+	return nil
+}
+
+// connSet tracks open TCP connections so that shutdown closes held (line protocol) connections too.
+type connSet struct {
+	mu     sync.Mutex
+	m      map[net.Conn]struct{}
+	closed bool
+}
+
+func (s *connSet) add(c net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.m[c] = struct{}{}
+	return true
+}
+
+func (s *connSet) remove(c net.Conn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.m, c)
+}
+
+func (s *connSet) closeAll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	for c := range s.m {
+		_ = c.Close()
+	}
+}
+
+func serveTCP(l net.Listener, name string, state *readiness, conns *connSet, log logr.Logger) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			log.Error(err, "Accepting a TCP connection", "addr", l.Addr().String())
+			continue
+		}
+		if !conns.add(c) {
+			_ = c.Close()
+			return
+		}
+		wg.Go(func() {
+			defer conns.remove(c)
+			defer c.Close()
+			handleTCPConn(c, name, state)
+		})
+	}
+}
+
+func serveUDP(c net.PacketConn, name string, log logr.Logger) {
+	buf := make([]byte, 64*1024)
+	answer := []byte(name + "\n")
+	for {
+		_, from, err := c.ReadFrom(buf)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// ICMP errors from earlier replies surface here on some kernels; they concern one peer only.
+			continue
+		}
+		if _, err := c.WriteTo(answer, from); err != nil {
+			log.V(1).Info("Answering a UDP datagram failed", "peer", from.String(), "err", err.Error())
+		}
+	}
+}
