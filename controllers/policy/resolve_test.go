@@ -16,7 +16,7 @@ import (
 
 var t0 = time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
 
-// pol makes a policy created `age` seconds after t0 (so a smaller age is an older policy).
+// pol makes a policy created `created` seconds after t0 (a smaller value is an older policy).
 func pol(ns, name string, created int, sel *metav1.LabelSelector) v1alpha1.ServicePolicy {
 	return v1alpha1.ServicePolicy{
 		ObjectMeta: metav1.ObjectMeta{
@@ -40,7 +40,9 @@ func match(kv ...string) *metav1.LabelSelector {
 	return &metav1.LabelSelector{MatchLabels: m}
 }
 
-func key(ns, name string) types.NamespacedName { return types.NamespacedName{Namespace: ns, Name: name} }
+func key(ns, name string) types.NamespacedName {
+	return types.NamespacedName{Namespace: ns, Name: name}
+}
 
 func TestResolve(t *testing.T) {
 	web := svc("ns", "web", map[string]string{"app": "web", "tier": "front"})
