@@ -59,3 +59,22 @@ var (
 	// ErrExists means the virtual or real server already exists.
 	ErrExists = errors.New("ipvs: already exists")
 )
+
+// Rules is the agent's own nftables table (inet family, named "ipvs-operator"): masquerade for hairpin and
+// for non-pod sources reaching ClusterIPs, and a guard refusing new connections to ClusterIPs from outside.
+type Rules interface {
+	// Ensure creates or repairs the table, chains, rules and sets, and sets the pod CIDRs. Idempotent.
+	Ensure(podCIDRs []netip.Prefix) error
+	// Update adds and removes set elements incrementally (no full rewrite).
+	Update(add, remove RuleElements) error
+	// Elements reads back the current set elements (used by the periodic audit).
+	Elements() (RuleElements, error)
+	// Delete removes the whole table. Equivalent to: `nft delete table inet ipvs-operator`.
+	Delete() error
+}
+
+// RuleElements are the per-Service members of the rule sets.
+type RuleElements struct {
+	ClusterIPs []netip.Addr // IPv4 and IPv6 VIPs
+	Endpoints  []netip.Addr // endpoint IPs; hairpin masquerade matches (endpoint . endpoint) pairs
+}

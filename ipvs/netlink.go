@@ -1,0 +1,256 @@
+//go:build linux
+
+package ipvs
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	mobyipvs "github.com/moby/ipvs"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// Kernel values moby/ipvs passes through untouched.
+const (
+	svcFlagPersistent = 0x1        // IP_VS_SVC_F_PERSISTENT
+	netmaskV4         = 0xffffffff // persistence granularity: one client address
+	netmaskV6         = 128        // the kernel refuses an IPv6 service whose netmask is not 1..128
+)
+
+// netlinkIPVS implements Interface over one reused moby/ipvs handle (one generic netlink socket).
+type netlinkIPVS struct {
+	// mu serialises calls: moby's handle reads replies off one socket and drops those whose sequence
+	// number is not its own, so two concurrent calls would steal each other's answers.
+	mu sync.Mutex
+	h  *mobyipvs.Handle
+}
+
+// NewNetlink returns an Interface to the IPVS table of the caller's network namespace. The value also
+// implements io.Closer.
+//
+// Load the ip_vs modules first (host.LoadModules): moby/ipvs resolves the IPVS generic netlink family once
+// per process, and if that happens before ip_vs is loaded every later call silently does nothing. NewNetlink
+// refuses to start when the family is missing; host.Probe proves the handle really works.
+func NewNetlink() (Interface, error) { return NewNetlinkInNamespace("") }
+
+// NewNetlinkInNamespace is NewNetlink for the network namespace at path (e.g. /var/run/netns/NAME or
+// /proc/PID/ns/net); "" means the caller's.
+func NewNetlinkInNamespace(path string) (Interface, error) {
+	// Generic netlink families are global, so this check is valid from any namespace.
+	nh, err := netlink.NewHandle(unix.NETLINK_GENERIC)
+	if err != nil {
+		return nil, fmt.Errorf("ipvs: open generic netlink: %w", err)
+	}
+	_, err = nh.GenlFamilyGet("IPVS")
+	nh.Close()
+	if err != nil {
+		return nil, fmt.Errorf("%w: generic netlink family IPVS not registered (load the ip_vs module): %w", ErrNotSupported, err)
+	}
+	h, err := mobyipvs.New(path)
+	if err != nil {
+		return nil, fmt.Errorf("ipvs: open handle: %w", err)
+	}
+	return &netlinkIPVS{h: h}, nil
+}
+
+// Close releases the netlink socket.
+func (n *netlinkIPVS) Close() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.h.Close()
+	return nil
+}
+
+// Services lists every virtual server except firewall-mark ones, which this library does not model.
+// Equivalent to: `ipvsadm -Ln` (services only).
+func (n *netlinkIPVS) Services() ([]Service, error) {
+	n.mu.Lock()
+	svcs, err := n.h.GetServices()
+	n.mu.Unlock()
+	if err != nil {
+		return nil, &Error{Op: OpServices, Err: err}
+	}
+	out := make([]Service, 0, len(svcs))
+	for _, s := range svcs {
+		if s.FWMark != 0 {
+			continue
+		}
+		svc, err := fromMobyService(s)
+		if err != nil {
+			return nil, &Error{Op: OpServices, Err: err}
+		}
+		out = append(out, svc)
+	}
+	return out, nil
+}
+
+// AddService creates a virtual server. Equivalent to: `ipvsadm -A -t VIP:PORT -s SCHED [-p SECONDS]`.
+func (n *netlinkIPVS) AddService(s Service) error {
+	return n.serviceCmd(OpAddService, s, n.h.NewService)
+}
+
+// UpdateService changes a virtual server's scheduler or persistence in place.
+// Equivalent to: `ipvsadm -E -t VIP:PORT -s SCHED [-p SECONDS]`.
+func (n *netlinkIPVS) UpdateService(s Service) error {
+	return n.serviceCmd(OpUpdateService, s, n.h.UpdateService)
+}
+
+// DeleteService removes a virtual server and its real servers. Equivalent to: `ipvsadm -D -t VIP:PORT`.
+func (n *netlinkIPVS) DeleteService(k ServiceKey) error {
+	return n.serviceCmd(OpDeleteService, Service{ServiceKey: k}, n.h.DelService)
+}
+
+func (n *netlinkIPVS) serviceCmd(op string, s Service, cmd func(*mobyipvs.Service) error) error {
+	ms, err := toMobyService(s)
+	if err != nil {
+		return &Error{Op: op, Object: s.ServiceKey.String(), Err: err}
+	}
+	n.mu.Lock()
+	err = cmd(ms)
+	n.mu.Unlock()
+	if err != nil {
+		return &Error{Op: op, Object: s.ServiceKey.String(), Err: err}
+	}
+	return nil
+}
+
+// Destinations lists a virtual server's real servers with their connection counts.
+// Equivalent to: `ipvsadm -Ln -t VIP:PORT`.
+func (n *netlinkIPVS) Destinations(k ServiceKey) ([]ObservedDestination, error) {
+	ms, err := toMobyService(Service{ServiceKey: k})
+	if err != nil {
+		return nil, &Error{Op: OpDestinations, Object: k.String(), Err: err}
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	dsts, err := n.h.GetDestinations(ms)
+	if err != nil {
+		return nil, &Error{Op: OpDestinations, Object: k.String(), Err: err}
+	}
+	if len(dsts) == 0 {
+		// The kernel answers a dump for a missing virtual server with an empty list, not ESRCH; one more
+		// round trip (only for empty lists) tells "no real servers" from "no such virtual server".
+		if _, err := n.h.GetService(ms); errors.Is(err, unix.ESRCH) {
+			return nil, &Error{Op: OpDestinations, Object: k.String(), Err: err}
+		}
+		return nil, nil
+	}
+	out := make([]ObservedDestination, 0, len(dsts))
+	for _, d := range dsts {
+		addr, ok := netip.AddrFromSlice(d.Address)
+		if !ok {
+			return nil, &Error{Op: OpDestinations, Object: k.String(), Err: fmt.Errorf("bad real server address %v", d.Address)}
+		}
+		out = append(out, ObservedDestination{
+			Destination: Destination{
+				DestinationKey: DestinationKey{Address: addr.Unmap(), Port: d.Port},
+				Weight:         d.Weight,
+			},
+			DestinationStats: DestinationStats{
+				ActiveConnections:   d.ActiveConnections,
+				InactiveConnections: d.InactiveConnections,
+			},
+		})
+	}
+	return out, nil
+}
+
+// AddDestination adds a masquerading real server.
+// Equivalent to: `ipvsadm -a -t VIP:PORT -r IP:PORT -m -w WEIGHT`.
+func (n *netlinkIPVS) AddDestination(k ServiceKey, d Destination) error {
+	return n.destinationCmd(OpAddDestination, k, d, n.h.NewDestination)
+}
+
+// UpdateDestination changes a real server's weight.
+// Equivalent to: `ipvsadm -e -t VIP:PORT -r IP:PORT -m -w WEIGHT`.
+func (n *netlinkIPVS) UpdateDestination(k ServiceKey, d Destination) error {
+	return n.destinationCmd(OpUpdateDestination, k, d, n.h.UpdateDestination)
+}
+
+// DeleteDestination removes a real server. Equivalent to: `ipvsadm -d -t VIP:PORT -r IP:PORT`.
+func (n *netlinkIPVS) DeleteDestination(k ServiceKey, dk DestinationKey) error {
+	return n.destinationCmd(OpDeleteDestination, k, Destination{DestinationKey: dk}, n.h.DelDestination)
+}
+
+func (n *netlinkIPVS) destinationCmd(op string, k ServiceKey, d Destination, cmd func(*mobyipvs.Service, *mobyipvs.Destination) error) error {
+	obj := k.String() + " -r " + d.DestinationKey.String()
+	ms, err := toMobyService(Service{ServiceKey: k})
+	if err != nil {
+		return &Error{Op: op, Object: obj, Err: err}
+	}
+	if err := checkAddr(d.Address); err != nil {
+		return &Error{Op: op, Object: obj, Err: err}
+	}
+	md := &mobyipvs.Destination{
+		Address:         net.IP(d.Address.AsSlice()),
+		Port:            d.Port,
+		Weight:          d.Weight,
+		ConnectionFlags: mobyipvs.ConnFwdMasq,
+		AddressFamily:   family(d.Address),
+	}
+	n.mu.Lock()
+	err = cmd(ms, md)
+	n.mu.Unlock()
+	if err != nil {
+		return &Error{Op: op, Object: obj, Err: err}
+	}
+	return nil
+}
+
+// toMobyService converts a Service; the key alone is enough for delete and destination verbs.
+func toMobyService(s Service) (*mobyipvs.Service, error) {
+	if err := checkAddr(s.Address); err != nil {
+		return nil, err
+	}
+	ms := &mobyipvs.Service{
+		Address:       net.IP(s.Address.AsSlice()),
+		Protocol:      uint16(s.Protocol),
+		Port:          s.Port,
+		SchedName:     s.Scheduler,
+		AddressFamily: family(s.Address),
+		Netmask:       netmaskV4,
+	}
+	if s.Address.Is6() {
+		ms.Netmask = netmaskV6
+	}
+	if secs := persistenceSeconds(s.Persistence); secs > 0 {
+		ms.Flags = svcFlagPersistent
+		ms.Timeout = secs
+	}
+	return ms, nil
+}
+
+func fromMobyService(s *mobyipvs.Service) (Service, error) {
+	addr, ok := netip.AddrFromSlice(s.Address)
+	if !ok {
+		return Service{}, fmt.Errorf("bad virtual server address %v", s.Address)
+	}
+	svc := Service{
+		ServiceKey: ServiceKey{Address: addr.Unmap(), Port: s.Port, Protocol: Protocol(s.Protocol)},
+		Scheduler:  s.SchedName,
+	}
+	// The kernel also reports internal flags (IP_VS_SVC_F_HASHED), so test the one bit that matters.
+	if s.Flags&svcFlagPersistent != 0 {
+		svc.Persistence = time.Duration(s.Timeout) * time.Second
+	}
+	return svc, nil
+}
+
+func checkAddr(a netip.Addr) error {
+	if !a.IsValid() || a.Is4In6() || a.Zone() != "" {
+		return fmt.Errorf("invalid address %q: %w", a, unix.EINVAL)
+	}
+	return nil
+}
+
+func family(a netip.Addr) uint16 {
+	if a.Is4() {
+		return unix.AF_INET
+	}
+	return unix.AF_INET6
+}
