@@ -1,0 +1,152 @@
+package fake
+
+import (
+	"fmt"
+	"maps"
+	"net/netip"
+	"slices"
+	"sync"
+
+	"github.com/ipvs-operator/ipvs-operator/ipvs"
+	"golang.org/x/sys/unix"
+)
+
+// Rules is an in-memory ipvs.Rules. Like the nftables one, Update and Elements fail with ENOENT until
+// Ensure has created the table, removing an absent element is not an error, and Ensure keeps the elements
+// of an existing table. The zero value is usable.
+type Rules struct {
+	mu         sync.Mutex
+	rec        recorder
+	exists     bool
+	podCIDRs   []netip.Prefix
+	clusterIPs map[netip.Addr]bool
+	endpoints  map[netip.Addr]bool
+}
+
+var _ ipvs.Rules = (*Rules)(nil)
+
+// NewRules returns a Rules whose table does not exist yet.
+func NewRules() *Rules { return &Rules{} }
+
+// SetError makes every later call of verb fail with err (still counted); nil clears it.
+func (r *Rules) SetError(verb Verb, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.rec.setError(verb, err)
+}
+
+// Ops returns how many times each verb was called.
+func (r *Rules) Ops() map[Verb]int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return maps.Clone(r.rec.ops)
+}
+
+// ResetOps sets every counter back to zero.
+func (r *Rules) ResetOps() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.rec.ops = nil
+}
+
+// TableExists reports whether Ensure has run since the last Delete.
+func (r *Rules) TableExists() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.exists
+}
+
+// PodCIDRs returns the pod CIDRs of the last Ensure, masked and sorted.
+func (r *Rules) PodCIDRs() []netip.Prefix {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.podCIDRs)
+}
+
+// Ensure creates the table if needed and replaces the pod CIDRs.
+func (r *Rules) Ensure(podCIDRs []netip.Prefix) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := r.rec.op(Ensure); err != nil {
+		return err
+	}
+	cidrs := make([]netip.Prefix, 0, len(podCIDRs))
+	for _, p := range podCIDRs {
+		if !p.IsValid() {
+			return fmt.Errorf("nftrules: invalid pod CIDR %q: %w", p, unix.EINVAL)
+		}
+		cidrs = append(cidrs, p.Masked())
+	}
+	slices.SortFunc(cidrs, func(a, b netip.Prefix) int { return a.Addr().Compare(b.Addr()) })
+	r.podCIDRs = slices.Compact(cidrs)
+	if !r.exists {
+		r.exists, r.clusterIPs, r.endpoints = true, map[netip.Addr]bool{}, map[netip.Addr]bool{}
+	}
+	return nil
+}
+
+// Update removes, then adds, set elements.
+func (r *Rules) Update(add, remove ipvs.RuleElements) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := r.rec.op(Update); err != nil {
+		return err
+	}
+	if !r.exists {
+		return noTable("update")
+	}
+	for _, e := range [][]netip.Addr{add.ClusterIPs, add.Endpoints, remove.ClusterIPs, remove.Endpoints} {
+		for _, a := range e {
+			if !a.IsValid() || a.Is4In6() || a.Zone() != "" {
+				return fmt.Errorf("nftrules: invalid address %q: %w", a, unix.EINVAL)
+			}
+		}
+	}
+	for _, a := range remove.ClusterIPs {
+		delete(r.clusterIPs, a)
+	}
+	for _, a := range remove.Endpoints {
+		delete(r.endpoints, a)
+	}
+	for _, a := range add.ClusterIPs {
+		r.clusterIPs[a] = true
+	}
+	for _, a := range add.Endpoints {
+		r.endpoints[a] = true
+	}
+	return nil
+}
+
+// Elements returns the set elements, each list sorted.
+func (r *Rules) Elements() (ipvs.RuleElements, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := r.rec.op(Elements); err != nil {
+		return ipvs.RuleElements{}, err
+	}
+	if !r.exists {
+		return ipvs.RuleElements{}, noTable("list")
+	}
+	return ipvs.RuleElements{ClusterIPs: sortedKeys(r.clusterIPs), Endpoints: sortedKeys(r.endpoints)}, nil
+}
+
+// Delete removes the table; an absent table is not an error.
+func (r *Rules) Delete() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := r.rec.op(Delete); err != nil {
+		return err
+	}
+	r.exists, r.podCIDRs, r.clusterIPs, r.endpoints = false, nil, nil, nil
+	return nil
+}
+
+func sortedKeys(m map[netip.Addr]bool) []netip.Addr {
+	out := slices.Collect(maps.Keys(m))
+	slices.SortFunc(out, netip.Addr.Compare)
+	return out
+}
+
+func noTable(what string) error {
+	return fmt.Errorf("nftrules: %s: table inet ipvs-operator does not exist (Ensure first): %w", what, unix.ENOENT)
+}

@@ -1,0 +1,135 @@
+package fake
+
+import (
+	"fmt"
+	"maps"
+	"net/netip"
+	"slices"
+	"sync"
+
+	"github.com/ipvs-operator/ipvs-operator/ipvs"
+	"golang.org/x/sys/unix"
+)
+
+// VIPs is an in-memory ipvs.VIPs: one dummy interface and its addresses. Like the real one, Bind and
+// Unbind are idempotent, and binding before EnsureInterface fails with ENODEV. The zero value is usable.
+type VIPs struct {
+	mu     sync.Mutex
+	rec    recorder
+	exists bool
+	addrs  map[netip.Addr]bool
+}
+
+var _ ipvs.VIPs = (*VIPs)(nil)
+
+// NewVIPs returns a VIPs whose interface does not exist yet.
+func NewVIPs() *VIPs { return &VIPs{} }
+
+// SetError makes every later call of verb fail with err (still counted); nil clears it.
+func (v *VIPs) SetError(verb Verb, err error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.rec.setError(verb, err)
+}
+
+// Ops returns how many times each verb was called.
+func (v *VIPs) Ops() map[Verb]int {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return maps.Clone(v.rec.ops)
+}
+
+// ResetOps sets every counter back to zero.
+func (v *VIPs) ResetOps() {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.rec.ops = nil
+}
+
+// InterfaceExists reports whether EnsureInterface has run since the last DeleteInterface.
+func (v *VIPs) InterfaceExists() bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.exists
+}
+
+// EnsureInterface creates the interface if needed.
+func (v *VIPs) EnsureInterface() error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if err := v.rec.op(EnsureInterface); err != nil {
+		return err
+	}
+	if !v.exists {
+		v.exists, v.addrs = true, map[netip.Addr]bool{}
+	}
+	return nil
+}
+
+// List returns the bound addresses, sorted.
+func (v *VIPs) List() ([]netip.Addr, error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if err := v.rec.op(List); err != nil {
+		return nil, err
+	}
+	if !v.exists {
+		return nil, noInterface("list")
+	}
+	out := slices.Collect(maps.Keys(v.addrs))
+	slices.SortFunc(out, netip.Addr.Compare)
+	return out, nil
+}
+
+// Bind adds an address; binding a bound address is not an error.
+func (v *VIPs) Bind(a netip.Addr) error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if err := v.rec.op(Bind); err != nil {
+		return err
+	}
+	if err := checkVIP(a); err != nil {
+		return err
+	}
+	if !v.exists {
+		return noInterface("bind " + a.String())
+	}
+	v.addrs[a] = true
+	return nil
+}
+
+// Unbind removes an address; an absent address or interface is not an error.
+func (v *VIPs) Unbind(a netip.Addr) error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if err := v.rec.op(Unbind); err != nil {
+		return err
+	}
+	if err := checkVIP(a); err != nil {
+		return err
+	}
+	delete(v.addrs, a)
+	return nil
+}
+
+// DeleteInterface removes the interface and its addresses; an absent interface is not an error.
+func (v *VIPs) DeleteInterface() error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if err := v.rec.op(DeleteInterface); err != nil {
+		return err
+	}
+	v.exists, v.addrs = false, nil
+	return nil
+}
+
+func checkVIP(a netip.Addr) error {
+	if !a.IsValid() || a.Is4In6() || a.Zone() != "" {
+		return fmt.Errorf("vips: invalid address %q: %w", a, unix.EINVAL)
+	}
+	return nil
+}
+
+func noInterface(what string) error {
+	return fmt.Errorf("vips: %s: interface does not exist (EnsureInterface first): %w", what, unix.ENODEV)
+}
