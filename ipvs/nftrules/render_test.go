@@ -1,0 +1,132 @@
+package nftrules
+
+import (
+	"flag"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/ipvs-operator/ipvs-operator/ipvs"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/*.golden from the current output")
+
+func TestRenderGolden(t *testing.T) {
+	tests := []struct {
+		name  string
+		cidrs []string
+		el    ipvs.RuleElements
+	}{
+		{name: "empty"},
+		{
+			name:  "dual-stack",
+			cidrs: []string{"10.244.0.0/16", "fd00:10:244::/56"},
+			el: ipvs.RuleElements{
+				ClusterIPs: []netip.Addr{netip.MustParseAddr("10.96.0.10"), netip.MustParseAddr("10.96.0.1"), netip.MustParseAddr("fd00::a"), netip.MustParseAddr("10.96.0.1")},
+				Endpoints:  []netip.Addr{netip.MustParseAddr("10.244.2.3"), netip.MustParseAddr("10.244.1.2"), netip.MustParseAddr("fd00:10:244::5")},
+			},
+		},
+		{
+			// Invalid input is left out, as Ensure and Update refuse it.
+			name:  "invalid-left-out",
+			cidrs: []string{"10.244.0.0/16"},
+			el:    ipvs.RuleElements{ClusterIPs: []netip.Addr{{}, netip.MustParseAddr("10.96.0.10")}},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var cidrs []netip.Prefix
+			for _, c := range tt.cidrs {
+				cidrs = append(cidrs, netip.MustParsePrefix(c))
+			}
+			if tt.name == "invalid-left-out" {
+				cidrs = append(cidrs, netip.Prefix{})
+			}
+			got := Render(cidrs, tt.el)
+			path := filepath.Join("testdata", "render-"+tt.name+".golden")
+			if *update {
+				if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatalf("%v (run go test ./ipvs/nftrules -run TestRenderGolden -update to create it)", err)
+			}
+			if got != string(want) {
+				t.Errorf("Render() mismatch with %s:\n--- got\n%s--- want\n%s", path, got, want)
+			}
+		})
+	}
+}
+
+func TestRanges(t *testing.T) {
+	tests := []struct {
+		name   string
+		cidrs  []string
+		v4, v6 []string // rendered ranges
+		elems4 int      // interval elements for the IPv4 set
+	}{
+		{name: "none"},
+		{name: "one", cidrs: []string{"10.244.0.0/16"}, v4: []string{"10.244.0.0/16"}, elems4: 3},
+		{name: "contained and unmasked", cidrs: []string{"10.244.3.9/24", "10.244.0.0/16"}, v4: []string{"10.244.0.0/16"}, elems4: 3},
+		{name: "adjacent merge", cidrs: []string{"10.245.0.0/16", "10.244.0.0/16"}, v4: []string{"10.244.0.0/15"}, elems4: 3},
+		{name: "adjacent, not a prefix", cidrs: []string{"10.1.0.0/16", "10.2.0.0/16"}, v4: []string{"10.1.0.0-10.2.255.255"}, elems4: 3},
+		{name: "host", cidrs: []string{"192.168.7.7/32"}, v4: []string{"192.168.7.7"}, elems4: 3},
+		{name: "from zero to the top", cidrs: []string{"0.0.0.0/0"}, v4: []string{"0.0.0.0/0"}, elems4: 1},
+		{name: "families split", cidrs: []string{"fd00::/64", "10.0.0.0/8"}, v4: []string{"10.0.0.0/8"}, v6: []string{"fd00::/64"}, elems4: 3},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var ps []netip.Prefix
+			for _, c := range tt.cidrs {
+				ps = append(ps, netip.MustParsePrefix(c))
+			}
+			v4, v6, err := splitRanges(ps)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := rangeStrings(v4); !equal(got, tt.v4) {
+				t.Errorf("v4 = %v, want %v", got, tt.v4)
+			}
+			if got := rangeStrings(v6); !equal(got, tt.v6) {
+				t.Errorf("v6 = %v, want %v", got, tt.v6)
+			}
+			if got := len(intervalElements(v4)); got != tt.elems4 {
+				t.Errorf("%d interval elements, want %d", got, tt.elems4)
+			}
+		})
+	}
+}
+
+func equal(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func TestElementOpsChunks(t *testing.T) {
+	var el ipvs.RuleElements
+	for i := range maxElemsPerBatch + 10 {
+		el.ClusterIPs = append(el.ClusterIPs, netip.AddrFrom4([4]byte{10, 96, byte(i >> 8), byte(i)}))
+	}
+	el.Endpoints = []netip.Addr{netip.MustParseAddr("fd00::1")}
+	ops, err := elementOps(ipvs.RuleElements{}, el)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Removals only: two chunks for clusterips4, one for loop6.
+	if len(ops) != 3 || ops[0].set != SetClusterIPs4 || len(ops[0].elems) != maxElemsPerBatch || ops[2].set != SetLoop6 || !ops[2].remove {
+		t.Fatalf("ops = %d, first %s/%d", len(ops), ops[0].set, len(ops[0].elems))
+	}
+	if k := ops[2].elems[0].Key; len(k) != 32 {
+		t.Errorf("loop6 key has %d bytes, want 32 (endpoint . endpoint)", len(k))
+	}
+}

@@ -1,0 +1,217 @@
+// Package nftrules keeps the agent's own nftables table, `inet ipvs-operator`, which IPVS needs next to it:
+//
+//   - hairpin: a pod reaching itself through its Service is masqueraded, else it would answer itself from
+//     its own address and drop the reply;
+//   - non-pod sources (the node, host-network pods) reaching a ClusterIP are masqueraded, else a real server
+//     on another node answers to the ClusterIP, which that node delivers to its own dummy interface;
+//   - new connections to ClusterIPs from outside the cluster are refused: once IPVS, forwarding or masquerade
+//     are on, the node would otherwise serve them.
+//
+// It talks netlink through github.com/google/nftables (no `nft` binary), and Render prints the table as
+// `nft list table inet ipvs-operator` does, so golden files and a live kernel can be compared.
+package nftrules
+
+import (
+	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
+	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
+)
+
+// TableName is the name of the agent's table, in the inet family.
+const TableName = "ipvs-operator"
+
+// Chain names.
+const (
+	ChainPostrouting = "nat-postrouting"
+	ChainInput       = "filter-input"
+)
+
+// Set names.
+const (
+	SetClusterIPs4 = "clusterips4"
+	SetClusterIPs6 = "clusterips6"
+	SetPodCIDRs4   = "podcidrs4"
+	SetPodCIDRs6   = "podcidrs6"
+	SetLoop4       = "loop4"
+	SetLoop6       = "loop6"
+)
+
+// setDef describes one set. The order of setDefs is the order of creation, which is the order nft lists.
+type setDef struct {
+	name     string
+	typ      string // nft's name of the key type
+	key      nftables.SetDatatype
+	interval bool
+	concat   bool
+	v6       bool
+}
+
+var setDefs = []setDef{
+	{name: SetClusterIPs4, typ: "ipv4_addr", key: nftables.TypeIPAddr},
+	{name: SetClusterIPs6, typ: "ipv6_addr", key: nftables.TypeIP6Addr, v6: true},
+	{name: SetPodCIDRs4, typ: "ipv4_addr", key: nftables.TypeIPAddr, interval: true},
+	{name: SetPodCIDRs6, typ: "ipv6_addr", key: nftables.TypeIP6Addr, interval: true, v6: true},
+	{name: SetLoop4, typ: "ipv4_addr . ipv4_addr", key: nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeIPAddr), concat: true},
+	{name: SetLoop6, typ: "ipv6_addr . ipv6_addr", key: nftables.MustConcatSetType(nftables.TypeIP6Addr, nftables.TypeIP6Addr), concat: true, v6: true},
+}
+
+func (d setDef) set(t *nftables.Table) *nftables.Set {
+	return &nftables.Set{
+		Table:         t,
+		Name:          d.name,
+		KeyType:       d.key,
+		Interval:      d.interval,
+		Concatenation: d.concat,
+		KeyByteOrder:  binaryutil.BigEndian, // addresses are in network order, as nft declares them
+	}
+}
+
+// chainDef describes a base chain; header is nft's rendering of its type line.
+type chainDef struct {
+	name     string
+	typ      nftables.ChainType
+	hook     *nftables.ChainHook
+	priority *nftables.ChainPriority
+	header   string
+}
+
+var chainDefs = []chainDef{
+	{
+		name: ChainPostrouting, typ: nftables.ChainTypeNAT, hook: nftables.ChainHookPostrouting,
+		priority: nftables.ChainPriorityNATSource,
+		header:   "type nat hook postrouting priority srcnat; policy accept;",
+	},
+	{
+		// Priority 0 runs before IPVS's LOCAL_IN hook (NF_IP_PRI_NAT_SRC - 2), so the guard sees the packet
+		// while its destination is still the ClusterIP.
+		name: ChainInput, typ: nftables.ChainTypeFilter, hook: nftables.ChainHookInput,
+		priority: nftables.ChainPriorityFilter,
+		header:   "type filter hook input priority filter; policy accept;",
+	},
+}
+
+// ruleDef is one rule: its text as `nft list` prints it, and the expressions that are programmed, the
+// very ones nft generates for that text (as `nft --debug=netlink` shows them), so that nft lists what was
+// programmed with exactly this text. Each expression is an expr.Any or a rawExpr.
+type ruleDef struct {
+	chain string
+	text  string
+	exprs []any
+}
+
+// ipFamily holds what differs between the IPv4 and IPv6 rules.
+type ipFamily struct {
+	nfproto          byte
+	kw               string // "ip" or "ip6"
+	saddrOff, daddrO uint32 // network header offsets
+	addrLen          uint32
+	secondReg        uint32 // register of the second half of the (saddr . daddr) concatenation
+	clusterIPs       string
+	podCIDRs         string
+	loop             string
+	rejectCode       uint8
+	rejectText       string
+}
+
+var families = []ipFamily{
+	{
+		nfproto: unix.NFPROTO_IPV4, kw: "ip", saddrOff: 12, daddrO: 16, addrLen: 4, secondReg: unix.NFT_REG32_01,
+		clusterIPs: SetClusterIPs4, podCIDRs: SetPodCIDRs4, loop: SetLoop4,
+		rejectCode: 3, rejectText: "reject with icmp port-unreachable", // ICMP_PORT_UNREACH
+	},
+	{
+		nfproto: unix.NFPROTO_IPV6, kw: "ip6", saddrOff: 8, daddrO: 24, addrLen: 16, secondReg: unix.NFT_REG_2,
+		clusterIPs: SetClusterIPs6, podCIDRs: SetPodCIDRs6, loop: SetLoop6,
+		rejectCode: 4, rejectText: "reject with icmpv6 port-unreachable", // ICMPV6_PORT_UNREACH
+	},
+}
+
+// ruleDefs returns the rules in the order they are programmed and listed.
+func ruleDefs() []ruleDef {
+	var out []ruleDef
+	for _, f := range families {
+		out = append(out, ruleDef{
+			// Hairpin: after IPVS's DNAT a pod talking to itself has saddr == daddr == an endpoint.
+			chain: ChainPostrouting,
+			text:  f.kw + " saddr . " + f.kw + " daddr @" + f.loop + " masquerade",
+			exprs: concat(nfproto(f.nfproto),
+				&expr.Payload{DestRegister: unix.NFT_REG_1, Base: expr.PayloadBaseNetworkHeader, Offset: f.saddrOff, Len: f.addrLen},
+				&expr.Payload{DestRegister: f.secondReg, Base: expr.PayloadBaseNetworkHeader, Offset: f.daddrO, Len: f.addrLen},
+				&expr.Lookup{SourceRegister: unix.NFT_REG_1, SetName: f.loop},
+				&expr.Masq{},
+			),
+		})
+		out = append(out, ruleDef{
+			// The node itself and other non-pod sources: the conntrack entry IPVS made (vs.conntrack=1) still
+			// has the ClusterIP as its original destination.
+			chain: ChainPostrouting,
+			text:  "ct original " + f.kw + " daddr @" + f.clusterIPs + " " + f.kw + " saddr != @" + f.podCIDRs + " masquerade",
+			exprs: concat(
+				[]any{
+					ctOriginalDaddr(f.nfproto),
+					&expr.Lookup{SourceRegister: unix.NFT_REG_1, SetName: f.clusterIPs},
+				},
+				nfproto(f.nfproto),
+				&expr.Payload{DestRegister: unix.NFT_REG_1, Base: expr.PayloadBaseNetworkHeader, Offset: f.saddrOff, Len: f.addrLen},
+				&expr.Lookup{SourceRegister: unix.NFT_REG_1, SetName: f.podCIDRs, Invert: true},
+				&expr.Masq{},
+			),
+		})
+	}
+	for _, f := range families {
+		out = append(out, ruleDef{
+			// The guard. Pods on this node come from a pod CIDR; the node itself and host-network pods reach
+			// their local ClusterIP through lo; pods on other nodes never get here with a ClusterIP
+			// destination, their own node's IPVS has rewritten it. Everything else is outside.
+			chain: ChainInput,
+			text:  "ct state new " + f.kw + " daddr @" + f.clusterIPs + ` iifname != "lo" ` + f.kw + " saddr != @" + f.podCIDRs + " " + f.rejectText,
+			exprs: concat(
+				[]any{
+					&expr.Ct{Register: unix.NFT_REG_1, Key: expr.CtKeySTATE},
+					&expr.Bitwise{SourceRegister: unix.NFT_REG_1, DestRegister: unix.NFT_REG_1, Len: 4,
+						Mask: binaryutil.NativeEndian.PutUint32(expr.CtStateBitNEW), Xor: make([]byte, 4)},
+					&expr.Cmp{Op: expr.CmpOpNeq, Register: unix.NFT_REG_1, Data: make([]byte, 4)},
+				},
+				nfproto(f.nfproto),
+				&expr.Payload{DestRegister: unix.NFT_REG_1, Base: expr.PayloadBaseNetworkHeader, Offset: f.daddrO, Len: f.addrLen},
+				&expr.Lookup{SourceRegister: unix.NFT_REG_1, SetName: f.clusterIPs},
+				&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: unix.NFT_REG_1},
+				&expr.Cmp{Op: expr.CmpOpNeq, Register: unix.NFT_REG_1, Data: ifname("lo")},
+				&expr.Payload{DestRegister: unix.NFT_REG_1, Base: expr.PayloadBaseNetworkHeader, Offset: f.saddrOff, Len: f.addrLen},
+				&expr.Lookup{SourceRegister: unix.NFT_REG_1, SetName: f.podCIDRs, Invert: true},
+				&expr.Reject{Type: unix.NFT_REJECT_ICMP_UNREACH, Code: f.rejectCode},
+			),
+		})
+	}
+	return out
+}
+
+// nfproto is `meta nfproto ipv4|ipv6`, the dependency nft adds (and hides) before ip/ip6 matches in an
+// inet table.
+func nfproto(p byte) []any {
+	return []any{
+		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: unix.NFT_REG_1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: unix.NFT_REG_1, Data: []byte{p}},
+	}
+}
+
+// concat builds an expression list from lists and single expressions.
+func concat(parts ...any) []any {
+	var out []any
+	for _, p := range parts {
+		if l, ok := p.([]any); ok {
+			out = append(out, l...)
+		} else {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// ifname pads an interface name to IFNAMSIZ, as nft compares exact names.
+func ifname(n string) []byte {
+	b := make([]byte, unix.IFNAMSIZ)
+	copy(b, n)
+	return b
+}

@@ -1,0 +1,283 @@
+package nftrules
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"sync"
+
+	"github.com/google/nftables"
+	"golang.org/x/sys/unix"
+
+	"github.com/ipvs-operator/ipvs-operator/ipvs"
+)
+
+// maxElemsPerBatch bounds one netlink batch: the whole batch is one sendmsg, which the kernel refuses
+// (EMSGSIZE) beyond the socket's send buffer (about 200 KiB by default). 1024 IPv6 pairs are ~50 KiB.
+const maxElemsPerBatch = 1024
+
+// Table is the agent's nftables table; it implements ipvs.Rules. Methods are safe for concurrent use.
+type Table struct {
+	mu      sync.Mutex // one batch at a time: the connection buffers messages until Flush
+	conn    *nftables.Conn
+	table   *nftables.Table
+	netnsFD int // 0: the caller's namespace
+}
+
+var _ ipvs.Rules = (*Table)(nil)
+
+// Option configures New.
+type Option func(*options)
+
+type options struct{ netnsFD int }
+
+// WithNetNS makes the table live in the network namespace the file descriptor refers to (e.g. from
+// netns.Get or an open /var/run/netns/NAME), instead of the caller's.
+func WithNetNS(fd int) Option { return func(o *options) { o.netnsFD = fd } }
+
+// New opens one lasting netfilter netlink socket; it does not touch the ruleset until Ensure.
+func New(opts ...Option) (*Table, error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	connOpts := []nftables.ConnOption{nftables.AsLasting()}
+	if o.netnsFD != 0 {
+		connOpts = append(connOpts, nftables.WithNetNSFd(o.netnsFD))
+	}
+	conn, err := nftables.New(connOpts...)
+	if err != nil {
+		return nil, fmt.Errorf("nftrules: open netlink: %w", err)
+	}
+	return &Table{conn: conn, table: &nftables.Table{Name: TableName, Family: nftables.TableFamilyINet}, netnsFD: o.netnsFD}, nil
+}
+
+// Close closes the netlink socket. The table stays in the kernel.
+func (t *Table) Close() error { return t.conn.CloseLasting() }
+
+// Ensure creates the table, its sets and chains if missing, rewrites the pod CIDR sets and then the
+// rules, and keeps the ClusterIP and endpoint elements. It takes two transactions, the table's skeleton
+// then the rules (see rawrules.go), each atomic; the old rules stay in force until the second one replaces
+// them. If the table cannot be repaired in place (a set of the same name with another type, left by an
+// older version), Ensure replaces the whole table; its elements are then empty and the caller's next
+// audit (Elements) refills them.
+// Equivalent to: `nft -f` of Render's output without the ClusterIP and loop elements.
+func (t *Table) Ensure(podCIDRs []netip.Prefix) error {
+	v4, v6, err := splitRanges(podCIDRs)
+	if err != nil {
+		return err
+	}
+	rules, err := ruleMessages()
+	if err != nil {
+		return err
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.queueSkeleton(v4, v6, false)
+	if err := t.conn.Flush(); err != nil {
+		// Add, delete, add: the delete cannot fail for a missing table, and the kernel sees one transaction.
+		t.queueSkeleton(v4, v6, true)
+		if err2 := t.conn.Flush(); err2 != nil {
+			return fmt.Errorf("nftrules: ensure table inet %s: %w (repairing in place: %w)", TableName, err2, err)
+		}
+	}
+	if err := sendBatch(t.netnsFD, rules); err != nil {
+		return fmt.Errorf("nftrules: program rules of inet %s: %w", TableName, err)
+	}
+	return nil
+}
+
+// queueSkeleton queues the table, its sets and chains, and the pod CIDR elements. Callers hold t.mu.
+func (t *Table) queueSkeleton(v4, v6 []addrRange, recreate bool) {
+	t.conn.AddTable(t.table)
+	if recreate {
+		t.conn.DelTable(t.table)
+		t.conn.AddTable(t.table)
+	}
+	sets := map[string]*nftables.Set{}
+	for _, d := range setDefs {
+		s := d.set(t.table)
+		// AddSet only fails on marshalling, which the fixed definitions never hit; Flush would report it.
+		_ = t.conn.AddSet(s, nil)
+		sets[d.name] = s
+	}
+	for _, d := range chainDefs {
+		t.conn.AddChain(&nftables.Chain{Name: d.name, Table: t.table, Type: d.typ, Hooknum: d.hook, Priority: d.priority})
+	}
+	for name, ranges := range map[string][]addrRange{SetPodCIDRs4: v4, SetPodCIDRs6: v6} {
+		t.conn.FlushSet(sets[name])
+		if els := intervalElements(ranges); len(els) > 0 {
+			_ = t.conn.SetAddElements(sets[name], els)
+		}
+	}
+}
+
+// Update removes, then adds, set elements, in batches of at most maxElemsPerBatch elements, each batch
+// atomic. Removing an absent element is not an error: it is added and deleted in the same transaction
+// (kernels before 6.3 have no "destroy element"). An endpoint is one (endpoint . endpoint) pair in the
+// loop set whatever the number of Services it serves, so the caller removes it only when no Service uses
+// it any more. Equivalent to: `nft add element inet ipvs-operator clusterips4 { VIP }`,
+// `nft delete element ...`.
+func (t *Table) Update(add, remove ipvs.RuleElements) error {
+	ops, err := elementOps(add, remove)
+	if err != nil {
+		return err
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for len(ops) > 0 {
+		n := 0
+		batch := ops
+		for i, op := range ops {
+			if n+len(op.elems) > maxElemsPerBatch && i > 0 {
+				batch = ops[:i]
+				break
+			}
+			n += len(op.elems)
+		}
+		ops = ops[len(batch):]
+		for _, op := range batch {
+			s := &nftables.Set{Table: t.table, Name: op.set}
+			// Queueing only fails on marshalling errors, which Flush reports as well.
+			_ = t.conn.SetAddElements(s, op.elems)
+			if op.remove {
+				_ = t.conn.SetDeleteElements(s, op.elems)
+			}
+		}
+		if err := t.conn.Flush(); err != nil {
+			if !t.exists() {
+				err = fmt.Errorf("table missing (Ensure first): %w", unix.ENOENT)
+			}
+			return fmt.Errorf("nftrules: update elements of inet %s: %w", TableName, err)
+		}
+	}
+	return nil
+}
+
+// setOp is one queued element change, already chunked.
+type setOp struct {
+	set    string
+	remove bool
+	elems  []nftables.SetElement
+}
+
+// elementOps validates and encodes an update: removals first, then additions, each split per set and in
+// chunks of at most maxElemsPerBatch.
+func elementOps(add, remove ipvs.RuleElements) ([]setOp, error) {
+	var ops []setOp
+	for _, step := range []struct {
+		els    ipvs.RuleElements
+		remove bool
+	}{{remove, true}, {add, false}} {
+		c4, c6, err := splitAddrs(step.els.ClusterIPs)
+		if err != nil {
+			return nil, err
+		}
+		e4, e6, err := splitAddrs(step.els.Endpoints)
+		if err != nil {
+			return nil, err
+		}
+		for _, s := range []struct {
+			name  string
+			addrs []netip.Addr
+			pair  bool
+		}{{SetClusterIPs4, c4, false}, {SetClusterIPs6, c6, false}, {SetLoop4, e4, true}, {SetLoop6, e6, true}} {
+			els := make([]nftables.SetElement, 0, len(s.addrs))
+			for _, a := range s.addrs {
+				key := a.AsSlice()
+				if s.pair {
+					key = append(key, key...)
+				}
+				els = append(els, nftables.SetElement{Key: key})
+			}
+			for len(els) > 0 {
+				n := min(len(els), maxElemsPerBatch)
+				ops = append(ops, setOp{set: s.name, remove: step.remove, elems: els[:n]})
+				els = els[n:]
+			}
+		}
+	}
+	return ops, nil
+}
+
+// Elements reads back the ClusterIP and endpoint elements, each list sorted (IPv4 first).
+// Equivalent to: `nft list set inet ipvs-operator clusterips4` and the other element sets.
+func (t *Table) Elements() (ipvs.RuleElements, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out ipvs.RuleElements
+	for _, name := range []string{SetClusterIPs4, SetClusterIPs6, SetLoop4, SetLoop6} {
+		els, err := t.conn.GetSetElements(&nftables.Set{Table: t.table, Name: name})
+		if err != nil {
+			if !t.exists() {
+				err = fmt.Errorf("table missing (Ensure first): %w", unix.ENOENT)
+			}
+			return ipvs.RuleElements{}, fmt.Errorf("nftrules: list set inet %s %s: %w", TableName, name, err)
+		}
+		for _, e := range els {
+			switch name {
+			case SetClusterIPs4, SetClusterIPs6:
+				if a, ok := netip.AddrFromSlice(e.Key); ok {
+					out.ClusterIPs = append(out.ClusterIPs, a)
+				}
+			default:
+				// Only well-formed (ep . ep) pairs are ours to report.
+				h := len(e.Key) / 2
+				if a, ok := netip.AddrFromSlice(e.Key[:h]); ok && slices.Equal(e.Key[:h], e.Key[h:]) {
+					out.Endpoints = append(out.Endpoints, a)
+				}
+			}
+		}
+	}
+	slices.SortFunc(out.ClusterIPs, netip.Addr.Compare)
+	slices.SortFunc(out.Endpoints, netip.Addr.Compare)
+	return out, nil
+}
+
+// Delete removes the whole table; an absent table is not an error.
+// Equivalent to: `nft delete table inet ipvs-operator`.
+func (t *Table) Delete() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.conn.DelTable(t.table)
+	err := t.conn.Flush()
+	if err != nil && (errors.Is(err, unix.ENOENT) || !t.exists()) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("nftrules: delete table inet %s: %w", TableName, err)
+	}
+	return nil
+}
+
+// exists reports whether the table is in the kernel; it explains errors that google/nftables returns
+// without their errno. Callers hold t.mu.
+func (t *Table) exists() bool {
+	tables, err := t.conn.ListTablesOfFamily(nftables.TableFamilyINet)
+	if err != nil {
+		return true // unknown: do not claim it is missing
+	}
+	for _, tb := range tables {
+		if tb.Name == TableName {
+			return true
+		}
+	}
+	return false
+}
+
+func splitAddrs(addrs []netip.Addr) (v4, v6 []netip.Addr, err error) {
+	for _, a := range addrs {
+		switch {
+		case !a.IsValid() || a.Is4In6() || a.Zone() != "":
+			return nil, nil, fmt.Errorf("nftrules: invalid address %q: %w", a, unix.EINVAL)
+		case a.Is4():
+			v4 = append(v4, a)
+		default:
+			v6 = append(v6, a)
+		}
+	}
+	slices.SortFunc(v4, netip.Addr.Compare)
+	slices.SortFunc(v6, netip.Addr.Compare)
+	return slices.Compact(v4), slices.Compact(v6), nil
+}
