@@ -1,0 +1,333 @@
+// Package host prepares a node's kernel for an IPVS proxy: the modules it needs, the sysctls its data
+// path depends on, and a probe proving that IPVS really answers.
+package host
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// Schedulers are the IPVS scheduler modules; a missing one only disables that scheduler.
+var Schedulers = []string{"ip_vs_rr", "ip_vs_wrr", "ip_vs_lc", "ip_vs_wlc", "ip_vs_sh", "ip_vs_dh", "ip_vs_mh", "ip_vs_sed", "ip_vs_nq"}
+
+// RequiredModules are the modules the agent loads at start: IPVS and its schedulers, conntrack, the dummy
+// device and what the nftables rules use. All exist as loadable modules in Debian's 6.1 kernels
+// (CONFIG_MODULE_COMPRESS_NONE, so uncompressed .ko files); dependencies such as nf_nat, nf_reject_ipv4,
+// libcrc32c come from modules.dep.
+var RequiredModules = append([]string{"ip_vs"}, append(slices.Clone(Schedulers),
+	"nf_conntrack", "dummy", "nf_tables", "nft_ct", "nft_masq", "nft_nat", "nft_chain_nat", "nft_reject_inet", "nft_fib_inet")...)
+
+// ModuleError lists the modules that could not be loaded, each with its cause. Loading goes on past a
+// failure, so every module that could be loaded is.
+type ModuleError struct {
+	Failed map[string]error
+}
+
+// Error implements error.
+func (e *ModuleError) Error() string {
+	var parts []string
+	for _, name := range e.Modules() {
+		parts = append(parts, e.Failed[name].Error())
+	}
+	return "host: cannot load kernel modules: " + strings.Join(parts, "; ")
+}
+
+// Unwrap returns the causes, for errors.Is.
+func (e *ModuleError) Unwrap() []error {
+	var out []error
+	for _, name := range e.Modules() {
+		out = append(out, e.Failed[name])
+	}
+	return out
+}
+
+// Modules returns the names of the modules that failed, sorted.
+func (e *ModuleError) Modules() []string {
+	names := make([]string, 0, len(e.Failed))
+	for n := range e.Failed {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// Loader loads kernel modules without a modprobe binary (the agent's image is distroless): it resolves
+// dependencies from modules.dep and pre-soft-dependencies from modules.softdep, skips built-in and
+// already loaded modules, and calls finit_module. The zero value loads from the running kernel's tree.
+type Loader struct {
+	// ModulesDir holds modules.dep and the .ko files; "" means /lib/modules/$(uname -r).
+	ModulesDir string
+	// SysModuleDir lists loaded modules; "" means /sys/module.
+	SysModuleDir string
+	// Insert loads one module file with parameters; nil means finit_module(2). Tests inject a fake.
+	Insert func(path, params string) error
+	// Modprobe is run for compressed modules, which finit_module cannot take on these kernels; ""
+	// means /sbin/modprobe when it exists.
+	Modprobe string
+	// Params are module parameters by module name; nil means DefaultParams.
+	Params map[string]string
+}
+
+// DefaultParams: without numdummies=0, loading dummy also creates an unused dummy0.
+var DefaultParams = map[string]string{"dummy": "numdummies=0"}
+
+// LoadModules loads modules and their dependencies from the running kernel's module tree.
+// Equivalent to: `modprobe -a NAME...`.
+func LoadModules(names ...string) error { return (&Loader{}).Load(names...) }
+
+// LoadRequiredModules loads RequiredModules. Schedulers that fail are returned as missing, a warning
+// (Services using them fail, the rest works); any other failure is the error.
+func LoadRequiredModules() (missingSchedulers []string, err error) {
+	return (&Loader{}).LoadRequired()
+}
+
+// LoadRequired is LoadRequiredModules with this Loader.
+func (l *Loader) LoadRequired() (missingSchedulers []string, err error) {
+	err = l.Load(RequiredModules...)
+	var me *ModuleError
+	if !errors.As(err, &me) {
+		return nil, err
+	}
+	fatal := &ModuleError{Failed: map[string]error{}}
+	for name, cause := range me.Failed {
+		if slices.Contains(Schedulers, name) {
+			missingSchedulers = append(missingSchedulers, name)
+		} else {
+			fatal.Failed[name] = cause
+		}
+	}
+	slices.Sort(missingSchedulers)
+	if len(fatal.Failed) > 0 {
+		return missingSchedulers, fatal
+	}
+	return missingSchedulers, nil
+}
+
+// Load loads each module with its dependencies, in order. Equivalent to: `modprobe -a NAME...`.
+func (l *Loader) Load(names ...string) error {
+	failed := map[string]error{}
+	tree, treeErr := l.readTree()
+	for _, name := range names {
+		name = normalize(name)
+		if l.loaded(name) {
+			continue
+		}
+		var err error
+		if treeErr != nil {
+			err = fmt.Errorf("module %s is not loaded and the module tree is unreadable (mount the host's /lib/modules read-only into the agent, or load %s on the host): %w", name, name, treeErr)
+		} else {
+			err = l.loadWithDeps(tree, name, map[string]bool{})
+		}
+		if err != nil {
+			failed[name] = err
+		}
+	}
+	if len(failed) > 0 {
+		return &ModuleError{Failed: failed}
+	}
+	return nil
+}
+
+// moduleTree is what modprobe reads from /lib/modules/$(uname -r).
+type moduleTree struct {
+	dir     string
+	paths   map[string]string   // module -> file, relative to dir
+	deps    map[string][]string // module -> dependencies, as listed (the last one loads first)
+	builtin map[string]bool
+	softPre map[string][]string // module -> names to try loading first
+	aliases map[string][]string // alias -> modules
+}
+
+func (l *Loader) readTree() (*moduleTree, error) {
+	dir := l.ModulesDir
+	if dir == "" {
+		var u unix.Utsname
+		if err := unix.Uname(&u); err != nil {
+			return nil, err
+		}
+		dir = filepath.Join("/lib/modules", unix.ByteSliceToString(u.Release[:]))
+	}
+	t := &moduleTree{dir: dir, paths: map[string]string{}, deps: map[string][]string{}, builtin: map[string]bool{},
+		softPre: map[string][]string{}, aliases: map[string][]string{}}
+	err := eachLine(filepath.Join(dir, "modules.dep"), func(line string) {
+		file, rest, ok := strings.Cut(line, ":")
+		if !ok {
+			return
+		}
+		name := moduleName(file)
+		t.paths[name] = file
+		for _, d := range strings.Fields(rest) {
+			t.deps[name] = append(t.deps[name], moduleName(d))
+		}
+	})
+	if err != nil {
+		return nil, err // without modules.dep nothing can be resolved
+	}
+	// The other files are optional: an absent one only means there is nothing of its kind.
+	_ = eachLine(filepath.Join(dir, "modules.builtin"), func(line string) { t.builtin[moduleName(line)] = true })
+	_ = eachLine(filepath.Join(dir, "modules.softdep"), func(line string) {
+		f := strings.Fields(line)
+		if len(f) < 3 || f[0] != "softdep" {
+			return
+		}
+		pre := false
+		for _, w := range f[2:] {
+			switch w {
+			case "pre:":
+				pre = true
+			case "post:":
+				pre = false
+			default:
+				if pre {
+					t.softPre[normalize(f[1])] = append(t.softPre[normalize(f[1])], w)
+				}
+			}
+		}
+	})
+	_ = eachLine(filepath.Join(dir, "modules.alias"), func(line string) {
+		if f := strings.Fields(line); len(f) == 3 && f[0] == "alias" {
+			t.aliases[f[1]] = append(t.aliases[f[1]], normalize(f[2]))
+		}
+	})
+	if len(t.softPre) == 0 {
+		// Older depmod writes no modules.softdep; libcrc32c's soft dependency is the one that matters
+		// here (nf_conntrack and ip_vs need it, and it fails with "Unknown symbol" without crc32c).
+		t.softPre["libcrc32c"] = []string{"crc32c_generic"}
+	}
+	return t, nil
+}
+
+// loadWithDeps loads a module after its soft pre-dependencies and dependencies; seen breaks cycles.
+func (l *Loader) loadWithDeps(t *moduleTree, name string, seen map[string]bool) error {
+	if seen[name] || t.builtin[name] || l.loaded(name) {
+		return nil
+	}
+	seen[name] = true
+	file, ok := t.paths[name]
+	if !ok {
+		if targets := t.aliases[name]; len(targets) > 0 {
+			return l.loadAlias(t, name, targets, seen)
+		}
+		return fmt.Errorf("module %s: not found in %s/modules.dep (is it built for this kernel?): %w", name, t.dir, fs.ErrNotExist)
+	}
+	// Soft dependencies are best effort, as in modprobe: a candidate that does not load (crc32c_intel on
+	// a CPU without SSE4.2) is skipped.
+	for _, pre := range t.softPre[name] {
+		_ = l.loadWithDeps(t, normalize(pre), seen)
+	}
+	deps := t.deps[name]
+	for i := len(deps) - 1; i >= 0; i-- { // modules.dep lists the deepest dependency last
+		if err := l.loadWithDeps(t, deps[i], seen); err != nil {
+			return fmt.Errorf("module %s: dependency: %w", name, err)
+		}
+	}
+	return l.insert(name, filepath.Join(t.dir, file))
+}
+
+// loadAlias loads every module an alias names (crc32c is crc32c_generic and crc32c_intel); one is enough.
+func (l *Loader) loadAlias(t *moduleTree, alias string, targets []string, seen map[string]bool) error {
+	var errs []error
+	for _, m := range targets {
+		if err := l.loadWithDeps(t, m, seen); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) == len(targets) {
+		return fmt.Errorf("alias %s: %w", alias, errors.Join(errs...))
+	}
+	return nil
+}
+
+func (l *Loader) insert(name, path string) error {
+	params := l.Params
+	if params == nil {
+		params = DefaultParams
+	}
+	if isCompressed(path) {
+		modprobe := l.Modprobe
+		if modprobe == "" {
+			modprobe = "/sbin/modprobe"
+		}
+		if _, err := os.Stat(modprobe); err != nil {
+			return fmt.Errorf("module %s: %s is compressed and there is no %s to decompress it (load %s on the host): %w", name, filepath.Base(path), modprobe, name, unix.ENOEXEC)
+		}
+		args := append([]string{name}, strings.Fields(params[name])...)
+		if out, err := exec.Command(modprobe, args...).CombinedOutput(); err != nil {
+			return fmt.Errorf("module %s: %s: %w: %s", name, modprobe, err, strings.TrimSpace(string(out)))
+		}
+		return nil
+	}
+	insert := l.Insert
+	if insert == nil {
+		insert = finitModule
+	}
+	if err := insert(path, params[name]); err != nil && !errors.Is(err, unix.EEXIST) { // EEXIST: loaded meanwhile
+		return fmt.Errorf("module %s: load %s: %w", name, path, err)
+	}
+	return nil
+}
+
+func finitModule(path, params string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return unix.FinitModule(int(f.Fd()), params, 0)
+}
+
+// loaded reports whether /sys/module has the module (loaded, or built in with parameters).
+func (l *Loader) loaded(name string) bool {
+	dir := l.SysModuleDir
+	if dir == "" {
+		dir = "/sys/module"
+	}
+	_, err := os.Stat(filepath.Join(dir, name))
+	return err == nil
+}
+
+func isCompressed(path string) bool {
+	for _, ext := range []string{".ko.xz", ".ko.zst", ".ko.gz"} {
+		if strings.HasSuffix(path, ext) {
+			return true
+		}
+	}
+	return false
+}
+
+// moduleName turns "kernel/net/netfilter/ipvs/ip_vs-rr.ko.xz" into "ip_vs_rr".
+func moduleName(path string) string {
+	base := filepath.Base(strings.TrimSpace(path))
+	if i := strings.Index(base, ".ko"); i >= 0 {
+		base = base[:i]
+	}
+	return normalize(base)
+}
+
+// normalize spells a module name as /sys/module does: dashes and underscores are the same to modprobe.
+func normalize(name string) string { return strings.ReplaceAll(name, "-", "_") }
+
+func eachLine(path string, fn func(string)) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	s.Buffer(make([]byte, 64*1024), 1024*1024)
+	for s.Scan() {
+		if line := strings.TrimSpace(s.Text()); line != "" && !strings.HasPrefix(line, "#") {
+			fn(line)
+		}
+	}
+	return s.Err()
+}
