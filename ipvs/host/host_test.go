@@ -153,7 +153,7 @@ func TestLoad(t *testing.T) {
 			loaded:   []string{"ip_vs"},
 			load:     []string{"ip_vs", "dummy"},
 			failed:   []string{"dummy"},
-			failedIs: fs.ErrNotExist,
+			failedIs: host.ErrNoModuleTree,
 		},
 	}
 	for _, tt := range tests {

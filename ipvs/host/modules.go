@@ -26,14 +26,24 @@ var Schedulers = []string{"ip_vs_rr", "ip_vs_wrr", "ip_vs_lc", "ip_vs_wlc", "ip_
 var RequiredModules = append([]string{"ip_vs"}, append(slices.Clone(Schedulers),
 	"nf_conntrack", "dummy", "nf_tables", "nft_ct", "nft_masq", "nft_nat", "nft_chain_nat", "nft_reject_inet", "nft_fib_inet")...)
 
+// ErrNoModuleTree means /lib/modules/$(uname -r)/modules.dep is unreadable. Then a module counts as present
+// only if /sys/module shows it, and built-in modules without parameters do not show there (nf_tables, for
+// one), so a caller seeing this error should rely on Probe and on programming nftables instead.
+var ErrNoModuleTree = errors.New("no kernel module tree")
+
 // ModuleError lists the modules that could not be loaded, each with its cause. Loading goes on past a
 // failure, so every module that could be loaded is.
 type ModuleError struct {
 	Failed map[string]error
+	// noTree is set when every failure is the same unreadable module tree: said once, not per module.
+	noTree error
 }
 
 // Error implements error.
 func (e *ModuleError) Error() string {
+	if e.noTree != nil {
+		return "host: kernel modules " + strings.Join(e.Modules(), ", ") + " are not loaded, and " + e.noTree.Error()
+	}
 	var parts []string
 	for _, name := range e.Modules() {
 		parts = append(parts, e.Failed[name].Error())
@@ -97,7 +107,7 @@ func (l *Loader) LoadRequired() (missingSchedulers []string, err error) {
 	if !errors.As(err, &me) {
 		return nil, err
 	}
-	fatal := &ModuleError{Failed: map[string]error{}}
+	fatal := &ModuleError{Failed: map[string]error{}, noTree: me.noTree}
 	for name, cause := range me.Failed {
 		if slices.Contains(Schedulers, name) {
 			missingSchedulers = append(missingSchedulers, name)
@@ -116,6 +126,9 @@ func (l *Loader) LoadRequired() (missingSchedulers []string, err error) {
 func (l *Loader) Load(names ...string) error {
 	failed := map[string]error{}
 	tree, treeErr := l.readTree()
+	if treeErr != nil {
+		treeErr = fmt.Errorf("%w to load them from (mount the host's /lib/modules read-only into the agent, or load them on the host; built-in modules without parameters cannot be seen): %w", ErrNoModuleTree, treeErr)
+	}
 	for _, name := range names {
 		name = normalize(name)
 		if l.loaded(name) {
@@ -123,7 +136,7 @@ func (l *Loader) Load(names ...string) error {
 		}
 		var err error
 		if treeErr != nil {
-			err = fmt.Errorf("module %s is not loaded and the module tree is unreadable (mount the host's /lib/modules read-only into the agent, or load %s on the host): %w", name, name, treeErr)
+			err = fmt.Errorf("module %s: %w", name, treeErr)
 		} else {
 			err = l.loadWithDeps(tree, name, map[string]bool{})
 		}
@@ -131,10 +144,13 @@ func (l *Loader) Load(names ...string) error {
 			failed[name] = err
 		}
 	}
-	if len(failed) > 0 {
-		return &ModuleError{Failed: failed}
+	if len(failed) == 0 {
+		return nil
 	}
-	return nil
+	if treeErr != nil {
+		return &ModuleError{Failed: failed, noTree: treeErr}
+	}
+	return &ModuleError{Failed: failed}
 }
 
 // moduleTree is what modprobe reads from /lib/modules/$(uname -r).

@@ -1,0 +1,333 @@
+//go:build kernel
+
+// Real-kernel tests, for the lab VM (a kernel with IPVS and the dummy driver): each test programs a fresh
+// network namespace. Build with `CGO_ENABLED=0 go test -tags kernel -c ./ipvs` and run the binary as root
+// in the VM. On a kernel without IPVS every test skips and says why.
+package ipvs_test
+
+import (
+	"errors"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/ipvs-operator/ipvs-operator/ipvs"
+	"github.com/ipvs-operator/ipvs-operator/ipvs/host"
+	"github.com/ipvs-operator/ipvs-operator/ipvs/nftrules"
+)
+
+var loadOnce sync.Once
+
+// requireKernel loads the modules once (before any IPVS handle exists: moby/ipvs resolves the IPVS
+// netlink family once per process) and skips unless the kernel has IPVS.
+func requireKernel(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	loadOnce.Do(func() {
+		missing, err := host.LoadRequiredModules()
+		if len(missing) > 0 {
+			t.Logf("schedulers not available: %v", missing)
+		}
+		if err != nil {
+			t.Logf("loading modules: %v", err)
+		}
+	})
+	if _, err := netlink.GenlFamilyGet("IPVS"); err != nil {
+		t.Skipf("this kernel has no IPVS (generic netlink family IPVS: %v); run these tests in the lab VM", err)
+	}
+}
+
+// kernelIPVS returns a netlink Interface for a fresh namespace, proven to work by host.Probe.
+func kernelIPVS(t *testing.T) (*testNS, ipvs.Interface) {
+	t.Helper()
+	requireKernel(t)
+	n := newTestNS(t)
+	i, err := ipvs.NewNetlinkInNamespace(n.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { i.(interface{ Close() error }).Close() })
+	if err := host.Probe(i); err != nil {
+		t.Fatalf("Probe: %v", err)
+	}
+	return n, i
+}
+
+func key(addrPort string, p ipvs.Protocol) ipvs.ServiceKey {
+	ap := netip.MustParseAddrPort(addrPort)
+	return ipvs.ServiceKey{Address: ap.Addr(), Port: ap.Port(), Protocol: p}
+}
+
+func TestKernelServicesAndDestinations(t *testing.T) {
+	_, i := kernelIPVS(t)
+	k := key("10.96.0.10:80", ipvs.TCP)
+	must := func(what string, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	}
+	must("AddService", i.AddService(ipvs.Service{ServiceKey: k, Scheduler: "rr"}))
+
+	errCases := []struct {
+		name     string
+		err      error
+		errno    unix.Errno
+		sentinel error
+	}{
+		{"duplicate service", i.AddService(ipvs.Service{ServiceKey: k, Scheduler: "rr"}), unix.EEXIST, ipvs.ErrExists},
+		{"update missing service", i.UpdateService(ipvs.Service{ServiceKey: key("10.96.0.99:80", ipvs.TCP), Scheduler: "rr"}), unix.ESRCH, ipvs.ErrNotFound},
+		{"delete missing service", i.DeleteService(key("10.96.0.99:80", ipvs.TCP)), unix.ESRCH, ipvs.ErrNotFound},
+		{"real server of missing service", i.AddDestination(key("10.96.0.99:80", ipvs.TCP), dst("10.244.1.2:8080", 1)), unix.ESRCH, ipvs.ErrNotFound},
+		{"update missing real server", i.UpdateDestination(k, dst("10.244.9.9:8080", 1)), unix.ENOENT, ipvs.ErrNotFound},
+		{"delete missing real server", i.DeleteDestination(k, dst("10.244.9.9:8080", 1).DestinationKey), unix.ENOENT, ipvs.ErrNotFound},
+		{"unknown scheduler", i.AddService(ipvs.Service{ServiceKey: key("10.96.0.98:80", ipvs.TCP), Scheduler: "nope"}), unix.ENOENT, nil},
+	}
+	for _, c := range errCases {
+		if !errors.Is(c.err, c.errno) {
+			t.Errorf("%s: err = %v, want errno %v", c.name, c.err, c.errno)
+		}
+		for _, s := range []error{ipvs.ErrExists, ipvs.ErrNotFound} {
+			if got := errors.Is(c.err, s); got != (s == c.sentinel) {
+				t.Errorf("%s: errors.Is(%v, %v) = %v", c.name, c.err, s, got)
+			}
+		}
+	}
+	if _, err := i.Destinations(key("10.96.0.99:80", ipvs.TCP)); !errors.Is(err, ipvs.ErrNotFound) {
+		t.Errorf("Destinations of a missing service = %v, want ErrNotFound", err)
+	}
+	if d, err := i.Destinations(k); err != nil || len(d) != 0 {
+		t.Errorf("Destinations of an empty service = %v, %v", d, err)
+	}
+
+	must("AddDestination", i.AddDestination(k, dst("10.244.1.2:8080", 1)))
+	must("AddDestination", i.AddDestination(k, dst("10.244.2.3:8080", 1)))
+	if err := i.AddDestination(k, dst("10.244.1.2:8080", 5)); !errors.Is(err, ipvs.ErrExists) || !errors.Is(err, unix.EEXIST) {
+		t.Errorf("duplicate real server: %v", err)
+	}
+	must("UpdateDestination", i.UpdateDestination(k, dst("10.244.1.2:8080", 0)))
+	must("UpdateService", i.UpdateService(ipvs.Service{ServiceKey: k, Scheduler: "lc", Persistence: 3 * time.Hour}))
+
+	svcs, err := i.Services()
+	must("Services", err)
+	want := ipvs.Service{ServiceKey: k, Scheduler: "lc", Persistence: 3 * time.Hour}
+	if !slices.Contains(svcs, want) {
+		t.Errorf("Services() = %+v, want %+v among them", svcs, want)
+	}
+	dsts, err := i.Destinations(k)
+	must("Destinations", err)
+	slices.SortFunc(dsts, func(a, b ipvs.ObservedDestination) int { return a.Address.Compare(b.Address) })
+	wantD := []ipvs.ObservedDestination{{Destination: dst("10.244.1.2:8080", 0)}, {Destination: dst("10.244.2.3:8080", 1)}}
+	if !reflect.DeepEqual(dsts, wantD) {
+		t.Errorf("Destinations() = %+v, want %+v (UpdateService must keep real servers)", dsts, wantD)
+	}
+	must("DeleteDestination", i.DeleteDestination(k, dst("10.244.2.3:8080", 1).DestinationKey))
+	must("DeleteService", i.DeleteService(k))
+	if svcs, _ := i.Services(); len(svcs) != 0 {
+		t.Errorf("Services() after delete = %+v", svcs)
+	}
+}
+
+// kernelTable is a table of every kind of virtual server the agent programs.
+var kernelTable = []ipvs.VirtualServer{
+	svc("10.96.0.10", 53, ipvs.UDP, "rr", 0, dst("10.244.1.2:53", 1), dst("10.244.2.3:53", 1)),
+	svc("10.96.0.10", 53, ipvs.TCP, "rr", 0, dst("10.244.2.3:53", 1), dst("10.244.1.2:53", 1)),
+	svc("10.96.0.1", 443, ipvs.TCP, "rr", 10800*time.Second, dst("192.168.10.2:6443", 1)),
+	svc("10.96.5.5", 9000, ipvs.SCTP, "wrr", 0, dst("10.244.1.9:9000", 0), dst("10.244.1.9:8999", 3)),
+	svc("192.168.0.1", 80, ipvs.TCP, "rr", 0), // sorts before 10.96/16 in ipvsadm
+	svc("fd00::10", 53, ipvs.UDP, "rr", 0, dst("[fd00:10:244::3]:5353", 1), dst("[fd00:10:244::2]:5353", 1)),
+	svc("fd00::1", 443, ipvs.TCP, "rr", 30*time.Second, dst("[fd00:10:244::7]:8443", 2)),
+}
+
+// TestKernelMatchesIpvsadm programs every kind of virtual server, reads the table back, and compares
+// Render(Snapshot) with Render(desired) and with the real `ipvsadm -Sn`.
+func TestKernelMatchesIpvsadm(t *testing.T) {
+	n, i := kernelIPVS(t)
+	for _, v := range kernelTable {
+		if err := i.AddService(v.Service); err != nil {
+			t.Fatalf("AddService %s: %v", v.ServiceKey, err)
+		}
+		for _, d := range v.Destinations {
+			if err := i.AddDestination(v.ServiceKey, d); err != nil {
+				t.Fatalf("AddDestination %s %s: %v", v.ServiceKey, d.DestinationKey, err)
+			}
+		}
+	}
+	snap, err := ipvs.Snapshot(i)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, want := ipvs.Render(snap), ipvs.Render(kernelTable)
+	if got != want {
+		t.Errorf("Render(Snapshot) differs from the programmed table:\n--- kernel\n%s--- desired\n%s", got, want)
+	}
+	if _, err := exec.LookPath("ipvsadm"); err != nil {
+		t.Skip("no ipvsadm to compare with")
+	}
+	out, err := n.run("ipvsadm", "-Sn")
+	if err != nil {
+		t.Fatalf("ipvsadm -Sn: %v\n%s", err, out)
+	}
+	if out != got {
+		t.Errorf("ipvsadm -Sn differs from Render(Snapshot):\n--- ipvsadm\n%s--- Render\n%s", out, got)
+	}
+	parsed, err := ipvs.ParseSave(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ipvs.Render(parsed) != got {
+		t.Errorf("Render(ParseSave(ipvsadm -Sn)) differs:\n%s", ipvs.Render(parsed))
+	}
+}
+
+func TestKernelVIPs(t *testing.T) {
+	requireKernel(t)
+	n := newTestNS(t)
+	const name = "ipvs-op0"
+	v, err := ipvs.NewDummyVIPsInNamespace(name, n.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 { // idempotent
+		if err := v.EnsureInterface(); err != nil {
+			t.Fatalf("EnsureInterface: %v", err)
+		}
+	}
+	link, err := n.h.LinkByName(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if link.Type() != "dummy" || link.Attrs().RawFlags&unix.IFF_UP == 0 || link.Attrs().RawFlags&unix.IFF_NOARP == 0 {
+		t.Errorf("link %s type %s flags %#x: want an UP, NOARP dummy", name, link.Type(), link.Attrs().RawFlags)
+	}
+	a4, a6 := netip.MustParseAddr("10.96.0.10"), netip.MustParseAddr("fd00::10")
+	for _, a := range []netip.Addr{a4, a6, a4} {
+		if err := v.Bind(a); err != nil {
+			t.Fatalf("Bind(%s): %v", a, err)
+		}
+	}
+	if got, err := v.List(); err != nil || !slices.Equal(got, []netip.Addr{a4, a6}) {
+		t.Errorf("List() = %v, %v", got, err)
+	}
+	// The VIP is local at once (no DAD for IPv6): a socket can bind to it.
+	for _, a := range []netip.Addr{a4, a6} {
+		if err := n.do(func() error { return bindUDP(a) }); err != nil {
+			t.Errorf("bind a socket to %s: %v", a, err)
+		}
+	}
+	for _, a := range []netip.Addr{a4, a4} {
+		if err := v.Unbind(a); err != nil {
+			t.Fatalf("Unbind(%s): %v", a, err)
+		}
+	}
+	if got, _ := v.List(); !slices.Equal(got, []netip.Addr{a6}) {
+		t.Errorf("List() after Unbind = %v", got)
+	}
+	if err := v.DeleteInterface(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.h.LinkByName(name); err == nil {
+		t.Error("interface still there after DeleteInterface")
+	}
+}
+
+func bindUDP(a netip.Addr) error {
+	family := unix.AF_INET
+	var sa unix.Sockaddr = &unix.SockaddrInet4{Addr: a.As4()}
+	if a.Is6() {
+		family, sa = unix.AF_INET6, &unix.SockaddrInet6{Addr: a.As16()}
+	}
+	fd, err := unix.Socket(family, unix.SOCK_DGRAM, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	return unix.Bind(fd, sa)
+}
+
+func TestKernelRules(t *testing.T) {
+	requireKernel(t)
+	n := newTestNS(t)
+	tb, err := nftrules.New(nftrules.WithNetNS(int(n.ns)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tb.Close() })
+	cidrs := []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16"), netip.MustParsePrefix("fd00:10:244::/56")}
+	if err := tb.Ensure(cidrs); err != nil {
+		t.Fatalf("Ensure: %v", err)
+	}
+	el := ipvs.RuleElements{
+		ClusterIPs: []netip.Addr{netip.MustParseAddr("10.96.0.1"), netip.MustParseAddr("10.96.0.10"), netip.MustParseAddr("fd00::10")},
+		Endpoints:  []netip.Addr{netip.MustParseAddr("10.244.1.2"), netip.MustParseAddr("fd00:10:244::2")},
+	}
+	if err := tb.Update(el, ipvs.RuleElements{ClusterIPs: []netip.Addr{netip.MustParseAddr("10.96.9.9")}}); err != nil {
+		t.Fatalf("Update: %v", err)
+	}
+	if err := tb.Ensure(cidrs); err != nil { // idempotent, keeps elements
+		t.Fatalf("second Ensure: %v", err)
+	}
+	got, err := tb.Elements()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, el) {
+		t.Errorf("Elements() = %v, want %v", got, el)
+	}
+	if _, err := exec.LookPath("nft"); err == nil {
+		out, err := n.run("nft", "list", "table", "inet", nftrules.TableName)
+		if err != nil {
+			t.Fatalf("nft list table: %v\n%s", err, out)
+		}
+		if want := nftrules.Render(cidrs, el); out != want {
+			t.Errorf("nft list table differs from Render:\n--- nft\n%s--- Render\n%s", out, want)
+		}
+	}
+	if err := tb.Delete(); err != nil {
+		t.Fatal(err)
+	}
+	if err := tb.Delete(); err != nil {
+		t.Errorf("second Delete: %v", err)
+	}
+}
+
+func TestKernelSysctls(t *testing.T) {
+	requireKernel(t)
+	n := newTestNS(t)
+	var changed []string
+	if err := n.do(func() error {
+		var err error
+		changed, err = host.ApplySysctls()
+		return err
+	}); err != nil {
+		t.Fatalf("ApplySysctls in a fresh namespace: %v", err)
+	}
+	t.Logf("changed: %v", changed)
+	err := n.do(func() error {
+		for _, s := range host.Settings {
+			b, err := os.ReadFile(filepath.Join("/proc/sys", strings.ReplaceAll(s.Name, ".", "/")))
+			if err != nil {
+				return err
+			}
+			if got := strings.TrimSpace(string(b)); got != s.Value {
+				t.Errorf("%s = %s, want %s", s.Name, got, s.Value)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
