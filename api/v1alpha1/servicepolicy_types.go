@@ -46,6 +46,10 @@ type DrainSpec struct {
 }
 
 // ServicePolicySpec chooses how IPVS balances the Services it selects.
+// The API server checks label selector operators itself, so a typo is refused at apply time instead of
+// silently selecting nothing.
+// +kubebuilder:validation:XValidation:rule="!has(self.selector.matchExpressions) || self.selector.matchExpressions.all(e, e.operator in ['In', 'NotIn', 'Exists', 'DoesNotExist'])",message="selector.matchExpressions[].operator must be one of In, NotIn, Exists, DoesNotExist",fieldPath=".selector.matchExpressions"
+// +kubebuilder:validation:XValidation:rule="!has(self.selector.matchExpressions) || self.selector.matchExpressions.all(e, e.operator in ['In', 'NotIn'] ? (has(e.values) && size(e.values) > 0) : (!has(e.values) || size(e.values) == 0))",message="selector.matchExpressions[].values must be non-empty for In and NotIn, and empty for Exists and DoesNotExist",fieldPath=".selector.matchExpressions"
 type ServicePolicySpec struct {
 	// selector selects Services in this policy's namespace. An empty selector selects every Service in the
 	// namespace.

@@ -1,0 +1,161 @@
+# ipvs-operator: a Kubernetes ClusterIP proxy on the kernel's IPVS.
+# `make test` runs every test (unit, envtest, bundle validation, the lab's real-kernel suite);
+# `make demo` shows the whole thing working in the lab.
+
+IMG ?= ghcr.io/ipvs-operator/ipvs-operator:v0.1.0
+KUBE_VERSION ?= 1.37.1
+LOCALBIN ?= $(shell pwd)/bin
+KUBE_BIN := $(LOCALBIN)/k8s/$(KUBE_VERSION)
+GOPROXY_FIRST := $(shell go env GOPROXY | cut -d, -f1)
+export GOTOOLCHAIN := local
+
+CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen
+CONTROLLER_TOOLS_VERSION ?= v0.23.0
+KUSTOMIZE ?= $(LOCALBIN)/kustomize
+KUSTOMIZE_VERSION ?= v5.8.2
+GINKGO ?= $(LOCALBIN)/ginkgo
+
+.PHONY: all
+all: build
+
+##@ General
+
+.PHONY: help
+help: ## Display this help.
+	@awk 'BEGIN {FS = ":.*##"; printf "\nUsage:\n  make \033[36m<target>\033[0m\n"} /^[a-zA-Z_0-9-]+:.*?##/ { printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2 } /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) } ' $(MAKEFILE_LIST)
+
+##@ Development
+
+.PHONY: manifests
+manifests: controller-gen ## Generate the CRD and the RBAC roles of the agent and the operator from markers.
+	$(CONTROLLER_GEN) crd paths="./api/..." output:crd:artifacts:config=config/crd/bases
+	$(CONTROLLER_GEN) rbac:roleName=agent-role paths="./controllers/agent/..." output:rbac:artifacts:config=config/rbac/agent
+	$(CONTROLLER_GEN) rbac:roleName=manager-role paths="./controllers/operator/..." output:rbac:artifacts:config=config/rbac
+
+.PHONY: generate
+generate: controller-gen ## Generate DeepCopy methods.
+	$(CONTROLLER_GEN) object paths="./api/..."
+
+.PHONY: fmt
+fmt: ## Run go fmt.
+	go fmt ./...
+
+.PHONY: vet
+vet: ## Run go vet, including the build-tagged suites (lab, kernel, e2e).
+	go vet ./...
+	go vet -tags lab,kernel,e2e ./...
+
+.PHONY: envtest
+envtest: ## Build (once) the kube-apiserver and etcd that envtest runs, into bin/k8s.
+	hack/build-kube.sh etcd kube-apiserver kubectl
+
+.PHONY: test-unit
+test-unit: manifests generate fmt vet envtest ## Unit and envtest suites.
+	KUBEBUILDER_ASSETS=$(KUBE_BIN) go test ./... -coverprofile cover.out
+
+.PHONY: test
+test: test-unit ## Every test: unit, envtest, bundle, lab (real kernel).
+
+##@ Build
+
+.PHONY: build
+build: manifests generate fmt vet ## Build the agent and operator binaries.
+	CGO_ENABLED=0 go build -o $(LOCALBIN)/agent ./cmd/agent
+	CGO_ENABLED=0 go build -o $(LOCALBIN)/operator ./cmd/operator
+
+.PHONY: run
+run: manifests generate ## Run the agent from your host against the current kubeconfig (needs a kernel with IPVS).
+	go run ./cmd/agent
+
+##@ Tools
+
+.PHONY: controller-gen
+controller-gen: $(CONTROLLER_GEN)
+$(CONTROLLER_GEN):
+	GOBIN=$(LOCALBIN) GOPROXY=$(GOPROXY_FIRST) go install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_TOOLS_VERSION)
+
+.PHONY: kustomize
+kustomize: $(KUSTOMIZE)
+$(KUSTOMIZE):
+	GOBIN=$(LOCALBIN) GOPROXY=$(GOPROXY_FIRST) go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
+
+##@ Bundle
+
+# The OLM bundle of this version (bundle/, committed; `make test-bundle` checks it is current).
+VERSION ?= 0.1.0
+CHANNELS ?= alpha
+DEFAULT_CHANNEL ?= alpha
+BUNDLE_METADATA_OPTS ?= --channels=$(CHANNELS) --default-channel=$(DEFAULT_CHANNEL)
+IMAGE_TAG_BASE ?= ghcr.io/ipvs-operator/ipvs-operator
+BUNDLE_IMG ?= $(IMAGE_TAG_BASE)-bundle:v$(VERSION)
+CONTAINER_TOOL ?= docker
+PLATFORMS ?= linux/amd64,linux/arm64
+OPERATOR_SDK ?= $(LOCALBIN)/operator-sdk
+OPERATOR_SDK_VERSION ?= v1.42.3
+BUNDLE_ENV = KUSTOMIZE=$(KUSTOMIZE) OPERATOR_SDK=$(OPERATOR_SDK) VERSION=$(VERSION) BUNDLE_METADATA_OPTS="$(BUNDLE_METADATA_OPTS)"
+
+.PHONY: operator-sdk
+operator-sdk: ## Build operator-sdk (once, cached) into bin/.
+	OPERATOR_SDK_VERSION=$(OPERATOR_SDK_VERSION) LOCALBIN=$(LOCALBIN) hack/build-operator-sdk.sh operator-sdk
+
+.PHONY: bundle
+bundle: manifests kustomize operator-sdk ## Regenerate bundle/ for IMG and VERSION, then validate it.
+	cd config/manager && $(KUSTOMIZE) edit set image controller=$(IMG)
+	$(BUNDLE_ENV) hack/generate-bundle.sh bundle
+	$(OPERATOR_SDK) bundle validate ./bundle --select-optional suite=operatorframework
+
+.PHONY: test-bundle
+test-bundle: manifests kustomize operator-sdk ## Check that bundle/ is what `make bundle` generates now and that it validates.
+	$(BUNDLE_ENV) hack/check-bundle.sh bundle
+
+.PHONY: bundle-build
+bundle-build: ## Build the bundle image BUNDLE_IMG from bundle/bundle.Dockerfile.
+	$(CONTAINER_TOOL) build -f bundle/bundle.Dockerfile -t $(BUNDLE_IMG) bundle
+
+.PHONY: bundle-push
+bundle-push: ## Push the bundle image.
+	$(CONTAINER_TOOL) push $(BUNDLE_IMG)
+
+.PHONY: docker-build
+docker-build: ## Build the image IMG holding /operator, /agent and /labvm.
+	$(CONTAINER_TOOL) build -t $(IMG) .
+
+.PHONY: docker-push
+docker-push: ## Push the image IMG.
+	$(CONTAINER_TOOL) push $(IMG)
+
+.PHONY: docker-buildx
+docker-buildx: ## Build and push IMG for every platform in PLATFORMS.
+	$(CONTAINER_TOOL) buildx build --push --platform=$(PLATFORMS) --tag $(IMG) .
+
+.PHONY: build-installer
+build-installer: manifests kustomize ## Write dist/install.yaml: everything `make deploy` applies, in one file.
+	mkdir -p dist
+	cd config/manager && $(KUSTOMIZE) edit set image controller=$(IMG)
+	$(KUSTOMIZE) build config/default > dist/install.yaml
+
+.PHONY: deploy
+deploy: manifests kustomize ## Install the operator with kustomize into the current kubeconfig's cluster.
+	cd config/manager && $(KUSTOMIZE) edit set image controller=$(IMG)
+	$(KUSTOMIZE) build config/default | kubectl apply --server-side -f -
+
+.PHONY: undeploy
+undeploy: kustomize ## Remove what `make deploy` installed (ServicePolicies and the CRD included).
+	$(KUSTOMIZE) build config/default | kubectl delete --ignore-not-found=true -f -
+
+##@ E2E
+
+KIND ?= kind
+KIND_CLUSTER ?= ipvs-operator-e2e
+E2E_FLAGS ?=
+
+.PHONY: test-e2e
+test-e2e: manifests kustomize ## Run the data-path suite in a kind cluster (needs Docker and kind; E2E_OLM=true installs through OLM).
+	$(if $(filter true,$(E2E_OLM)),$(MAKE) operator-sdk,)
+	KIND=$(KIND) KIND_CLUSTER=$(KIND_CLUSTER) IMG=$(IMG) KUSTOMIZE=$(KUSTOMIZE) OPERATOR_SDK=$(OPERATOR_SDK) \
+	  go test -tags e2e ./test/e2e/ -v -count=1 -timeout 60m -ginkgo.v $(E2E_FLAGS)
+
+.PHONY: test-e2e-compile
+test-e2e-compile: ## Compile and vet the e2e suite without running it (what `make test` can do without Docker).
+	go vet -tags e2e ./test/e2e/...
+	go test -tags e2e -c -o /dev/null ./test/e2e/

@@ -1,0 +1,56 @@
+package agent
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+)
+
+// Metric names follow kube-proxy's (kubeproxy_sync_proxy_rules_duration_seconds,
+// kubeproxy_network_programming_duration_seconds) so existing dashboards translate directly.
+var (
+	metricSyncDuration = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Namespace: "ipvs_operator", Subsystem: "agent", Name: "sync_duration_seconds",
+		Help:    "Time to compute and program one Service's IPVS state.",
+		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+	})
+	metricSyncErrors = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "ipvs_operator", Subsystem: "agent", Name: "sync_errors_total",
+		Help: "Service syncs that failed to program the kernel.",
+	})
+	metricProgrammingLatency = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Namespace: "ipvs_operator", Subsystem: "agent", Name: "network_programming_duration_seconds",
+		Help:    "Time from an EndpointSlice change (its last-change-trigger-time) to the kernel holding it.",
+		Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
+	})
+	metricAuditDuration = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Namespace: "ipvs_operator", Subsystem: "agent", Name: "audit_duration_seconds",
+		Help:    "Time of a full re-read of the kernel that repairs drift.",
+		Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
+	})
+)
+
+func init() {
+	metrics.Registry.MustRegister(metricSyncDuration, metricSyncErrors, metricProgrammingLatency, metricAuditDuration)
+}
+
+// observeProgrammingLatency records, like kube-proxy, the time since the newest trigger of the Service's
+// EndpointSlices (the endpoints controller stamps the annotation when a Pod or Service change caused it).
+func observeProgrammingLatency(now time.Time, slices []*discoveryv1.EndpointSlice) {
+	var newest time.Time
+	for _, s := range slices {
+		t, err := time.Parse(time.RFC3339Nano, s.Annotations[corev1EndpointsLastChangeTriggerTime])
+		if err == nil && t.After(newest) {
+			newest = t
+		}
+	}
+	if !newest.IsZero() {
+		metricProgrammingLatency.Observe(now.Sub(newest).Seconds())
+	}
+}
+
+// corev1EndpointsLastChangeTriggerTime is corev1.EndpointsLastChangeTriggerTime, which the EndpointSlice
+// controller also sets on slices.
+const corev1EndpointsLastChangeTriggerTime = "endpoints.kubernetes.io/last-change-trigger-time"

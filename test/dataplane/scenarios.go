@@ -1,0 +1,463 @@
+package dataplane
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2" //nolint:revive
+	. "github.com/onsi/gomega"    //nolint:revive
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	lbv1alpha1 "github.com/ipvs-operator/ipvs-operator/api/v1alpha1"
+	"github.com/ipvs-operator/ipvs-operator/ipvs"
+)
+
+// Where the operator runs the agent (config/default): used to restart an agent under load.
+const (
+	AgentNamespace = "ipvs-operator-system"
+	agentLabel     = "app.kubernetes.io/name"
+	agentLabelVal  = "ipvs-operator-agent"
+)
+
+// RegisterScenarios declares the dataplane specs. Call it at the top level of a suite; driver is called
+// once the suite's BeforeSuite has built the cluster.
+func RegisterScenarios(driver func() Driver) {
+	var (
+		drv   Driver
+		nodeA string
+		nodeB string
+		ns    string
+		cli   *corev1.Pod // a client pod on node B
+	)
+	BeforeEach(func(ctx SpecContext) {
+		drv = driver()
+		nodes := drv.Nodes()
+		Expect(len(nodes)).To(BeNumerically(">=", 2), "the scenarios need two nodes")
+		nodeA, nodeB = nodes[0], nodes[1]
+		ns = newNamespace(ctx, drv)
+		cli = clientPod(ctx, drv, ns, "client", nodeB)
+	})
+
+	// expectServed checks the virtual server for vip:port on every node lists exactly the pods' endpoints.
+	expectServed := func(ctx context.Context, vip string, port int32, proto ipvs.Protocol, want []string) {
+		GinkgoHelper()
+		for _, node := range drv.Nodes() {
+			Eventually(ctx, func(g Gomega) {
+				table, raw := ipvsSave(ctx, drv, node)
+				vs := virtualServer(table, vip, port, proto)
+				g.Expect(vs).NotTo(BeNil(), "no virtual server %s:%d on %s:\n%s", vip, port, node, raw)
+				g.Expect(activeRealServers(vs)).To(Equal(want), "real servers on %s:\n%s", node, raw)
+			}).WithTimeout(20 * time.Second).WithPolling(200 * time.Millisecond).Should(Succeed())
+		}
+	}
+
+	Describe("a ClusterIP Service over a Deployment", func() {
+		It("binds the ClusterIP on every node, programs one virtual server with 3 real servers, and spreads rr 10/10/10", func(ctx SpecContext) {
+			echoDeployment(ctx, drv, ns, "web", 3, "", httpPort)
+			svc := newService(ctx, drv, ns, "web", map[string]string{"app": "web"}, func(s *corev1.Service) {
+				s.Spec.Type = corev1.ServiceTypeClusterIP
+			}, svcPort("http", 80, intstr.FromInt32(8080), corev1.ProtocolTCP))
+			pods := waitPodsReady(ctx, drv, ns, map[string]string{"app": "web"}, 3)
+			vip := svc.Spec.ClusterIP
+
+			expectServed(ctx, vip, 80, ipvs.TCP, endpoints(podIPs(pods), 8080))
+			for _, node := range drv.Nodes() {
+				Expect(boundVIPs(ctx, drv, node)).To(ContainSubstring(vip+"/32"), "ClusterIP bound on %s", node)
+				table, raw := ipvsSave(ctx, drv, node)
+				Expect(virtualServer(table, vip, 80, ipvs.TCP).Scheduler).To(Equal("rr"), raw)
+			}
+
+			got := fromPod(ctx, drv, cli, request{addr: hostPort(vip, 80), count: 30})
+			Expect(got.Failed).To(BeZero(), got.Raw)
+			want := map[string]int{}
+			for _, n := range podNames(pods) {
+				want[n] = 10
+			}
+			Expect(got.Answers).To(Equal(want), "rr over 3 pods from a pod on the other node")
+		})
+
+		It("treats a Service with no type as ClusterIP", func(ctx SpecContext) {
+			echoDeployment(ctx, drv, ns, "notype", 2, "", httpPort)
+			svc := newService(ctx, drv, ns, "notype", map[string]string{"app": "notype"}, nil,
+				svcPort("", 80, intstr.FromInt32(8080), ""))
+			Expect(svc.Spec.Type).To(Equal(corev1.ServiceTypeClusterIP))
+			pods := waitPodsReady(ctx, drv, ns, map[string]string{"app": "notype"}, 2)
+			expectServed(ctx, svc.Spec.ClusterIP, 80, ipvs.TCP, endpoints(podIPs(pods), 8080))
+			got := fromPod(ctx, drv, cli, request{addr: hostPort(svc.Spec.ClusterIP, 80), count: 10})
+			Expect(got.Failed).To(BeZero(), got.Raw)
+			Expect(got.Answers).To(HaveLen(2))
+		})
+
+		It("serves several named ports with named targetPorts", func(ctx SpecContext) {
+			echoDeployment(ctx, drv, ns, "multi", 2, "", httpPort, httpsPort)
+			svc := newService(ctx, drv, ns, "multi", map[string]string{"app": "multi"}, nil,
+				svcPort("http", 80, intstr.FromString("http"), corev1.ProtocolTCP),
+				svcPort("https", 443, intstr.FromString("https"), corev1.ProtocolTCP))
+			pods := waitPodsReady(ctx, drv, ns, map[string]string{"app": "multi"}, 2)
+			expectServed(ctx, svc.Spec.ClusterIP, 80, ipvs.TCP, endpoints(podIPs(pods), 8080))
+			expectServed(ctx, svc.Spec.ClusterIP, 443, ipvs.TCP, endpoints(podIPs(pods), 8443))
+			for _, port := range []int32{80, 443} {
+				got := fromPod(ctx, drv, cli, request{proto: "tcp", addr: hostPort(svc.Spec.ClusterIP, port), count: 6})
+				Expect(got.Failed).To(BeZero(), "port %d: %s", port, got.Raw)
+				Expect(got.Answers).To(HaveLen(2), "port %d reaches both pods", port)
+			}
+		})
+	})
+
+	Describe("Services without a selector", func() {
+		// A server outside the pod network: an echo server in node B's host network namespace.
+		var serverIP string
+		BeforeEach(func(ctx SpecContext) {
+			p := &corev1.Pod{
+				ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "external", Labels: map[string]string{"role": "external"}},
+				Spec:       echoPodSpec(drv, echoPort{"http", 9090, corev1.ProtocolTCP}),
+			}
+			p.Spec.HostNetwork = true
+			p.Spec.NodeName = nodeB
+			p.Spec.Containers[0].ReadinessProbe.HTTPGet.Port = intstr.FromInt32(9090)
+			Expect(drv.Client().Create(ctx, p)).To(Succeed())
+			pods := waitPodsReady(ctx, drv, ns, map[string]string{"role": "external"}, 1)
+			serverIP = pods[0].Status.PodIP
+			Expect(serverIP).To(Equal(pods[0].Status.HostIP), "a host-network pod has the node's IP")
+		})
+
+		It("serves a hand-made EndpointSlice", func(ctx SpecContext) {
+			svc := newService(ctx, drv, ns, "manual", nil, nil, svcPort("http", 80, intstr.FromInt32(9090), corev1.ProtocolTCP))
+			Expect(drv.Client().Create(ctx, handMadeSlice(ns, "manual", 9090, serverIP))).To(Succeed())
+			expectServed(ctx, svc.Spec.ClusterIP, 80, ipvs.TCP, []string{hostPort(serverIP, 9090)})
+			got := fromPod(ctx, drv, cli, request{addr: hostPort(svc.Spec.ClusterIP, 80), count: 3})
+			Expect(got.Answers).To(Equal(map[string]int{"external": 3}), got.Raw)
+		})
+
+		It("serves a legacy Endpoints object through the mirroring controller", func(ctx SpecContext) {
+			svc := newService(ctx, drv, ns, "legacy", nil, nil, svcPort("http", 80, intstr.FromInt32(9090), corev1.ProtocolTCP))
+			ep := &corev1.Endpoints{ //nolint:staticcheck // the point is to prove the legacy API still works
+				ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "legacy"},
+				Subsets: []corev1.EndpointSubset{{ //nolint:staticcheck
+					Addresses: []corev1.EndpointAddress{{IP: serverIP}},
+					Ports:     []corev1.EndpointPort{{Name: "http", Port: 9090, Protocol: corev1.ProtocolTCP}}, //nolint:staticcheck
+				}},
+			}
+			Expect(drv.Client().Create(ctx, ep)).To(Succeed())
+			expectServed(ctx, svc.Spec.ClusterIP, 80, ipvs.TCP, []string{hostPort(serverIP, 9090)})
+			got := fromPod(ctx, drv, cli, request{addr: hostPort(svc.Spec.ClusterIP, 80), count: 3})
+			Expect(got.Answers).To(Equal(map[string]int{"external": 3}), got.Raw)
+		})
+	})
+
+	Describe("endpoint changes", func() {
+		It("replaces a deleted pod's real server within 2 s, keeps the ClusterIP, and a steady loop sees no failure", func(ctx SpecContext) {
+			echoDeployment(ctx, drv, ns, "churn", 3, "", httpPort)
+			svc := newService(ctx, drv, ns, "churn", map[string]string{"app": "churn"}, nil,
+				svcPort("http", 80, intstr.FromInt32(8080), corev1.ProtocolTCP))
+			pods := waitPodsReady(ctx, drv, ns, map[string]string{"app": "churn"}, 3)
+			vip := svc.Spec.ClusterIP
+			expectServed(ctx, vip, 80, ipvs.TCP, endpoints(podIPs(pods), 8080))
+
+			loop := background(func() outcome {
+				return fromPod(ctx, drv, cli, request{addr: hostPort(vip, 80), duration: 15 * time.Second, interval: 50 * time.Millisecond})
+			})
+			time.Sleep(2 * time.Second)
+			victim := pods[0]
+			Expect(drv.Client().Delete(ctx, &victim)).To(Succeed())
+			// The replacement becomes Ready; from then on its real server must be in every node's table
+			// within 2 s, and the deleted pod's must be gone from rotation.
+			var fresh []corev1.Pod
+			Eventually(ctx, func(g Gomega) {
+				fresh = waitPodsReady(ctx, drv, ns, map[string]string{"app": "churn"}, 3)
+				g.Expect(podNames(fresh)).NotTo(ContainElement(victim.Name))
+			}).WithTimeout(60 * time.Second).Should(Succeed())
+			for _, node := range drv.Nodes() {
+				Eventually(ctx, func(g Gomega) {
+					table, raw := ipvsSave(ctx, drv, node)
+					g.Expect(activeRealServers(virtualServer(table, vip, 80, ipvs.TCP))).To(Equal(endpoints(podIPs(fresh), 8080)), raw)
+				}).WithTimeout(2*time.Second).WithPolling(100*time.Millisecond).Should(Succeed(), "new real server on %s within 2 s", node)
+			}
+			current := &corev1.Service{}
+			Expect(drv.Client().Get(ctx, client.ObjectKeyFromObject(svc), current)).To(Succeed())
+			Expect(current.Spec.ClusterIP).To(Equal(vip), "the ClusterIP does not change")
+
+			got := loop()
+			Expect(got.Failed).To(BeZero(), "steady request loop during the pod's replacement: %s", got)
+			Expect(got.OK).To(BeNumerically(">", 50))
+		})
+
+		It("takes a pod whose readiness fails out of rotation within 2 s, and back when it recovers", func(ctx SpecContext) {
+			echoDeployment(ctx, drv, ns, "probe", 2, "", httpPort)
+			svc := newService(ctx, drv, ns, "probe", map[string]string{"app": "probe"}, nil,
+				svcPort("http", 80, intstr.FromInt32(8080), corev1.ProtocolTCP))
+			pods := waitPodsReady(ctx, drv, ns, map[string]string{"app": "probe"}, 2)
+			vip := svc.Spec.ClusterIP
+			expectServed(ctx, vip, 80, ipvs.TCP, endpoints(podIPs(pods), 8080))
+
+			sick := pods[0]
+			fromPod(ctx, drv, cli, request{addr: hostPort(sick.Status.PodIP, 8080) + "/admin/fail-readiness"})
+			waitPodsReady(ctx, drv, ns, map[string]string{"app": "probe"}, 1)
+			for _, node := range drv.Nodes() {
+				Eventually(ctx, func(g Gomega) {
+					table, raw := ipvsSave(ctx, drv, node)
+					g.Expect(activeRealServers(virtualServer(table, vip, 80, ipvs.TCP))).To(Equal(endpoints([]string{pods[1].Status.PodIP}, 8080)), raw)
+				}).WithTimeout(2*time.Second).WithPolling(100*time.Millisecond).Should(Succeed(), "out of rotation on %s", node)
+			}
+			got := fromPod(ctx, drv, cli, request{addr: hostPort(vip, 80), count: 6})
+			Expect(got.Answers).To(Equal(map[string]int{pods[1].Name: 6}), got.Raw)
+
+			fromPod(ctx, drv, cli, request{addr: hostPort(sick.Status.PodIP, 8080) + "/admin/pass-readiness"})
+			waitPodsReady(ctx, drv, ns, map[string]string{"app": "probe"}, 2)
+			expectServed(ctx, vip, 80, ipvs.TCP, endpoints(podIPs(pods), 8080))
+		})
+
+		It("refuses a client at once when no endpoint is ready", func(ctx SpecContext) {
+			svc := newService(ctx, drv, ns, "empty", map[string]string{"app": "nothing"}, nil,
+				svcPort("http", 80, intstr.FromInt32(8080), corev1.ProtocolTCP))
+			expectServed(ctx, svc.Spec.ClusterIP, 80, ipvs.TCP, nil)
+			start := time.Now()
+			got := fromPod(ctx, drv, cli, request{proto: "tcp", addr: hostPort(svc.Spec.ClusterIP, 80), count: 1, timeout: 3 * time.Second})
+			Expect(got.Sequence).To(ConsistOf(ContainSubstring("refused")), got.Raw)
+			Expect(time.Since(start)).To(BeNumerically("<", 3*time.Second), "refused, not left hanging")
+		})
+	})
+
+	Describe("who can reach a ClusterIP", func() {
+		var (
+			vip  string
+			pods []corev1.Pod
+		)
+		BeforeEach(func(ctx SpecContext) {
+			echoDeployment(ctx, drv, ns, "reach", 2, nodeA, httpPort)
+			svc := newService(ctx, drv, ns, "reach", map[string]string{"app": "reach"}, nil,
+				svcPort("http", 80, intstr.FromInt32(8080), corev1.ProtocolTCP))
+			pods = waitPodsReady(ctx, drv, ns, map[string]string{"app": "reach"}, 2)
+			vip = svc.Spec.ClusterIP
+			expectServed(ctx, vip, 80, ipvs.TCP, endpoints(podIPs(pods), 8080))
+		})
+
+		It("is not reachable from a host outside the cluster, and no node answers ARP for it", func(ctx SpecContext) {
+			got := fromOutside(ctx, drv, request{proto: "tcp", addr: hostPort(vip, 80), count: 3, timeout: time.Second})
+			Expect(got.OK).To(BeZero(), "a ClusterIP must not serve the outside: %s", got.Raw)
+			out, err := drv.OutsideExec(ctx, "arping", "-c", "2", "-w", "2", vip)
+			Expect(err).To(HaveOccurred(), "arping %s got an answer: %s", vip, out)
+		})
+
+		It("serves a pod whose endpoints are all on the other node", func(ctx SpecContext) {
+			// client runs on node B, both pods on node A.
+			got := fromPod(ctx, drv, cli, request{addr: hostPort(vip, 80), count: 4})
+			Expect(got.Failed).To(BeZero(), got.Raw)
+			Expect(got.Answers).To(HaveLen(2))
+		})
+
+		It("serves a node's own host network namespace", func(ctx SpecContext) {
+			for _, node := range drv.Nodes() {
+				got := fromNode(ctx, drv, node, request{addr: hostPort(vip, 80), count: 4})
+				Expect(got.Failed).To(BeZero(), "from node %s: %s", node, got.Raw)
+				Expect(got.Answers).To(HaveLen(2), "from node %s", node)
+			}
+		})
+
+		It("serves a pod reaching itself through its own Service (hairpin)", func(ctx SpecContext) {
+			Expect(drv.Client().Patch(ctx, &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "reach"}},
+				client.RawPatch("application/merge-patch+json", []byte(`{"spec":{"replicas":1}}`)))).To(Succeed())
+			pods = waitPodsReady(ctx, drv, ns, map[string]string{"app": "reach"}, 1)
+			expectServed(ctx, vip, 80, ipvs.TCP, endpoints(podIPs(pods), 8080))
+			got := fromPod(ctx, drv, &pods[0], request{addr: hostPort(vip, 80), count: 3})
+			Expect(got.Answers).To(Equal(map[string]int{pods[0].Name: 3}), got.Raw)
+		})
+	})
+
+	Describe("ServicePolicy", func() {
+		It("lc sends new connections away from a pod holding connections, and rr -> lc changes the scheduler in place", func(ctx SpecContext) {
+			echoDeployment(ctx, drv, ns, "lc", 3, "", httpPort)
+			policy := newPolicy(ctx, drv, ns, "balance", "lc", lbv1alpha1.SchedulerRoundRobin)
+			svc := newService(ctx, drv, ns, "lc", map[string]string{"app": "lc"}, nil,
+				svcPort("tcp", 80, intstr.FromInt32(8080), corev1.ProtocolTCP))
+			pods := waitPodsReady(ctx, drv, ns, map[string]string{"app": "lc"}, 3)
+			vip := svc.Spec.ClusterIP
+			expectServed(ctx, vip, 80, ipvs.TCP, endpoints(podIPs(pods), 8080))
+
+			// Two connections held open through the VIP while the scheduler changes under them.
+			held := background(func() outcome {
+				return fromPod(ctx, drv, cli, request{proto: "tcp", addr: hostPort(vip, 80), count: 2, hold: 12 * time.Second})
+			})
+			Eventually(ctx, func(g Gomega) {
+				out, err := drv.NodeExec(ctx, nodeB, "ipvsadm", "-Ln", "-t", hostPort(vip, 80))
+				g.Expect(err).NotTo(HaveOccurred())
+				g.Expect(activeConnections(out)).To(Equal(2), out)
+			}).WithTimeout(10 * time.Second).Should(Succeed())
+
+			policy.Spec.Scheduler = lbv1alpha1.SchedulerLeastConnection
+			Expect(drv.Client().Update(ctx, policy)).To(Succeed())
+			Eventually(ctx, func(g Gomega) {
+				table, raw := ipvsSave(ctx, drv, nodeB)
+				g.Expect(virtualServer(table, vip, 80, ipvs.TCP).Scheduler).To(Equal("lc"), raw)
+			}).WithTimeout(10 * time.Second).Should(Succeed())
+			out, err := drv.NodeExec(ctx, nodeB, "ipvsadm", "-Ln", "-t", hostPort(vip, 80))
+			Expect(err).NotTo(HaveOccurred())
+			Expect(activeConnections(out)).To(Equal(2), "established connections survive the scheduler change:\n%s", out)
+
+			// With two pods each holding one connection, lc sends every new connection to the third.
+			busy := map[string]bool{}
+			for _, line := range strings.Split(out, "\n") {
+				f := strings.Fields(line)
+				if len(f) >= 6 && f[0] == "->" && f[4] == "1" {
+					busy[f[1]] = true
+				}
+			}
+			Expect(busy).To(HaveLen(2), out)
+			var idle string
+			for _, p := range pods {
+				if !busy[hostPort(p.Status.PodIP, 8080)] {
+					idle = p.Name
+				}
+			}
+			got := fromPod(ctx, drv, cli, request{addr: hostPort(vip, 80), count: 8})
+			Expect(got.Answers).To(Equal(map[string]int{idle: 8}), "lc picks the pod without held connections: %s", got.Raw)
+
+			h := held()
+			Expect(h.Failed).To(BeZero(), "held connections: %s", h.Raw)
+		})
+
+		It("keeps one client on one pod with sessionAffinity ClientIP", func(ctx SpecContext) {
+			echoDeployment(ctx, drv, ns, "sticky", 3, "", httpPort)
+			svc := newService(ctx, drv, ns, "sticky", map[string]string{"app": "sticky"}, func(s *corev1.Service) {
+				s.Spec.SessionAffinity = corev1.ServiceAffinityClientIP
+				s.Spec.SessionAffinityConfig = &corev1.SessionAffinityConfig{ClientIP: &corev1.ClientIPConfig{TimeoutSeconds: ptr.To[int32](600)}}
+			}, svcPort("http", 80, intstr.FromInt32(8080), corev1.ProtocolTCP))
+			pods := waitPodsReady(ctx, drv, ns, map[string]string{"app": "sticky"}, 3)
+			expectServed(ctx, svc.Spec.ClusterIP, 80, ipvs.TCP, endpoints(podIPs(pods), 8080))
+			table, raw := ipvsSave(ctx, drv, nodeB)
+			Expect(virtualServer(table, svc.Spec.ClusterIP, 80, ipvs.TCP).Persistence).To(Equal(600*time.Second), raw)
+			got := fromPod(ctx, drv, cli, request{addr: hostPort(svc.Spec.ClusterIP, 80), count: 12})
+			Expect(got.Failed).To(BeZero(), got.Raw)
+			Expect(got.Answers).To(HaveLen(1), "one client, one pod: %s", got)
+		})
+	})
+
+	Describe("UDP", func() {
+		It("serves a UDP Service, and a removed endpoint stops receiving at once", func(ctx SpecContext) {
+			echoDeployment(ctx, drv, ns, "dns", 2, "", httpPort, udpPort)
+			svc := newService(ctx, drv, ns, "dns", map[string]string{"app": "dns"}, nil,
+				svcPort("dns", 53, intstr.FromString("dns"), corev1.ProtocolUDP))
+			pods := waitPodsReady(ctx, drv, ns, map[string]string{"app": "dns"}, 2)
+			vip := svc.Spec.ClusterIP
+			expectServed(ctx, vip, 53, ipvs.UDP, endpoints(podIPs(pods), 5353))
+
+			// One flow (fixed source port) sticks to one pod; take that pod out of rotation.
+			flow := request{proto: "udp", addr: hostPort(vip, 53), count: 3, srcPort: 40053}
+			first := fromPod(ctx, drv, cli, flow)
+			Expect(first.Answers).To(HaveLen(1), first.Raw)
+			var victim, survivor corev1.Pod
+			for _, p := range pods {
+				if first.Answers[p.Name] > 0 {
+					victim = p
+				} else {
+					survivor = p
+				}
+			}
+			fromPod(ctx, drv, cli, request{addr: hostPort(victim.Status.PodIP, 8080) + "/admin/fail-readiness"})
+			expectServed(ctx, vip, 53, ipvs.UDP, endpoints([]string{survivor.Status.PodIP}, 5353))
+			table, raw := ipvsSave(ctx, drv, nodeB)
+			Expect(realServers(virtualServer(table, vip, 53, ipvs.UDP))).To(HaveLen(1), "UDP real servers are deleted, not drained:\n%s", raw)
+			after := fromPod(ctx, drv, cli, flow)
+			Expect(after.Answers).To(Equal(map[string]int{survivor.Name: 3}), "the same flow moves at once: %s", after.Raw)
+		})
+	})
+
+	Describe("the agent", func() {
+		It("restarts under a steady request loop with zero failures and adopts the kernel state", func(ctx SpecContext) {
+			echoDeployment(ctx, drv, ns, "steady", 2, "", httpPort)
+			svc := newService(ctx, drv, ns, "steady", map[string]string{"app": "steady"}, nil,
+				svcPort("http", 80, intstr.FromInt32(8080), corev1.ProtocolTCP))
+			pods := waitPodsReady(ctx, drv, ns, map[string]string{"app": "steady"}, 2)
+			vip := svc.Spec.ClusterIP
+			expectServed(ctx, vip, 80, ipvs.TCP, endpoints(podIPs(pods), 8080))
+			_, before := ipvsSave(ctx, drv, nodeB)
+
+			loop := background(func() outcome {
+				return fromPod(ctx, drv, cli, request{addr: hostPort(vip, 80), duration: 12 * time.Second, interval: 50 * time.Millisecond})
+			})
+			restartAgent(ctx, drv, nodeB)
+			got := loop()
+			Expect(got.Failed).To(BeZero(), "requests through node %s while its agent restarted: %s", nodeB, got)
+			_, after := ipvsSave(ctx, drv, nodeB)
+			Expect(vsLines(after, vip)).To(Equal(vsLines(before, vip)), "the restarted agent adopted the table")
+		})
+
+		It("leaves an IPVS service made by hand alone", func(ctx SpecContext) {
+			const foreign = "198.51.100.77:8000"
+			_, err := drv.NodeExec(ctx, nodeA, "ipvsadm", "-A", "-t", foreign, "-s", "wlc")
+			Expect(err).NotTo(HaveOccurred())
+			DeferCleanup(func(ctx SpecContext) { _, _ = drv.NodeExec(ctx, nodeA, "ipvsadm", "-D", "-t", foreign) })
+			_, err = drv.NodeExec(ctx, nodeA, "ipvsadm", "-a", "-t", foreign, "-r", "198.51.100.78:8000", "-m", "-w", "3")
+			Expect(err).NotTo(HaveOccurred())
+
+			// Program something, restart the agent (adoption + first audit), and look again.
+			echoDeployment(ctx, drv, ns, "mine", 1, "", httpPort)
+			svc := newService(ctx, drv, ns, "mine", map[string]string{"app": "mine"}, nil,
+				svcPort("http", 80, intstr.FromInt32(8080), corev1.ProtocolTCP))
+			pods := waitPodsReady(ctx, drv, ns, map[string]string{"app": "mine"}, 1)
+			expectServed(ctx, svc.Spec.ClusterIP, 80, ipvs.TCP, endpoints(podIPs(pods), 8080))
+			restartAgent(ctx, drv, nodeA)
+			_, raw := ipvsSave(ctx, drv, nodeA)
+			Expect(raw).To(ContainSubstring("-A -t " + foreign + " -s wlc"))
+			Expect(raw).To(ContainSubstring("-a -t " + foreign + " -r 198.51.100.78:8000 -m -w 3"))
+		})
+	})
+}
+
+// activeConnections sums the ActiveConn column of `ipvsadm -Ln -t VIP:PORT`.
+func activeConnections(out string) int {
+	total := 0
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 6 && f[0] == "->" && f[1] != "RemoteAddress:Port" {
+			var n int
+			_, _ = fmt.Sscanf(f[4], "%d", &n)
+			total += n
+		}
+	}
+	return total
+}
+
+// vsLines are the lines of an `ipvsadm -Sn` dump that mention vip.
+func vsLines(save, vip string) []string {
+	var out []string
+	for _, l := range strings.Split(save, "\n") {
+		if strings.Contains(l, vip+":") {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// restartAgent deletes the agent pod of a node and waits for its replacement to be Ready.
+func restartAgent(ctx context.Context, drv Driver, node string) {
+	GinkgoHelper()
+	list := &corev1.PodList{}
+	Expect(drv.Client().List(ctx, list, client.InNamespace(AgentNamespace), client.MatchingLabels{agentLabel: agentLabelVal})).To(Succeed())
+	var old *corev1.Pod
+	for i := range list.Items {
+		if list.Items[i].Spec.NodeName == node {
+			old = &list.Items[i]
+		}
+	}
+	Expect(old).NotTo(BeNil(), "no agent pod on %s", node)
+	Expect(drv.Client().Delete(ctx, old)).To(Succeed())
+	Eventually(ctx, func(g Gomega) {
+		g.Expect(drv.Client().List(ctx, list, client.InNamespace(AgentNamespace), client.MatchingLabels{agentLabel: agentLabelVal})).To(Succeed())
+		found := false
+		for _, p := range list.Items {
+			if p.Spec.NodeName == node && p.UID != old.UID && podReady(&p) {
+				found = true
+			}
+		}
+		g.Expect(found).To(BeTrue(), "a new Ready agent on %s", node)
+	}).WithTimeout(90 * time.Second).WithPolling(250 * time.Millisecond).Should(Succeed())
+}
