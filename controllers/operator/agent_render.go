@@ -1,0 +1,316 @@
+package operator
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"strconv"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+
+	"github.com/ipvs-operator/ipvs-operator/api/v1alpha1"
+)
+
+// Names and defaults of the agent DaemonSet the operator renders.
+const (
+	// AgentName names the agent's DaemonSet, its container's app label and its ServiceAccount.
+	AgentName = "ipvs-operator-agent"
+	// AgentServiceAccountName is the ServiceAccount the agent runs as; config/ creates it and its RBAC.
+	AgentServiceAccountName = "ipvs-operator-agent"
+	// AgentContainerName is the name of the agent's only container.
+	AgentContainerName = "agent"
+
+	// ScopeLabelled makes the agent program only Services labelled
+	// service.kubernetes.io/service-proxy-name=ipvs-operator (kube-proxy then leaves them alone).
+	ScopeLabelled = "labelled"
+	// ScopeAll makes the agent program every ClusterIP Service without that label set to another proxy: it
+	// replaces kube-proxy.
+	ScopeAll = "all"
+
+	// DefaultAgentInterface is the dummy device the agent binds ClusterIPs to (kube-proxy's is kube-ipvs0; a
+	// different name lets both run side by side with the labelled scope).
+	DefaultAgentInterface = "ipvs0"
+	// DefaultAgentAuditPeriod is how often the agent re-reads the kernel's IPVS tables to repair drift.
+	DefaultAgentAuditPeriod = time.Minute
+	// DefaultAgentMetricsPort and DefaultAgentHealthPort are the agent's ports ON THE NODE (host network).
+	// They avoid what usually listens on a node already: node-exporter 9100, Prometheus exporters in
+	// 9100-9999 that often run with host networking, kubelet 10248/10250/10255, kube-proxy 10249/10256,
+	// kube-controller-manager 10257, kube-scheduler 10259, Cilium 9962-9965/9879/9890, Calico 9091/9099,
+	// MetalLB 7472/7473/7946.
+	DefaultAgentMetricsPort int32 = 10271
+	DefaultAgentHealthPort  int32 = 10272
+
+	// AgentProcSysNetDir is where the agent finds the host's /proc/sys/net (see RenderAgentDaemonSet).
+	AgentProcSysNetDir = "/host/proc/sys/net"
+)
+
+// AgentConfig is everything the operator's flags decide about the agent DaemonSet.
+type AgentConfig struct {
+	// Namespace is the DaemonSet's namespace: the operator's own.
+	Namespace string
+	// Image is the agent's image (RELATED_IMAGE_AGENT in the operator's Deployment, so OLM can mirror it).
+	Image string
+	// ImagePullPolicy defaults to IfNotPresent.
+	ImagePullPolicy corev1.PullPolicy
+	// Interface is the dummy device for ClusterIPs (--interface).
+	Interface string
+	// Scope is ScopeLabelled or ScopeAll (--scope).
+	Scope string
+	// DefaultScheduler is the scheduler of Services no ServicePolicy governs (--default-scheduler).
+	DefaultScheduler v1alpha1.Scheduler
+	// AuditPeriod is the kernel audit period (--audit-period).
+	AuditPeriod time.Duration
+	// MetricsPort and HealthPort are the agent's listening ports on the node.
+	MetricsPort int32
+	HealthPort  int32
+	// APIServerAddress, as host:port, when set, is how the agent reaches the API server instead of the
+	// `kubernetes` Service's ClusterIP. Needed with ScopeAll when no kube-proxy runs: the agent itself
+	// programs that ClusterIP, so it cannot depend on it to start (Cilium's k8sServiceHost does the same).
+	// Rendered as KUBERNETES_SERVICE_HOST/PORT, which client-go's in-cluster config reads.
+	APIServerAddress string
+}
+
+// WithDefaults returns cfg with every unset field set to its default.
+func (cfg AgentConfig) WithDefaults() AgentConfig {
+	if cfg.ImagePullPolicy == "" {
+		cfg.ImagePullPolicy = corev1.PullIfNotPresent
+	}
+	if cfg.Interface == "" {
+		cfg.Interface = DefaultAgentInterface
+	}
+	if cfg.Scope == "" {
+		cfg.Scope = ScopeLabelled
+	}
+	if cfg.DefaultScheduler == "" {
+		cfg.DefaultScheduler = v1alpha1.DefaultScheduler
+	}
+	if cfg.AuditPeriod == 0 {
+		cfg.AuditPeriod = DefaultAgentAuditPeriod
+	}
+	if cfg.MetricsPort == 0 {
+		cfg.MetricsPort = DefaultAgentMetricsPort
+	}
+	if cfg.HealthPort == 0 {
+		cfg.HealthPort = DefaultAgentHealthPort
+	}
+	return cfg
+}
+
+// Validate reports every problem of a defaulted config at once, so the operator refuses to start with a
+// config that would render a broken DaemonSet.
+func (cfg AgentConfig) Validate() error {
+	var errs []error
+	if cfg.Namespace == "" {
+		errs = append(errs, errors.New("agent namespace is empty"))
+	}
+	if cfg.Image == "" {
+		errs = append(errs, errors.New("agent image is empty (set RELATED_IMAGE_AGENT or --agent-image)"))
+	}
+	switch cfg.ImagePullPolicy {
+	case corev1.PullAlways, corev1.PullIfNotPresent, corev1.PullNever:
+	default:
+		errs = append(errs, fmt.Errorf("agent image pull policy %q is not Always, IfNotPresent or Never", cfg.ImagePullPolicy))
+	}
+	if cfg.Interface == "" || len(cfg.Interface) > 15 {
+		errs = append(errs, fmt.Errorf("agent interface %q must be 1 to 15 characters (IFNAMSIZ)", cfg.Interface))
+	}
+	if cfg.Scope != ScopeLabelled && cfg.Scope != ScopeAll {
+		errs = append(errs, fmt.Errorf("agent scope %q is not %q or %q", cfg.Scope, ScopeLabelled, ScopeAll))
+	}
+	if !slices.Contains(v1alpha1.Schedulers, cfg.DefaultScheduler) {
+		errs = append(errs, fmt.Errorf("agent default scheduler %q is not one of %v", cfg.DefaultScheduler, v1alpha1.Schedulers))
+	}
+	if cfg.AuditPeriod < time.Second {
+		errs = append(errs, fmt.Errorf("agent audit period %s is shorter than 1s", cfg.AuditPeriod))
+	}
+	for name, port := range map[string]int32{"metrics": cfg.MetricsPort, "health": cfg.HealthPort} {
+		if port < 1 || port > 65535 {
+			errs = append(errs, fmt.Errorf("agent %s port %d is not in 1-65535", name, port))
+		}
+	}
+	if cfg.MetricsPort == cfg.HealthPort {
+		errs = append(errs, fmt.Errorf("agent metrics and health ports are both %d", cfg.MetricsPort))
+	}
+	if cfg.APIServerAddress != "" {
+		if _, _, err := splitHostPort(cfg.APIServerAddress); err != nil {
+			errs = append(errs, fmt.Errorf("agent API server address: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// AgentSelectorLabels select the agent's pods. They are part of the DaemonSet's immutable selector: never
+// change them.
+func AgentSelectorLabels() map[string]string {
+	return map[string]string{"app.kubernetes.io/name": AgentName}
+}
+
+// AgentLabels label the DaemonSet and its pods.
+func AgentLabels() map[string]string {
+	return map[string]string{
+		"app.kubernetes.io/name":       AgentName,
+		"app.kubernetes.io/component":  "agent",
+		"app.kubernetes.io/part-of":    "ipvs-operator",
+		"app.kubernetes.io/managed-by": FieldOwner,
+	}
+}
+
+// RenderAgentDaemonSet returns the agent DaemonSet for cfg (defaulted, validated). It is pure: the reconciler
+// applies its result with server-side apply, and the tests compare it with testdata/agent-daemonset.golden.yaml.
+//
+// Privileges, and why each is needed (the agent programs the NODE's kernel, not its own):
+//   - hostNetwork: IPVS tables, the dummy device, nftables and net sysctls are per network namespace; the
+//     agent must work in the host's.
+//   - runAsUser 0: Kubernetes grants added capabilities only to a root process (a non-root user gets an empty
+//     effective set; ambient capabilities are not offered). Netlink (IPVS, links, addresses, nftables) checks
+//     CAP_NET_ADMIN, and the host's net sysctls belong to root.
+//   - NET_ADMIN: every netlink write and net sysctl write.
+//   - SYS_MODULE: only to load ip_vs, its scheduler modules (ip_vs_rr, ...), dummy, br_netfilter and the
+//     nf_tables modules when the host has not loaded them and the kernel does not auto-load them; together
+//     with /lib/modules mounted read-only. A host that preloads them (modules-load.d) does not need it.
+//   - everything else dropped, no privilege escalation, read-only root filesystem, RuntimeDefault seccomp
+//     (which permits module loading only to a process holding CAP_SYS_MODULE).
+//
+// /proc/sys: the agent sets net sysctls (net.ipv4.vs.conntrack, net.ipv4.vs.expire_nodest_conn,
+// net.ipv4.ip_forward, arp_ignore, ...). With hostNetwork, /proc/sys/net shows the host's network namespace,
+// but the container runtime mounts /proc/sys read-only in every container that is not privileged.
+// kube-proxy and kube-router solve this by running privileged; Cilium runs its agent unprivileged with a
+// capability list and mounts the host's /proc/sys/net (a hostPath) writable at /host/proc/sys/net, which
+// resolves to the writer's network namespace, i.e. the host's. We do as Cilium: `privileged` would hand the
+// agent every capability and every device for the sake of one directory. The agent is told the path with
+// --proc-sys-net-dir.
+func RenderAgentDaemonSet(cfg AgentConfig) *appsv1.DaemonSet {
+	labels := AgentLabels()
+	hostPathDirectory := corev1.HostPathDirectory
+
+	env := []corev1.EnvVar{{
+		Name:      "NODE_NAME",
+		ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "spec.nodeName"}},
+	}}
+	if cfg.APIServerAddress != "" {
+		host, port, _ := splitHostPort(cfg.APIServerAddress) // Validate checked it
+		env = append(env,
+			corev1.EnvVar{Name: "KUBERNETES_SERVICE_HOST", Value: host},
+			corev1.EnvVar{Name: "KUBERNETES_SERVICE_PORT", Value: port},
+		)
+	}
+
+	return &appsv1.DaemonSet{
+		TypeMeta: metav1.TypeMeta{APIVersion: appsv1.SchemeGroupVersion.String(), Kind: "DaemonSet"},
+		ObjectMeta: metav1.ObjectMeta{
+			Name:      AgentName,
+			Namespace: cfg.Namespace,
+			Labels:    labels,
+		},
+		Spec: appsv1.DaemonSetSpec{
+			Selector: &metav1.LabelSelector{MatchLabels: AgentSelectorLabels()},
+			// One agent per node and no surge: two agents must never program one kernel at once. A restart
+			// costs no traffic: the kernel keeps forwarding, and the new agent adopts the kernel's state.
+			UpdateStrategy: appsv1.DaemonSetUpdateStrategy{
+				Type: appsv1.RollingUpdateDaemonSetStrategyType,
+				RollingUpdate: &appsv1.RollingUpdateDaemonSet{
+					MaxUnavailable: ptr.To(intstr.FromInt32(1)),
+					MaxSurge:       ptr.To(intstr.FromInt32(0)),
+				},
+			},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{
+					Labels:      labels,
+					Annotations: map[string]string{"kubectl.kubernetes.io/default-container": AgentContainerName},
+				},
+				Spec: corev1.PodSpec{
+					ServiceAccountName: AgentServiceAccountName,
+					HostNetwork:        true,
+					DNSPolicy:          corev1.DNSClusterFirstWithHostNet,
+					// The node's Services stop working without it: schedule it before, and evict it after,
+					// ordinary pods.
+					PriorityClassName: "system-node-critical",
+					// Every node, whatever its taints (control-plane, NotReady, unschedulable...).
+					Tolerations:     []corev1.Toleration{{Operator: corev1.TolerationOpExists}},
+					NodeSelector:    map[string]string{corev1.LabelOSStable: "linux"},
+					SecurityContext: &corev1.PodSecurityContext{SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}},
+					Containers: []corev1.Container{{
+						Name:            AgentContainerName,
+						Image:           cfg.Image,
+						ImagePullPolicy: cfg.ImagePullPolicy,
+						Command:         []string{"/agent"},
+						Args: []string{
+							"--interface=" + cfg.Interface,
+							"--scope=" + cfg.Scope,
+							"--default-scheduler=" + string(cfg.DefaultScheduler),
+							"--audit-period=" + cfg.AuditPeriod.String(),
+							"--metrics-bind-address=:" + strconv.Itoa(int(cfg.MetricsPort)),
+							"--health-probe-bind-address=:" + strconv.Itoa(int(cfg.HealthPort)),
+							"--proc-sys-net-dir=" + AgentProcSysNetDir,
+						},
+						Env: env,
+						// With hostNetwork the ports are the node's; hostPort equals containerPort (the API
+						// server would default it so), written out to make that visible.
+						Ports: []corev1.ContainerPort{
+							{Name: "metrics", ContainerPort: cfg.MetricsPort, HostPort: cfg.MetricsPort, Protocol: corev1.ProtocolTCP},
+							{Name: "health", ContainerPort: cfg.HealthPort, HostPort: cfg.HealthPort, Protocol: corev1.ProtocolTCP},
+						},
+						ReadinessProbe: &corev1.Probe{
+							ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/readyz", Port: intstr.FromString("health")}},
+							PeriodSeconds: 5,
+						},
+						LivenessProbe: &corev1.Probe{
+							ProbeHandler:        corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromString("health")}},
+							InitialDelaySeconds: 15,
+							PeriodSeconds:       10,
+							FailureThreshold:    3,
+						},
+						// Requests only: a node-critical proxy must not be throttled or OOM-killed by a limit
+						// (kube-proxy sets none either). Memory grows with the cluster's Services and endpoints.
+						Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{
+							corev1.ResourceCPU:    resource.MustParse("100m"),
+							corev1.ResourceMemory: resource.MustParse("128Mi"),
+						}},
+						SecurityContext: &corev1.SecurityContext{
+							RunAsUser:                ptr.To[int64](0),
+							Privileged:               ptr.To(false),
+							AllowPrivilegeEscalation: ptr.To(false),
+							ReadOnlyRootFilesystem:   ptr.To(true),
+							Capabilities: &corev1.Capabilities{
+								Add:  []corev1.Capability{"NET_ADMIN", "SYS_MODULE"},
+								Drop: []corev1.Capability{"ALL"},
+							},
+						},
+						VolumeMounts: []corev1.VolumeMount{
+							{Name: "lib-modules", MountPath: "/lib/modules", ReadOnly: true},
+							{Name: "host-proc-sys-net", MountPath: AgentProcSysNetDir},
+						},
+						TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+					}},
+					Volumes: []corev1.Volume{
+						// No type check: hosts without loadable modules (everything built in) may lack it.
+						{Name: "lib-modules", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/lib/modules"}}},
+						{Name: "host-proc-sys-net", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/proc/sys/net", Type: &hostPathDirectory}}},
+					},
+				},
+			},
+		},
+	}
+}
+
+// splitHostPort splits host:port, requiring both.
+func splitHostPort(addr string) (host, port string, err error) {
+	host, port, err = net.SplitHostPort(addr)
+	if err != nil {
+		return "", "", err
+	}
+	if host == "" {
+		return "", "", fmt.Errorf("%q has no host", addr)
+	}
+	if n, perr := strconv.Atoi(port); perr != nil || n < 1 || n > 65535 {
+		return "", "", fmt.Errorf("%q has no valid port", addr)
+	}
+	return host, port, nil
+}
