@@ -37,8 +37,9 @@ const (
 
 // The operator is the only writer of ServicePolicy status, in every namespace. Events are recorded on the
 // policies (events.k8s.io for the controller's events, core for leader election's).
+// Status is only ever merge-patched, so there is no update verb.
 // +kubebuilder:rbac:groups=lb.ipvs-operator.dev,resources=servicepolicies,verbs=get;list;watch
-// +kubebuilder:rbac:groups=lb.ipvs-operator.dev,resources=servicepolicies/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=lb.ipvs-operator.dev,resources=servicepolicies/status,verbs=get;patch
 // +kubebuilder:rbac:groups="",resources=services,verbs=get;list;watch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
