@@ -7,6 +7,7 @@ package ipvs_test
 
 import (
 	"errors"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -244,10 +245,9 @@ func TestKernelVIPs(t *testing.T) {
 }
 
 func bindUDP(a netip.Addr) error {
-	family := unix.AF_INET
-	var sa unix.Sockaddr = &unix.SockaddrInet4{Addr: a.As4()}
-	if a.Is6() {
-		family, sa = unix.AF_INET6, &unix.SockaddrInet6{Addr: a.As16()}
+	family, sa := unix.AF_INET6, unix.Sockaddr(&unix.SockaddrInet6{Addr: a.As16()})
+	if a.Is4() {
+		family, sa = unix.AF_INET, &unix.SockaddrInet4{Addr: a.As4()}
 	}
 	fd, err := unix.Socket(family, unix.SOCK_DGRAM, 0)
 	if err != nil {
@@ -330,4 +330,70 @@ func TestKernelSysctls(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestKernelConnectionCounts checks that Destinations reports the kernel's connection counts, which the
+// drain logic waits on. The real server is a local address, so IPVS delivers locally (no port change):
+// the listener is on the virtual server's port.
+func TestKernelConnectionCounts(t *testing.T) {
+	n, i := kernelIPVS(t)
+	v, err := ipvs.NewDummyVIPsInNamespace("ipvs-op0", n.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vip, rs := netip.MustParseAddr("10.96.0.10"), netip.MustParseAddr("10.244.0.5")
+	if err := v.EnsureInterface(); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range []netip.Addr{vip, rs} {
+		if err := v.Bind(a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var ln net.Listener
+	if err := n.do(func() (err error) { ln, err = net.Listen("tcp4", "0.0.0.0:80"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			accepted <- c
+		}
+	}()
+	k := ipvs.ServiceKey{Address: vip, Port: 80, Protocol: ipvs.TCP}
+	if err := i.AddService(ipvs.Service{ServiceKey: k, Scheduler: "rr"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := i.AddDestination(k, ipvs.Destination{DestinationKey: ipvs.DestinationKey{Address: rs, Port: 80}, Weight: 1}); err != nil {
+		t.Fatal(err)
+	}
+	var c net.Conn
+	if err := n.do(func() (err error) { c, err = net.DialTimeout("tcp4", "10.96.0.10:80", 5*time.Second); return err }); err != nil {
+		t.Fatalf("connect through IPVS: %v", err)
+	}
+	defer c.Close()
+	select {
+	case sc := <-accepted:
+		defer sc.Close()
+	case <-time.After(5 * time.Second):
+		t.Fatal("the real server never accepted")
+	}
+	waitFor := func(what string, ok func(ipvs.DestinationStats) bool) {
+		t.Helper()
+		var last []ipvs.ObservedDestination
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+			d, err := i.Destinations(k)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if last = d; len(d) == 1 && ok(d[0].DestinationStats) {
+				return
+			}
+		}
+		t.Fatalf("%s: Destinations() = %+v", what, last)
+	}
+	waitFor("one active connection", func(s ipvs.DestinationStats) bool { return s.ActiveConnections == 1 })
+	c.Close()
+	waitFor("no active connection after close", func(s ipvs.DestinationStats) bool { return s.ActiveConnections == 0 })
 }

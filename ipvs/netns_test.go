@@ -9,6 +9,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // testNS is a fresh network namespace for one test, so that nothing a test programs touches the host.
@@ -39,7 +40,7 @@ func newTestNS(t *testing.T) *testNS {
 	if err := netns.Set(orig); err != nil {
 		panic(fmt.Sprintf("cannot return to the original network namespace: %v", err))
 	}
-	h, err := netlink.NewHandleAt(ns)
+	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
 	if err != nil {
 		ns.Close()
 		t.Fatal(err)
