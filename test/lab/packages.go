@@ -1,0 +1,112 @@
+package lab
+
+import (
+	"context"
+	"debug/elf"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+)
+
+// hostTool is a program the lab needs on the host and the Debian package that ships it.
+type hostTool struct {
+	pkg   string
+	check func() bool
+}
+
+func onPath(name string) func() bool {
+	return func() bool { _, err := exec.LookPath(name); return err == nil }
+}
+
+func anyFile(paths ...string) func() bool {
+	return func() bool {
+		for _, p := range paths {
+			if fileExists(p) {
+				return true
+			}
+		}
+		return false
+	}
+}
+
+// staticBusybox reports whether /bin/busybox (or /usr/bin/busybox) is statically linked: the guest has
+// no C library besides the ones we copy for ip, nft and ipvsadm.
+func staticBusybox() bool {
+	p := busyboxPath()
+	if p == "" {
+		return false
+	}
+	return isStatic(p)
+}
+
+func busyboxPath() string {
+	for _, p := range []string{"/bin/busybox", "/usr/bin/busybox"} {
+		if fileExists(p) {
+			return p
+		}
+	}
+	return ""
+}
+
+func isStatic(path string) bool {
+	f, err := elf.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			return false
+		}
+	}
+	return true
+}
+
+// hostTools lists every host program the lab uses. conntrack is optional in the guest but cheap.
+var hostTools = []hostTool{
+	{"qemu-system-x86", onPath("qemu-system-x86_64")},
+	{"busybox-static", staticBusybox},
+	{"ipvsadm", anyFile("/usr/sbin/ipvsadm", "/sbin/ipvsadm")},
+	{"cpio", onPath("cpio")},
+	{"kmod", anyFile("/usr/sbin/depmod", "/sbin/depmod")},
+	{"socat", onPath("socat")},
+	{"nftables", anyFile("/usr/sbin/nft", "/sbin/nft")},
+	{"file", onPath("file")},
+	{"iproute2", anyFile("/usr/sbin/ip", "/sbin/ip", "/bin/ip")},
+	{"xz-utils", onPath("xz")},
+	{"conntrack", anyFile("/usr/sbin/conntrack", "/sbin/conntrack")},
+}
+
+// EnsurePackages installs the Debian packages the lab needs that are missing (apt-get, as root).
+func EnsurePackages(ctx context.Context, out io.Writer) error {
+	var missing []string
+	for _, t := range hostTools {
+		if !t.check() {
+			missing = append(missing, t.pkg)
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	if os.Geteuid() != 0 {
+		return fmt.Errorf("lab: missing Debian packages %s (run as root, or: apt-get install %s)",
+			strings.Join(missing, " "), strings.Join(missing, " "))
+	}
+	progress(out, "installing Debian packages: %s", strings.Join(missing, " "))
+	env := []string{"DEBIAN_FRONTEND=noninteractive"}
+	if err := runStreaming(ctx, out, "  apt: ", env, "", "apt-get", "update", "-qq"); err != nil {
+		return err
+	}
+	args := append([]string{"install", "-y", "-qq", "--no-install-recommends"}, missing...)
+	if err := runStreaming(ctx, out, "  apt: ", env, "", "apt-get", args...); err != nil {
+		return err
+	}
+	for _, t := range hostTools {
+		if !t.check() {
+			return fmt.Errorf("lab: package %s installed but its program is still missing", t.pkg)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,140 @@
+package lab
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// proc is a child process of the lab (etcd, a control-plane component, qemu) with its output in a log
+// file. Each runs in its own process group, which stop kills, and gets SIGKILL if the lab's process dies.
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	log  string
+	done chan struct{}
+	err  error
+}
+
+func startProc(name, logPath string, argv []string, configure func(*exec.Cmd)) (*proc, error) {
+	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fmt.Fprintf(f, "# %s %s\n", time.Now().Format(time.RFC3339), strings.Join(argv, " "))
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Stdout = f
+	cmd.Stderr = f
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if configure != nil {
+		configure(cmd)
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("lab: starting %s: %w", name, err)
+	}
+	p := &proc{name: name, cmd: cmd, log: logPath, done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+func (p *proc) pid() int { return p.cmd.Process.Pid }
+
+func (p *proc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// exitError describes how the process ended, pointing at its log.
+func (p *proc) exitError() error {
+	return fmt.Errorf("lab: %s exited (%v); log: %s\n%s", p.name, p.err, p.log, logTail(p.log, 30))
+}
+
+// stop sends SIGTERM to the process group, then SIGKILL after grace.
+func (p *proc) stop(grace time.Duration) error {
+	if p == nil {
+		return nil
+	}
+	if !p.exited() {
+		_ = syscall.Kill(-p.pid(), syscall.SIGTERM)
+		select {
+		case <-p.done:
+		case <-time.After(grace):
+		}
+	}
+	// Also whatever is left in the group (e.g. socat helpers of qemu's guest forwards).
+	_ = syscall.Kill(-p.pid(), syscall.SIGKILL)
+	select {
+	case <-p.done:
+		return nil
+	case <-time.After(10 * time.Second):
+		return fmt.Errorf("lab: %s (pid %d) did not exit", p.name, p.pid())
+	}
+}
+
+// logTail returns the last n lines of a file.
+func logTail(path string, n int) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return "  | " + strings.Join(lines, "\n  | ")
+}
+
+// freePorts returns n distinct free TCP ports on 127.0.0.1.
+func freePorts(n int) ([]int, error) {
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	var ports []int
+	for i := 0; i < n; i++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		ls = append(ls, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
+
+// waitFor polls check until it succeeds, a process in watch exits, or timeout.
+func waitFor(what string, timeout time.Duration, interval time.Duration, watch []*proc, check func() error) error {
+	deadline := time.Now().Add(timeout)
+	var last error
+	for {
+		if last = check(); last == nil {
+			return nil
+		}
+		for _, p := range watch {
+			if p != nil && p.exited() {
+				return fmt.Errorf("lab: waiting for %s: %w", what, p.exitError())
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("lab: %s not ready after %s: %w", what, timeout, last)
+		}
+		time.Sleep(interval)
+	}
+}
+
+var errNotYet = errors.New("not yet")
