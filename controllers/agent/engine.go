@@ -3,9 +3,9 @@ package agent
 import (
 	"context"
 	"net/netip"
-	"time"
 
 	"github.com/ipvs-operator/ipvs-operator/controllers/agent/desired"
+	ipvssync "github.com/ipvs-operator/ipvs-operator/ipvs/sync"
 )
 
 // Engine is what the controllers need of the sync engine (ipvs/sync.Syncer implements it). It is an interface
@@ -15,8 +15,8 @@ type Engine interface {
 	// instead of flushing it.
 	Adopt(ctx context.Context) error
 	// SyncService programs one Service's desired state (an empty State removes it) and says when it must be
-	// looked at again (a draining real server's deadline), or 0.
-	SyncService(ctx context.Context, key string, state desired.State) (requeueAfter time.Duration, ops int, err error)
+	// looked at again (a draining real server), and how many kernel operations it took.
+	SyncService(ctx context.Context, key string, state desired.State) (ipvssync.Result, error)
 	// Audit re-reads the kernel and repairs drift from what the agent last programmed.
 	Audit(ctx context.Context) error
 	// SetPodCIDRs tells the data-path rules which sources are pods.

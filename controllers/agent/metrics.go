@@ -6,6 +6,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	"github.com/ipvs-operator/ipvs-operator/ipvs/plan"
 )
 
 // Metric names follow kube-proxy's (kubeproxy_sync_proxy_rules_duration_seconds,
@@ -54,3 +56,43 @@ func observeProgrammingLatency(now time.Time, slices []*discoveryv1.EndpointSlic
 // corev1EndpointsLastChangeTriggerTime is corev1.EndpointsLastChangeTriggerTime, which the EndpointSlice
 // controller also sets on slices.
 const corev1EndpointsLastChangeTriggerTime = "endpoints.kubernetes.io/last-change-trigger-time"
+
+var (
+	metricKernelOps = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "ipvs_operator", Subsystem: "agent", Name: "kernel_operations_total",
+		Help: "Kernel operations (IPVS and VIP changes) by operation and result.",
+	}, []string{"operation", "result"})
+	metricVirtualServers = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: "ipvs_operator", Subsystem: "agent", Name: "virtual_servers",
+		Help: "IPVS virtual servers the agent owns on this node.",
+	})
+	metricRealServers = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: "ipvs_operator", Subsystem: "agent", Name: "real_servers",
+		Help: "IPVS real servers the agent owns on this node, by state: active (weight > 0) or draining (weight 0).",
+	}, []string{"state"})
+)
+
+func init() {
+	metrics.Registry.MustRegister(metricKernelOps, metricVirtualServers, metricRealServers)
+}
+
+// EngineMetrics backs the sync engine's counters and gauges with Prometheus on controller-runtime's registry.
+type EngineMetrics struct{}
+
+// OpDone implements ipvs/sync.Metrics.
+func (EngineMetrics) OpDone(kind plan.Kind, err error) {
+	result := "success"
+	if err != nil {
+		result = "error"
+	}
+	metricKernelOps.WithLabelValues(kind.String(), result).Inc()
+}
+
+// SetVirtualServers implements ipvs/sync.Metrics.
+func (EngineMetrics) SetVirtualServers(n int) { metricVirtualServers.Set(float64(n)) }
+
+// SetRealServers implements ipvs/sync.Metrics.
+func (EngineMetrics) SetRealServers(active, draining int) {
+	metricRealServers.WithLabelValues("active").Set(float64(active))
+	metricRealServers.WithLabelValues("draining").Set(float64(draining))
+}

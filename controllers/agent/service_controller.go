@@ -94,7 +94,7 @@ func (r *ServiceReconciler) sync(ctx context.Context, key types.NamespacedName) 
 		}
 	}
 
-	requeue, ops, err := r.Engine.SyncService(ctx, key.String(), state)
+	res, err := r.Engine.SyncService(ctx, key.String(), state)
 	if err != nil {
 		metricSyncErrors.Inc()
 		if svc != nil {
@@ -103,11 +103,11 @@ func (r *ServiceReconciler) sync(ctx context.Context, key types.NamespacedName) 
 		}
 		return 0, err
 	}
-	if ops > 0 {
-		log.V(1).Info("Programmed Service", "kernelOps", ops)
+	if res.Ops > 0 {
+		log.V(1).Info("Programmed Service", "kernelOps", res.Ops)
 		observeProgrammingLatency(r.Clock.Now(), slices)
 	}
-	return requeue, nil
+	return res.RequeueAfter, nil
 }
 
 func (r *ServiceReconciler) endpointSlices(ctx context.Context, key types.NamespacedName) ([]*discoveryv1.EndpointSlice, error) {

@@ -1,0 +1,187 @@
+// Command agent is ipvs-operator's per-node agent: it serves the ClusterIP Services it manages through the
+// kernel's IPVS load balancer on the node it runs on.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	lbv1alpha1 "github.com/ipvs-operator/ipvs-operator/api/v1alpha1"
+	"github.com/ipvs-operator/ipvs-operator/controllers/agent"
+	"github.com/ipvs-operator/ipvs-operator/controllers/agent/desired"
+)
+
+// flags are the agent's command line. Defaults suit the DaemonSet the operator renders.
+type flags struct {
+	nodeName         string
+	ifName           string
+	scope            string
+	defaultScheduler string
+	auditPeriod      time.Duration
+	clusterCIDRs     string
+	metricsAddr      string
+	probeAddr        string
+	workers          int
+	cleanup          bool
+}
+
+func parseFlags(fs *flag.FlagSet, args []string) (flags, error) {
+	var f flags
+	fs.StringVar(&f.nodeName, "node-name", os.Getenv("NODE_NAME"), "This node's name (default $NODE_NAME). Used for internalTrafficPolicy: Local.")
+	fs.StringVar(&f.ifName, "interface", "ipvs0", "The dummy interface that holds the ClusterIPs.")
+	fs.StringVar(&f.scope, "scope", "labelled", `Which Services to serve: "labelled" (only those labelled `+
+		desired.ProxyNameLabel+"="+desired.ProxyName+`, so kube-proxy can serve the rest) or "all" (clusters without kube-proxy).`)
+	fs.StringVar(&f.defaultScheduler, "default-scheduler", string(lbv1alpha1.DefaultScheduler), "The IPVS scheduler of Services no ServicePolicy governs.")
+	fs.DurationVar(&f.auditPeriod, "audit-period", time.Minute, "How often to re-read the kernel and repair drift.")
+	fs.StringVar(&f.clusterCIDRs, "cluster-cidr", "", "Comma-separated pod CIDRs of the cluster. Empty: read them from the Node objects.")
+	fs.StringVar(&f.metricsAddr, "metrics-bind-address", ":9100", "Address of the Prometheus metrics and /debug/ipvs endpoint; 0 disables it.")
+	fs.StringVar(&f.probeAddr, "health-probe-bind-address", ":9101", "Address of the /healthz and /readyz endpoints.")
+	fs.IntVar(&f.workers, "workers", 4, "Services programmed concurrently.")
+	fs.BoolVar(&f.cleanup, "cleanup", false, "Remove everything the agent owns from the kernel (virtual servers on its ClusterIPs, the dummy interface, its nftables table), then exit.")
+	if err := fs.Parse(args); err != nil {
+		return f, err
+	}
+	switch {
+	case f.nodeName == "" && !f.cleanup:
+		return f, errors.New("--node-name (or $NODE_NAME) is required: set it from the downward API (spec.nodeName)")
+	case f.scope != "labelled" && f.scope != "all":
+		return f, fmt.Errorf(`--scope=%q: must be "labelled" or "all"`, f.scope)
+	case !validScheduler(f.defaultScheduler):
+		return f, fmt.Errorf("--default-scheduler=%q: must be one of %v", f.defaultScheduler, lbv1alpha1.Schedulers)
+	case f.auditPeriod < time.Second:
+		return f, fmt.Errorf("--audit-period=%s: must be at least 1s", f.auditPeriod)
+	}
+	if _, err := f.podCIDRs(); err != nil {
+		return f, err
+	}
+	return f, nil
+}
+
+func validScheduler(s string) bool {
+	for _, v := range lbv1alpha1.Schedulers {
+		if string(v) == s {
+			return true
+		}
+	}
+	return false
+}
+
+func (f flags) podCIDRs() ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range strings.Split(f.clusterCIDRs, ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return nil, fmt.Errorf("--cluster-cidr: %q is not a CIDR: %w", s, err)
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
+}
+
+func main() {
+	opts := zap.Options{}
+	opts.BindFlags(flag.CommandLine)
+	f, err := parseFlags(flag.CommandLine, os.Args[1:])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "agent:", err)
+		os.Exit(2)
+	}
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
+	if err := run(ctrl.SetupSignalHandler(), f); err != nil {
+		ctrl.Log.Error(err, "Agent failed")
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, f flags) error {
+	log := ctrl.Log.WithName("agent")
+	kernel, err := prepareKernel(f)
+	if err != nil {
+		return err
+	}
+	if f.cleanup {
+		log.Info("Removing everything the agent owns", "interface", f.ifName)
+		return kernel.engine.Cleanup(ctx)
+	}
+
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		return err
+	}
+	if err := lbv1alpha1.AddToScheme(scheme); err != nil {
+		return err
+	}
+	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
+		Scheme:                 scheme,
+		HealthProbeBindAddress: f.probeAddr,
+		Metrics: metricsserver.Options{
+			BindAddress:   f.metricsAddr,
+			ExtraHandlers: map[string]http.Handler{"/debug/ipvs": kernel.debugHandler()},
+		},
+		// Every node programs its own kernel: nothing to elect.
+		LeaderElection: false,
+	})
+	if err != nil {
+		return err
+	}
+
+	if err := agent.IndexEndpointSlices(ctx, mgr.GetFieldIndexer()); err != nil {
+		return err
+	}
+	services := &agent.ServiceReconciler{
+		Client: mgr.GetClient(),
+		Engine: kernel.engine,
+		Options: desired.Options{
+			NodeName:         f.nodeName,
+			DefaultScheduler: f.defaultScheduler,
+			ManageAll:        f.scope == "all",
+		},
+		Recorder: mgr.GetEventRecorder("ipvs-operator-agent"),
+		Clock:    clock.RealClock{},
+	}
+	startup := agent.NewStartup(agent.StartupConfig{
+		Cache: mgr.GetCache(), Client: mgr.GetClient(), Engine: kernel.engine,
+		Services: services, AuditPeriod: f.auditPeriod,
+	})
+	if err := services.SetupWithManager(mgr, f.workers); err != nil {
+		return err
+	}
+	cidrs, _ := f.podCIDRs()
+	if len(cidrs) > 0 {
+		if err := kernel.engine.SetPodCIDRs(ctx, cidrs); err != nil {
+			return err
+		}
+	} else if err := (&agent.PodCIDRReconciler{Client: mgr.GetClient(), Engine: kernel.engine}).SetupWithManager(mgr); err != nil {
+		return err
+	}
+	if err := mgr.Add(startup); err != nil {
+		return err
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		return err
+	}
+	if err := mgr.AddReadyzCheck("synced", startup.ReadyCheck); err != nil {
+		return err
+	}
+	log.Info("Starting", "node", f.nodeName, "interface", f.ifName, "scope", f.scope,
+		"defaultScheduler", f.defaultScheduler, "auditPeriod", f.auditPeriod)
+	return mgr.Start(ctx)
+}

@@ -1,0 +1,126 @@
+package agent_test
+
+import (
+	"context"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	lbv1alpha1 "github.com/ipvs-operator/ipvs-operator/api/v1alpha1"
+	"github.com/ipvs-operator/ipvs-operator/controllers/agent"
+	"github.com/ipvs-operator/ipvs-operator/controllers/agent/desired"
+	"github.com/ipvs-operator/ipvs-operator/ipvs"
+	"github.com/ipvs-operator/ipvs-operator/ipvs/fake"
+	ipvssync "github.com/ipvs-operator/ipvs-operator/ipvs/sync"
+)
+
+// These specs run the agent's controllers against a real kube-apiserver (envtest) and an in-memory kernel:
+// they prove the Kubernetes side (watches, indexes, policy resolution, start-up) converges the model. The
+// real kernel is proven by the lab suite.
+
+const nodeName = "node-a"
+
+var (
+	testEnv *envtest.Environment
+	cfg     *rest.Config
+	k8s     client.Client
+	kernel  *fake.IPVS
+	vips    *fake.VIPs
+	rules   *fake.Rules
+	startup *agent.Startup
+	cancel  context.CancelFunc
+)
+
+func TestAgent(t *testing.T) {
+	RegisterFailHandler(Fail)
+	RunSpecs(t, "Agent controllers (envtest + fake kernel)")
+}
+
+var _ = BeforeSuite(func() {
+	logf.SetLogger(zap.New(zap.WriteTo(GinkgoWriter), zap.UseDevMode(true)))
+	Expect(os.Getenv("KUBEBUILDER_ASSETS")).NotTo(BeEmpty(),
+		"KUBEBUILDER_ASSETS is not set: run `make envtest` and use `make test` (it points at bin/k8s/1.37.1)")
+
+	testEnv = &envtest.Environment{
+		CRDDirectoryPaths:     []string{filepath.Join("..", "..", "config", "crd", "bases")},
+		ErrorIfCRDPathMissing: true,
+	}
+	var err error
+	cfg, err = testEnv.Start()
+	Expect(err).NotTo(HaveOccurred())
+
+	scheme := runtime.NewScheme()
+	Expect(clientgoscheme.AddToScheme(scheme)).To(Succeed())
+	Expect(lbv1alpha1.AddToScheme(scheme)).To(Succeed())
+	k8s, err = client.New(cfg, client.Options{Scheme: scheme})
+	Expect(err).NotTo(HaveOccurred())
+
+	// A previous agent left a virtual server for a VIP that no Service will claim: the first sweep removes
+	// it. Someone else's virtual server (VIP not on our dummy) must survive everything.
+	kernel, vips, rules = fake.New(), fake.NewVIPs(), fake.NewRules()
+	Expect(vips.EnsureInterface()).To(Succeed())
+	stale := ipvs.Service{ServiceKey: key("10.96.200.200", 80, ipvs.TCP), Scheduler: "rr"}
+	Expect(vips.Bind(stale.Address)).To(Succeed())
+	Expect(kernel.AddService(stale)).To(Succeed())
+	Expect(kernel.AddService(ipvs.Service{ServiceKey: key("198.51.100.7", 80, ipvs.TCP), Scheduler: "wlc"})).To(Succeed())
+
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{Scheme: scheme, Metrics: metricsserver.Options{BindAddress: "0"}})
+	Expect(err).NotTo(HaveOccurred())
+	ctx, c := context.WithCancel(context.Background())
+	cancel = c
+	Expect(agent.IndexEndpointSlices(ctx, mgr.GetFieldIndexer())).To(Succeed())
+	engine := ipvssync.New(kernel, vips, rules, clock.RealClock{}, ipvssync.Options{Metrics: agent.EngineMetrics{}})
+	services := &agent.ServiceReconciler{
+		Client:   mgr.GetClient(),
+		Engine:   engine,
+		Options:  desired.Options{NodeName: nodeName, DefaultScheduler: "rr"},
+		Recorder: mgr.GetEventRecorder("ipvs-operator-agent"),
+		Clock:    clock.RealClock{},
+	}
+	startup = agent.NewStartup(agent.StartupConfig{
+		Cache: mgr.GetCache(), Client: mgr.GetClient(), Engine: engine, Services: services, AuditPeriod: time.Second,
+	})
+	Expect(services.SetupWithManager(mgr, 2)).To(Succeed())
+	Expect((&agent.PodCIDRReconciler{Client: mgr.GetClient(), Engine: engine}).SetupWithManager(mgr)).To(Succeed())
+	Expect(mgr.Add(startup)).To(Succeed())
+	go func() {
+		defer GinkgoRecover()
+		Expect(mgr.Start(ctx)).To(Succeed())
+	}()
+})
+
+var _ = AfterSuite(func() {
+	if cancel != nil {
+		cancel()
+	}
+	if testEnv != nil {
+		Expect(testEnv.Stop()).To(Succeed())
+	}
+})
+
+func key(ip string, port uint16, proto ipvs.Protocol) ipvs.ServiceKey {
+	return ipvs.ServiceKey{Address: netip.MustParseAddr(ip), Port: port, Protocol: proto}
+}
+
+// table is the fake kernel's state in `ipvsadm -Sn` notation, the same rendering users see on a node.
+func table() string {
+	vs, err := ipvs.Snapshot(kernel)
+	Expect(err).NotTo(HaveOccurred())
+	return ipvs.Render(vs)
+}
