@@ -1,0 +1,230 @@
+package sync
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/go-logr/logr"
+	"k8s.io/apimachinery/pkg/util/sets"
+
+	"github.com/ipvs-operator/ipvs-operator/ipvs"
+	"github.com/ipvs-operator/ipvs-operator/ipvs/plan"
+)
+
+// applier runs one Service's plan against the kernel and keeps the entry's cache equal to what the kernel
+// did. Called with the entry's key lock held (or world held exclusively).
+type applier struct {
+	s   *Syncer
+	e   *entry
+	log logr.Logger
+	now time.Time
+
+	ops  int
+	errs []error
+	// replan is set when the kernel surprised the cache (a virtual server already there, or gone): the
+	// cache now says what the kernel has, and a second plan finishes the job in the same call.
+	replan bool
+	// notAdded are virtual servers whose creation failed: their real-server ops would fail too.
+	notAdded sets.Set[ipvs.ServiceKey]
+	// keepOld are virtual servers where adding or restoring a real server failed: their stale real servers
+	// stay in service this round, so a failed add never leaves a virtual server with fewer real servers.
+	keepOld sets.Set[ipvs.ServiceKey]
+}
+
+func (s *Syncer) newApplier(ctx context.Context, e *entry, now time.Time) *applier {
+	return &applier{s: s, e: e, log: logr.FromContextOrDiscard(ctx), now: now,
+		notAdded: sets.New[ipvs.ServiceKey](), keepOld: sets.New[ipvs.ServiceKey]()}
+}
+
+// run applies ops in order. It goes on after a failure (one real server's error must not hold back the
+// rest of the Service), except where the safe order says an op depends on a failed one.
+func (a *applier) run(ctx context.Context, ops []plan.Op) {
+	for _, op := range ops {
+		if err := ctx.Err(); err != nil {
+			a.errs = append(a.errs, err)
+			return
+		}
+		a.apply(op)
+	}
+}
+
+func (a *applier) apply(op plan.Op) {
+	k := op.Service.ServiceKey
+	switch op.Kind {
+	case plan.BindVIP:
+		if a.fail(a.exec(op)) {
+			return
+		}
+		a.s.mu.Lock()
+		a.s.bound.Insert(op.VIP)
+		a.s.mu.Unlock()
+
+	case plan.UnbindVIP:
+		if serversOn(a.e.servers, op.VIP) {
+			return // a virtual server on it could not be deleted: keep the VIP, and with it the ownership
+		}
+		if a.fail(a.exec(op)) {
+			return
+		}
+		a.s.mu.Lock()
+		a.s.bound.Delete(op.VIP)
+		a.s.releaseVIPLocked(a.e, op.VIP)
+		a.s.mu.Unlock()
+
+	case plan.AddService:
+		err := a.exec(op)
+		existed := errors.Is(err, ipvs.ErrExists)
+		if existed {
+			// Someone made it (or a failed sync did): take it over, then learn its real servers.
+			err = a.exec(plan.Op{Kind: plan.UpdateService, Service: op.Service})
+		}
+		if a.fail(err) {
+			a.notAdded.Insert(k)
+			return
+		}
+		sv := newServer(op.Service)
+		a.e.servers[k] = sv
+		if existed {
+			a.replan = true
+			if obs, err := a.s.ipvs.Destinations(k); err == nil {
+				sv.setObserved(obs, a.now)
+			} else {
+				a.fail(err)
+			}
+		}
+
+	case plan.UpdateService:
+		err := a.exec(op)
+		if errors.Is(err, ipvs.ErrNotFound) {
+			// Gone behind our back: create it again; the second plan adds its real servers.
+			delete(a.e.servers, k)
+			a.replan = true
+			err = a.exec(plan.Op{Kind: plan.AddService, Service: op.Service})
+			if err == nil {
+				a.e.servers[k] = newServer(op.Service)
+			}
+		}
+		if a.fail(err) {
+			return
+		}
+		if sv := a.e.servers[k]; sv != nil {
+			sv.svc = op.Service
+		}
+
+	case plan.DeleteService:
+		if err := a.exec(op); !errors.Is(err, ipvs.ErrNotFound) && a.fail(err) {
+			return
+		}
+		delete(a.e.servers, k)
+
+	case plan.AddDestination:
+		if a.notAdded.Has(k) {
+			return
+		}
+		err := a.exec(op)
+		if errors.Is(err, ipvs.ErrExists) {
+			err = a.exec(plan.Op{Kind: plan.UpdateDestination, Service: op.Service, Destination: op.Destination})
+		}
+		if a.fail(err) {
+			a.keepOld.Insert(k)
+			return
+		}
+		a.setDest(k, op.Destination)
+
+	case plan.UpdateDestination:
+		restore := op.Destination.Weight > 0
+		if !restore && a.keepOld.Has(k) {
+			return
+		}
+		err := a.exec(op)
+		if errors.Is(err, ipvs.ErrNotFound) {
+			if !restore {
+				a.deleteDest(k, op.Destination.DestinationKey) // nothing left to drain
+				return
+			}
+			err = a.exec(plan.Op{Kind: plan.AddDestination, Service: op.Service, Destination: op.Destination})
+		}
+		if a.fail(err) {
+			if restore {
+				a.keepOld.Insert(k)
+			}
+			return
+		}
+		a.setDest(k, op.Destination)
+
+	case plan.DeleteDestination:
+		if a.keepOld.Has(k) {
+			return
+		}
+		if err := a.exec(op); !errors.Is(err, ipvs.ErrNotFound) && a.fail(err) {
+			return
+		}
+		a.deleteDest(k, op.Destination.DestinationKey)
+	}
+}
+
+// exec makes one kernel call for op, counts it and reports it.
+func (a *applier) exec(op plan.Op) error {
+	a.ops++
+	return a.s.execOp(a.log, a.e.key, op)
+}
+
+// fail records err, if any, and says whether there was one.
+func (a *applier) fail(err error) bool {
+	if err == nil {
+		return false
+	}
+	a.errs = append(a.errs, err)
+	return true
+}
+
+func (a *applier) setDest(k ipvs.ServiceKey, d ipvs.Destination) {
+	sv := a.e.servers[k]
+	if sv == nil {
+		return // not ours in the cache: the entry is dirty and will be re-read
+	}
+	cur := sv.dests[d.DestinationKey]
+	if cur == nil {
+		cur = &dest{}
+		sv.dests[d.DestinationKey] = cur
+	}
+	cur.Destination = d
+	switch {
+	case d.Weight > 0:
+		cur.drainingSince = time.Time{}
+	case cur.drainingSince.IsZero():
+		cur.drainingSince = a.now
+	}
+}
+
+func (a *applier) deleteDest(k ipvs.ServiceKey, dk ipvs.DestinationKey) {
+	if sv := a.e.servers[k]; sv != nil {
+		delete(sv.dests, dk)
+	}
+}
+
+// kernelCall maps an op to its kernel verb.
+func (s *Syncer) kernelCall(op plan.Op) error {
+	k := op.Service.ServiceKey
+	switch op.Kind {
+	case plan.BindVIP:
+		return s.vips.Bind(op.VIP)
+	case plan.UnbindVIP:
+		return s.vips.Unbind(op.VIP)
+	case plan.AddService:
+		return s.ipvs.AddService(op.Service)
+	case plan.UpdateService:
+		return s.ipvs.UpdateService(op.Service)
+	case plan.DeleteService:
+		return s.ipvs.DeleteService(k)
+	case plan.AddDestination:
+		return s.ipvs.AddDestination(k, op.Destination)
+	case plan.UpdateDestination:
+		return s.ipvs.UpdateDestination(k, op.Destination)
+	case plan.DeleteDestination:
+		return s.ipvs.DeleteDestination(k, op.Destination.DestinationKey)
+	}
+	return fmt.Errorf("sync: unknown op kind %v", op.Kind)
+}

@@ -1,0 +1,123 @@
+package sync
+
+import (
+	"errors"
+	"net/netip"
+	"time"
+
+	"golang.org/x/sys/unix"
+	"k8s.io/apimachinery/pkg/util/sets"
+
+	"github.com/ipvs-operator/ipvs-operator/ipvs"
+)
+
+// snapshot is what a full read of the kernel found that the agent owns.
+type snapshot struct {
+	bound    sets.Set[netip.Addr]
+	elements elementSet
+	servers  map[netip.Addr]map[ipvs.ServiceKey]observedServer
+}
+
+type observedServer struct {
+	svc   ipvs.Service
+	dests []ipvs.ObservedDestination
+}
+
+// readKernel reads everything once: the dummy interface's addresses, the nftables sets, and the virtual
+// servers the agent owns with their real servers. The agent owns a virtual server when its address is bound
+// on the dummy interface, is in the ClusterIP set of the agent's own nftables table (so a VIP someone
+// deleted does not turn its virtual server into a stranger), or is claimed by a Service in the cache.
+// Any other virtual server belongs to someone else and is not even read.
+func (s *Syncer) readKernel(claimed []netip.Addr) (snapshot, error) {
+	snap := snapshot{elements: newElementSet(), servers: map[netip.Addr]map[ipvs.ServiceKey]observedServer{}}
+	addrs, err := s.vips.List()
+	if err != nil && !errors.Is(err, unix.ENODEV) { // no interface: no VIP
+		return snap, err
+	}
+	snap.bound = sets.New(addrs...)
+	if s.rules != nil {
+		els, err := s.rules.Elements()
+		if err != nil && !errors.Is(err, unix.ENOENT) { // no table: no element
+			return snap, err
+		}
+		snap.elements = elementSetOf(els)
+	}
+	ours := snap.bound.Union(snap.elements.clusterIPs).Insert(claimed...)
+	svcs, err := s.ipvs.Services()
+	if err != nil {
+		return snap, err
+	}
+	for _, svc := range svcs {
+		if !ours.Has(svc.Address) {
+			continue
+		}
+		dests, err := s.ipvs.Destinations(svc.ServiceKey)
+		if errors.Is(err, ipvs.ErrNotFound) {
+			continue // deleted between the two reads
+		}
+		if err != nil {
+			return snap, err
+		}
+		if snap.servers[svc.Address] == nil {
+			snap.servers[svc.Address] = map[ipvs.ServiceKey]observedServer{}
+		}
+		snap.servers[svc.Address][svc.ServiceKey] = observedServer{svc: svc, dests: dests}
+	}
+	return snap, nil
+}
+
+// install replaces the whole cache with a snapshot: each Service gets the virtual servers on the VIPs it
+// owns, the rest become orphans. Drain start times survive for real servers still at weight 0. Called
+// with world held exclusively.
+func (s *Syncer) install(snap snapshot, now time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.bound = snap.bound
+	s.orphans = map[netip.Addr]map[ipvs.ServiceKey]*server{}
+	s.totals = counts{}
+	for _, e := range s.entries {
+		old := e.servers
+		e.servers = map[ipvs.ServiceKey]*server{}
+		for v := range e.vips {
+			for k, o := range snap.servers[v] {
+				sv := old[k]
+				if sv == nil {
+					sv = newServer(o.svc)
+				}
+				sv.svc = o.svc
+				sv.setObserved(o.dests, now)
+				e.servers[k] = sv
+			}
+		}
+		e.dirty = false
+		e.counts = countServers(e.servers)
+		s.totals = s.totals.add(e.counts)
+	}
+	for v, svs := range snap.servers {
+		if _, owned := s.vipOwner[v]; owned {
+			continue
+		}
+		s.orphans[v] = make(map[ipvs.ServiceKey]*server, len(svs))
+		for k, o := range svs {
+			sv := newServer(o.svc)
+			sv.setObserved(o.dests, now)
+			s.orphans[v][k] = sv
+		}
+		s.totals = s.totals.add(countServers(s.orphans[v]))
+	}
+	s.publishLocked()
+
+	s.elements.mu.Lock()
+	s.elements.have = snap.elements
+	s.elements.mu.Unlock()
+}
+
+func (s *Syncer) claimedVIPs() []netip.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]netip.Addr, 0, len(s.vipOwner))
+	for v := range s.vipOwner {
+		out = append(out, v)
+	}
+	return out
+}

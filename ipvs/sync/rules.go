@@ -1,0 +1,150 @@
+package sync
+
+import (
+	"net/netip"
+	"slices"
+	"sync"
+
+	"k8s.io/apimachinery/pkg/util/sets"
+
+	"github.com/ipvs-operator/ipvs-operator/ipvs"
+)
+
+// elementSet is a set of nftables set elements: ClusterIPs and endpoint IPs.
+type elementSet struct {
+	clusterIPs, endpoints sets.Set[netip.Addr]
+}
+
+func newElementSet() elementSet {
+	return elementSet{clusterIPs: sets.New[netip.Addr](), endpoints: sets.New[netip.Addr]()}
+}
+
+func elementSetOf(e ipvs.RuleElements) elementSet {
+	return elementSet{clusterIPs: sets.New(e.ClusterIPs...), endpoints: sets.New(e.Endpoints...)}
+}
+
+func (e elementSet) len() int { return e.clusterIPs.Len() + e.endpoints.Len() }
+
+// ruleSets tracks the nftables sets: how many Services need each element, and what the kernel holds. An
+// element is added when its first Service needs it and removed when its last one stops: an endpoint IP is
+// often shared by several Services, and must stay while any of them uses it.
+type ruleSets struct {
+	// mu is held across Rules.Update so that the kernel and the counts change together.
+	mu                    sync.Mutex
+	clusterIPs, endpoints map[netip.Addr]int
+	have                  elementSet
+}
+
+func newRuleSets() ruleSets {
+	return ruleSets{clusterIPs: map[netip.Addr]int{}, endpoints: map[netip.Addr]int{}, have: newElementSet()}
+}
+
+// contribution is what a Service needs in the sets: its VIPs, and the addresses of its real servers,
+// draining ones included (their connections still hairpin).
+func contribution(e *entry) elementSet {
+	c := newElementSet()
+	c.clusterIPs.Insert(e.vips.UnsortedList()...)
+	for _, sv := range e.servers {
+		for k := range sv.dests {
+			c.endpoints.Insert(k.Address)
+		}
+	}
+	return c
+}
+
+// updateElements brings the sets in step with e's contribution, incrementally. On failure nothing changes,
+// so the next sync retries the same difference.
+func (s *Syncer) updateElements(e *entry) error {
+	if s.rules == nil {
+		return nil
+	}
+	next := contribution(e)
+	addC, remC := next.clusterIPs.Difference(e.elements.clusterIPs), e.elements.clusterIPs.Difference(next.clusterIPs)
+	addE, remE := next.endpoints.Difference(e.elements.endpoints), e.elements.endpoints.Difference(next.endpoints)
+	if addC.Len()+remC.Len()+addE.Len()+remE.Len() == 0 {
+		return nil
+	}
+	r := &s.elements
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var add, remove ipvs.RuleElements
+	add.ClusterIPs, remove.ClusterIPs = adjust(r.clusterIPs, r.have.clusterIPs, addC, remC)
+	add.Endpoints, remove.Endpoints = adjust(r.endpoints, r.have.endpoints, addE, remE)
+	if err := s.applyElements(add, remove); err != nil {
+		// Undo the counts: the kernel did not change, and e.elements still says what e contributes.
+		adjust(r.clusterIPs, r.have.clusterIPs, remC, addC)
+		adjust(r.endpoints, r.have.endpoints, remE, addE)
+		return err
+	}
+	e.elements = next
+	return nil
+}
+
+// adjust counts inc up and dec down, and returns the elements the kernel must gain and lose.
+func adjust(refs map[netip.Addr]int, have sets.Set[netip.Addr], inc, dec sets.Set[netip.Addr]) (add, remove []netip.Addr) {
+	for a := range inc {
+		refs[a]++
+		if refs[a] == 1 && !have.Has(a) {
+			add = append(add, a)
+		}
+	}
+	for a := range dec {
+		if refs[a]--; refs[a] <= 0 {
+			delete(refs, a)
+			if have.Has(a) {
+				remove = append(remove, a)
+			}
+		}
+	}
+	slices.SortFunc(add, netip.Addr.Compare)
+	slices.SortFunc(remove, netip.Addr.Compare)
+	return add, remove
+}
+
+// applyElements calls Rules.Update and records the result in have. Called with s.elements.mu held.
+func (s *Syncer) applyElements(add, remove ipvs.RuleElements) error {
+	if len(add.ClusterIPs)+len(add.Endpoints)+len(remove.ClusterIPs)+len(remove.Endpoints) == 0 {
+		return nil
+	}
+	if err := s.rules.Update(add, remove); err != nil {
+		return err
+	}
+	h := s.elements.have
+	h.clusterIPs.Delete(remove.ClusterIPs...).Insert(add.ClusterIPs...)
+	h.endpoints.Delete(remove.Endpoints...).Insert(add.Endpoints...)
+	return nil
+}
+
+// reconcileElements makes the kernel's sets hold exactly the counted elements: the audit's repair of
+// elements someone removed, and, with sweep, removal of elements no Service needs (left by a previous
+// agent). Called with world held exclusively, after have was re-read.
+func (s *Syncer) reconcileElements(sweep bool) error {
+	if s.rules == nil {
+		return nil
+	}
+	r := &s.elements
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var add, remove ipvs.RuleElements
+	add.ClusterIPs, remove.ClusterIPs = missingAndExtra(r.clusterIPs, r.have.clusterIPs, sweep)
+	add.Endpoints, remove.Endpoints = missingAndExtra(r.endpoints, r.have.endpoints, sweep)
+	return s.applyElements(add, remove)
+}
+
+func missingAndExtra(refs map[netip.Addr]int, have sets.Set[netip.Addr], sweep bool) (missing, extra []netip.Addr) {
+	for a := range refs {
+		if !have.Has(a) {
+			missing = append(missing, a)
+		}
+	}
+	if sweep {
+		for a := range have {
+			if refs[a] == 0 {
+				extra = append(extra, a)
+			}
+		}
+	}
+	slices.SortFunc(missing, netip.Addr.Compare)
+	slices.SortFunc(extra, netip.Addr.Compare)
+	return missing, extra
+}
