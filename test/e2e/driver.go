@@ -1,0 +1,59 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	lbv1alpha1 "github.com/ipvs-operator/ipvs-operator/api/v1alpha1"
+	"github.com/ipvs-operator/ipvs-operator/test/dataplane"
+)
+
+// scheme holds the built-in types and the ServicePolicy.
+var scheme = func() *runtime.Scheme {
+	s := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(s); err != nil {
+		panic(err)
+	}
+	if err := lbv1alpha1.AddToScheme(s); err != nil {
+		panic(err)
+	}
+	return s
+}()
+
+// kindDriver runs the data-path scenarios on a kind cluster: nodes are Docker containers, so a node's host
+// network namespace is `docker exec` into it; pods are reached with `kubectl exec`; the outside host is a
+// container on the same Docker network.
+type kindDriver struct{ c *cluster }
+
+var _ dataplane.Driver = kindDriver{}
+
+func (d kindDriver) Client() client.Client { return d.c.client }
+
+func (d kindDriver) Nodes() []string { return append([]string(nil), d.c.nodes...) }
+
+// NodeExec runs argv in the node container, i.e. in the node's host network namespace. The node image has
+// iproute2, iptables and nft; /labvm is copied in by setUp.
+func (d kindDriver) NodeExec(ctx context.Context, node string, argv ...string) (string, error) {
+	return run(ctx, nil, nil, append([]string{d.c.cfg.Docker, "exec", node}, argv...)...)
+}
+
+// PodExec runs argv in the pod's first container with `kubectl exec`.
+func (d kindDriver) PodExec(ctx context.Context, pod types.NamespacedName, argv ...string) (string, error) {
+	return d.c.kubectl(ctx, "", append([]string{"exec", "-n", pod.Namespace, pod.Name, "--"}, argv...)...)
+}
+
+// OutsideExec runs argv on the outside host container.
+func (d kindDriver) OutsideExec(ctx context.Context, argv ...string) (string, error) {
+	return run(ctx, nil, nil, append([]string{d.c.cfg.Docker, "exec", d.c.outside}, argv...)...)
+}
+
+// Image is the product image: it holds /labvm, the echo server and client.
+func (d kindDriver) Image() string { return d.c.cfg.Image }
+
+func (d kindDriver) ClientCommand() []string { return []string{"/labvm", "client"} }

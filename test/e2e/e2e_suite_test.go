@@ -1,0 +1,61 @@
+//go:build e2e
+
+// Package e2e runs ipvs-operator in a kind cluster: it builds the image, creates the cluster, installs the operator
+// (with kustomize, or through OLM with E2E_OLM=true), waits for an agent on every node, checks the installation,
+// and runs the data-path scenarios of test/dataplane through a Driver for kind.
+//
+// It needs Docker, kind and kubectl, and a Docker host whose kernel has IPVS; run it with `make test-e2e`. The
+// environment variables it reads are described in config.go.
+package e2e
+
+import (
+	"testing"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+
+	"github.com/ipvs-operator/ipvs-operator/test/dataplane"
+)
+
+func TestE2E(t *testing.T) {
+	RegisterFailHandler(Fail)
+	RunSpecs(t, "ipvs-operator e2e (kind)")
+}
+
+var (
+	cfg config
+	c   *cluster
+	drv kindDriver
+	// failed is set when setup or any spec fails, so that tearDown exports the cluster's logs.
+	failed bool
+)
+
+var _ = BeforeSuite(func(ctx SpecContext) {
+	var err error
+	cfg, err = loadConfig()
+	Expect(err).NotTo(HaveOccurred())
+	c, err = setUp(ctx, cfg)
+	drv = kindDriver{c: c}
+	if err != nil {
+		failed = true
+	}
+	Expect(err).NotTo(HaveOccurred())
+}, NodeTimeout(45*time.Minute))
+
+var _ = ReportAfterEach(func(r SpecReport) {
+	if r.Failed() {
+		failed = true
+	}
+})
+
+var _ = AfterSuite(func(ctx SpecContext) {
+	if c != nil {
+		c.tearDown(ctx, failed)
+	}
+}, NodeTimeout(10*time.Minute))
+
+// The data-path scenarios the lab runs too (test/dataplane), against this cluster.
+var _ = Describe("Data path", func() {
+	dataplane.RegisterScenarios(func() dataplane.Driver { return drv })
+})
