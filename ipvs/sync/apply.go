@@ -34,8 +34,15 @@ type applier struct {
 }
 
 func (s *Syncer) newApplier(ctx context.Context, e *entry, now time.Time) *applier {
-	return &applier{s: s, e: e, log: logr.FromContextOrDiscard(ctx), now: now,
-		notAdded: sets.New[ipvs.ServiceKey](), keepOld: sets.New[ipvs.ServiceKey]()}
+	return &applier{s: s, e: e, log: logr.FromContextOrDiscard(ctx), now: now}
+}
+
+// mark inserts k into *set, creating it on first use: most syncs fail nothing.
+func mark(set *sets.Set[ipvs.ServiceKey], k ipvs.ServiceKey) {
+	if *set == nil {
+		*set = sets.New[ipvs.ServiceKey]()
+	}
+	set.Insert(k)
 }
 
 // run applies ops in order. It goes on after a failure (one real server's error must not hold back the
@@ -81,7 +88,7 @@ func (a *applier) apply(op plan.Op) {
 			err = a.exec(plan.Op{Kind: plan.UpdateService, Service: op.Service})
 		}
 		if a.fail(err) {
-			a.notAdded.Insert(k)
+			mark(&a.notAdded, k)
 			return
 		}
 		sv := newServer(op.Service)
@@ -128,7 +135,7 @@ func (a *applier) apply(op plan.Op) {
 			err = a.exec(plan.Op{Kind: plan.UpdateDestination, Service: op.Service, Destination: op.Destination})
 		}
 		if a.fail(err) {
-			a.keepOld.Insert(k)
+			mark(&a.keepOld, k)
 			return
 		}
 		a.setDest(k, op.Destination)
@@ -148,7 +155,7 @@ func (a *applier) apply(op plan.Op) {
 		}
 		if a.fail(err) {
 			if restore {
-				a.keepOld.Insert(k)
+				mark(&a.keepOld, k)
 			}
 			return
 		}

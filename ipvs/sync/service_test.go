@@ -3,6 +3,7 @@ package sync
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"testing"
 	"time"
@@ -317,5 +318,75 @@ func TestSyncServiceOpsMetrics(t *testing.T) {
 	want := map[string]int{"bind_vip": 1, "add_service": 1, "add_destination": 2}
 	if diff := cmp.Diff(want, h.metrics.ops); diff != "" {
 		t.Errorf("ops metrics (-want +got):\n%s", diff)
+	}
+}
+
+// callLog records the kernel calls in the order they are made.
+type callLog struct {
+	ipvs.Interface
+	ipvs.VIPs
+	calls []string
+}
+
+func (c *callLog) add(s string, err error) error { c.calls = append(c.calls, s); return err }
+func (c *callLog) Bind(a netip.Addr) error       { return c.add("bind "+a.String(), c.VIPs.Bind(a)) }
+func (c *callLog) Unbind(a netip.Addr) error     { return c.add("unbind "+a.String(), c.VIPs.Unbind(a)) }
+func (c *callLog) AddService(s ipvs.Service) error {
+	return c.add("add "+s.ServiceKey.String(), c.Interface.AddService(s))
+}
+func (c *callLog) DeleteService(k ipvs.ServiceKey) error {
+	return c.add("delete "+k.String(), c.Interface.DeleteService(k))
+}
+func (c *callLog) AddDestination(k ipvs.ServiceKey, d ipvs.Destination) error {
+	return c.add("add "+k.String()+" -r "+d.DestinationKey.String(), c.Interface.AddDestination(k, d))
+}
+func (c *callLog) UpdateDestination(k ipvs.ServiceKey, d ipvs.Destination) error {
+	return c.add(fmt.Sprintf("weight %s -r %s %d", k, d.DestinationKey, d.Weight), c.Interface.UpdateDestination(k, d))
+}
+func (c *callLog) DeleteDestination(k ipvs.ServiceKey, d ipvs.DestinationKey) error {
+	return c.add("delete "+k.String()+" -r "+d.String(), c.Interface.DeleteDestination(k, d))
+}
+
+func TestSyncServiceAppliesInSafeOrder(t *testing.T) {
+	h := newHarness(t)
+	log := &callLog{Interface: h.ipvs, VIPs: h.vips}
+	h.s = New(log, log, h.rules, h.clock, Options{})
+	if err := h.s.Adopt(h.ctx); err != nil {
+		t.Fatal(err)
+	}
+	h.sync("ns/web", service(drain, tcp("10.96.0.10:80", "10.244.1.5:8080"), tcp("[fd00::10]:80", "[fd00:244::5]:8080")))
+	if err := h.ipvs.SetConnections(skey(ipvs.TCP, "10.96.0.10:80"), dkey("10.244.1.5:8080"), 1, 0); err != nil {
+		t.Fatal(err)
+	}
+	log.calls = nil
+	h.sync("ns/web", service(drain, tcp("10.96.0.10:80", "10.244.2.5:8080"), tcp("10.96.0.11:80", "10.244.2.5:8080")))
+	want := []string{
+		"bind 10.96.0.11",
+		"add -t 10.96.0.11:80",
+		"add -t 10.96.0.10:80 -r 10.244.2.5:8080",
+		"add -t 10.96.0.11:80 -r 10.244.2.5:8080",
+		"weight -t 10.96.0.10:80 -r 10.244.1.5:8080 0",
+		"delete -t [fd00::10]:80",
+		"unbind fd00::10",
+	}
+	if diff := cmp.Diff(want, log.calls); diff != "" {
+		t.Errorf("kernel calls (-want +got):\n%s", diff)
+	}
+}
+
+func TestSetPodCIDRs(t *testing.T) {
+	h := newHarness(t)
+	if got := h.rules.PodCIDRs(); len(got) != 1 || got[0].String() != "10.244.0.0/16" {
+		t.Errorf("after Adopt, pod CIDRs %v; want the Options' 10.244.0.0/16", got)
+	}
+	cidrs := []netip.Prefix{netip.MustParsePrefix("10.244.1.0/24"), netip.MustParsePrefix("fd00:244:1::/64")}
+	if err := h.s.SetPodCIDRs(h.ctx, cidrs); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.s.Audit(h.ctx); err != nil { // repairs with the new CIDRs, not the initial ones
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(cidrs, h.rules.PodCIDRs(), cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
+		t.Errorf("pod CIDRs (-want +got):\n%s", diff)
 	}
 }
