@@ -100,7 +100,7 @@ func parseEndpoints(es *discoveryv1.EndpointSlice, nodeName string) []sliceEndpo
 		}
 		// Only the first address counts: the API says consumers may assume all of them are fungible.
 		a, err := netip.ParseAddr(ep.Addresses[0])
-		if err != nil || a.Zone() != "" || a.Is4() != (es.AddressType == discoveryv1.AddressTypeIPv4) {
+		if err != nil || a.Zone() != "" || a.Is4In6() || a.Is4() != (es.AddressType == discoveryv1.AddressTypeIPv4) {
 			continue
 		}
 		// As kube-proxy reads them: ready unless said otherwise, serving unless said otherwise, terminating

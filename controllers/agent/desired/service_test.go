@@ -321,6 +321,13 @@ func TestForService(t *testing.T) {
 		},
 		want: lines("vips 10.96.0.10", "-t 10.96.0.10:80 -s rr -> 10.244.1.5:8080", "drain 30s"),
 	}, {
+		name: "IPv4-mapped IPv6 endpoint addresses are skipped (IPVS refuses them)",
+		svc:  service(withClusterIPs("fd00::10")),
+		slices: []*discoveryv1.EndpointSlice{
+			slice("web-v6", discoveryv1.AddressTypeIPv6, httpPort, ep("::ffff:10.244.9.7"), ep("fd00:244::5")),
+		},
+		want: lines("vips fd00::10", "-t [fd00::10]:80 -s rr -> [fd00:244::5]:8080", "drain 30s"),
+	}, {
 		name:   "selector-less Service with a hand-made slice",
 		svc:    service(func(s *corev1.Service) { s.Spec.Selector = nil }),
 		slices: []*discoveryv1.EndpointSlice{v4("web-manual", discoveryv1.Endpoint{Addresses: []string{"192.0.2.10"}})},
