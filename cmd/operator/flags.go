@@ -1,0 +1,165 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/ipvs-operator/ipvs-operator/api/v1alpha1"
+	"github.com/ipvs-operator/ipvs-operator/controllers/operator"
+)
+
+// serviceAccountNamespaceFile holds the pod's namespace in every pod that mounts its ServiceAccount token.
+const serviceAccountNamespaceFile = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+// options are the operator's command line, after flags and environment.
+type options struct {
+	metricsAddr   string
+	probeAddr     string
+	secureMetrics bool
+	enableHTTP2   bool
+	leaderElect   bool
+	namespace     string
+
+	agentImage            string
+	agentImagePullPolicy  string
+	agentScope            string
+	agentDefaultScheduler string
+	agentInterface        string
+	agentAuditPeriod      time.Duration
+	agentMetricsPort      int
+	agentHealthPort       int
+	agentAPIServerAddress string
+}
+
+// envDefaults reads flag defaults from the environment and remembers which variables did not parse, so a
+// typo in the Deployment's env is an error at start, not a silent default.
+type envDefaults struct {
+	getenv func(string) string
+	errs   []error
+}
+
+// str returns the first non-empty variable of names, or def.
+func (e *envDefaults) str(def string, names ...string) string {
+	for _, n := range names {
+		if v := strings.TrimSpace(e.getenv(n)); v != "" {
+			return v
+		}
+	}
+	return def
+}
+
+func (e *envDefaults) duration(name string, def time.Duration) time.Duration {
+	v := strings.TrimSpace(e.getenv(name))
+	if v == "" {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		e.errs = append(e.errs, fmt.Errorf("environment variable %s=%q: %w", name, v, err))
+		return def
+	}
+	return d
+}
+
+func (e *envDefaults) integer(name string, def int) int {
+	v := strings.TrimSpace(e.getenv(name))
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		e.errs = append(e.errs, fmt.Errorf("environment variable %s=%q: %w", name, v, err))
+		return def
+	}
+	return n
+}
+
+// bindFlags defines the operator's flags on fs, with defaults from getenv (os.Getenv in main). The returned
+// error reports environment variables that did not parse. It defines no -kubeconfig flag: controller-runtime
+// registers that one globally, and defining it again panics.
+func bindFlags(fs *flag.FlagSet, getenv func(string) string) (*options, error) {
+	env := &envDefaults{getenv: getenv}
+	o := &options{}
+
+	fs.StringVar(&o.metricsAddr, "metrics-bind-address", "0",
+		"The address the metrics endpoint binds to: :8443 for HTTPS, :8080 for HTTP, 0 to disable it.")
+	fs.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "The address the health probe endpoint binds to.")
+	fs.BoolVar(&o.secureMetrics, "metrics-secure", true,
+		"Serve metrics over HTTPS, authenticated and authorized by the API server (TokenReview, SubjectAccessReview).")
+	fs.BoolVar(&o.enableHTTP2, "enable-http2", false,
+		"Enable HTTP/2 for the metrics server (off by default: HTTP/2 Stream Cancellation and Rapid Reset CVEs).")
+	fs.BoolVar(&o.leaderElect, "leader-elect", true,
+		"Enable leader election, so that only one operator replica reconciles at a time.")
+	fs.StringVar(&o.namespace, "operator-namespace", env.str("", "POD_NAMESPACE"),
+		"The operator's namespace, where the agent DaemonSet and the leader election Lease live (env POD_NAMESPACE; "+
+			"default: the pod's ServiceAccount namespace).")
+
+	fs.StringVar(&o.agentImage, "agent-image", env.str("", "RELATED_IMAGE_AGENT", "AGENT_IMAGE"),
+		"The agent's image (env RELATED_IMAGE_AGENT, which OLM rewrites for mirrored registries, else AGENT_IMAGE).")
+	fs.StringVar(&o.agentImagePullPolicy, "agent-image-pull-policy", env.str(string(corev1.PullIfNotPresent), "AGENT_IMAGE_PULL_POLICY"),
+		"The agent's image pull policy: Always, IfNotPresent or Never (env AGENT_IMAGE_PULL_POLICY).")
+	fs.StringVar(&o.agentScope, "agent-scope", env.str(operator.ScopeLabelled, "AGENT_SCOPE"),
+		"Which Services the agents program: labelled (service.kubernetes.io/service-proxy-name="+v1alpha1.ServiceProxyName+
+			") or all (replaces kube-proxy) (env AGENT_SCOPE).")
+	fs.StringVar(&o.agentDefaultScheduler, "agent-default-scheduler", env.str(string(v1alpha1.DefaultScheduler), "AGENT_DEFAULT_SCHEDULER"),
+		"The IPVS scheduler of Services no ServicePolicy governs (env AGENT_DEFAULT_SCHEDULER).")
+	fs.StringVar(&o.agentInterface, "agent-interface", env.str(operator.DefaultAgentInterface, "AGENT_INTERFACE"),
+		"The dummy device the agents bind ClusterIPs to (env AGENT_INTERFACE).")
+	fs.DurationVar(&o.agentAuditPeriod, "agent-audit-period", env.duration("AGENT_AUDIT_PERIOD", operator.DefaultAgentAuditPeriod),
+		"How often the agents re-read the kernel's IPVS tables to repair drift (env AGENT_AUDIT_PERIOD).")
+	fs.IntVar(&o.agentMetricsPort, "agent-metrics-port", env.integer("AGENT_METRICS_PORT", int(operator.DefaultAgentMetricsPort)),
+		"The agents' metrics port on each node (host network) (env AGENT_METRICS_PORT).")
+	fs.IntVar(&o.agentHealthPort, "agent-health-port", env.integer("AGENT_HEALTH_PORT", int(operator.DefaultAgentHealthPort)),
+		"The agents' health probe port on each node (host network) (env AGENT_HEALTH_PORT).")
+	fs.StringVar(&o.agentAPIServerAddress, "agent-apiserver-address", env.str("", "AGENT_APISERVER_ADDRESS"),
+		"host:port of the API server for the agents, instead of the kubernetes Service's ClusterIP; needed with "+
+			"--agent-scope=all when no kube-proxy runs (env AGENT_APISERVER_ADDRESS).")
+
+	return o, errors.Join(env.errs...)
+}
+
+// resolveNamespace fills in the namespace from the ServiceAccount's namespace file when neither the flag nor
+// POD_NAMESPACE gave one.
+func (o *options) resolveNamespace(readFile func(string) ([]byte, error)) error {
+	if o.namespace != "" {
+		return nil
+	}
+	b, err := readFile(serviceAccountNamespaceFile)
+	if err != nil {
+		return fmt.Errorf("the operator's namespace is unknown: set POD_NAMESPACE or --operator-namespace (%w)", err)
+	}
+	o.namespace = strings.TrimSpace(string(b))
+	if o.namespace == "" {
+		return errors.New("the operator's namespace is unknown: set POD_NAMESPACE or --operator-namespace")
+	}
+	return nil
+}
+
+// agentConfig returns the defaulted, validated agent configuration.
+func (o *options) agentConfig() (operator.AgentConfig, error) {
+	cfg := operator.AgentConfig{
+		Namespace:        o.namespace,
+		Image:            o.agentImage,
+		ImagePullPolicy:  corev1.PullPolicy(o.agentImagePullPolicy),
+		Interface:        o.agentInterface,
+		Scope:            o.agentScope,
+		DefaultScheduler: v1alpha1.Scheduler(o.agentDefaultScheduler),
+		AuditPeriod:      o.agentAuditPeriod,
+		MetricsPort:      int32(o.agentMetricsPort),
+		HealthPort:       int32(o.agentHealthPort),
+		APIServerAddress: o.agentAPIServerAddress,
+	}.WithDefaults()
+	if o.agentMetricsPort < 0 || o.agentMetricsPort > 65535 || o.agentHealthPort < 0 || o.agentHealthPort > 65535 {
+		return cfg, fmt.Errorf("agent ports %d and %d must be in 1-65535", o.agentMetricsPort, o.agentHealthPort)
+	}
+	if err := cfg.Validate(); err != nil {
+		return cfg, fmt.Errorf("invalid agent configuration: %w", err)
+	}
+	return cfg, nil
+}
