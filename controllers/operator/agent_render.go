@@ -47,8 +47,10 @@ const (
 	DefaultAgentMetricsPort int32 = 10271
 	DefaultAgentHealthPort  int32 = 10272
 
-	// AgentProcSysNetDir is where the agent finds the host's /proc/sys/net (see RenderAgentDaemonSet).
-	AgentProcSysNetDir = "/host/proc/sys/net"
+	// AgentSysctlRoot is the agent's --sysctl-root: the host's /proc/sys/net is mounted writable at
+	// AgentSysctlRoot/net (see RenderAgentDaemonSet), so net.ipv4.vs.conntrack is written to
+	// AgentSysctlRoot/net/ipv4/vs/conntrack.
+	AgentSysctlRoot = "/host/proc/sys"
 )
 
 // AgentConfig is everything the operator's flags decide about the agent DaemonSet.
@@ -184,8 +186,8 @@ func AgentLabels() map[string]string {
 // kube-proxy and kube-router solve this by running privileged; Cilium runs its agent unprivileged with a
 // capability list and mounts the host's /proc/sys/net (a hostPath) writable at /host/proc/sys/net, which
 // resolves to the writer's network namespace, i.e. the host's. We do as Cilium: `privileged` would hand the
-// agent every capability and every device for the sake of one directory. The agent is told the path with
-// --proc-sys-net-dir.
+// agent every capability and every device for the sake of one directory. Only net/ is mounted (every sysctl
+// the agent sets is net.*), and the agent is told where with --sysctl-root=/host/proc/sys.
 func RenderAgentDaemonSet(cfg AgentConfig) *appsv1.DaemonSet {
 	labels := AgentLabels()
 	hostPathDirectory := corev1.HostPathDirectory
@@ -248,7 +250,7 @@ func RenderAgentDaemonSet(cfg AgentConfig) *appsv1.DaemonSet {
 							"--audit-period=" + cfg.AuditPeriod.String(),
 							"--metrics-bind-address=:" + strconv.Itoa(int(cfg.MetricsPort)),
 							"--health-probe-bind-address=:" + strconv.Itoa(int(cfg.HealthPort)),
-							"--proc-sys-net-dir=" + AgentProcSysNetDir,
+							"--sysctl-root=" + AgentSysctlRoot,
 						},
 						Env: env,
 						// With hostNetwork the ports are the node's; hostPort equals containerPort (the API
@@ -285,7 +287,7 @@ func RenderAgentDaemonSet(cfg AgentConfig) *appsv1.DaemonSet {
 						},
 						VolumeMounts: []corev1.VolumeMount{
 							{Name: "lib-modules", MountPath: "/lib/modules", ReadOnly: true},
-							{Name: "host-proc-sys-net", MountPath: AgentProcSysNetDir},
+							{Name: "host-proc-sys-net", MountPath: AgentSysctlRoot + "/net"},
 						},
 						TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
 					}},

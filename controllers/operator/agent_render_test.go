@@ -108,7 +108,7 @@ func TestRenderAgentDaemonSet(t *testing.T) {
 					"--audit-period=1m0s",
 					"--metrics-bind-address=:10271",
 					"--health-probe-bind-address=:10272",
-					"--proc-sys-net-dir=/host/proc/sys/net",
+					"--sysctl-root=/host/proc/sys",
 				}
 				if diff := cmp.Diff(wantArgs, c.Args); diff != "" {
 					t.Errorf("args (-want +got):\n%s", diff)
@@ -222,7 +222,7 @@ func TestRenderAgentDaemonSet(t *testing.T) {
 					"--audit-period=1m30s",
 					"--metrics-bind-address=:19100",
 					"--health-probe-bind-address=:19101",
-					"--proc-sys-net-dir=/host/proc/sys/net",
+					"--sysctl-root=/host/proc/sys",
 				}
 				if diff := cmp.Diff(wantArgs, c.Args); diff != "" {
 					t.Errorf("args (-want +got):\n%s", diff)
