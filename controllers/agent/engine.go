@@ -17,6 +17,9 @@ type Engine interface {
 	// SyncService programs one Service's desired state (an empty State removes it) and says when it must be
 	// looked at again (a draining real server), and how many kernel operations it took.
 	SyncService(ctx context.Context, key string, state desired.State) (ipvssync.Result, error)
+	// Retain keeps a Service's kernel state as it is when its desired state cannot be computed, so that one
+	// bad object never tears down a healthy data path (not even in the first sweep after a restart).
+	Retain(ctx context.Context, key string, vips []netip.Addr) (ipvssync.Result, error)
 	// Audit re-reads the kernel and repairs drift from what the agent last programmed.
 	Audit(ctx context.Context) error
 	// SetPodCIDRs tells the data-path rules which sources are pods.

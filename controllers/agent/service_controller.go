@@ -2,6 +2,8 @@ package agent
 
 import (
 	"context"
+	"net/netip"
+	"slices"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -90,6 +92,9 @@ func (r *ServiceReconciler) sync(ctx context.Context, key types.NamespacedName) 
 			log.Error(err, "Service cannot be programmed; keeping its current kernel state")
 			r.Recorder.Eventf(svc, nil, corev1.EventTypeWarning, "InvalidService", "Program",
 				"node %s: %v", r.Options.NodeName, err)
+			if _, rerr := r.Engine.Retain(ctx, key.String(), clusterIPs(svc)); rerr != nil {
+				return 0, rerr
+			}
 			return 0, reconcile.TerminalError(err)
 		}
 	}
@@ -173,4 +178,15 @@ func (r *ServiceReconciler) policyToServices(ctx context.Context, o client.Objec
 		reqs[i] = reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])}
 	}
 	return reqs
+}
+
+// clusterIPs are the Service's parsable ClusterIPs: what a Service that cannot be translated still owns.
+func clusterIPs(svc *corev1.Service) []netip.Addr {
+	var out []netip.Addr
+	for _, s := range append([]string{svc.Spec.ClusterIP}, svc.Spec.ClusterIPs...) {
+		if a, err := netip.ParseAddr(s); err == nil && !slices.Contains(out, a) {
+			out = append(out, a)
+		}
+	}
+	return out
 }
