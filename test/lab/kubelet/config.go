@@ -1,0 +1,132 @@
+// Package kubelet is a small kubelet for the lab VM, where each "node" is a network namespace: it registers
+// its Node, gives every pod bound to it a network namespace on the node's pod bridge, runs the pod's
+// containers as local processes (the project's own binaries, or the echo server for any other image), runs
+// readiness and liveness probes for real, and reports pod status like a kubelet so that EndpointSlices,
+// Services and the proxy under test see honest data.
+package kubelet
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// KubeletVersion is what the Node reports as its kubelet version.
+const KubeletVersion = "v1.37.1"
+
+// Config is what one lab kubelet needs to know about its node.
+type Config struct {
+	NodeName   string
+	Kubeconfig string
+	// APIServer overrides the server written into pods' kubeconfigs; the kubelet's own server by default.
+	APIServer string
+	NodeIP    net.IP
+	PodCIDR   *net.IPNet
+	// Bridge is the pod bridge in the node's network namespace; its address is the pods' gateway.
+	Bridge string
+	// ImageMap maps a substring of an image to a directory of binaries: such a container runs
+	// <dir>/<basename(command[0])>. Images matched by EchoImage are never mapped.
+	ImageMap []ImageMapping
+	// EchoImage is a substring that marks the echo image (runs the echo server even if ImageMap matches).
+	EchoImage string
+	// EchoBinary is the labvm binary that serves `echo` for every other container.
+	EchoBinary string
+	// IPCommand is iproute2 (busybox's ip applet has no netns support).
+	IPCommand string
+	// NetnsPrefix starts every pod network namespace name: <prefix><namespace>-<name>.
+	NetnsPrefix string
+	// NetnsDir is where iproute2 keeps named network namespaces.
+	NetnsDir string
+	// HostMountNamespace, when set, is the mount namespace in which pod network namespaces are named, so that
+	// they stay visible to other processes (the exec daemon, the next kubelet) even though `ip netns exec`
+	// started this kubelet in a private mount namespace.
+	HostMountNamespace string
+	// StateDir keeps what this kubelet created (which network namespaces are its own) across restarts.
+	StateDir string
+	// PodDir holds per-pod files (service account token, kubeconfig).
+	PodDir string
+	// PodLogDir receives <namespace>_<pod>_<container>.log.
+	PodLogDir string
+	// HeartbeatInterval is the period of Node status and Lease updates.
+	HeartbeatInterval time.Duration
+	// MaxGracePeriod caps how long a deleted pod keeps running before SIGTERM.
+	MaxGracePeriod time.Duration
+	// KillGracePeriod is the time between SIGTERM and SIGKILL.
+	KillGracePeriod time.Duration
+}
+
+// ImageMapping maps images containing Match to binaries in Dir.
+type ImageMapping struct {
+	Match string
+	Dir   string
+}
+
+// ParseImageMapping parses "match=dir".
+func ParseImageMapping(s string) (ImageMapping, error) {
+	match, dir, ok := strings.Cut(s, "=")
+	if !ok || match == "" || dir == "" {
+		return ImageMapping{}, fmt.Errorf("image mapping %q: want MATCH=DIR", s)
+	}
+	return ImageMapping{Match: match, Dir: dir}, nil
+}
+
+// WithDefaults fills what was left empty with the lab's values.
+func (c Config) WithDefaults() Config {
+	if c.Bridge == "" {
+		c.Bridge = "cbr0"
+	}
+	if c.IPCommand == "" {
+		c.IPCommand = "/usr/sbin/ip"
+	}
+	if c.NetnsPrefix == "" {
+		c.NetnsPrefix = "pod-"
+	}
+	if c.NetnsDir == "" {
+		c.NetnsDir = "/var/run/netns"
+	}
+	if c.StateDir == "" {
+		c.StateDir = filepath.Join("/run/labvm-kubelet", c.NodeName)
+	}
+	if c.PodDir == "" {
+		c.PodDir = filepath.Join(c.StateDir, "pods")
+	}
+	if c.PodLogDir == "" {
+		c.PodLogDir = "/mnt/host/logs/pods"
+	}
+	if c.EchoImage == "" {
+		c.EchoImage = "echo"
+	}
+	if c.HeartbeatInterval == 0 {
+		c.HeartbeatInterval = 10 * time.Second
+	}
+	if c.MaxGracePeriod == 0 {
+		c.MaxGracePeriod = 2 * time.Second
+	}
+	if c.KillGracePeriod == 0 {
+		c.KillGracePeriod = time.Second
+	}
+	return c
+}
+
+// Validate reports a configuration the kubelet cannot run with.
+func (c Config) Validate() error {
+	var errs []error
+	if c.NodeName == "" {
+		errs = append(errs, errors.New("node name is required"))
+	}
+	if c.NodeIP == nil || c.NodeIP.To4() == nil {
+		errs = append(errs, errors.New("an IPv4 node IP is required"))
+	}
+	if c.PodCIDR == nil || c.PodCIDR.IP.To4() == nil {
+		errs = append(errs, errors.New("an IPv4 pod CIDR is required"))
+	} else if ones, bits := c.PodCIDR.Mask.Size(); bits-ones < 2 {
+		errs = append(errs, fmt.Errorf("pod CIDR %s is too small", c.PodCIDR))
+	}
+	if c.EchoBinary == "" {
+		errs = append(errs, errors.New("the echo binary is required"))
+	}
+	return errors.Join(errs...)
+}

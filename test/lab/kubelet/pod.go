@@ -1,0 +1,544 @@
+package kubelet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/vishvananda/netns"
+	corev1 "k8s.io/api/core/v1"
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/util/retry"
+	"k8s.io/utils/ptr"
+)
+
+// podWorker owns one pod's life on the node: network, processes, probes, status and, once the pod is being
+// deleted, the graceful stop and the final removal of the Pod object.
+type podWorker struct {
+	k           *Kubelet
+	key         types.NamespacedName
+	uid         types.UID
+	log         logr.Logger
+	hostNetwork bool
+	netns       string // empty for host-network pods
+	hostVeth    string
+	files       serviceAccountFiles
+	dir         string
+
+	mu           sync.Mutex
+	pod          *corev1.Pod // the latest version seen
+	podIP        string
+	networkReady bool
+	startTime    time.Time
+	containers   []*container
+	needsToken   bool
+	tokenWritten bool
+
+	kick          chan struct{} // a status update is wanted
+	deleteOnce    sync.Once
+	deleteCh      chan struct{} // the pod has a deletionTimestamp: stop gracefully, then delete the object
+	abortOnce     sync.Once
+	abortCh       chan struct{} // the Pod object is gone: stop at once
+	done          chan struct{}
+	containersRun sync.WaitGroup
+}
+
+func newPodWorker(k *Kubelet, pod *corev1.Pod) *podWorker {
+	w := &podWorker{
+		k:           k,
+		key:         types.NamespacedName{Namespace: pod.Namespace, Name: pod.Name},
+		uid:         pod.UID,
+		hostNetwork: pod.Spec.HostNetwork,
+		pod:         pod,
+		kick:        make(chan struct{}, 1),
+		deleteCh:    make(chan struct{}),
+		abortCh:     make(chan struct{}),
+		done:        make(chan struct{}),
+	}
+	w.log = k.log.WithValues("pod", w.key.String(), "uid", string(pod.UID))
+	if !w.hostNetwork {
+		w.netns = netnsName(k.cfg.NetnsPrefix, pod)
+		w.hostVeth = hostVethName(w.netns)
+	}
+	w.dir = podDir(k.cfg.PodDir, pod)
+	w.files = serviceAccountFilesIn(w.dir)
+	return w
+}
+
+// observe hands the worker a newer version of its pod.
+func (w *podWorker) observe(pod *corev1.Pod) {
+	w.mu.Lock()
+	w.pod = pod
+	w.mu.Unlock()
+	if pod.DeletionTimestamp != nil {
+		w.deleteOnce.Do(func() { close(w.deleteCh) })
+	}
+	w.requestStatusSync()
+}
+
+// abort stops the pod at once, without touching the API (the object is gone or replaced).
+func (w *podWorker) abort() { w.abortOnce.Do(func() { close(w.abortCh) }) }
+
+func (w *podWorker) requestStatusSync() {
+	select {
+	case w.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (w *podWorker) currentPod() *corev1.Pod {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.pod
+}
+
+// run is the worker's life; it returns once the pod's processes are gone.
+func (w *podWorker) run(ctx context.Context) {
+	defer close(w.done)
+	runCtx, stopContainers := context.WithCancel(ctx)
+	defer stopContainers()
+
+	if w.currentPod().DeletionTimestamp == nil {
+		if !w.setUp(runCtx) {
+			// Deleted or aborted before the network was up: nothing runs yet.
+			w.finish(ctx, stopContainers)
+			return
+		}
+	}
+	heartbeat := time.NewTicker(w.k.cfg.HeartbeatInterval)
+	defer heartbeat.Stop()
+	for {
+		select {
+		case <-w.kick:
+			w.syncStatus(ctx)
+		case <-heartbeat.C:
+			w.syncStatus(ctx)
+		case <-w.deleteCh:
+			w.gracePeriod(ctx)
+			w.finish(ctx, stopContainers)
+			return
+		case <-w.abortCh:
+			w.finish(ctx, stopContainers)
+			return
+		case <-ctx.Done():
+			// Kubelet shutdown: stop the processes, leave the network and the Pod object; a restarted kubelet
+			// rebuilds both.
+			stopContainers()
+			w.containersRun.Wait()
+			return
+		}
+	}
+}
+
+// setUp plumbs the network and starts the containers, retrying the network with backoff; it reports false if
+// the pod was deleted or the kubelet stopped first.
+func (w *podWorker) setUp(ctx context.Context) bool {
+	backoff := wait.Backoff{Duration: 500 * time.Millisecond, Factor: 2, Cap: 15 * time.Second, Steps: math.MaxInt32}
+	for {
+		err := w.setUpNetwork(ctx)
+		if err == nil {
+			break
+		}
+		w.log.Error(err, "Pod network setup failed, retrying")
+		t := time.NewTimer(backoff.Step())
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return false
+		case <-w.deleteCh:
+			t.Stop()
+			return false
+		case <-w.abortCh:
+			t.Stop()
+			return false
+		}
+	}
+	w.mu.Lock()
+	w.networkReady = true
+	w.startTime = time.Now()
+	w.mu.Unlock()
+	w.startServiceAccountToken(ctx)
+	w.startContainers(ctx)
+	w.requestStatusSync()
+	return true
+}
+
+func (w *podWorker) setUpNetwork(ctx context.Context) error {
+	if w.hostNetwork {
+		w.mu.Lock()
+		w.podIP = w.k.cfg.NodeIP.String()
+		w.mu.Unlock()
+		return nil
+	}
+	ip, err := w.k.ipam.Allocate(string(w.uid))
+	if err != nil {
+		return err
+	}
+	// Record first, so that a crash between the two never leaves a namespace nobody will clean.
+	if err := w.k.records.Record(w.netns, w.uid); err != nil {
+		return fmt.Errorf("recording network namespace: %w", err)
+	}
+	if err := w.k.network.Teardown(w.hostVeth); err != nil {
+		return err
+	}
+	if err := w.k.netns.Create(ctx, w.netns); err != nil {
+		return err
+	}
+	handle, err := netns.GetFromPath(w.k.netns.Path(w.netns))
+	if err != nil {
+		return fmt.Errorf("opening network namespace %s: %w", w.netns, err)
+	}
+	defer handle.Close()
+	if _, err := w.k.network.Setup(handle, w.hostVeth, ip); err != nil {
+		return err
+	}
+	w.mu.Lock()
+	w.podIP = ip.String()
+	w.mu.Unlock()
+	w.log.Info("Pod network ready", "netns", w.netns, "ip", ip.String(), "veth", w.hostVeth)
+	return nil
+}
+
+// gracePeriod keeps the pod running for min(terminationGracePeriodSeconds, MaxGracePeriod) after deletion
+// starts, like an application finishing in-flight work, while status updates continue.
+func (w *podWorker) gracePeriod(ctx context.Context) {
+	grace := w.k.cfg.MaxGracePeriod
+	pod := w.currentPod()
+	if s := pod.DeletionGracePeriodSeconds; s != nil && time.Duration(*s)*time.Second < grace {
+		grace = time.Duration(*s) * time.Second
+	} else if s := pod.Spec.TerminationGracePeriodSeconds; s != nil && time.Duration(*s)*time.Second < grace {
+		grace = time.Duration(*s) * time.Second
+	}
+	w.log.Info("Pod is being deleted", "keepRunningFor", grace.String())
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			return
+		case <-w.abortCh:
+			return
+		case <-ctx.Done():
+			return
+		case <-w.kick:
+			w.syncStatus(ctx)
+		}
+	}
+}
+
+// finish stops the processes (SIGTERM, then SIGKILL), removes the network, and, if the pod is being deleted
+// (not aborted), reports the final status and deletes the Pod object.
+func (w *podWorker) finish(ctx context.Context, stopContainers context.CancelFunc) {
+	stopContainers()
+	w.containersRun.Wait()
+	aborted := false
+	select {
+	case <-w.abortCh:
+		aborted = true
+	default:
+	}
+	if !aborted && ctx.Err() == nil {
+		w.syncStatus(ctx)
+	}
+	if err := w.tearDownNetwork(context.WithoutCancel(ctx)); err != nil {
+		w.log.Error(err, "Pod network teardown failed")
+	}
+	if err := os.RemoveAll(w.dir); err != nil {
+		w.log.Error(err, "Removing pod directory failed")
+	}
+	if aborted || ctx.Err() != nil {
+		w.log.Info("Pod stopped")
+		return
+	}
+	err := deletePodObject(ctx, w.k.client, w.key, w.uid)
+	if err != nil {
+		w.log.Error(err, "Deleting pod object failed")
+		return
+	}
+	w.log.Info("Pod terminated and deleted")
+}
+
+func (w *podWorker) tearDownNetwork(ctx context.Context) error {
+	defer w.k.ipam.Release(string(w.uid))
+	if w.hostNetwork {
+		return nil
+	}
+	return w.k.tearDownNetns(ctx, w.netns)
+}
+
+// deletePodObject removes the Pod for good once its processes are gone: grace period 0, and only if the
+// object is still the pod this worker ran.
+func deletePodObject(ctx context.Context, client kubernetes.Interface, key types.NamespacedName, uid types.UID) error {
+	err := client.CoreV1().Pods(key.Namespace).Delete(ctx, key.Name, metav1.DeleteOptions{
+		GracePeriodSeconds: ptr.To[int64](0),
+		Preconditions:      &metav1.Preconditions{UID: &uid},
+	})
+	if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
+		return nil
+	}
+	return err
+}
+
+// snapshot is the worker's runtime state for status computation.
+func (w *podWorker) snapshot() podSnapshot {
+	w.mu.Lock()
+	snap := podSnapshot{
+		HostIP:       w.k.cfg.NodeIP.String(),
+		PodIP:        w.podIP,
+		NetworkReady: w.networkReady,
+		StartTime:    w.startTime,
+	}
+	containers := w.containers
+	w.mu.Unlock()
+	for _, c := range containers {
+		snap.Containers = append(snap.Containers, c.snapshot(string(w.uid)))
+	}
+	return snap
+}
+
+// syncStatus writes the pod's status if it differs from what the API has.
+func (w *podWorker) syncStatus(ctx context.Context) {
+	snap := w.snapshot()
+	if len(snap.Containers) == 0 && !snap.NetworkReady {
+		return
+	}
+	pod, err := writePodStatus(ctx, w.k.client, w.currentPod(), w.uid, func(p *corev1.Pod) corev1.PodStatus {
+		return computePodStatus(p, snap, metav1.NewTime(time.Now()))
+	})
+	if err != nil {
+		if ctx.Err() == nil {
+			w.log.Error(err, "Updating pod status failed")
+		}
+		return
+	}
+	if pod != nil {
+		// Keep the written version unless the informer already delivered a newer one, so that the next
+		// update does not start from a stale resourceVersion.
+		w.mu.Lock()
+		if newerResourceVersion(pod.ResourceVersion, w.pod.ResourceVersion) {
+			w.pod = pod
+		}
+		w.mu.Unlock()
+	}
+}
+
+// newerResourceVersion compares two resourceVersions from the same API server (etcd revisions).
+func newerResourceVersion(a, b string) bool {
+	x, errA := strconv.ParseUint(a, 10, 64)
+	y, errB := strconv.ParseUint(b, 10, 64)
+	return errA == nil && errB == nil && x > y
+}
+
+// writePodStatus updates the status computed from the pod's newest version, if it changed; on a conflict it
+// reads the pod again. It returns the updated pod, or nil when nothing was written.
+func writePodStatus(ctx context.Context, client kubernetes.Interface, pod *corev1.Pod, uid types.UID,
+	compute func(*corev1.Pod) corev1.PodStatus) (*corev1.Pod, error) {
+	var updated *corev1.Pod
+	first := true
+	err := retry.RetryOnConflict(retry.DefaultBackoff, func() error {
+		if !first {
+			fresh, err := client.CoreV1().Pods(pod.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			pod = fresh
+		}
+		first = false
+		if pod.UID != uid {
+			return nil
+		}
+		status := compute(pod)
+		if apiequality.Semantic.DeepEqual(status, pod.Status) {
+			return nil
+		}
+		next := pod.DeepCopy()
+		next.Status = status
+		out, err := client.CoreV1().Pods(pod.Namespace).UpdateStatus(ctx, next, metav1.UpdateOptions{})
+		if err != nil {
+			return err
+		}
+		updated = out
+		return nil
+	})
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	return updated, err
+}
+
+// startServiceAccountToken keeps the pod's ServiceAccount token files fresh when the pod mounts one.
+func (w *podWorker) startServiceAccountToken(ctx context.Context) {
+	pod := w.currentPod()
+	automount, err := w.k.automountToken(ctx, pod)
+	if err != nil {
+		w.log.Error(err, "Reading service account, assuming automount")
+	}
+	if !automount {
+		return
+	}
+	w.mu.Lock()
+	w.needsToken = true
+	w.mu.Unlock()
+	go func() {
+		backoff := wait.Backoff{Duration: time.Second, Factor: 2, Cap: 30 * time.Second, Steps: math.MaxInt32}
+		for {
+			next, err := w.refreshToken(ctx)
+			delay := time.Until(next)
+			if err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				w.log.Error(err, "Service account token refresh failed")
+				delay = backoff.Step()
+			} else {
+				backoff = wait.Backoff{Duration: time.Second, Factor: 2, Cap: 30 * time.Second, Steps: math.MaxInt32}
+			}
+			if !sleepCtx(ctx, delay) {
+				return
+			}
+		}
+	}()
+}
+
+func (w *podWorker) refreshToken(ctx context.Context) (time.Time, error) {
+	issued := time.Now()
+	status, err := requestToken(ctx, w.k.client, w.currentPod())
+	if err != nil {
+		return time.Time{}, err
+	}
+	if err := writeServiceAccountFiles(w.files, w.k.access, w.key.Namespace, status.Token); err != nil {
+		return time.Time{}, err
+	}
+	w.mu.Lock()
+	first := !w.tokenWritten
+	w.tokenWritten = true
+	w.mu.Unlock()
+	if first {
+		w.log.Info("Service account token written", "serviceAccount", serviceAccountName(w.currentPod()), "kubeconfig", w.files.Kubeconfig)
+	}
+	return refreshAt(issued, status.ExpirationTimestamp.Time), nil
+}
+
+var errTokenPending = errors.New("waiting for the service account token")
+
+// startContainers starts a supervisor for every container.
+func (w *podWorker) startContainers(ctx context.Context) {
+	pod := w.currentPod()
+	if len(pod.Spec.InitContainers) > 0 {
+		w.log.Info("Init containers are not run by the lab kubelet", "count", len(pod.Spec.InitContainers))
+	}
+	previous := map[string]corev1.ContainerStatus{}
+	for _, cs := range pod.Status.ContainerStatuses {
+		previous[cs.Name] = cs
+	}
+	var containers []*container
+	for i := range pod.Spec.Containers {
+		spec := pod.Spec.Containers[i]
+		kind, dir := classifyImage(spec.Image, w.k.cfg.EchoImage, w.k.cfg.ImageMap)
+		c := &container{spec: spec, kind: kind, binDir: dir, log: w.log.WithValues("container", spec.Name)}
+		// A kubelet restart killed the previous process: that counts as a restart of the container.
+		restarts := int32(0)
+		if prev, ok := previous[spec.Name]; ok {
+			restarts = prev.RestartCount
+			if prev.State.Running != nil {
+				restarts++
+			}
+		}
+		c.sup = newSupervisor(c.log, restarts, w.k.cfg.KillGracePeriod,
+			func(ctx context.Context) (processSpec, error) { return w.processSpec(ctx, c) },
+			func(procCtx context.Context, _ int) {
+				c.resetForStart()
+				w.requestStatusSync()
+				c.runProbes(procCtx, w.probeTarget(c), w.requestStatusSync)
+			},
+			w.requestStatusSync)
+		containers = append(containers, c)
+	}
+	w.mu.Lock()
+	w.containers = containers
+	w.mu.Unlock()
+	for _, c := range containers {
+		w.containersRun.Go(func() { c.sup.Run(ctx) })
+	}
+}
+
+// processSpec is what to run for container c now.
+func (w *podWorker) processSpec(ctx context.Context, c *container) (processSpec, error) {
+	pod := w.currentPod()
+	w.mu.Lock()
+	podIP, needsToken, tokenWritten := w.podIP, w.needsToken, w.tokenWritten
+	w.mu.Unlock()
+	if needsToken && !tokenWritten {
+		return processSpec{}, errTokenPending
+	}
+	hostname := pod.Name
+	if w.hostNetwork {
+		hostname = w.k.cfg.NodeName
+	}
+	base := []corev1.EnvVar{
+		{Name: "PATH", Value: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
+		{Name: "HOME", Value: "/root"},
+		{Name: "HOSTNAME", Value: hostname},
+	}
+	base = append(base, kubernetesServiceEnv(w.k.access)...)
+	if needsToken {
+		base = append(base, corev1.EnvVar{Name: "KUBECONFIG", Value: w.files.Kubeconfig})
+	}
+	env, vars, err := renderEnv(ctx, pod, &c.spec, podRuntimeInfo{
+		PodIP: podIP, HostIP: w.k.cfg.NodeIP.String(), Allocatable: w.k.facts.capacity(), Base: base,
+	}, w.k.envSource)
+	if err != nil {
+		return processSpec{}, err
+	}
+	var argv []string
+	switch c.kind {
+	case kindMappedBinary:
+		if argv, err = mappedArgv(c.binDir, &c.spec, vars); err != nil {
+			return processSpec{}, err
+		}
+	default:
+		tcp, udp, unsupported := echoPorts(&c.spec)
+		if len(unsupported) > 0 {
+			c.log.Info("SCTP ports are not served by the echo server", "ports", unsupported)
+		}
+		argv = echoArgv(w.k.cfg.EchoBinary, pod.Name, tcp, udp)
+	}
+	if !w.hostNetwork {
+		argv = w.k.netns.ExecArgv(w.netns, argv)
+	}
+	return processSpec{
+		Argv:    argv,
+		Env:     env,
+		Dir:     "/",
+		LogPath: containerLogPath(w.k.cfg.PodLogDir, pod, c.spec.Name),
+	}, nil
+}
+
+// probeTarget is where c's probes go: the pod IP, or the node IP for host-network pods.
+func (w *podWorker) probeTarget(c *container) probeTarget {
+	w.mu.Lock()
+	ip := w.podIP
+	w.mu.Unlock()
+	return probeTarget{
+		IP:    ip,
+		Ports: c.spec.Ports,
+		Exec: func(ctx context.Context, argv []string) error {
+			if !w.hostNetwork {
+				argv = w.k.netns.ExecArgv(w.netns, argv)
+			}
+			return runCommand(ctx, argv)
+		},
+	}
+}
