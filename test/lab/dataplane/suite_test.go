@@ -1,0 +1,69 @@
+//go:build lab
+
+// Package dataplane_test runs the shared dataplane scenarios (test/dataplane) in the lab: a real control
+// plane on the host and two nodes in a qemu VM with Debian's kernel, where Services are reached through real
+// IPVS by real packets. The operator is installed from config/ and the agents it renders run on the nodes.
+package dataplane_test
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+
+	"github.com/ipvs-operator/ipvs-operator/test/dataplane"
+	"github.com/ipvs-operator/ipvs-operator/test/lab"
+	"github.com/ipvs-operator/ipvs-operator/test/lab/deploy"
+)
+
+var theLab *lab.Lab
+
+func TestLabDataplane(t *testing.T) {
+	RegisterFailHandler(Fail)
+	suite, reporter := GinkgoConfiguration()
+	// The scenarios share one cluster and run serially: one VM on 2 cores is the whole budget.
+	suite.Timeout = 45 * time.Minute
+	RunSpecs(t, "Lab dataplane (real kernel IPVS)", suite, reporter)
+}
+
+var _ = BeforeSuite(func(ctx SpecContext) {
+	root, err := filepath.Abs(filepath.Join("..", "..", ".."))
+	Expect(err).NotTo(HaveOccurred())
+	t0 := time.Now()
+	theLab, err = lab.Start(ctx, lab.Options{RepoRoot: root, Out: GinkgoWriter})
+	Expect(err).NotTo(HaveOccurred())
+	GinkgoWriter.Printf("lab started in %s: %s\n", time.Since(t0).Round(time.Millisecond), theLab.Timings)
+
+	t1 := time.Now()
+	Expect(deploy.Install(ctx, theLab.Client(), deploy.Options{
+		RepoRoot:  root,
+		Kustomize: filepath.Join(root, "bin", "kustomize"),
+		Image:     labImage,
+		// The scenarios restart agents and look at the table right after: audit often.
+		OperatorArgs: []string{"--agent-audit-period=10s"},
+		Log:          GinkgoWriter,
+	})).To(Succeed())
+	Expect(deploy.WaitAgents(ctx, theLab.Client(), theLab.Nodes(), 3*time.Minute)).To(Succeed(), "agents rendered by the operator")
+	GinkgoWriter.Printf("operator installed and agents ready in %s\n", time.Since(t1).Round(time.Millisecond))
+}, NodeTimeout(20*time.Minute))
+
+var _ = AfterSuite(func() {
+	if theLab == nil {
+		return
+	}
+	if CurrentSpecReport().Failed() || os.Getenv("LAB_KEEP") != "" {
+		GinkgoWriter.Printf("lab logs: %s\n", theLab.LogDir())
+	}
+	Expect(theLab.Stop()).To(Succeed())
+})
+
+// labImage is the image the operator renders for the agent; the lab kubelet maps any image of this project
+// to the locally built binary named by the container's command.
+const labImage = "ghcr.io/ipvs-operator/ipvs-operator:lab"
+
+var _ = Describe("the lab", Ordered, func() {
+	dataplane.RegisterScenarios(func() dataplane.Driver { return theLab })
+})
