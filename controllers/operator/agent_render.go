@@ -194,7 +194,7 @@ func RenderAgentDaemonSet(cfg AgentConfig) *appsv1.DaemonSet {
 
 	env := []corev1.EnvVar{{
 		Name:      "NODE_NAME",
-		ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "spec.nodeName"}},
+		ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "spec.nodeName"}},
 	}}
 	if cfg.APIServerAddress != "" {
 		host, port, _ := splitHostPort(cfg.APIServerAddress) // Validate checked it
