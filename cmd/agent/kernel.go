@@ -33,7 +33,7 @@ func prepareKernel(f flags) (*kernel, error) {
 		// Not fatal by itself: modules may be built in, or loaded by the host. The probe below decides.
 		log.Info("Some kernel modules could not be loaded", "error", err.Error())
 	}
-	changed, err := host.ApplySysctls()
+	changed, err := host.Sysctl{Root: f.sysctlRoot}.Apply()
 	if err != nil {
 		return nil, fmt.Errorf("setting the sysctls an IPVS proxy needs: %w", err)
 	}

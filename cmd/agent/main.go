@@ -38,6 +38,7 @@ type flags struct {
 	probeAddr        string
 	workers          int
 	cleanup          bool
+	sysctlRoot       string
 }
 
 func parseFlags(fs *flag.FlagSet, args []string) (flags, error) {
@@ -52,6 +53,8 @@ func parseFlags(fs *flag.FlagSet, args []string) (flags, error) {
 	fs.StringVar(&f.metricsAddr, "metrics-bind-address", ":9100", "Address of the Prometheus metrics and /debug/ipvs endpoint; 0 disables it.")
 	fs.StringVar(&f.probeAddr, "health-probe-bind-address", ":9101", "Address of the /healthz and /readyz endpoints.")
 	fs.IntVar(&f.workers, "workers", 4, "Services programmed concurrently.")
+	fs.StringVar(&f.sysctlRoot, "sysctl-root", "/proc/sys", "Where the host network namespace's sysctls are writable. "+
+		"A container's /proc/sys is read-only, so the DaemonSet mounts the host's /proc/sys/net at <root>/net.")
 	fs.BoolVar(&f.cleanup, "cleanup", false, "Remove everything the agent owns from the kernel (virtual servers on its ClusterIPs, the dummy interface, its nftables table), then exit.")
 	if err := fs.Parse(args); err != nil {
 		return f, err
