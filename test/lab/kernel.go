@@ -111,7 +111,7 @@ func prepareKernel(ctx context.Context, cache string, out io.Writer) (*Kernel, e
 	}
 	var load bytes.Buffer
 	for _, rel := range order {
-		if err := copyFile(filepath.Join(modSrc, rel), filepath.Join(modDst, rel), 0o644); err != nil {
+		if err := copyModule(filepath.Join(modSrc, rel), filepath.Join(modDst, rel)); err != nil {
 			return nil, err
 		}
 		name := strings.TrimSuffix(filepath.Base(rel), ".ko")
@@ -347,4 +347,28 @@ func copyFile(src, dst string, mode os.FileMode) error {
 		return err
 	}
 	return os.Rename(dst+".tmp", dst)
+}
+
+// moduleSigMagic ends a signed kernel module: module, signature, struct module_signature, magic.
+const moduleSigMagic = "~Module signature appended~\n"
+
+// copyModule copies a kernel module without its signature. Checking signatures (RSA under TCG) was a
+// large part of the guest's module loading time, and the kernel does not enforce them
+// (CONFIG_MODULE_SIG_FORCE is off; it only notes the taint once).
+func copyModule(src, dst string) error {
+	data, err := os.ReadFile(src)
+	if err != nil {
+		return err
+	}
+	if n := len(data); n > len(moduleSigMagic)+12 && string(data[n-len(moduleSigMagic):]) == moduleSigMagic {
+		info := data[n-len(moduleSigMagic)-12 : n-len(moduleSigMagic)]
+		sigLen := int(info[8])<<24 | int(info[9])<<16 | int(info[10])<<8 | int(info[11])
+		if end := n - len(moduleSigMagic) - 12 - sigLen; end > 0 {
+			data = data[:end]
+		}
+	}
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return err
+	}
+	return writeFileAtomic(dst, data, 0o644)
 }

@@ -567,6 +567,23 @@ func (l *Lab) Wait(ctx context.Context, pid int, timeout time.Duration) (running
 	return resp.Running, resp.ExitCode, nil
 }
 
+// Dial opens and closes a TCP connection from netns to address (host:port) in the guest, without
+// starting a process; nil means it connected within timeout (default 5 s when 0).
+func (l *Lab) Dial(ctx context.Context, netns, address string, timeout time.Duration) error {
+	var resp labd.DialResponse
+	if err := l.post(ctx, "/dial", labd.DialRequest{Netns: netns, Address: address, TimeoutSeconds: timeout.Seconds()}, &resp); err != nil {
+		return err
+	}
+	if !resp.Connected {
+		where := netns
+		if where == "" {
+			where = "guest root netns"
+		}
+		return fmt.Errorf("lab: [%s] connect %s: %s", where, address, resp.Error)
+	}
+	return nil
+}
+
 // PodNetns is the lab kubelet's network namespace name of a pod.
 func PodNetns(pod types.NamespacedName) string { return "pod-" + pod.Namespace + "-" + pod.Name }
 

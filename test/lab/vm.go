@@ -53,7 +53,8 @@ func (c vmConfig) argv() []string {
 	if c.apiPort != GuestAPIServerPort {
 		netdev = append(netdev, fwd(c.apiPort))
 	}
-	appendLine := "console=ttyS0 quiet panic=-1 oops=panic mitigations=off " + c.appendCmd
+	// tsc: hpet reads are slow MMIO exits under TCG; TCG's TSC is derived from the host clock.
+	appendLine := "console=ttyS0 quiet panic=-1 oops=panic mitigations=off tsc=reliable clocksource=tsc no_timer_check " + c.appendCmd
 	args := []string{c.qemu,
 		"-accel", "tcg,thread=multi", "-cpu", "qemu64",
 		"-smp", strconv.Itoa(c.cpus), "-m", strconv.Itoa(c.memoryMiB),

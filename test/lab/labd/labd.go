@@ -9,6 +9,7 @@
 //	POST /exec      ExecRequest -> ExecResponse; Background starts the process and returns its pid
 //	POST /kill      KillRequest -> {} (signals the process group of a background process)
 //	POST /wait      WaitRequest -> WaitResponse (waits for a background process)
+//	POST /dial      DialRequest -> DialResponse (a TCP connect from a network namespace)
 //	POST /poweroff  powers the VM off (asks PID 1, the guest init, to shut down)
 package labd
 
@@ -87,6 +88,21 @@ type WaitResponse struct {
 	Error    string `json:"error,omitempty"`
 }
 
+// DialRequest opens (and closes) a TCP connection to Address from network namespace Netns.
+type DialRequest struct {
+	Netns   string `json:"netns"`
+	Address string `json:"address"` // host:port
+	// TimeoutSeconds bounds the connect (default 5).
+	TimeoutSeconds float64 `json:"timeoutSeconds,omitempty"`
+}
+
+// DialResponse tells whether the connection was established.
+type DialResponse struct {
+	Connected bool    `json:"connected"`
+	Error     string  `json:"error,omitempty"`
+	Seconds   float64 `json:"seconds"`
+}
+
 // DefaultPath is the PATH of the processes labd starts: iproute2's ip, ipvsadm and nft before busybox.
 const DefaultPath = "/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -151,6 +167,7 @@ func NewDaemon() *Daemon {
 	d.mux.HandleFunc("POST /exec", d.handleExec)
 	d.mux.HandleFunc("POST /kill", d.handleKill)
 	d.mux.HandleFunc("POST /wait", d.handleWait)
+	d.mux.HandleFunc("POST /dial", handleDial)
 	d.mux.HandleFunc("POST /poweroff", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "powering off"})
 		if f, ok := w.(http.Flusher); ok {
@@ -395,6 +412,39 @@ func (d *Daemon) handleWait(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+func handleDial(w http.ResponseWriter, r *http.Request) {
+	var req DialRequest
+	if !readJSON(w, r, &req) {
+		return
+	}
+	timeout := time.Duration(req.TimeoutSeconds * float64(time.Second))
+	if timeout <= 0 {
+		timeout = 5 * time.Second
+	}
+	t0 := time.Now()
+	err := dialIn(r.Context(), req.Netns, req.Address, timeout)
+	resp := DialResponse{Connected: err == nil, Seconds: time.Since(t0).Seconds()}
+	if err != nil {
+		resp.Error = err.Error()
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+// dialIn connects from a network namespace: the socket is created by a goroutine locked to a thread
+// that switched into the namespace, and keeps that namespace.
+func dialIn(ctx context.Context, netns, address string, timeout time.Duration) error {
+	return inNetns(netns, func() error {
+		ctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		var d net.Dialer
+		c, err := d.DialContext(ctx, "tcp", address)
+		if err != nil {
+			return err
+		}
+		return c.Close()
+	})
+}
+
 func (d *Daemon) killAll() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -408,14 +458,27 @@ func (d *Daemon) killAll() {
 }
 
 // startIn starts cmd inside the named network namespace: the forked child inherits the namespace of the
-// OS thread that forks it, so we switch one locked thread into the namespace and back.
+// OS thread that forks it.
 func startIn(netns string, cmd *exec.Cmd) error {
+	return inNetns(netns, cmd.Start)
+}
+
+// inNetns runs f in a new goroutine on a locked OS thread switched into the named network namespace
+// ("" = labd's own), and switches the thread back afterwards. Should that fail, the thread stays locked
+// and ends with the goroutine, so nothing else ever runs in the wrong namespace.
+func inNetns(netns string, f func() error) error {
 	if netns == "" {
-		return cmd.Start()
+		return f()
 	}
 	if strings.ContainsAny(netns, "/") || netns == "." || netns == ".." {
 		return fmt.Errorf("bad netns name %q", netns)
 	}
+	errc := make(chan error, 1)
+	go func() { errc <- inNetnsLocked(netns, f) }()
+	return <-errc
+}
+
+func inNetnsLocked(netns string, f func() error) error {
 	target, err := unix.Open(filepath.Join("/run/netns", netns), unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("netns %s: %w", netns, err)
@@ -432,14 +495,12 @@ func startIn(netns string, cmd *exec.Cmd) error {
 		runtime.UnlockOSThread()
 		return fmt.Errorf("setns %s: %w", netns, err)
 	}
-	startErr := cmd.Start()
+	ferr := f()
 	if err := unix.Setns(self, unix.CLONE_NEWNET); err != nil {
-		// Leave the thread locked: the runtime ends it when this goroutine exits, so no other goroutine
-		// ever runs in the wrong namespace.
-		return errors.Join(startErr, fmt.Errorf("restoring the network namespace: %w", err))
+		return errors.Join(ferr, fmt.Errorf("restoring the network namespace: %w", err))
 	}
 	runtime.UnlockOSThread()
-	return startErr
+	return ferr
 }
 
 // powerOff asks the guest init (PID 1) to shut down, and powers off directly if it does not.

@@ -1,0 +1,186 @@
+//go:build lab
+
+// The lab's smoke suite: boots the whole lab and checks what every other lab suite relies on.
+//
+//	go test -tags lab ./test/lab/ -v -timeout 60m
+//
+// With LAB_ATTACH=1 it runs against the lab `go run ./test/lab/cmd/lab up` started instead of its own.
+package lab_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/ipvs-operator/ipvs-operator/test/lab"
+)
+
+func TestLab(t *testing.T) {
+	RegisterFailHandler(Fail)
+	RunSpecs(t, "lab smoke suite")
+}
+
+var l *lab.Lab
+
+var _ = BeforeSuite(func(ctx SpecContext) {
+	if os.Getenv("LAB_ATTACH") == "1" {
+		var err error
+		l, err = lab.Attach(lab.Options{Out: GinkgoWriter})
+		Expect(err).NotTo(HaveOccurred())
+		return
+	}
+	repo, err := lab.RepoRoot()
+	Expect(err).NotTo(HaveOccurred())
+	_, statErr := os.Stat(filepath.Join(lab.CacheDir(repo), "initramfs", "initramfs.cpio"))
+	cold := statErr != nil
+
+	t0 := time.Now()
+	_, err = lab.Prepare(ctx, lab.Options{Out: GinkgoWriter})
+	Expect(err).NotTo(HaveOccurred())
+	prepare := time.Since(t0)
+
+	l, err = lab.Start(ctx, lab.Options{Out: GinkgoWriter})
+	Expect(err).NotTo(HaveOccurred())
+	AddReportEntry("lab timings", fmt.Sprintf("prepare %s (cold cache: %v); %s", prepare.Round(10*time.Millisecond), cold, l.Timings),
+		ReportEntryVisibilityAlways)
+	fmt.Printf("lab: prepare %s (cold cache: %v); control plane %s; VM boot to LAB-READY %s; start (warm, excluding prepare) %s\n",
+		prepare.Round(10*time.Millisecond), cold, l.Timings.ControlPlane.Round(10*time.Millisecond),
+		l.Timings.Boot.Round(10*time.Millisecond), (l.Timings.Total - l.Timings.Prepare).Round(10*time.Millisecond))
+}, NodeTimeout(50*time.Minute))
+
+var _ = AfterSuite(func() {
+	if l == nil {
+		return
+	}
+	t0 := time.Now()
+	Expect(l.Stop()).To(Succeed())
+	fmt.Printf("lab: stopped in %s\n", time.Since(t0).Round(10*time.Millisecond))
+})
+
+// connects reports whether a TCP connection from netns to addr:port succeeds.
+func connects(ctx context.Context, netns, addr string, port int) (bool, string) {
+	err := l.Dial(ctx, netns, net.JoinHostPort(addr, strconv.Itoa(port)), 3*time.Second)
+	if err != nil {
+		return false, err.Error()
+	}
+	return true, ""
+}
+
+var _ = Describe("the lab", func() {
+	It("has both Nodes Ready", func(ctx SpecContext) {
+		var nodes corev1.NodeList
+		Expect(l.Client().List(ctx, &nodes)).To(Succeed())
+		ready := map[string]bool{}
+		for _, n := range nodes.Items {
+			for _, c := range n.Status.Conditions {
+				if c.Type == corev1.NodeReady {
+					ready[n.Name] = c.Status == corev1.ConditionTrue
+				}
+			}
+		}
+		Expect(ready).To(Equal(map[string]bool{"node-a": true, "node-b": true}))
+		Expect(l.Nodes()).To(Equal([]string{"node-a", "node-b"}))
+	})
+
+	It("has kernel IPVS in the nodes", func(ctx SpecContext) {
+		for _, n := range l.Nodes() {
+			out, err := l.NodeExec(ctx, n, "ipvsadm", "-Ln")
+			Expect(err).NotTo(HaveOccurred())
+			Expect(out).To(ContainSubstring("IP Virtual Server version"))
+		}
+	})
+
+	It("reports a failing command with its exit code and output", func(ctx SpecContext) {
+		_, err := l.Exec(ctx, "node-a", "sh", "-c", "echo out; echo err >&2; exit 3")
+		var ee *lab.ExecError
+		Expect(errors.As(err, &ee)).To(BeTrue(), "%v", err)
+		Expect(ee.ExitCode).To(Equal(3))
+		Expect(ee.Stdout).To(Equal("out\n"))
+		Expect(ee.Stderr).To(Equal("err\n"))
+		_, err = l.Exec(ctx, "no-such-netns", "true")
+		Expect(err).To(HaveOccurred())
+	})
+
+	It("lets the nodes reach the API server and each other, and the outside host only the node network", func(ctx SpecContext) {
+		ok, out := connects(ctx, "node-a", lab.GuestAPIServerHost, lab.GuestAPIServerPort)
+		Expect(ok).To(BeTrue(), "node-a -> 10.0.2.100:6443: %s", out)
+
+		pid, err := l.Background(ctx, "node-b", lab.GuestLogs+"/smoke-httpd.log", "httpd", "-f", "-p", "18080", "-h", "/etc")
+		Expect(err).NotTo(HaveOccurred())
+		DeferCleanup(func(ctx SpecContext) { Expect(l.Kill(ctx, pid)).To(Succeed()) })
+		Eventually(func() bool {
+			ok, _ := connects(ctx, "node-b", "127.0.0.1", 18080)
+			return ok
+		}).WithContext(ctx).WithTimeout(10 * time.Second).Should(BeTrue())
+
+		ok, out = connects(ctx, "node-a", "192.168.100.12", 18080)
+		Expect(ok).To(BeTrue(), "node-a -> node-b: %s", out)
+		out, err = l.NodeExec(ctx, "node-a", "wget", "-q", "-O", "-", "http://192.168.100.12:18080/hosts")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(out).To(ContainSubstring("localhost"))
+		ok, out = connects(ctx, "outside", "192.168.100.12", 18080)
+		Expect(ok).To(BeTrue(), "outside -> node-b on the node network: %s", out)
+
+		ok, _ = connects(ctx, "outside", lab.GuestAPIServerHost, lab.GuestAPIServerPort)
+		Expect(ok).To(BeFalse(), "outside must not reach the API server")
+		ok, _ = connects(ctx, "outside", lab.GuestIP, lab.LabdPort)
+		Expect(ok).To(BeFalse(), "outside must not reach labd")
+		ok, _ = connects(ctx, "node-a", lab.GuestIP, lab.LabdPort)
+		Expect(ok).To(BeFalse(), "nodes must not reach labd")
+	})
+
+	It("lets the nodes reach the kubernetes Service's endpoint", func(ctx SpecContext) {
+		var slices discoveryv1.EndpointSliceList
+		Expect(l.Client().List(ctx, &slices, client.InNamespace("default"),
+			client.MatchingLabels{discoveryv1.LabelServiceName: "kubernetes"})).To(Succeed())
+		Expect(slices.Items).NotTo(BeEmpty())
+		s := slices.Items[0]
+		Expect(s.Endpoints).NotTo(BeEmpty())
+		Expect(s.Endpoints[0].Addresses).To(ConsistOf(lab.GuestAPIServerHost))
+		Expect(s.Ports).NotTo(BeEmpty())
+		port := int(*s.Ports[0].Port)
+		ok, out := connects(ctx, "node-b", lab.GuestAPIServerHost, port)
+		Expect(ok).To(BeTrue(), "node-b -> %s:%d: %s", lab.GuestAPIServerHost, port, out)
+	})
+
+	It("runs a pod whose network namespace PodExec reaches", func(ctx SpecContext) {
+		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "lab-smoke-"}}
+		Expect(l.Client().Create(ctx, ns)).To(Succeed())
+		DeferCleanup(func(ctx SpecContext) { _ = l.Client().Delete(ctx, ns) })
+		pod := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, Name: "echo"},
+			Spec: corev1.PodSpec{
+				NodeName:   "node-b",
+				Containers: []corev1.Container{{Name: "echo", Image: l.Image()}},
+			},
+		}
+		Expect(l.Client().Create(ctx, pod)).To(Succeed())
+		key := types.NamespacedName{Namespace: ns.Name, Name: pod.Name}
+		Eventually(func(g Gomega) {
+			g.Expect(l.Client().Get(ctx, key, pod)).To(Succeed())
+			g.Expect(pod.Status.PodIP).NotTo(BeEmpty())
+		}).WithContext(ctx).WithTimeout(60 * time.Second).Should(Succeed())
+		Expect(pod.Status.PodIP).To(HavePrefix("10.244.2."))
+		out, err := l.PodExec(ctx, key, "ip", "-4", "-o", "addr", "show", "dev", "eth0")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(out).To(ContainSubstring(pod.Status.PodIP + "/"))
+		out, err = l.NodeExec(ctx, "node-a", "sh", "-c", "ping -c1 -W2 "+pod.Status.PodIP+" >/dev/null && echo reachable")
+		Expect(err).NotTo(HaveOccurred(), out)
+		Expect(strings.TrimSpace(out)).To(Equal("reachable"))
+	})
+})
