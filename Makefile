@@ -54,7 +54,31 @@ test-unit: manifests generate fmt vet envtest ## Unit and envtest suites.
 	KUBEBUILDER_ASSETS=$(KUBE_BIN) go test ./... -coverprofile cover.out
 
 .PHONY: test
-test: test-unit ## Every test: unit, envtest, bundle, lab (real kernel).
+test: test-unit test-bundle test-e2e-compile test-lab ## Every test: unit, envtest, bundle, e2e (compiled), lab (real kernel).
+
+# The lab suites boot a VM each: run them one package at a time (-p 1) on a 2-core machine.
+.PHONY: test-lab
+test-lab: kustomize envtest lab-deps ## The real-kernel suites: lab smoke, ipvs kernel tests in the VM, dataplane scenarios.
+	go test -tags lab -p 1 -count=1 -timeout 60m ./test/lab/ ./test/lab/dataplane/ -ginkgo.v
+
+.PHONY: lab-deps
+lab-deps: ## Debian packages and Kubernetes binaries the lab needs (installed/built once).
+	hack/install-packages.sh
+	hack/build-kube.sh
+
+##@ Lab
+
+.PHONY: demo
+demo: kustomize lab-deps ## Show ipvs-operator working end to end in the lab, then tear it down.
+	go run ./test/lab/cmd/demo
+
+.PHONY: lab-up
+lab-up: kustomize lab-deps ## Start the lab in the background and print its kubeconfig.
+	go run ./test/lab/cmd/lab up --detach
+
+.PHONY: lab-down
+lab-down: ## Stop the lab started by lab-up.
+	go run ./test/lab/cmd/lab down
 
 ##@ Build
 
