@@ -46,7 +46,10 @@ type Kubelet struct {
 
 	mu      sync.Mutex
 	workers map[types.NamespacedName]*podWorker
-	running sync.WaitGroup
+	// finished remembers pods whose worker is done, so that the informer's copy, which lags behind the
+	// deletion, does not start them again.
+	finished map[types.NamespacedName]types.UID
+	running  sync.WaitGroup
 }
 
 // Run registers the node and runs its pods until ctx ends; then it stops the pods' processes and returns.
@@ -101,6 +104,7 @@ func newKubelet(cfg Config, log logr.Logger, client kubernetes.Interface, access
 		records:   netnsRecords{dir: filepath.Join(cfg.StateDir, "netns")},
 		envSource: apiEnvSource{client: client},
 		workers:   map[types.NamespacedName]*podWorker{},
+		finished:  map[types.NamespacedName]types.UID{},
 	}
 }
 
@@ -275,9 +279,13 @@ func (k *Kubelet) syncPod(ctx context.Context, key types.NamespacedName) time.Du
 	defer k.mu.Unlock()
 	w := k.workers[key]
 	if pod == nil {
+		delete(k.finished, key)
 		if w != nil {
 			w.abort()
 		}
+		return 0
+	}
+	if w == nil && k.finished[key] == pod.UID {
 		return 0
 	}
 	if w != nil && w.uid != pod.UID {
@@ -305,6 +313,9 @@ func (k *Kubelet) workerDone(w *podWorker) {
 	k.mu.Lock()
 	if k.workers[w.key] == w {
 		delete(k.workers, w.key)
+	}
+	if w.terminated() {
+		k.finished[w.key] = w.uid
 	}
 	k.mu.Unlock()
 	if !k.queue.ShuttingDown() {

@@ -87,6 +87,18 @@ func (w *podWorker) observe(pod *corev1.Pod) {
 	w.requestStatusSync()
 }
 
+// terminated tells whether the worker ended because its pod was deleted or replaced (not a kubelet stop).
+func (w *podWorker) terminated() bool {
+	select {
+	case <-w.deleteCh:
+		return true
+	case <-w.abortCh:
+		return true
+	default:
+		return false
+	}
+}
+
 // abort stops the pod at once, without touching the API (the object is gone or replaced).
 func (w *podWorker) abort() { w.abortOnce.Do(func() { close(w.abortCh) }) }
 
