@@ -176,8 +176,9 @@ E2E_FLAGS ?=
 .PHONY: test-e2e
 test-e2e: manifests kustomize ## Run the data-path suite in a kind cluster (needs Docker and kind; E2E_OLM=true installs through OLM).
 	$(if $(filter true,$(E2E_OLM)),$(MAKE) operator-sdk,)
-	KIND=$(KIND) KIND_CLUSTER=$(KIND_CLUSTER) IMG=$(IMG) KUSTOMIZE=$(KUSTOMIZE) OPERATOR_SDK=$(OPERATOR_SDK) \
-	  go test -tags e2e ./test/e2e/ -v -count=1 -timeout 60m -ginkgo.v $(E2E_FLAGS)
+	KIND=$(KIND) KIND_CLUSTER=$(KIND_CLUSTER) IMG=$(IMG) VERSION=$(VERSION) CONTAINER_TOOL=$(CONTAINER_TOOL) \
+	  KUSTOMIZE=$(KUSTOMIZE) OPERATOR_SDK=$(OPERATOR_SDK) \
+	  go test -tags e2e ./test/e2e/ -v -count=1 -timeout 90m -ginkgo.timeout=85m -ginkgo.v $(E2E_FLAGS)
 
 .PHONY: test-e2e-compile
 test-e2e-compile: ## Compile and vet the e2e suite without running it (what `make test` can do without Docker).
