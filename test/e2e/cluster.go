@@ -73,11 +73,9 @@ func setUp(ctx context.Context, cfg config) (*cluster, error) {
 }
 
 func (c *cluster) checkTools(context.Context) error {
-	tools := []string{c.cfg.Docker, c.cfg.Kind, c.cfg.Kubectl}
+	tools := []string{c.cfg.Docker, c.cfg.Kind, c.cfg.Kubectl, c.cfg.Kustomize}
 	if c.cfg.OLM {
 		tools = append(tools, c.cfg.OperatorSDK)
-	} else {
-		tools = append(tools, c.cfg.Kustomize)
 	}
 	var errs []error
 	for _, t := range tools {
