@@ -32,8 +32,9 @@ type Config struct {
 	ImageMap []ImageMapping
 	// EchoImage is a substring that marks the echo image (runs the echo server even if ImageMap matches).
 	EchoImage string
-	// EchoBinary is the labvm binary that serves `echo` for every other container.
-	EchoBinary string
+	// LabvmBinary is labvm itself: `labvm echo` serves echo containers, and `labvm container` gives mapped
+	// binaries their volume mounts.
+	LabvmBinary string
 	// IPCommand is iproute2 (busybox's ip applet has no netns support).
 	IPCommand string
 	// NetnsPrefix starts every pod network namespace name: <prefix><namespace>-<name>.
@@ -125,8 +126,8 @@ func (c Config) Validate() error {
 	} else if ones, bits := c.PodCIDR.Mask.Size(); bits-ones < 2 {
 		errs = append(errs, fmt.Errorf("pod CIDR %s is too small", c.PodCIDR))
 	}
-	if c.EchoBinary == "" {
-		errs = append(errs, errors.New("the echo binary is required"))
+	if c.LabvmBinary == "" {
+		errs = append(errs, errors.New("the labvm binary is required"))
 	}
 	return errors.Join(errs...)
 }

@@ -109,7 +109,7 @@ func TestKubeletPodNetnsChild(t *testing.T) {
 	dir := t.TempDir()
 	cfg := Config{
 		NodeName: "node-a", NodeIP: net.ParseIP("10.250.2.1"), PodCIDR: mustCIDR(t, "10.250.2.0/24"), Bridge: "cbr0",
-		EchoBinary: self, IPCommand: os.Getenv("LAB_KUBELET_TEST_IP"), NetnsPrefix: prefix + "pod-",
+		LabvmBinary: self, IPCommand: os.Getenv("LAB_KUBELET_TEST_IP"), NetnsPrefix: prefix + "pod-",
 		HostMountNamespace: os.Getenv("LAB_KUBELET_TEST_MNTNS"),
 		StateDir:           filepath.Join(dir, "state"), PodLogDir: filepath.Join(dir, "logs"),
 		HeartbeatInterval: time.Second, MaxGracePeriod: 300 * time.Millisecond, KillGracePeriod: 500 * time.Millisecond,

@@ -71,7 +71,7 @@ func TestKubeletRunsAHostNetworkPod(t *testing.T) {
 	dir := t.TempDir()
 	cfg := Config{
 		NodeName: "node-a", NodeIP: net.ParseIP("127.0.0.1"), PodCIDR: mustCIDR(t, "10.250.9.0/24"),
-		EchoBinary: self, StateDir: filepath.Join(dir, "state"), PodLogDir: filepath.Join(dir, "logs"),
+		LabvmBinary: self, StateDir: filepath.Join(dir, "state"), PodLogDir: filepath.Join(dir, "logs"),
 		HeartbeatInterval: time.Second, MaxGracePeriod: 500 * time.Millisecond, KillGracePeriod: 500 * time.Millisecond,
 	}.WithDefaults()
 	ctx, cancel := context.WithCancel(logr.NewContext(context.Background(), testr.New(t)))

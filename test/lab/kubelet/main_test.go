@@ -19,6 +19,11 @@ func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == "echo" {
 		os.Exit(fakeLabvmEcho(os.Args[2:]))
 	}
+	if len(os.Args) > 1 && os.Args[1] == ContainerCommand {
+		err := ExecInMountNamespace(os.Args[2:])
+		os.Stderr.WriteString(err.Error() + "\n")
+		os.Exit(127)
+	}
 	os.Exit(m.Run())
 }
 

@@ -520,12 +520,21 @@ func (w *podWorker) processSpec(ctx context.Context, c *container) (processSpec,
 		if argv, err = mappedArgv(c.binDir, &c.spec, vars); err != nil {
 			return processSpec{}, err
 		}
+		var files *serviceAccountFiles
+		if needsToken {
+			files = &w.files
+		}
+		binds, skipped := containerMounts(pod, &c.spec, w.dir, files)
+		if len(skipped) > 0 {
+			c.log.Info("Volume mounts not provided by the lab kubelet", "volumes", skipped)
+		}
+		argv = containerArgv(w.k.cfg.LabvmBinary, binds, argv)
 	default:
 		tcp, udp, unsupported := echoPorts(&c.spec)
 		if len(unsupported) > 0 {
 			c.log.Info("SCTP ports are not served by the echo server", "ports", unsupported)
 		}
-		argv = echoArgv(w.k.cfg.EchoBinary, pod.Name, tcp, udp)
+		argv = echoArgv(w.k.cfg.LabvmBinary, pod.Name, tcp, udp)
 	}
 	if !w.hostNetwork {
 		argv = w.k.netns.ExecArgv(w.netns, argv)

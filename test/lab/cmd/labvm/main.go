@@ -5,6 +5,7 @@
 //	labvm echo [--name NAME] [--tcp PORTS] [--udp PORTS]
 //	labvm client [--proto http|tcp|udp] [--count N | --duration D] [--interval D] [--timeout D] [--hold D] [--source-port P] ADDR
 //	labvm labd --listen ADDR
+//	labvm container [--bind SRC:DST[:ro]]... -- COMMAND...   (used by the kubelet for volume mounts)
 package main
 
 import (
@@ -51,6 +52,11 @@ func main() {
 		code = runClient(ctx, os.Args[2:], os.Stdout)
 	case "labd":
 		code = runLabd(ctx, os.Args[2:])
+	case kubelet.ContainerCommand:
+		// Started by the lab kubelet: bind the container's volumes, then exec its process in place.
+		err := kubelet.ExecInMountNamespace(os.Args[2:])
+		fmt.Fprintf(os.Stderr, "labvm %s: %v\n", kubelet.ContainerCommand, err)
+		code = 127
 	case "help", "-h", "--help":
 		usage(os.Stdout)
 	default:
@@ -138,7 +144,7 @@ func runKubelet(ctx context.Context, args []string) int {
 	fs.StringVar(&cfg.Bridge, "bridge", "cbr0", "pod bridge in the node's network namespace")
 	fs.Var(&imageMap, "image-map", "MATCH=DIR: images containing MATCH run DIR/<basename of command[0]> (repeatable)")
 	fs.StringVar(&cfg.EchoImage, "echo-image", "echo", "images whose repository name contains this run the echo server")
-	fs.StringVar(&cfg.EchoBinary, "echo-binary", "", "labvm binary for echo containers (default: this binary)")
+	fs.StringVar(&cfg.LabvmBinary, "labvm", "", "labvm binary run for echo containers and volume mounts (default: this binary)")
 	fs.StringVar(&cfg.IPCommand, "ip", "/usr/sbin/ip", "iproute2 ip command")
 	fs.StringVar(&cfg.NetnsPrefix, "netns-prefix", "pod-", "prefix of pod network namespace names")
 	fs.StringVar(&cfg.HostMountNamespace, "host-mount-ns", "/proc/1/ns/mnt", "mount namespace where pod network namespaces are named (empty: own)")
@@ -169,8 +175,8 @@ func runKubelet(ctx context.Context, args []string) int {
 		}
 		cfg.ImageMap = append(cfg.ImageMap, mapping)
 	}
-	if cfg.EchoBinary == "" {
-		if cfg.EchoBinary, err = os.Executable(); err != nil {
+	if cfg.LabvmBinary == "" {
+		if cfg.LabvmBinary, err = os.Executable(); err != nil {
 			fmt.Fprintf(os.Stderr, "kubelet: finding own binary: %v\n", err)
 			return 1
 		}

@@ -1,0 +1,109 @@
+package kubelet
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+)
+
+func TestParseBindMount(t *testing.T) {
+	cases := map[string]*bindMount{
+		"/proc/sys/net:/host/proc/sys/net": {Source: "/proc/sys/net", Target: "/host/proc/sys/net"},
+		"/lib/modules:/lib/modules:ro":     {Source: "/lib/modules", Target: "/lib/modules", ReadOnly: true},
+		"/a:relative":                      nil,
+		"/a:/b:rw":                         nil,
+		"/a":                               nil,
+		":/b":                              nil,
+	}
+	for in, want := range cases {
+		got, err := parseBindMount(in)
+		if want == nil {
+			if err == nil {
+				t.Errorf("parseBindMount(%q) accepted", in)
+			}
+			continue
+		}
+		if err != nil || got != *want || got.String() != in {
+			t.Errorf("parseBindMount(%q) = %+v, %v", in, got, err)
+		}
+	}
+}
+
+func TestContainerMounts(t *testing.T) {
+	dirType := corev1.HostPathDirectory
+	pod := &corev1.Pod{Spec: corev1.PodSpec{Volumes: []corev1.Volume{
+		{Name: "lib-modules", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/lib/modules"}}},
+		{Name: "sys-net", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/proc/sys/net", Type: &dirType}}},
+		{Name: "scratch", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+		{Name: "kube-api-access-abcde", VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
+			Sources: []corev1.VolumeProjection{{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{Path: "token"}}}}}},
+		{Name: "cfg", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{}}},
+	}}}
+	c := &corev1.Container{VolumeMounts: []corev1.VolumeMount{
+		{Name: "lib-modules", MountPath: "/lib/modules", ReadOnly: true},
+		{Name: "sys-net", MountPath: "/host/proc/sys/net"},
+		{Name: "scratch", MountPath: "/tmp/work"},
+		{Name: "kube-api-access-abcde", MountPath: "/var/run/secrets/kubernetes.io/serviceaccount", ReadOnly: true},
+		{Name: "cfg", MountPath: "/etc/cfg"},
+		{Name: "sys-net", MountPath: "/x", SubPath: "ipv4"},
+	}}
+	files := serviceAccountFilesIn("/run/pods/p")
+	binds, skipped := containerMounts(pod, c, "/run/pods/p", &files)
+	want := []bindMount{
+		{Source: "/lib/modules", Target: "/lib/modules", ReadOnly: true},
+		{Source: "/proc/sys/net", Target: "/host/proc/sys/net"},
+		{Source: "/run/pods/p/volumes/scratch", Target: "/tmp/work"},
+		{Source: "/run/pods/p/serviceaccount", Target: "/var/run/secrets/kubernetes.io/serviceaccount", ReadOnly: true},
+	}
+	if !reflect.DeepEqual(binds, want) {
+		t.Errorf("binds =\n%+v\nwant\n%+v", binds, want)
+	}
+	if !reflect.DeepEqual(skipped, []string{"cfg", "sys-net (subPath)"}) {
+		t.Errorf("skipped = %q", skipped)
+	}
+	// Without a token (automount off) the token volume is not bound.
+	binds, _ = containerMounts(pod, c, "/run/pods/p", nil)
+	if len(binds) != 3 {
+		t.Errorf("binds without token = %+v", binds)
+	}
+	argv := containerArgv("/bin/labvm", want[:1], []string{"/bin/agent", "--x"})
+	if strings.Join(argv, " ") != "/bin/labvm container --bind /lib/modules:/lib/modules:ro -- /bin/agent --x" {
+		t.Errorf("containerArgv = %q", argv)
+	}
+	if got := containerArgv("/bin/labvm", nil, []string{"/bin/agent"}); !reflect.DeepEqual(got, []string{"/bin/agent"}) {
+		t.Errorf("containerArgv without binds = %q", got)
+	}
+}
+
+// TestExecInMountNamespace runs `labvm container` (this test binary plays labvm): the process sees the
+// bind, read-only, and the bind never shows in the test's own mount namespace.
+func TestExecInMountNamespace(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for mount namespaces")
+	}
+	src, dst := t.TempDir(), filepath.Join(t.TempDir(), "host", "thing")
+	if err := os.WriteFile(filepath.Join(src, "file"), []byte("from-the-node"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	self, _ := os.Executable()
+	out, err := exec.Command(self, ContainerCommand, "--bind", src+":"+dst+":ro", "--",
+		"/bin/sh", "-c", "cat "+dst+"/file; echo; if touch "+dst+"/new 2>/dev/null; then echo writable; else echo read-only; fi").CombinedOutput()
+	if err != nil {
+		t.Fatalf("labvm container: %v: %s", err, out)
+	}
+	if string(out) != "from-the-node\nread-only\n" {
+		t.Errorf("inside the mount namespace: %q", out)
+	}
+	if entries, _ := os.ReadDir(dst); len(entries) != 0 {
+		t.Errorf("the bind leaked into the parent's mount namespace: %v", entries)
+	}
+	out, err = exec.Command(self, ContainerCommand, "--bind", "nonsense", "--", "true").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "bind") {
+		t.Errorf("bad bind accepted: %v %s", err, out)
+	}
+}
