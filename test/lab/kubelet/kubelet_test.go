@@ -9,16 +9,21 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/testr"
 	"github.com/vishvananda/netns"
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
+	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/utils/ptr"
 )
 
@@ -152,4 +157,114 @@ func TestKubeletRunsAHostNetworkPod(t *testing.T) {
 		c.Close()
 		t.Error("the echo server still listens after the pod was deleted")
 	}
+}
+
+// TestKubeletRunsAMappedBinary runs a pod whose image is mapped to a local binary (a symlink to this test
+// binary, which then plays an agent): its command and args with $(VAR) expansion, the downward API, a
+// ServiceAccount token kubeconfig from the TokenRequest API, and hostPath and token volumes bound by
+// `labvm container` where the container expects them.
+func TestKubeletRunsAMappedBinary(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for the container's mount namespace")
+	}
+	self, _ := os.Executable()
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "bin")
+	if err := os.MkdirAll(bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(self, filepath.Join(bin, fakeAgentName)); err != nil {
+		t.Fatal(err)
+	}
+	hostDir := filepath.Join(dir, "hostdir")
+	_ = os.MkdirAll(hostDir, 0o755)
+	_ = os.WriteFile(filepath.Join(hostDir, "file"), []byte("node-file"), 0o644)
+	reportPath := filepath.Join(dir, "report")
+
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "agent-x", Namespace: "ipvs-system", UID: "uid-agent", ResourceVersion: "1"},
+		Spec: corev1.PodSpec{
+			NodeName: "node-a", HostNetwork: true, ServiceAccountName: "agent",
+			Containers: []corev1.Container{{
+				Name: "agent", Image: "ghcr.io/ipvs-operator/ipvs-operator:v0.1.0",
+				Command: []string{"/" + fakeAgentName, reportPath},
+				Args:    []string{"--node=$(NODE_NAME)"},
+				Env: []corev1.EnvVar{{Name: "NODE_NAME", ValueFrom: &corev1.EnvVarSource{
+					FieldRef: &corev1.ObjectFieldSelector{FieldPath: "spec.nodeName"}}}},
+				VolumeMounts: []corev1.VolumeMount{
+					{Name: "host", MountPath: "/host/lab-kubelet-test", ReadOnly: true},
+					{Name: "kube-api-access-x", MountPath: "/var/run/secrets/kubernetes.io/serviceaccount", ReadOnly: true},
+				},
+			}},
+			Volumes: []corev1.Volume{
+				{Name: "host", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: hostDir}}},
+				{Name: "kube-api-access-x", VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
+					Sources: []corev1.VolumeProjection{{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{Path: "token"}}}}}},
+			},
+		},
+	}
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "agent", Namespace: "ipvs-system"}}
+	client := fake.NewClientset(pod, sa)
+	var tokenRequests atomic.Int32
+	client.PrependReactor("create", "serviceaccounts", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		if a.GetSubresource() != "token" {
+			return false, nil, nil
+		}
+		req := a.(k8stesting.CreateAction).GetObject().(*authenticationv1.TokenRequest)
+		if req.Spec.BoundObjectRef == nil || req.Spec.BoundObjectRef.UID != "uid-agent" || *req.Spec.ExpirationSeconds != 3600 {
+			t.Errorf("token request = %+v", req.Spec)
+		}
+		tokenRequests.Add(1)
+		return true, &authenticationv1.TokenRequest{Status: authenticationv1.TokenRequestStatus{
+			Token: "agent-token", ExpirationTimestamp: metav1.NewTime(time.Now().Add(time.Hour))}}, nil
+	})
+
+	cfg := Config{
+		NodeName: "node-a", NodeIP: net.ParseIP("127.0.0.1"), PodCIDR: mustCIDR(t, "10.250.8.0/24"),
+		LabvmBinary: self, StateDir: filepath.Join(dir, "state"), PodLogDir: filepath.Join(dir, "logs"),
+		ImageMap:          []ImageMapping{{Match: "ipvs-operator/", Dir: bin}},
+		HeartbeatInterval: time.Second, MaxGracePeriod: 200 * time.Millisecond, KillGracePeriod: 500 * time.Millisecond,
+	}.WithDefaults()
+	ctx, cancel := context.WithCancel(context.Background())
+	mounts, _ := startMountNamespaceRunner(ctx, "")
+	nodeNS, _ := netns.Get()
+	defer nodeNS.Close()
+	ipam, _ := NewIPAM(cfg.PodCIDR)
+	k := newKubelet(cfg, testr.New(t), client, clusterAccess{Server: "https://10.0.2.100:6443", CAData: []byte("CA")}, ipam, mounts, nodeNS)
+	done := make(chan error, 1)
+	go func() { done <- k.run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	waitFor(t, 20*time.Second, "the agent's report", func() bool {
+		b, err := os.ReadFile(reportPath)
+		return err == nil && strings.HasSuffix(string(b), "\n")
+	})
+	b, _ := os.ReadFile(reportPath)
+	report := string(b)
+	files := serviceAccountFilesIn(podDir(cfg.PodDir, pod))
+	for _, want := range []string{
+		"args=--node=node-a",
+		"node=node-a",
+		"kubeconfig=" + files.Kubeconfig,
+		"service=10.0.2.100:6443",
+		"hostpath=node-file",
+		"token=agent-token",
+		"namespace=ipvs-system",
+	} {
+		if !strings.Contains(report, want+"\n") {
+			t.Errorf("report lacks %q:\n%s", want, report)
+		}
+	}
+	if tokenRequests.Load() != 1 {
+		t.Errorf("%d token requests", tokenRequests.Load())
+	}
+	rc, err := clientcmd.BuildConfigFromFlags("", files.Kubeconfig)
+	if err != nil || rc.Host != "https://10.0.2.100:6443" || rc.BearerTokenFile != files.Token {
+		t.Errorf("pod kubeconfig: %+v, %v", rc, err)
+	}
+	waitFor(t, 10*time.Second, "the pod Ready (no probes: ready once started)", func() bool {
+		p, err := client.CoreV1().Pods("ipvs-system").Get(context.Background(), "agent-x", metav1.GetOptions{})
+		c := findCondition(p.Status.Conditions, corev1.PodReady)
+		return err == nil && c != nil && c.Status == corev1.ConditionTrue
+	})
 }

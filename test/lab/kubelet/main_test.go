@@ -5,6 +5,7 @@ import (
 	"flag"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -16,6 +17,9 @@ import (
 // TestMain lets the test binary stand in for labvm: the kubelet under test starts `<this binary> echo ...`
 // for echo containers.
 func TestMain(m *testing.M) {
+	if filepath.Base(os.Args[0]) == fakeAgentName {
+		os.Exit(fakeAgent(os.Args[1:]))
+	}
 	if len(os.Args) > 1 && os.Args[1] == "echo" {
 		os.Exit(fakeLabvmEcho(os.Args[2:]))
 	}
@@ -49,5 +53,39 @@ func fakeLabvmEcho(args []string) int {
 	if err := echo.Serve(ctx, echo.Config{Name: *name, TCP: ports(*tcp), UDP: ports(*udp)}); err != nil {
 		return 1
 	}
+	return 0
+}
+
+// fakeAgentName is the binary name a mapped image's command resolves to in TestKubeletRunsAMappedBinary.
+const fakeAgentName = "fakeagent"
+
+// fakeAgent reports what a mapped container sees (arguments, environment, its volume mounts and
+// ServiceAccount files) into the file named by its first argument, then waits for SIGTERM.
+func fakeAgent(args []string) int {
+	if len(args) < 1 {
+		return 2
+	}
+	read := func(path string) string {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return "ERR:" + err.Error()
+		}
+		return string(b)
+	}
+	report := []string{
+		"args=" + strings.Join(args[1:], " "),
+		"node=" + os.Getenv("NODE_NAME"),
+		"kubeconfig=" + os.Getenv("KUBECONFIG"),
+		"service=" + os.Getenv("KUBERNETES_SERVICE_HOST") + ":" + os.Getenv("KUBERNETES_SERVICE_PORT"),
+		"hostpath=" + read("/host/lab-kubelet-test/file"),
+		"token=" + read("/var/run/secrets/kubernetes.io/serviceaccount/token"),
+		"namespace=" + read("/var/run/secrets/kubernetes.io/serviceaccount/namespace"),
+	}
+	if err := os.WriteFile(args[0], []byte(strings.Join(report, "\n")+"\n"), 0o644); err != nil {
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+	defer stop()
+	<-ctx.Done()
 	return 0
 }

@@ -489,6 +489,13 @@ func (w *podWorker) startContainers(ctx context.Context) {
 // processSpec is what to run for container c now.
 func (w *podWorker) processSpec(ctx context.Context, c *container) (processSpec, error) {
 	pod := w.currentPod()
+	// The first token is normally written within a round trip of the network setup: wait for it rather
+	// than report a failed start.
+	_ = wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 10*time.Second, true, func(context.Context) (bool, error) {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		return !w.needsToken || w.tokenWritten, nil
+	})
 	w.mu.Lock()
 	podIP, needsToken, tokenWritten := w.podIP, w.needsToken, w.tokenWritten
 	w.mu.Unlock()
