@@ -29,6 +29,7 @@ type podSnapshot struct {
 // current status (so fields the kubelet does not own, such as qosClass or conditions set by others, stay) and
 // keeps a condition's lastTransitionTime unless its status changes.
 func computePodStatus(pod *corev1.Pod, snap podSnapshot, now metav1.Time) corev1.PodStatus {
+	now = apiTime(now.Time)
 	status := *pod.Status.DeepCopy()
 	if snap.HostIP != "" {
 		status.HostIP = snap.HostIP
@@ -39,7 +40,7 @@ func computePodStatus(pod *corev1.Pod, snap podSnapshot, now metav1.Time) corev1
 		status.PodIPs = []corev1.PodIP{{IP: snap.PodIP}}
 	}
 	if status.StartTime == nil && !snap.StartTime.IsZero() {
-		t := metav1.NewTime(snap.StartTime)
+		t := apiTime(snap.StartTime)
 		status.StartTime = &t
 	}
 
@@ -96,7 +97,7 @@ func containerStatus(c containerSnapshot) corev1.ContainerStatus {
 	}
 	switch {
 	case c.Process.Running:
-		cs.State.Running = &corev1.ContainerStateRunning{StartedAt: metav1.NewTime(c.Process.StartedAt)}
+		cs.State.Running = &corev1.ContainerStateRunning{StartedAt: apiTime(c.Process.StartedAt)}
 	case c.Process.Stopped && c.Process.LastExit != nil:
 		cs.State.Terminated = terminatedState(c.Process.LastExit, c.ContainerID)
 	default:
@@ -118,8 +119,8 @@ func terminatedState(e *exitInfo, containerID string) *corev1.ContainerStateTerm
 		Signal:      e.Signal,
 		Reason:      e.Reason,
 		Message:     e.Message,
-		StartedAt:   metav1.NewTime(e.StartedAt),
-		FinishedAt:  metav1.NewTime(e.FinishedAt),
+		StartedAt:   apiTime(e.StartedAt),
+		FinishedAt:  apiTime(e.FinishedAt),
 		ContainerID: containerID,
 	}
 }
@@ -147,4 +148,13 @@ func setCondition(status *corev1.PodStatus, t corev1.PodConditionType, ok bool, 
 		return
 	}
 	status.Conditions = append(status.Conditions, corev1.PodCondition{Type: t, Status: want, Reason: reason, LastTransitionTime: now})
+}
+
+// apiTime is t as the API server stores it (whole seconds), so that a status read back compares equal to
+// the one computed again and is not rewritten forever.
+func apiTime(t time.Time) metav1.Time {
+	if t.IsZero() {
+		return metav1.Time{}
+	}
+	return metav1.NewTime(t.Truncate(time.Second))
 }

@@ -2,10 +2,13 @@ package kubelet
 
 import (
 	"context"
+	"encoding/json"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
 )
@@ -176,5 +179,31 @@ func TestDeletePodObjectToleratesGone(t *testing.T) {
 	}
 	if err := deletePodObject(context.Background(), client, key, pod.UID); err != nil {
 		t.Errorf("second delete: %v", err)
+	}
+}
+
+// TestComputedStatusSurvivesTheAPIRoundTrip: a status read back from the API server (times in whole seconds)
+// must compare equal to the one computed again from the same state, or the kubelet would write it forever.
+func TestComputedStatusSurvivesTheAPIRoundTrip(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 10, 0, 0, 123456789, time.Local)
+	pod := testPod()
+	pod.Spec.Containers = pod.Spec.Containers[:1]
+	snap := podSnapshot{HostIP: "192.168.100.11", PodIP: "10.244.1.2", NetworkReady: true, StartTime: t0,
+		Containers: []containerSnapshot{{Name: "app", Image: "img", ContainerID: "lab://x", Ready: true, Started: true,
+			Process: processState{Running: true, Starts: 2, Restarts: 1, StartedAt: t0.Add(time.Second),
+				LastExit: &exitInfo{ExitCode: 1, Reason: "Error", StartedAt: t0, FinishedAt: t0.Add(500 * time.Millisecond)}}}}}
+	status := computePodStatus(pod, snap, metav1.NewTime(t0.Add(1700*time.Millisecond)))
+	data, err := json.Marshal(status)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stored corev1.PodStatus
+	if err := json.Unmarshal(data, &stored); err != nil {
+		t.Fatal(err)
+	}
+	pod.Status = stored
+	again := computePodStatus(pod, snap, metav1.NewTime(t0.Add(20*time.Second)))
+	if !apiequality.Semantic.DeepEqual(again, pod.Status) {
+		t.Errorf("recomputed status differs from the stored one:\n%s", cmp.Diff(pod.Status, again))
 	}
 }
