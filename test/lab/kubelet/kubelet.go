@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +18,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/sets"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -189,7 +191,7 @@ func (k *Kubelet) run(ctx context.Context) error {
 
 // adoptAddresses rebuilds the IP allocations from the pods' reported addresses after a restart.
 func (k *Kubelet) adoptAddresses() {
-	pods, err := k.pods.List(everything())
+	pods, err := k.pods.List(labels.Everything())
 	if err != nil {
 		return
 	}
@@ -197,7 +199,7 @@ func (k *Kubelet) adoptAddresses() {
 		if pod.Spec.HostNetwork || pod.Status.PodIP == "" {
 			continue
 		}
-		if err := k.ipam.Reserve(string(pod.UID), parseIP(pod.Status.PodIP)); err != nil {
+		if err := k.ipam.Reserve(string(pod.UID), net.ParseIP(pod.Status.PodIP)); err != nil {
 			k.log.Info("Not keeping a pod's previous address", "pod", pod.Namespace+"/"+pod.Name, "ip", pod.Status.PodIP, "reason", err.Error())
 		}
 	}
@@ -206,7 +208,7 @@ func (k *Kubelet) adoptAddresses() {
 // cleanUpOrphans removes the network namespaces this kubelet made for pods that no longer exist (deleted while
 // it was down), and their per-pod directories.
 func (k *Kubelet) cleanUpOrphans(ctx context.Context) {
-	pods, err := k.pods.List(everything())
+	pods, err := k.pods.List(labels.Everything())
 	if err != nil {
 		return
 	}
