@@ -122,6 +122,10 @@ BUNDLE_ENV = KUSTOMIZE=$(KUSTOMIZE) OPERATOR_SDK=$(OPERATOR_SDK) VERSION=$(VERSI
 operator-sdk: ## Build operator-sdk (once, cached) into bin/.
 	OPERATOR_SDK_VERSION=$(OPERATOR_SDK_VERSION) LOCALBIN=$(LOCALBIN) hack/build-operator-sdk.sh operator-sdk
 
+.PHONY: opm
+opm: ## Build opm (once, cached) into bin/, for file-based catalogs (`bin/opm render`, `bin/opm validate`).
+	LOCALBIN=$(LOCALBIN) hack/build-operator-sdk.sh opm
+
 .PHONY: bundle
 bundle: manifests kustomize operator-sdk ## Regenerate bundle/ for IMG and VERSION, then validate it.
 	cd config/manager && $(KUSTOMIZE) edit set image controller=$(IMG)
