@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"os"
@@ -29,6 +31,9 @@ var guestModules = []string{
 	"nft_fib_ipv6", "nft_limit", "nft_log", "nft_numgen",
 	// node and pod networking
 	"bridge", "br_netfilter", "veth", "dummy",
+	// NETLINK_XFRM: vishvananda/netlink's NewHandle opens a socket of every family it knows, and the
+	// kernel would autoload this module on a real node
+	"xfrm_user",
 }
 
 // moduleOptions are passed to insmod for a module.
@@ -52,7 +57,24 @@ type Kernel struct {
 
 var kernelPkgRe = regexp.MustCompile(`Depends:\s+(linux-image-[0-9][^\s]*)`)
 
-// prepareKernel returns the cached kernel, or downloads, unpacks and trims Debian's current one.
+// kernelInputs identifies what a prepared kernel directory was made from besides the .deb: a change of
+// the module list or of how modules are prepared makes Prepare redo it (from the kept .deb, without apt).
+func kernelInputs() string {
+	h := sha256.New()
+	fmt.Fprintf(h, "v2 strip-signatures skip-arch-crypto\n%s\n", strings.Join(guestModules, " "))
+	keys := make([]string, 0, len(moduleOptions))
+	for k := range moduleOptions {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		fmt.Fprintf(h, "%s=%s\n", k, moduleOptions[k])
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// prepareKernel returns the cached kernel, or unpacks and trims Debian's current one (downloading its
+// .deb once; the .deb stays in the cache).
 func prepareKernel(ctx context.Context, cache string, out io.Writer) (*Kernel, error) {
 	root := filepath.Join(cache, "kernel")
 	// A prepared kernel wins: the warm path must not need apt.
@@ -62,32 +84,49 @@ func prepareKernel(ctx context.Context, cache string, out io.Writer) (*Kernel, e
 	if err := os.MkdirAll(root, 0o755); err != nil {
 		return nil, err
 	}
-	progress(out, "preparing the guest kernel (Debian linux-image-amd64; first run only)")
 	t0 := time.Now()
-	pkg, err := kernelPackage(ctx, out)
-	if err != nil {
-		return nil, err
+	debs, _ := filepath.Glob(filepath.Join(root, "linux-image-*.deb"))
+	sort.Strings(debs)
+	var deb string
+	if len(debs) > 0 {
+		deb = debs[len(debs)-1]
+		progress(out, "preparing the guest kernel from %s", filepath.Base(deb))
+	} else {
+		progress(out, "preparing the guest kernel (Debian linux-image-amd64; first run only)")
+		pkg, err := kernelPackage(ctx, out)
+		if err != nil {
+			return nil, err
+		}
+		dl, err := os.MkdirTemp(root, ".download-")
+		if err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(dl)
+		progress(out, "apt-get download %s", pkg)
+		if _, err := run(ctx, dl, "apt-get", "download", pkg); err != nil {
+			return nil, err
+		}
+		got, _ := filepath.Glob(filepath.Join(dl, pkg+"_*.deb"))
+		if len(got) != 1 {
+			return nil, fmt.Errorf("lab: apt-get download %s left %d .deb files", pkg, len(got))
+		}
+		deb = filepath.Join(root, filepath.Base(got[0]))
+		if err := os.Rename(got[0], deb); err != nil {
+			return nil, err
+		}
 	}
 	work, err := os.MkdirTemp(root, ".work-")
 	if err != nil {
 		return nil, err
 	}
 	defer os.RemoveAll(work)
-	progress(out, "apt-get download %s", pkg)
-	if _, err := run(ctx, work, "apt-get", "download", pkg); err != nil {
-		return nil, err
-	}
-	debs, _ := filepath.Glob(filepath.Join(work, pkg+"_*.deb"))
-	if len(debs) != 1 {
-		return nil, fmt.Errorf("lab: apt-get download %s left %d .deb files", pkg, len(debs))
-	}
 	kroot := filepath.Join(work, "root")
-	if _, err := run(ctx, work, "dpkg-deb", "-x", debs[0], kroot); err != nil {
+	if _, err := run(ctx, work, "dpkg-deb", "-x", deb, kroot); err != nil {
 		return nil, err
 	}
 	kvers, _ := os.ReadDir(filepath.Join(kroot, "lib", "modules"))
 	if len(kvers) != 1 {
-		return nil, fmt.Errorf("lab: %s: expected one module tree, found %d", pkg, len(kvers))
+		return nil, fmt.Errorf("lab: %s: expected one module tree, found %d", deb, len(kvers))
 	}
 	kver := kvers[0].Name()
 	// The .deb ships no modules.dep: its postinst generates it.
@@ -134,6 +173,9 @@ func prepareKernel(ctx context.Context, cache string, out io.Writer) (*Kernel, e
 	if err := extractVmlinux(ctx, filepath.Join(kroot, "boot", "vmlinuz-"+kver), filepath.Join(dst, "vmlinux")); err != nil {
 		return nil, err
 	}
+	if err := os.WriteFile(filepath.Join(dst, "inputs"), []byte(kernelInputs()+"\n"), 0o644); err != nil {
+		return nil, err
+	}
 	if err := os.WriteFile(filepath.Join(dst, "version"), []byte(kver+"\n"), 0o644); err != nil {
 		return nil, err
 	}
@@ -153,9 +195,13 @@ func findPreparedKernel(root string) (*Kernel, error) {
 	}
 	var names []string
 	for _, e := range entries {
-		if e.IsDir() && !strings.HasPrefix(e.Name(), ".") && fileExists(filepath.Join(root, e.Name(), "version")) {
-			names = append(names, e.Name())
+		if !e.IsDir() || strings.HasPrefix(e.Name(), ".") || !fileExists(filepath.Join(root, e.Name(), "version")) {
+			continue
 		}
+		if in, err := os.ReadFile(filepath.Join(root, e.Name(), "inputs")); err != nil || strings.TrimSpace(string(in)) != kernelInputs() {
+			continue // made from other inputs: redo
+		}
+		names = append(names, e.Name())
 	}
 	if len(names) == 0 {
 		return nil, nil

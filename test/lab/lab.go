@@ -383,6 +383,9 @@ func (l *Lab) Stop() error {
 	return l.stopErr
 }
 
+// Keep makes Stop keep the run directory (e.g. because a test failed and its logs matter).
+func (l *Lab) Keep() { l.opts.KeepRunDir = true }
+
 // RunDir is the lab's run directory: logs/ (host components and the VM console), pki/, kubeconfig and
 // share/ (the VM's /mnt/host: bin/, kubeconfig, logs/).
 func (l *Lab) RunDir() string { return l.runDir }

@@ -35,7 +35,16 @@ func TestLab(t *testing.T) {
 	RunSpecs(t, "lab smoke suite")
 }
 
-var l *lab.Lab
+var (
+	l      *lab.Lab
+	failed bool
+)
+
+var _ = ReportAfterEach(func(r SpecReport) {
+	if r.Failed() {
+		failed = true
+	}
+})
 
 var _ = BeforeSuite(func(ctx SpecContext) {
 	if os.Getenv("LAB_ATTACH") == "1" {
@@ -66,6 +75,9 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 var _ = AfterSuite(func() {
 	if l == nil {
 		return
+	}
+	if failed {
+		l.Keep()
 	}
 	t0 := time.Now()
 	Expect(l.Stop()).To(Succeed())
