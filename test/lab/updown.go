@@ -70,7 +70,7 @@ func ReadState(opts Options) (*State, error) {
 func alive(pid int) bool { return pid > 0 && syscall.Kill(pid, 0) == nil }
 
 // Up starts a lab in <cache>/run for interactive use and keeps it until SIGINT or SIGTERM (or `lab
-// down`). With detach, it re-executes the current program as `<program> up` in a new session, waits
+// down`). With detach, it re-executes the current program with its arguments in a new session, waits
 // until that lab is ready, and returns while it keeps running.
 func Up(ctx context.Context, opts Options, detach bool) error {
 	if err := opts.defaults(); err != nil {
@@ -164,7 +164,7 @@ func upDetached(ctx context.Context, opts Options) error {
 		return err
 	}
 	defer logf.Close()
-	cmd := exec.Command(exe, "up")
+	cmd := exec.Command(exe, os.Args[1:]...) // "up --detach ...": the child sees $LAB_UP_CHILD and stays
 	cmd.Dir = opts.RepoRoot
 	cmd.Env = append(os.Environ(), envUpChild+"=1")
 	cmd.Stdout = logf
