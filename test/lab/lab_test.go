@@ -28,6 +28,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/ipvs-operator/ipvs-operator/test/lab"
+	"github.com/ipvs-operator/ipvs-operator/test/lab/labd"
 )
 
 func TestLab(t *testing.T) {
@@ -126,6 +127,35 @@ var _ = Describe("the lab", func() {
 		Expect(ee.Stderr).To(Equal("err\n"))
 		_, err = l.Exec(ctx, "no-such-netns", "true")
 		Expect(err).To(HaveOccurred())
+	})
+
+	It("kills a command at its timeout, feeds stdin, and runs background processes", func(ctx SpecContext) {
+		t0 := time.Now()
+		resp, err := l.Run(ctx, labd.ExecRequest{Netns: "node-a", Argv: []string{"sleep", "30"}, TimeoutSeconds: 1})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(resp.TimedOut).To(BeTrue())
+		Expect(time.Since(t0)).To(BeNumerically("<", 10*time.Second))
+
+		resp, err = l.Run(ctx, labd.ExecRequest{Netns: "node-b", Argv: []string{"nft", "-f", "-"},
+			Stdin: "table ip lab_smoke {\n\tchain c {\n\t\ttype filter hook input priority 0;\n\t}\n}\n"})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(resp.ExitCode).To(Equal(0), "%+v", resp)
+		out, err := l.Exec(ctx, "node-b", "nft", "list", "tables")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(out).To(ContainSubstring("lab_smoke"))
+		_, err = l.Exec(ctx, "node-b", "nft", "delete", "table", "ip", "lab_smoke")
+		Expect(err).NotTo(HaveOccurred())
+
+		pid, err := l.Background(ctx, "outside", "", "sleep", "30")
+		Expect(err).NotTo(HaveOccurred())
+		running, _, err := l.Wait(ctx, pid, 0)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(running).To(BeTrue())
+		Expect(l.Kill(ctx, pid)).To(Succeed())
+		running, code, err := l.Wait(ctx, pid, 5*time.Second)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(running).To(BeFalse())
+		Expect(code).To(Equal(-1)) // killed by a signal
 	})
 
 	It("lets the nodes reach the API server and each other, and the outside host only the node network", func(ctx SpecContext) {
