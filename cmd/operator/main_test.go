@@ -5,14 +5,18 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -20,12 +24,15 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	"github.com/ipvs-operator/ipvs-operator/api/v1alpha1"
 	"github.com/ipvs-operator/ipvs-operator/controllers/operator"
 )
 
 // TestRunAgainstAPIServer runs the operator's run() as main does (leader election on, a kubeconfig from the
-// environment, the DaemonSet cache limited to its namespace) against envtest, and checks that it takes the
-// leader Lease and creates the agent DaemonSet, then stops cleanly.
+// environment, the DaemonSet cache limited to its namespace) against envtest, AS the operator's ServiceAccount
+// with only the RBAC of config/rbac/role.yaml (generated from the markers by `make manifests`): it must take
+// the leader Lease, create the agent DaemonSet, write a ServicePolicy's status and record its events, then
+// stop cleanly. A missing permission fails here rather than in a cluster.
 func TestRunAgainstAPIServer(t *testing.T) {
 	assets := os.Getenv("KUBEBUILDER_ASSETS")
 	if assets == "" {
@@ -52,10 +59,28 @@ func TestRunAgainstAPIServer(t *testing.T) {
 		}
 	})
 
-	// ctrl.GetConfig reads $KUBECONFIG, as it would out of cluster.
+	c, err := client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	const ns = "ipvs-operator-system"
+	for _, name := range []string{ns, "shop"} {
+		if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	grantOperatorRBAC(ctx, t, c, ns, operatorServiceAccount)
+
+	// ctrl.GetConfig reads $KUBECONFIG, as it would out of cluster; the user impersonates the operator's
+	// ServiceAccount (the test's own user is a cluster admin).
 	kubeconfig := clientcmdapi.NewConfig()
 	kubeconfig.Clusters["envtest"] = &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthorityData: cfg.CAData}
-	kubeconfig.AuthInfos["envtest"] = &clientcmdapi.AuthInfo{ClientCertificateData: cfg.CertData, ClientKeyData: cfg.KeyData}
+	kubeconfig.AuthInfos["envtest"] = &clientcmdapi.AuthInfo{
+		ClientCertificateData: cfg.CertData, ClientKeyData: cfg.KeyData,
+		Impersonate: "system:serviceaccount:" + ns + ":" + operatorServiceAccount,
+	}
 	kubeconfig.Contexts["envtest"] = &clientcmdapi.Context{Cluster: "envtest", AuthInfo: "envtest"}
 	kubeconfig.CurrentContext = "envtest"
 	path := filepath.Join(t.TempDir(), "kubeconfig")
@@ -64,14 +89,17 @@ func TestRunAgainstAPIServer(t *testing.T) {
 	}
 	t.Setenv("KUBECONFIG", path)
 
-	c, err := client.New(cfg, client.Options{})
-	if err != nil {
+	// Something for the status reconciler to write.
+	if err := c.Create(ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web", Labels: map[string]string{"app": "web"}},
+		Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{{Port: 80}}},
+	}); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	const ns = "ipvs-operator-system"
-	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+	if err := c.Create(ctx, &v1alpha1.ServicePolicy{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web"},
+		Spec:       v1alpha1.ServicePolicySpec{Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}}},
+	}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -98,10 +126,24 @@ func TestRunAgainstAPIServer(t *testing.T) {
 		if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: operator.AgentName}, &ds); err != nil {
 			return false, client.IgnoreNotFound(err)
 		}
-		return ds.Spec.Template.Spec.Containers[0].Image == "example.test/ipvs-operator:smoke", nil
+		if ds.Spec.Template.Spec.Containers[0].Image != "example.test/ipvs-operator:smoke" {
+			return false, nil
+		}
+		var p v1alpha1.ServicePolicy
+		if err := c.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "web"}, &p); err != nil {
+			return false, err
+		}
+		if len(p.Status.Services) != 1 {
+			return false, nil
+		}
+		var events eventsv1.EventList
+		if err := c.List(ctx, &events, client.InNamespace("shop")); err != nil {
+			return false, err
+		}
+		return len(events.Items) > 0, nil
 	})
 	if err != nil {
-		t.Fatalf("waiting for the leader Lease and the agent DaemonSet: %v", err)
+		t.Fatalf("waiting for the leader Lease, the agent DaemonSet, the policy's status and its event: %v", err)
 	}
 
 	cancel()
@@ -112,5 +154,60 @@ func TestRunAgainstAPIServer(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("run did not return after its context was cancelled")
+	}
+}
+
+// operatorServiceAccount is the operator's ServiceAccount once kustomize has prefixed it (config/default).
+const operatorServiceAccount = "ipvs-operator-controller-manager"
+
+// grantOperatorRBAC creates the roles of config/rbac/role.yaml and binds them to the ServiceAccount sa, as
+// config/rbac/role_binding.yaml does.
+func grantOperatorRBAC(ctx context.Context, t *testing.T, c client.Client, ns, sa string) {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join("..", "..", "config", "rbac", "role.yaml"))
+	if err != nil {
+		t.Fatalf("reading the generated RBAC (make manifests writes it): %v", err)
+	}
+	subject := rbacv1.Subject{Kind: rbacv1.ServiceAccountKind, Name: sa, Namespace: ns}
+	var clusterRoles, roles int
+	for _, doc := range strings.Split(string(raw), "\n---") {
+		if strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(doc), "---")) == "" {
+			continue
+		}
+		obj, _, err := clientgoscheme.Codecs.UniversalDeserializer().Decode([]byte(doc), nil, nil)
+		if err != nil {
+			t.Fatalf("decoding role.yaml: %v", err)
+		}
+		switch role := obj.(type) {
+		case *rbacv1.ClusterRole:
+			clusterRoles++
+			mustCreate(ctx, t, c, role)
+			mustCreate(ctx, t, c, &rbacv1.ClusterRoleBinding{
+				ObjectMeta: metav1.ObjectMeta{Name: role.Name},
+				RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name},
+				Subjects:   []rbacv1.Subject{subject},
+			})
+		case *rbacv1.Role:
+			roles++
+			role.Namespace = ns // kustomize's namespace transformer does the same
+			mustCreate(ctx, t, c, role)
+			mustCreate(ctx, t, c, &rbacv1.RoleBinding{
+				ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: role.Name},
+				RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: role.Name},
+				Subjects:   []rbacv1.Subject{subject},
+			})
+		default:
+			t.Fatalf("role.yaml holds a %T", obj)
+		}
+	}
+	if clusterRoles != 1 || roles != 1 {
+		t.Fatalf("role.yaml holds %d ClusterRoles and %d Roles, want one of each", clusterRoles, roles)
+	}
+}
+
+func mustCreate(ctx context.Context, t *testing.T, c client.Client, obj client.Object) {
+	t.Helper()
+	if err := c.Create(ctx, obj); err != nil {
+		t.Fatalf("creating %T %s: %v", obj, obj.GetName(), err)
 	}
 }
