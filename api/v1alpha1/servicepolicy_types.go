@@ -68,7 +68,9 @@ type ServicePolicySpec struct {
 
 // Condition types of a ServicePolicy.
 const (
-	// ConditionReady is true when the policy is valid and applies to every Service it selects.
+	// ConditionReady is true when the policy is valid and governs at least one Service. It is false with
+	// reason NoServicesSelected when it selects none, InvalidSelector when its selector is invalid, and
+	// ConflictingPolicy when every Service it selects is governed by an older policy.
 	ConditionReady = "Ready"
 	// ConditionConflicted is true when some selected Services are governed by an older policy instead.
 	ConditionConflicted = "Conflicted"
@@ -96,9 +98,9 @@ type ServicePolicyStatus struct {
 	// +optional
 	Services []string `json:"services,omitempty"`
 
-	// serviceCount is len(services), for the printer column.
+	// serviceCount is len(services), for the printer column (0 is shown, not left blank).
 	// +optional
-	ServiceCount int32 `json:"serviceCount,omitempty"`
+	ServiceCount int32 `json:"serviceCount"`
 
 	// observedGeneration is the generation the status was computed from.
 	// +optional

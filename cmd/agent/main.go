@@ -50,8 +50,8 @@ func parseFlags(fs *flag.FlagSet, args []string) (flags, error) {
 	fs.StringVar(&f.defaultScheduler, "default-scheduler", string(lbv1alpha1.DefaultScheduler), "The IPVS scheduler of Services no ServicePolicy governs.")
 	fs.DurationVar(&f.auditPeriod, "audit-period", time.Minute, "How often to re-read the kernel and repair drift.")
 	fs.StringVar(&f.clusterCIDRs, "cluster-cidr", "", "Comma-separated pod CIDRs of the cluster. Empty: read them from the Node objects.")
-	fs.StringVar(&f.metricsAddr, "metrics-bind-address", ":9100", "Address of the Prometheus metrics and /debug/ipvs endpoint; 0 disables it.")
-	fs.StringVar(&f.probeAddr, "health-probe-bind-address", ":9101", "Address of the /healthz and /readyz endpoints.")
+	fs.StringVar(&f.metricsAddr, "metrics-bind-address", ":10271", "Address of the Prometheus metrics and /debug/ipvs endpoint; 0 disables it.")
+	fs.StringVar(&f.probeAddr, "health-probe-bind-address", ":10272", "Address of the /healthz and /readyz endpoints.")
 	fs.IntVar(&f.workers, "workers", 4, "Services programmed concurrently.")
 	fs.StringVar(&f.sysctlRoot, "sysctl-root", "/proc/sys", "Where the host network namespace's sysctls are writable. "+
 		"A container's /proc/sys is read-only, so the DaemonSet mounts the host's /proc/sys/net at <root>/net.")
