@@ -1,7 +1,6 @@
 package lab
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -136,5 +135,3 @@ func waitFor(what string, timeout time.Duration, interval time.Duration, watch [
 		time.Sleep(interval)
 	}
 }
-
-var errNotYet = errors.New("not yet")
