@@ -11,9 +11,27 @@
 //	netns outside      eth0 192.168.100.200/24, route 10.96.0.0/16 via 192.168.100.11 (not a cluster member)
 //	netns pod-NS-NAME  one per pod, made by the lab kubelet
 //
+// Every node netns has ip_forward=1, br_netfilter with bridge-nf-call-iptables=1 and vs.conntrack=1; the
+// root netns masquerades 192.168.100.0/24 and 10.244.0.0/16 out of eth0 (where only 10.0.2.100 answers)
+// and refuses labd's port from lab0. The kube-apiserver advertises 10.0.2.100 with its real port, so the
+// kubernetes Service's endpoint is 10.0.2.100:<port>; qemu forwards that port as well as 6443.
+//
+// The guest loads IPVS with every scheduler, conntrack, nftables (nat, masq, ct, reject, fib, limit, log,
+// numgen), bridge, br_netfilter, veth, dummy (numdummies=0), xfrm_user, virtio and 9p at boot, and ships
+// /lib/modules/<kver> with modules.dep and /sbin/modprobe (busybox). Binaries built for the guest
+// (CGO_ENABLED=0: labvm, agent, operator) are in the share at /mnt/host/bin; guest logs go to
+// /mnt/host/logs (labd.out, kubelet-node-X.log, kubelet-node-X.out).
+//
+// Commands run through labd switch network namespace only (setns), not mount namespace: /sys is the
+// guest root's. Wrap argv in `ip netns exec NAME ...` when a tool needs the namespace's /sys.
+//
 // Prepare builds the cached assets (kernel, modules, initramfs, Kubernetes binaries), Start brings a lab
 // up and Stop tears it down. Up and Down do the same for the `lab` command line, which can leave a lab
-// running in the background.
+// running in the background:
+//
+//	go run ./test/lab/cmd/lab up [--detach]          # kubeconfig: bin/lab/run/kubeconfig
+//	go run ./test/lab/cmd/lab exec node-a ipvsadm -Ln
+//	go run ./test/lab/cmd/lab down
 package lab
 
 import (
