@@ -199,6 +199,9 @@ func Start(ctx context.Context, opts Options) (_ *Lab, err error) {
 		}
 	}
 	l.Timings.Total = time.Since(t0)
+	if err := l.writeState(); err != nil {
+		return nil, err
+	}
 	progress(opts.Out, "lab ready: %s", l.Timings)
 	return l, nil
 }
@@ -389,6 +392,9 @@ func (l *Lab) Stop() error {
 		}
 		errs = append(errs, l.cp.stop())
 		l.stopErr = errorsJoin(errs...)
+		if l.runDir != "" {
+			_ = os.Remove(filepath.Join(l.runDir, stateFile))
+		}
 		if l.runDir != "" {
 			if l.failed || l.opts.KeepRunDir || l.stopErr != nil {
 				progress(l.opts.Out, "stopped; logs kept in %s", l.runDir)

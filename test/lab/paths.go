@@ -58,6 +58,7 @@ const (
 	EnvKeep = "LAB_KEEP"
 	// EnvKubeBin overrides the directory of the Kubernetes binaries (default <repo>/bin/k8s/<version>).
 	EnvKubeBin = "LAB_KUBE_BIN"
+	// EnvRunDir (LAB_RUN_DIR, in updown.go) selects the lab Attach, Status, Down and `lab exec` use.
 )
 
 // KubeVersion is the version of the control-plane binaries hack/build-kube.sh builds.

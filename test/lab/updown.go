@@ -19,7 +19,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 )
 
-// State describes a lab started by Up; it is kept in <cache>/run/state.json while the lab runs.
+// State describes a running lab; Start writes it to <run dir>/state.json once the lab is ready and Stop
+// removes it. Attach, Status, Down and `lab exec` find a lab through it.
 type State struct {
 	// Pid is the process that owns the lab (`lab up`).
 	Pid        int       `json:"pid"`
@@ -43,26 +44,76 @@ type StateProc struct {
 // UpRunDir is the run directory of the lab Up starts: <cache>/run.
 func UpRunDir(opts Options) string { return filepath.Join(opts.CacheDir, "run") }
 
-func statePath(opts Options) string { return filepath.Join(UpRunDir(opts), "state.json") }
+// EnvRunDir names the run directory of the lab that Attach, Status, Down and `lab exec` use (default:
+// UpRunDir). Any lab's run directory works, e.g. one a test suite or the demo started.
+const EnvRunDir = "LAB_RUN_DIR"
+
+const stateFile = "state.json"
+
+// attachRunDir is the run directory Attach and friends look at.
+func attachRunDir(opts Options) string {
+	if d := os.Getenv(EnvRunDir); d != "" {
+		if abs, err := filepath.Abs(d); err == nil {
+			return abs
+		}
+		return d
+	}
+	return UpRunDir(opts)
+}
+
+func statePath(opts Options) string { return filepath.Join(attachRunDir(opts), stateFile) }
+
+// writeState records a ready lab in its run directory.
+func (l *Lab) writeState() error {
+	st := State{Pid: os.Getpid(), RunDir: l.runDir, ShareDir: l.shareDir, Kubeconfig: l.hostKubeconfig,
+		LabdURL: l.labdURL, Started: time.Now(), Timings: l.Timings.String()}
+	var procs []*proc
+	if l.vm != nil {
+		procs = append(procs, l.vm.proc)
+	}
+	if l.cp != nil {
+		procs = append(procs, l.cp.procs()...)
+	}
+	for _, p := range procs {
+		if p == nil {
+			continue
+		}
+		exe, err := filepath.EvalSymlinks(p.cmd.Path)
+		if err != nil {
+			exe = p.cmd.Path
+		}
+		st.Procs = append(st.Procs, StateProc{Name: p.name, Pid: p.pid(), Exe: exe})
+	}
+	data, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(filepath.Join(l.runDir, stateFile), data, 0o644)
+}
 
 // envUpChild marks the background process of `lab up --detach`.
 const envUpChild = "LAB_UP_CHILD"
 
-// ReadState returns the state of the lab Up started, or an error if none runs.
+// ReadState returns the state of the lab in $LAB_RUN_DIR, or else of the one Up started, or an error if
+// none runs.
 func ReadState(opts Options) (*State, error) {
 	if err := opts.defaults(); err != nil {
 		return nil, err
 	}
-	data, err := os.ReadFile(statePath(opts))
+	return readState(statePath(opts))
+}
+
+func readState(path string) (*State, error) {
+	data, err := os.ReadFile(path)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("lab: no lab is running (no %s); start one with `go run ./test/lab/cmd/lab up`", statePath(opts))
+			return nil, fmt.Errorf("lab: no lab is running (no %s); start one with `go run ./test/lab/cmd/lab up`", path)
 		}
 		return nil, err
 	}
 	var st State
 	if err := json.Unmarshal(data, &st); err != nil {
-		return nil, fmt.Errorf("lab: %s: %w", statePath(opts), err)
+		return nil, fmt.Errorf("lab: %s: %w", path, err)
 	}
 	return &st, nil
 }
@@ -76,7 +127,7 @@ func Up(ctx context.Context, opts Options, detach bool) error {
 	if err := opts.defaults(); err != nil {
 		return err
 	}
-	if st, err := ReadState(opts); err == nil && alive(st.Pid) {
+	if st, err := readState(filepath.Join(UpRunDir(opts), stateFile)); err == nil && alive(st.Pid) {
 		return fmt.Errorf("lab: a lab is already running (pid %d, %s); stop it with `go run ./test/lab/cmd/lab down`", st.Pid, st.RunDir)
 	}
 	if detach && os.Getenv(envUpChild) != "1" {
@@ -92,22 +143,6 @@ func Up(ctx context.Context, opts Options, detach bool) error {
 		return err
 	}
 	defer l.Stop()
-	st := State{Pid: os.Getpid(), RunDir: l.runDir, ShareDir: l.shareDir, Kubeconfig: l.hostKubeconfig,
-		LabdURL: l.labdURL, Started: time.Now(), Timings: l.Timings.String()}
-	for _, p := range append([]*proc{l.vm.proc}, l.cp.procs()...) {
-		if p != nil {
-			exe, err := filepath.EvalSymlinks(p.cmd.Path)
-			if err != nil {
-				exe = p.cmd.Path
-			}
-			st.Procs = append(st.Procs, StateProc{Name: p.name, Pid: p.pid(), Exe: exe})
-		}
-	}
-	data, _ := json.MarshalIndent(st, "", "  ")
-	if err := writeFileAtomic(statePath(opts), data, 0o644); err != nil {
-		return err
-	}
-	defer os.Remove(statePath(opts))
 	printUsage(opts.Out, opts, l)
 	if detach {
 		fmt.Fprintf(opts.Out, "lab: running in the background (pid %d); stop it with: go run ./test/lab/cmd/lab down\n", os.Getpid())
@@ -158,7 +193,8 @@ func upDetached(ctx context.Context, opts Options) error {
 	if err := os.MkdirAll(opts.CacheDir, 0o755); err != nil {
 		return err
 	}
-	_ = os.Remove(statePath(opts))
+	upState := filepath.Join(UpRunDir(opts), stateFile)
+	_ = os.Remove(upState)
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
 	if err != nil {
 		return err
@@ -201,7 +237,7 @@ func upDetached(ctx context.Context, opts Options) error {
 			return ctx.Err()
 		case <-time.After(500 * time.Millisecond):
 			show()
-			if st, err := ReadState(opts); err == nil && st.Pid == cmd.Process.Pid {
+			if st, err := readState(upState); err == nil && st.Pid == cmd.Process.Pid {
 				time.Sleep(200 * time.Millisecond)
 				show()
 				_ = cmd.Process.Release()

@@ -9,7 +9,8 @@
 //	go run ./test/lab/cmd/lab down                stop a lab started with --detach
 //
 // Environment: LAB_CACHE (asset cache, default <repo>/bin/lab), LAB_KUBE_BIN (Kubernetes binaries),
-// LAB_KEEP=1 (keep run directories).
+// LAB_KEEP=1 (keep run directories), LAB_RUN_DIR (status/exec/down act on the lab of this run directory,
+// e.g. one a test suite or the demo started, instead of the one "up" started).
 package main
 
 import (
@@ -38,6 +39,8 @@ commands:
   exec [--timeout D] NETNS CMD [ARG...]
                              run CMD in the VM, in network namespace NETNS: root, node-a, node-b,
                              outside or pod-<namespace>-<name>; exits with CMD's exit code
+
+status, exec and down act on the lab "up" started, or on the lab whose run directory is $LAB_RUN_DIR.
 `
 
 func main() {
