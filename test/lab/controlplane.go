@@ -18,15 +18,16 @@ import (
 )
 
 // controllers are the kube-controller-manager controllers the lab runs: what Services, workloads and
-// namespaces need, and nothing that watches node health or allocates pod CIDRs (the lab kubelet reports
-// its own fixed ones).
+// namespaces need, and the node lifecycle controller, which lifts the node.kubernetes.io/not-ready taint the
+// API server puts on every new Node once the lab kubelet reports it Ready (without it nothing schedules).
+// No pod CIDR allocation: the lab kubelet reports its own fixed ones.
 var controllers = []string{
 	"endpointslice-controller", "endpointslice-mirroring-controller", "endpoints-controller",
 	"deployment-controller", "replicaset-controller", "daemonset-controller", "statefulset-controller",
 	"job-controller", "namespace-controller", "garbage-collector-controller", "serviceaccount-controller",
 	"serviceaccount-token-controller", "root-ca-certificate-publisher-controller",
 	"clusterrole-aggregation-controller", "pod-garbage-collector-controller", "ttl-after-finished-controller",
-	"disruption-controller", "service-cidr-controller",
+	"disruption-controller", "service-cidr-controller", "node-lifecycle-controller",
 	"certificatesigningrequest-signing-controller", "certificatesigningrequest-approving-controller",
 }
 
