@@ -45,6 +45,21 @@ func RegisterScenarios(driver func() Driver) {
 		ns = newNamespace(ctx, drv)
 		cli = clientPod(ctx, drv, ns, "client", nodeB)
 	})
+	// On failure, what the kernel held on every node: enough to tell a programming bug from a data-path one.
+	AfterEach(func(ctx SpecContext) {
+		if !CurrentSpecReport().Failed() {
+			return
+		}
+		for _, node := range drv.Nodes() {
+			for _, argv := range [][]string{
+				{"ipvsadm", "-Ln", "--stats"}, {"ipvsadm", "-Lnc"}, {"ip", "-o", "addr", "show", "dev", agentInterface},
+				{"nft", "list", "table", "inet", "ipvs-operator"},
+			} {
+				out, err := drv.NodeExec(ctx, node, argv...)
+				AddReportEntry(fmt.Sprintf("%s: %s", node, strings.Join(argv, " ")), fmt.Sprintf("%s%v", out, err))
+			}
+		}
+	})
 
 	// expectServed checks the virtual server for vip:port on every node lists exactly the pods' endpoints.
 	expectServed := func(ctx context.Context, vip string, port int32, proto ipvs.Protocol, want []string) {
@@ -292,8 +307,10 @@ func RegisterScenarios(driver func() Driver) {
 				g.Expect(activeConnections(out)).To(Equal(2), out)
 			}).WithTimeout(10 * time.Second).Should(Succeed())
 
+			// A merge patch, as `kubectl patch` does: the operator writes the policy's status concurrently.
+			before := policy.DeepCopy()
 			policy.Spec.Scheduler = lbv1alpha1.SchedulerLeastConnection
-			Expect(drv.Client().Update(ctx, policy)).To(Succeed())
+			Expect(drv.Client().Patch(ctx, policy, client.MergeFrom(before))).To(Succeed())
 			Eventually(ctx, func(g Gomega) {
 				table, raw := ipvsSave(ctx, drv, nodeB)
 				g.Expect(virtualServer(table, vip, 80, ipvs.TCP).Scheduler).To(Equal("lc"), raw)

@@ -7,7 +7,8 @@ import (
 	"strings"
 	"time"
 
-	. "github.com/onsi/gomega" //nolint:revive
+	. "github.com/onsi/ginkgo/v2" //nolint:revive
+	. "github.com/onsi/gomega"    //nolint:revive
 
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -140,16 +141,13 @@ func fromOutside(ctx context.Context, drv Driver, r request) outcome {
 	return o
 }
 
-// background runs f in a goroutine and returns a function that waits for its result.
+// background runs f in a goroutine and returns a function that waits for its result. A failed assertion in
+// f fails the spec (GinkgoRecover) instead of crashing the suite; the waiter then returns T's zero value.
 func background[T any](f func() T) func() T {
 	ch := make(chan T, 1)
 	go func() {
-		defer func() {
-			if r := recover(); r != nil {
-				close(ch)
-				panic(r)
-			}
-		}()
+		defer close(ch)
+		defer GinkgoRecover()
 		ch <- f()
 	}()
 	return func() T { return <-ch }
