@@ -160,19 +160,18 @@ func run(ctx context.Context, f flags) error {
 		Recorder: mgr.GetEventRecorder("ipvs-operator-agent"),
 		Clock:    clock.RealClock{},
 	}
-	startup := agent.NewStartup(agent.StartupConfig{
-		Cache: mgr.GetCache(), Client: mgr.GetClient(), Engine: kernel.engine,
-		Services: services, AuditPeriod: f.auditPeriod,
-	})
-	if err := services.SetupWithManager(mgr, f.workers); err != nil {
+	// Pod CIDRs come from the flag, or else from the Nodes (and then follow them).
+	podCIDRs := func(ctx context.Context) ([]netip.Prefix, error) { return agent.ListPodCIDRs(ctx, mgr.GetClient()) }
+	if cidrs, _ := f.podCIDRs(); len(cidrs) > 0 {
+		podCIDRs = func(context.Context) ([]netip.Prefix, error) { return cidrs, nil }
+	} else if err := (&agent.PodCIDRReconciler{Client: mgr.GetClient(), Engine: kernel.engine}).SetupWithManager(mgr); err != nil {
 		return err
 	}
-	cidrs, _ := f.podCIDRs()
-	if len(cidrs) > 0 {
-		if err := kernel.engine.SetPodCIDRs(ctx, cidrs); err != nil {
-			return err
-		}
-	} else if err := (&agent.PodCIDRReconciler{Client: mgr.GetClient(), Engine: kernel.engine}).SetupWithManager(mgr); err != nil {
+	startup := agent.NewStartup(agent.StartupConfig{
+		Cache: mgr.GetCache(), Client: mgr.GetClient(), Engine: kernel.engine,
+		Services: services, AuditPeriod: f.auditPeriod, PodCIDRs: podCIDRs,
+	})
+	if err := services.SetupWithManager(mgr, f.workers); err != nil {
 		return err
 	}
 	if err := mgr.Add(startup); err != nil {

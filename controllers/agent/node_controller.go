@@ -28,13 +28,21 @@ var allNodes = reconcile.Request{}
 
 // Reconcile collects every Node's pod CIDRs and hands them to the engine.
 func (r *PodCIDRReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result, error) {
-	nodes := &corev1.NodeList{}
-	if err := r.List(ctx, nodes); err != nil {
+	cidrs, err := ListPodCIDRs(ctx, r)
+	if err != nil {
 		return ctrl.Result{}, err
 	}
-	cidrs := PodCIDRs(nodes.Items)
 	logf.FromContext(ctx).V(1).Info("Pod CIDRs", "cidrs", cidrs)
 	return ctrl.Result{}, r.Engine.SetPodCIDRs(ctx, cidrs)
+}
+
+// ListPodCIDRs returns the pod CIDRs of every Node.
+func ListPodCIDRs(ctx context.Context, c client.Reader) ([]netip.Prefix, error) {
+	nodes := &corev1.NodeList{}
+	if err := c.List(ctx, nodes); err != nil {
+		return nil, err
+	}
+	return PodCIDRs(nodes.Items), nil
 }
 
 // PodCIDRs returns the sorted, de-duplicated pod CIDRs of the nodes; unparsable ones are skipped.

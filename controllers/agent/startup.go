@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"net/netip"
 	"sync/atomic"
 	"time"
 
@@ -32,6 +33,10 @@ type StartupConfig struct {
 	Engine      Engine
 	Services    *ServiceReconciler
 	AuditPeriod time.Duration
+	// PodCIDRs says which sources are pods. It is asked once the caches are filled and before the kernel
+	// state is adopted: adopting re-ensures the nftables table, and a guard that does not yet know the pod
+	// CIDRs would refuse pods' new connections to ClusterIPs until it learns them.
+	PodCIDRs func(ctx context.Context) ([]netip.Prefix, error)
 }
 
 // NewStartup returns a Startup whose gate the ServiceReconciler waits on.
@@ -48,6 +53,19 @@ func (s *Startup) Start(ctx context.Context) error {
 		return ctx.Err()
 	}
 	t0 := time.Now()
+	if s.PodCIDRs != nil {
+		cidrs, err := s.PodCIDRs(ctx)
+		if err != nil {
+			return err
+		}
+		if len(cidrs) == 0 {
+			log.Info("No pod CIDRs known (no --cluster-cidr, no Node has spec.podCIDRs): pods reaching " +
+				"ClusterIPs are refused by the outside guard; set --cluster-cidr")
+		}
+		if err := s.Engine.SetPodCIDRs(ctx, cidrs); err != nil {
+			return err
+		}
+	}
 	if err := s.Engine.Adopt(ctx); err != nil {
 		return err // the manager exits and the kubelet restarts us: better than programming blind
 	}

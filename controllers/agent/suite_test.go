@@ -2,15 +2,19 @@ package agent_test
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
@@ -36,7 +40,37 @@ import (
 
 const nodeName = "node-a"
 
+// orderedEngine records the order of the engine's start-up calls.
+type orderedEngine struct {
+	agent.Engine
+	mu    sync.Mutex
+	calls []string
+}
+
+func (e *orderedEngine) record(call string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.calls = append(e.calls, call)
+}
+
+func (e *orderedEngine) Calls() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]string(nil), e.calls...)
+}
+
+func (e *orderedEngine) Adopt(ctx context.Context) error {
+	e.record("Adopt")
+	return e.Engine.Adopt(ctx)
+}
+
+func (e *orderedEngine) SetPodCIDRs(ctx context.Context, cidrs []netip.Prefix) error {
+	e.record(fmt.Sprintf("SetPodCIDRs%v", cidrs))
+	return e.Engine.SetPodCIDRs(ctx, cidrs)
+}
+
 var (
+	engine  *orderedEngine
 	testEnv *envtest.Environment
 	cfg     *rest.Config
 	k8s     client.Client
@@ -85,7 +119,10 @@ var _ = BeforeSuite(func() {
 	ctx, c := context.WithCancel(context.Background())
 	cancel = c
 	Expect(agent.IndexEndpointSlices(ctx, mgr.GetFieldIndexer())).To(Succeed())
-	engine := ipvssync.New(kernel, vips, rules, clock.RealClock{}, ipvssync.Options{Metrics: agent.EngineMetrics{}})
+	// A Node with a pod CIDR exists before the agent starts, as in any cluster.
+	Expect(k8s.Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "startup-node"},
+		Spec: corev1.NodeSpec{PodCIDR: "10.244.9.0/24", PodCIDRs: []string{"10.244.9.0/24"}}})).To(Succeed())
+	engine = &orderedEngine{Engine: ipvssync.New(kernel, vips, rules, clock.RealClock{}, ipvssync.Options{Metrics: agent.EngineMetrics{}})}
 	services := &agent.ServiceReconciler{
 		Client:   mgr.GetClient(),
 		Engine:   engine,
@@ -95,6 +132,7 @@ var _ = BeforeSuite(func() {
 	}
 	startup = agent.NewStartup(agent.StartupConfig{
 		Cache: mgr.GetCache(), Client: mgr.GetClient(), Engine: engine, Services: services, AuditPeriod: time.Second,
+		PodCIDRs: func(ctx context.Context) ([]netip.Prefix, error) { return agent.ListPodCIDRs(ctx, mgr.GetClient()) },
 	})
 	Expect(services.SetupWithManager(mgr, 2)).To(Succeed())
 	Expect((&agent.PodCIDRReconciler{Client: mgr.GetClient(), Engine: engine}).SetupWithManager(mgr)).To(Succeed())
