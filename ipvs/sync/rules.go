@@ -8,6 +8,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/sets"
 
 	"github.com/ipvs-operator/ipvs-operator/ipvs"
+	"github.com/ipvs-operator/ipvs-operator/ipvs/plan"
 )
 
 // elementSet is a set of nftables set elements: ClusterIPs and endpoint IPs.
@@ -52,13 +53,44 @@ func contribution(e *entry) elementSet {
 	return c
 }
 
+// wanted is what a Service's desired state will need in the sets once it is programmed.
+func wanted(want plan.Desired) elementSet {
+	c := newElementSet()
+	c.clusterIPs.Insert(want.VIPs...)
+	for _, sv := range want.Servers {
+		for _, d := range sv.Destinations {
+			c.endpoints.Insert(d.Address)
+		}
+	}
+	return c
+}
+
+// growElements adds, before any kernel operation, the elements the desired state will need: a new endpoint
+// must be in the hairpin set before IPVS sends it traffic, because NAT is decided on a connection's first
+// packet and a hairpin connection that starts unmasqueraded stays broken. Removals wait for updateElements,
+// after the operations.
+func (s *Syncer) growElements(e *entry, want plan.Desired) error {
+	if s.rules == nil {
+		return nil
+	}
+	next := contribution(e)
+	w := wanted(want)
+	next.clusterIPs.Insert(w.clusterIPs.UnsortedList()...)
+	next.endpoints.Insert(w.endpoints.UnsortedList()...)
+	return s.setElements(e, next)
+}
+
 // updateElements brings the sets in step with e's contribution, incrementally. On failure nothing changes,
 // so the next sync retries the same difference.
 func (s *Syncer) updateElements(e *entry) error {
 	if s.rules == nil {
 		return nil
 	}
-	next := contribution(e)
+	return s.setElements(e, contribution(e))
+}
+
+// setElements makes e contribute next to the sets.
+func (s *Syncer) setElements(e *entry, next elementSet) error {
 	addC, remC := next.clusterIPs.Difference(e.elements.clusterIPs), e.elements.clusterIPs.Difference(next.clusterIPs)
 	addE, remE := next.endpoints.Difference(e.elements.endpoints), e.elements.endpoints.Difference(next.endpoints)
 	if addC.Len()+remC.Len()+addE.Len()+remE.Len() == 0 {

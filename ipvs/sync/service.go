@@ -53,6 +53,9 @@ func (s *Syncer) syncLocked(ctx context.Context, key string, want plan.Desired) 
 		return Result{}, fmt.Errorf("service %s: %w", key, err)
 	}
 
+	if err := s.growElements(e, effective); err != nil {
+		errs = append(errs, err)
+	}
 	p := plan.Compute(effective, s.observed(e), now)
 	a := s.newApplier(ctx, e, now)
 	a.run(ctx, p.Ops)
