@@ -165,6 +165,7 @@ func run(ctx context.Context, keep bool) (err error) {
 		return err
 	}
 	fmt.Printf("    ClusterIP still %s\n", svc.Spec.ClusterIP)
+	step("30 more requests: lc favours the new pod, which has no connections yet (IPVS counts the others' TIME_WAIT ones)")
 	if err := spread(ctx, l, vip); err != nil {
 		return err
 	}
