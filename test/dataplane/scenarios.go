@@ -299,7 +299,8 @@ func RegisterScenarios(driver func() Driver) {
 
 			// Two connections held open through the VIP while the scheduler changes under them.
 			held := background(func() outcome {
-				return fromPod(ctx, drv, cli, request{proto: "tcp", addr: hostPort(vip, 80), count: 2, hold: 12 * time.Second})
+				// Held long enough to outlast the scheduler change and the checks below on a loaded machine.
+				return fromPod(ctx, drv, cli, request{proto: "tcp", addr: hostPort(vip, 80), count: 2, hold: 40 * time.Second})
 			})
 			Eventually(ctx, func(g Gomega) {
 				out, err := drv.NodeExec(ctx, nodeB, "ipvsadm", "-Ln", "-t", hostPort(vip, 80))
@@ -335,6 +336,9 @@ func RegisterScenarios(driver func() Driver) {
 				}
 			}
 			got := fromPod(ctx, drv, cli, request{addr: hostPort(vip, 80), count: 8})
+			out, err = drv.NodeExec(ctx, nodeB, "ipvsadm", "-Ln", "-t", hostPort(vip, 80))
+			Expect(err).NotTo(HaveOccurred())
+			Expect(activeConnections(out)).To(Equal(2), "the held connections outlived the check, or it proves nothing:\n%s", out)
 			Expect(got.Answers).To(Equal(map[string]int{idle: 8}), "lc picks the pod without held connections: %s", got.Raw)
 
 			h := held()
