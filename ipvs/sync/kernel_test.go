@@ -1,0 +1,166 @@
+//go:build kernel
+
+// The sync engine over the real netlink implementations, on a kernel with IPVS (the lab VM runs these as
+// part of `make test`): adoption without flushing, a no-op restart, audit repair, and Cleanup, in a fresh
+// network namespace each.
+package sync_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+	"k8s.io/utils/clock"
+
+	"github.com/ipvs-operator/ipvs-operator/ipvs"
+	"github.com/ipvs-operator/ipvs-operator/ipvs/host"
+	"github.com/ipvs-operator/ipvs-operator/ipvs/nftrules"
+	"github.com/ipvs-operator/ipvs-operator/ipvs/plan"
+	ipvssync "github.com/ipvs-operator/ipvs-operator/ipvs/sync"
+)
+
+// kernelNS is a fresh network namespace with lo up and IPVS, or the test is skipped on a kernel without it.
+func kernelNS(t *testing.T) (netns.NsHandle, string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	if _, err := host.LoadRequiredModules(); err != nil {
+		t.Logf("loading modules: %v", err)
+	}
+	if _, err := netlink.GenlFamilyGet("IPVS"); err != nil {
+		t.Skipf("this kernel has no IPVS (%v); run these tests in the lab VM", err)
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, err := netns.Get()
+	must(t, err)
+	defer orig.Close()
+	ns, err := netns.New()
+	must(t, err)
+	must(t, netns.Set(orig))
+	t.Cleanup(func() { ns.Close() })
+	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
+	must(t, err)
+	defer h.Close()
+	lo, err := h.LinkByName("lo")
+	must(t, err)
+	must(t, h.LinkSetUp(lo))
+	return ns, fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), int(ns))
+}
+
+type realKernel struct {
+	ipvs  ipvs.Interface
+	vips  ipvs.VIPs
+	rules *nftrules.Table
+}
+
+func openKernel(t *testing.T, ns netns.NsHandle, path string) realKernel {
+	t.Helper()
+	i, err := ipvs.NewNetlinkInNamespace(path)
+	must(t, err)
+	v, err := ipvs.NewDummyVIPsInNamespace("ipvs0", path)
+	must(t, err)
+	r, err := nftrules.New(nftrules.WithNetNS(int(ns)))
+	must(t, err)
+	t.Cleanup(func() {
+		i.(interface{ Close() error }).Close()
+		v.(interface{ Close() error }).Close()
+		r.Close()
+	})
+	return realKernel{i, v, r}
+}
+
+func TestKernelSyncerLifecycle(t *testing.T) {
+	ctx := context.Background()
+	ns, path := kernelNS(t)
+	k := openKernel(t, ns, path)
+	must(t, host.Probe(k.ipvs))
+
+	// Someone else's virtual server, on an address that is not ours.
+	foreign := ipvs.Service{ServiceKey: ipvs.ServiceKey{Address: netip.MustParseAddr("198.51.100.9"), Port: 80, Protocol: ipvs.TCP}, Scheduler: "wlc"}
+	must(t, k.ipvs.AddService(foreign))
+
+	vip := netip.MustParseAddr("10.96.0.10")
+	dst := func(ip string) ipvs.Destination {
+		return ipvs.Destination{DestinationKey: ipvs.DestinationKey{Address: netip.MustParseAddr(ip), Port: 8080}, Weight: 1}
+	}
+	want := plan.Desired{
+		VIPs: []netip.Addr{vip},
+		Servers: []ipvs.VirtualServer{{
+			Service:      ipvs.Service{ServiceKey: ipvs.ServiceKey{Address: vip, Port: 80, Protocol: ipvs.TCP}, Scheduler: "rr"},
+			Destinations: []ipvs.Destination{dst("10.244.1.2"), dst("10.244.1.3")},
+		}},
+		DrainTimeout: 30 * time.Second,
+	}
+	podCIDRs := ipvssync.Options{PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")}}
+	table := func() string {
+		vs, err := ipvs.Snapshot(k.ipvs)
+		must(t, err)
+		return ipvs.Render(vs)
+	}
+	const programmed = "-A -t 10.96.0.10:80 -s rr\n" +
+		"-a -t 10.96.0.10:80 -r 10.244.1.2:8080 -m -w 1\n" +
+		"-a -t 10.96.0.10:80 -r 10.244.1.3:8080 -m -w 1\n"
+
+	s := ipvssync.New(k.ipvs, k.vips, k.rules, clock.RealClock{}, podCIDRs)
+	must(t, s.Adopt(ctx))
+	res, err := s.SyncService(ctx, "ns/web", want)
+	must(t, err)
+	if got := table(); !strings.Contains(got, programmed) || !strings.Contains(got, "-A -t 198.51.100.9:80 -s wlc") {
+		t.Fatalf("after the first sync (%d ops) the kernel holds\n%s", res.Ops, got)
+	}
+	if bound, _ := k.vips.List(); len(bound) != 1 || bound[0] != vip {
+		t.Fatalf("VIPs on the dummy interface: %v", bound)
+	}
+	if els, _ := k.rules.Elements(); len(els.ClusterIPs) != 1 || len(els.Endpoints) != 2 {
+		t.Fatalf("nftables elements: %+v", els)
+	}
+
+	// A restarted agent (new handles, new engine) adopts the state: no kernel operation for the same want.
+	k2 := openKernel(t, ns, path)
+	s2 := ipvssync.New(k2.ipvs, k2.vips, k2.rules, clock.RealClock{}, podCIDRs)
+	must(t, s2.Adopt(ctx))
+	res, err = s2.SyncService(ctx, "ns/web", want)
+	must(t, err)
+	if res.Ops != 0 {
+		t.Fatalf("a restarted engine made %d kernel operations for an unchanged Service; want adoption, 0", res.Ops)
+	}
+
+	// Drift: someone deletes a real server and the VIP by hand; the audit puts them back.
+	must(t, k.ipvs.DeleteDestination(want.Servers[0].ServiceKey, dst("10.244.1.3").DestinationKey))
+	must(t, k.vips.Unbind(vip))
+	must(t, s2.Audit(ctx))
+	if got := table(); !strings.Contains(got, programmed) {
+		t.Fatalf("the audit did not repair the table:\n%s", got)
+	}
+	if bound, _ := k.vips.List(); len(bound) != 1 {
+		t.Fatalf("the audit did not rebind the VIP: %v", bound)
+	}
+
+	// Cleanup removes what the agent owns and nothing else.
+	must(t, s2.Cleanup(ctx))
+	if got := table(); got != "-A -t 198.51.100.9:80 -s wlc\n" {
+		t.Fatalf("after Cleanup the kernel holds\n%s\nwant only the foreign virtual server", got)
+	}
+	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
+	must(t, err)
+	defer h.Close()
+	if _, err := h.LinkByName("ipvs0"); err == nil {
+		t.Fatal("Cleanup left the dummy interface ipvs0")
+	} else if !errors.As(err, new(netlink.LinkNotFoundError)) {
+		t.Fatalf("looking up ipvs0: %v", err)
+	}
+	if _, err := k2.rules.Elements(); err == nil {
+		t.Fatal("Cleanup left the nftables table")
+	}
+}
