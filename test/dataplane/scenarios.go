@@ -74,6 +74,18 @@ func RegisterScenarios(driver func() Driver) {
 		}
 	}
 
+	// servedWeb makes the common fixture: a Deployment of echo pods (optionally pinned to a node) behind a
+	// Service 80 -> 8080 labelled for this proxy, and waits until every node programs all its pods.
+	servedWeb := func(ctx context.Context, name string, replicas int32, node string) (*corev1.Service, []corev1.Pod) {
+		GinkgoHelper()
+		echoDeployment(ctx, drv, ns, name, replicas, node, httpPort)
+		svc := newService(ctx, drv, ns, name, map[string]string{"app": name}, nil,
+			svcPort("http", 80, intstr.FromInt32(8080), corev1.ProtocolTCP))
+		pods := waitPodsReady(ctx, drv, ns, map[string]string{"app": name}, int(replicas))
+		expectServed(ctx, svc.Spec.ClusterIP, 80, ipvs.TCP, endpoints(podIPs(pods), 8080))
+		return svc, pods
+	}
+
 	Describe("a ClusterIP Service over a Deployment", func() {
 		It("binds the ClusterIP on every node, programs one virtual server with 3 real servers, and spreads rr 10/10/10", func(ctx SpecContext) {
 			echoDeployment(ctx, drv, ns, "web", 3, "", httpPort)
@@ -170,12 +182,8 @@ func RegisterScenarios(driver func() Driver) {
 
 	Describe("endpoint changes", func() {
 		It("replaces a deleted pod's real server within 2 s, keeps the ClusterIP, and a steady loop sees no failure", func(ctx SpecContext) {
-			echoDeployment(ctx, drv, ns, "churn", 3, "", httpPort)
-			svc := newService(ctx, drv, ns, "churn", map[string]string{"app": "churn"}, nil,
-				svcPort("http", 80, intstr.FromInt32(8080), corev1.ProtocolTCP))
-			pods := waitPodsReady(ctx, drv, ns, map[string]string{"app": "churn"}, 3)
+			svc, pods := servedWeb(ctx, "churn", 3, "")
 			vip := svc.Spec.ClusterIP
-			expectServed(ctx, vip, 80, ipvs.TCP, endpoints(podIPs(pods), 8080))
 
 			loop := background(func() outcome {
 				return fromPod(ctx, drv, cli, request{addr: hostPort(vip, 80), duration: 15 * time.Second, interval: 50 * time.Millisecond})
@@ -206,12 +214,8 @@ func RegisterScenarios(driver func() Driver) {
 		})
 
 		It("takes a pod whose readiness fails out of rotation within 2 s, and back when it recovers", func(ctx SpecContext) {
-			echoDeployment(ctx, drv, ns, "probe", 2, "", httpPort)
-			svc := newService(ctx, drv, ns, "probe", map[string]string{"app": "probe"}, nil,
-				svcPort("http", 80, intstr.FromInt32(8080), corev1.ProtocolTCP))
-			pods := waitPodsReady(ctx, drv, ns, map[string]string{"app": "probe"}, 2)
+			svc, pods := servedWeb(ctx, "probe", 2, "")
 			vip := svc.Spec.ClusterIP
-			expectServed(ctx, vip, 80, ipvs.TCP, endpoints(podIPs(pods), 8080))
 
 			sick := pods[0]
 			fromPod(ctx, drv, cli, request{addr: hostPort(sick.Status.PodIP, 8080) + "/admin/fail-readiness"})
@@ -247,12 +251,8 @@ func RegisterScenarios(driver func() Driver) {
 			pods []corev1.Pod
 		)
 		BeforeEach(func(ctx SpecContext) {
-			echoDeployment(ctx, drv, ns, "reach", 2, nodeA, httpPort)
-			svc := newService(ctx, drv, ns, "reach", map[string]string{"app": "reach"}, nil,
-				svcPort("http", 80, intstr.FromInt32(8080), corev1.ProtocolTCP))
-			pods = waitPodsReady(ctx, drv, ns, map[string]string{"app": "reach"}, 2)
-			vip = svc.Spec.ClusterIP
-			expectServed(ctx, vip, 80, ipvs.TCP, endpoints(podIPs(pods), 8080))
+			svc, ps := servedWeb(ctx, "reach", 2, nodeA)
+			pods, vip = ps, svc.Spec.ClusterIP
 		})
 
 		It("is not reachable from a host outside the cluster, and no node answers ARP for it", func(ctx SpecContext) {
@@ -393,12 +393,8 @@ func RegisterScenarios(driver func() Driver) {
 
 	Describe("the agent", func() {
 		It("restarts under a steady request loop with zero failures and adopts the kernel state", func(ctx SpecContext) {
-			echoDeployment(ctx, drv, ns, "steady", 2, "", httpPort)
-			svc := newService(ctx, drv, ns, "steady", map[string]string{"app": "steady"}, nil,
-				svcPort("http", 80, intstr.FromInt32(8080), corev1.ProtocolTCP))
-			pods := waitPodsReady(ctx, drv, ns, map[string]string{"app": "steady"}, 2)
+			svc, _ := servedWeb(ctx, "steady", 2, "")
 			vip := svc.Spec.ClusterIP
-			expectServed(ctx, vip, 80, ipvs.TCP, endpoints(podIPs(pods), 8080))
 			_, before := ipvsSave(ctx, drv, nodeB)
 
 			loop := background(func() outcome {
@@ -420,11 +416,7 @@ func RegisterScenarios(driver func() Driver) {
 			Expect(err).NotTo(HaveOccurred())
 
 			// Program something, restart the agent (adoption + first audit), and look again.
-			echoDeployment(ctx, drv, ns, "mine", 1, "", httpPort)
-			svc := newService(ctx, drv, ns, "mine", map[string]string{"app": "mine"}, nil,
-				svcPort("http", 80, intstr.FromInt32(8080), corev1.ProtocolTCP))
-			pods := waitPodsReady(ctx, drv, ns, map[string]string{"app": "mine"}, 1)
-			expectServed(ctx, svc.Spec.ClusterIP, 80, ipvs.TCP, endpoints(podIPs(pods), 8080))
+			servedWeb(ctx, "mine", 1, "")
 			restartAgent(ctx, drv, nodeA)
 			_, raw := ipvsSave(ctx, drv, nodeA)
 			Expect(raw).To(ContainSubstring("-A -t " + foreign + " -s wlc"))
