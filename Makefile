@@ -88,8 +88,8 @@ build: manifests generate fmt vet ## Build the agent and operator binaries.
 	CGO_ENABLED=0 go build -o $(LOCALBIN)/operator ./cmd/operator
 
 .PHONY: run
-run: manifests generate ## Run the agent from your host against the current kubeconfig (needs a kernel with IPVS).
-	go run ./cmd/agent
+run: manifests generate ## Run the agent on this host against the current kubeconfig (root, a kernel with IPVS).
+	go run ./cmd/agent --node-name=$${NODE_NAME:-$$(hostname)}
 
 ##@ Tools
 
