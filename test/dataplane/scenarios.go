@@ -186,7 +186,7 @@ func RegisterScenarios(driver func() Driver) {
 			vip := svc.Spec.ClusterIP
 
 			loop := background(func() outcome {
-				return fromPod(ctx, drv, cli, request{addr: hostPort(vip, 80), duration: 15 * time.Second, interval: 50 * time.Millisecond})
+				return fromPod(ctx, drv, cli, request{addr: hostPort(vip, 80), duration: 15 * time.Second, interval: 50 * time.Millisecond, timeout: steadyTimeout})
 			})
 			time.Sleep(2 * time.Second)
 			victim := pods[0]
@@ -398,7 +398,7 @@ func RegisterScenarios(driver func() Driver) {
 			_, before := ipvsSave(ctx, drv, nodeB)
 
 			loop := background(func() outcome {
-				return fromPod(ctx, drv, cli, request{addr: hostPort(vip, 80), duration: 12 * time.Second, interval: 50 * time.Millisecond})
+				return fromPod(ctx, drv, cli, request{addr: hostPort(vip, 80), duration: 12 * time.Second, interval: 50 * time.Millisecond, timeout: steadyTimeout})
 			})
 			restartAgent(ctx, drv, nodeB)
 			got := loop()
@@ -424,6 +424,12 @@ func RegisterScenarios(driver func() Driver) {
 		})
 	})
 }
+
+// steadyTimeout bounds each request of a steady loop. It is longer than a single request's 2 s: under TCG
+// emulation a Go binary starting in the VM (the restarted agent, a replacement pod) can stall it for a
+// couple of seconds, which is not a data-path failure. A torn-down path still fails: refused at once, or a
+// SYN lost past two retransmissions.
+const steadyTimeout = 5 * time.Second
 
 // activeConnections sums the ActiveConn column of `ipvsadm -Ln -t VIP:PORT`.
 func activeConnections(out string) int {

@@ -26,8 +26,16 @@ type outcome struct {
 	Raw      string
 }
 
+// String summarises the run and lists every failed request with its position and reason, so that a failure
+// says what kind it was (refused: nothing to serve it; timeout: lost on the way; reset: killed mid-way).
 func (o outcome) String() string {
-	return fmt.Sprintf("ok=%d failed=%d answers=%v", o.OK, o.Failed, o.Answers)
+	var errs []string
+	for i, r := range o.Sequence {
+		if strings.HasPrefix(r, "ERR") {
+			errs = append(errs, fmt.Sprintf("#%d %s", i+1, r))
+		}
+	}
+	return fmt.Sprintf("ok=%d failed=%d answers=%v errors=%v", o.OK, o.Failed, o.Answers, errs)
 }
 
 // parseOutcome reads the client's output: "OK <name>" / "ERR <reason>" lines, then a SUMMARY line.
