@@ -80,10 +80,37 @@ func (r *recorder) setError(v Verb, err error) {
 	r.errs[v] = err
 }
 
+// counters is the lock and operation recorder every fake embeds; its methods are the fakes' shared test
+// controls. The lock also guards the embedding fake's own state.
+type counters struct {
+	mu  sync.Mutex
+	rec recorder
+}
+
+// SetError makes every later call of verb fail with err (still counted); nil clears it.
+func (c *counters) SetError(verb Verb, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.rec.setError(verb, err)
+}
+
+// Ops returns how many times each verb was called since the fake was made or ResetOps.
+func (c *counters) Ops() map[Verb]int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return maps.Clone(c.rec.ops)
+}
+
+// ResetOps sets every counter back to zero.
+func (c *counters) ResetOps() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.rec.ops = nil
+}
+
 // IPVS is an in-memory ipvs.Interface. The zero value is not usable: call New.
 type IPVS struct {
-	mu         sync.Mutex
-	rec        recorder
+	counters
 	schedulers map[string]bool
 	services   map[ipvs.ServiceKey]*service
 }
@@ -115,20 +142,6 @@ func (f *IPVS) SetSchedulers(names ...string) {
 	}
 }
 
-// SetError makes every later call of verb fail with err (still counted); nil clears it.
-func (f *IPVS) SetError(v Verb, err error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.rec.setError(v, err)
-}
-
-// Ops returns how many times each verb was called since New or ResetOps.
-func (f *IPVS) Ops() map[Verb]int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return maps.Clone(f.rec.ops)
-}
-
 // OpCount returns how many times verb was called; TotalOps the sum over all verbs.
 func (f *IPVS) OpCount(v Verb) int {
 	f.mu.Lock()
@@ -145,13 +158,6 @@ func (f *IPVS) TotalOps() int {
 		n += c
 	}
 	return n
-}
-
-// ResetOps sets every counter back to zero.
-func (f *IPVS) ResetOps() {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.rec.ops = nil
 }
 
 // SetConnections sets the connection counts the kernel would report for a real server, for drain tests.

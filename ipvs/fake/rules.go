@@ -5,7 +5,6 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
-	"sync"
 
 	"github.com/ipvs-operator/ipvs-operator/ipvs"
 	"golang.org/x/sys/unix"
@@ -15,8 +14,7 @@ import (
 // Ensure has created the table, removing an absent element is not an error, and Ensure keeps the elements
 // of an existing table. The zero value is usable.
 type Rules struct {
-	mu         sync.Mutex
-	rec        recorder
+	counters
 	exists     bool
 	podCIDRs   []netip.Prefix
 	clusterIPs map[netip.Addr]bool
@@ -27,27 +25,6 @@ var _ ipvs.Rules = (*Rules)(nil)
 
 // NewRules returns a Rules whose table does not exist yet.
 func NewRules() *Rules { return &Rules{} }
-
-// SetError makes every later call of verb fail with err (still counted); nil clears it.
-func (r *Rules) SetError(verb Verb, err error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.rec.setError(verb, err)
-}
-
-// Ops returns how many times each verb was called.
-func (r *Rules) Ops() map[Verb]int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return maps.Clone(r.rec.ops)
-}
-
-// ResetOps sets every counter back to zero.
-func (r *Rules) ResetOps() {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.rec.ops = nil
-}
 
 // TableExists reports whether Ensure has run since the last Delete.
 func (r *Rules) TableExists() bool {

@@ -5,7 +5,6 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
-	"sync"
 
 	"github.com/ipvs-operator/ipvs-operator/ipvs"
 	"golang.org/x/sys/unix"
@@ -14,8 +13,7 @@ import (
 // VIPs is an in-memory ipvs.VIPs: one dummy interface and its addresses. Like the real one, Bind and
 // Unbind are idempotent, and binding before EnsureInterface fails with ENODEV. The zero value is usable.
 type VIPs struct {
-	mu     sync.Mutex
-	rec    recorder
+	counters
 	exists bool
 	addrs  map[netip.Addr]bool
 }
@@ -24,27 +22,6 @@ var _ ipvs.VIPs = (*VIPs)(nil)
 
 // NewVIPs returns a VIPs whose interface does not exist yet.
 func NewVIPs() *VIPs { return &VIPs{} }
-
-// SetError makes every later call of verb fail with err (still counted); nil clears it.
-func (v *VIPs) SetError(verb Verb, err error) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	v.rec.setError(verb, err)
-}
-
-// Ops returns how many times each verb was called.
-func (v *VIPs) Ops() map[Verb]int {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	return maps.Clone(v.rec.ops)
-}
-
-// ResetOps sets every counter back to zero.
-func (v *VIPs) ResetOps() {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	v.rec.ops = nil
-}
 
 // InterfaceExists reports whether EnsureInterface has run since the last DeleteInterface.
 func (v *VIPs) InterfaceExists() bool {
