@@ -571,7 +571,8 @@ func (r *churnRun) converge(ctx context.Context, st churnStep, settled time.Time
 			res.converge = now.Sub(from)
 			break
 		}
-		if now.Sub(from) > churnCap {
+		// The API may keep changing (a flapping pod); three caps from the step's end is the most a step gets.
+		if now.Sub(from) > churnCap || now.Sub(settled) > 3*churnCap {
 			break
 		}
 		time.Sleep(200 * time.Millisecond)
