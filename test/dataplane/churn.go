@@ -657,6 +657,14 @@ func (r *churnRun) waitEqual(ctx context.Context, timeout time.Duration) bool {
 	return false
 }
 
+// churnWorst prints a worst convergence time; past churnCap it means some step never converged.
+func churnWorst(d time.Duration) string {
+	if d > churnCap {
+		return fmt.Sprintf("never (>%s)", churnCap)
+	}
+	return d.Round(time.Millisecond).String()
+}
+
 func formatDiffs(diffs map[string][]string) string {
 	var b strings.Builder
 	for _, node := range slices.Sorted(maps.Keys(diffs)) {
@@ -690,10 +698,14 @@ func (r *churnRun) report(took time.Duration) {
 		if res.converge < 0 {
 			kindMax[k] = churnCap + time.Nanosecond
 		}
+		conv := res.converge
+		if conv < 0 {
+			conv = churnCap + time.Nanosecond // never: worse than any measured time
+		}
 		if k.drift() {
-			worstDrift = max(worstDrift, res.converge)
+			worstDrift = max(worstDrift, conv)
 		} else {
-			worstAPI = max(worstAPI, res.converge)
+			worstAPI = max(worstAPI, conv)
 		}
 		for _, v := range res.violations {
 			violations = append(violations, fmt.Sprintf("step %d %s: %s", res.n, res.step, v))
@@ -729,8 +741,8 @@ func (r *churnRun) report(took time.Duration) {
 
 	var b strings.Builder
 	fmt.Fprintf(&b, "churn: seed=%d steps=%d/%d took=%s\n", r.seed, len(r.results), len(r.steps), took.Round(time.Second))
-	fmt.Fprintf(&b, "  worst convergence: API steps %s (bound %s), drift steps %s (bound %s); -1 = never\n",
-		worstAPI.Round(time.Millisecond), churnAPIBound, worstDrift.Round(time.Millisecond), churnDriftBound)
+	fmt.Fprintf(&b, "  worst convergence: API steps %s (bound %s), drift steps %s (bound %s)\n",
+		churnWorst(worstAPI), churnAPIBound, churnWorst(worstDrift), churnDriftBound)
 	for _, k := range slices.Sorted(maps.Keys(kindMax)) {
 		n := 0
 		for _, res := range r.results {
@@ -738,10 +750,7 @@ func (r *churnRun) report(took time.Duration) {
 				n++
 			}
 		}
-		worst := kindMax[k].Round(time.Millisecond).String()
-		if kindMax[k] > churnCap {
-			worst = "never"
-		}
+		worst := churnWorst(kindMax[k])
 		fmt.Fprintf(&b, "  %-20s n=%-3d worst=%-10s violations at steps %v\n", k, n, worst, perKind[k])
 	}
 	fmt.Fprintf(&b, "  steady loop: ok=%d failed=%d; during drift steps on the client's node (excused): ok=%d failed=%d; windows=%d\n",
