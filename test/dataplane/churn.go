@@ -714,6 +714,7 @@ func (r *churnRun) report(took time.Duration) {
 	}
 
 	var ok, failed, excusedOK, excusedFailed int
+	excusedWhy := map[string]int{}
 	var failures, execErrors []string
 	for _, w := range r.windows {
 		if w.err != nil {
@@ -729,6 +730,11 @@ func (r *churnRun) report(took time.Duration) {
 		if excused {
 			excusedOK += w.out.OK
 			excusedFailed += w.out.Failed
+			for _, res := range w.out.Sequence {
+				if reason, ok := strings.CutPrefix(res, "ERR "); ok {
+					excusedWhy[w.service+" "+reason]++
+				}
+			}
 			continue
 		}
 		ok += w.out.OK
@@ -753,8 +759,8 @@ func (r *churnRun) report(took time.Duration) {
 		worst := churnWorst(kindMax[k])
 		fmt.Fprintf(&b, "  %-20s n=%-3d worst=%-10s violations at steps %v\n", k, n, worst, perKind[k])
 	}
-	fmt.Fprintf(&b, "  steady loop: ok=%d failed=%d; during drift steps on the client's node (excused): ok=%d failed=%d; windows=%d\n",
-		ok, failed, excusedOK, excusedFailed, len(r.windows))
+	fmt.Fprintf(&b, "  steady loop: ok=%d failed=%d; during drift steps on the client's node (excused): ok=%d failed=%d %v; windows=%d\n",
+		ok, failed, excusedOK, excusedFailed, excusedWhy, len(r.windows))
 	r.logf("%s", b.String())
 	AddReportEntry("churn figures", b.String())
 
