@@ -81,6 +81,7 @@ const (
 	ReasonApplied         = "Applied"
 	ReasonNoServices      = "NoServicesSelected"
 	ReasonInvalidSelector = "InvalidSelector"
+	ReasonInvalidSpec     = "InvalidSpec"
 	ReasonConflict        = "ConflictingPolicy"
 	ReasonNoConflict      = "NoConflict"
 )

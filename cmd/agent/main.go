@@ -183,6 +183,9 @@ func run(ctx context.Context, f flags) error {
 	if err := mgr.AddReadyzCheck("synced", startup.ReadyCheck); err != nil {
 		return err
 	}
+	if err := mgr.AddReadyzCheck("services-readable", services.ReadyCheck); err != nil {
+		return err
+	}
 	log.Info("Starting", "node", f.nodeName, "interface", f.ifName, "scope", f.scope,
 		"defaultScheduler", f.defaultScheduler, "auditPeriod", f.auditPeriod)
 	return mgr.Start(ctx)

@@ -2,13 +2,19 @@ package agent
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net/netip"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/clock"
@@ -16,10 +22,12 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	lbv1alpha1 "github.com/ipvs-operator/ipvs-operator/api/v1alpha1"
 	"github.com/ipvs-operator/ipvs-operator/controllers/agent/desired"
@@ -45,6 +53,34 @@ type ServiceReconciler struct {
 	// Gate is closed once the engine has adopted the kernel's state; until then reconciles wait, so the
 	// first programming never races the adoption of what a previous agent left.
 	Gate <-chan struct{}
+	// HeldUnreadyAfter is how long a Service may be held for a dependency error before ReadyCheck fails;
+	// 0 means DefaultHeldUnreadyAfter.
+	HeldUnreadyAfter time.Duration
+	// CRDPollInterval is how often the agent looks for the ServicePolicy CRD when it is not installed;
+	// 0 means DefaultCRDPollInterval.
+	CRDPollInterval time.Duration
+
+	initOnce sync.Once
+	held     *heldServices
+	// governors remembers, per Service, the policy that last governed it with its settings, so that a
+	// policy that turns invalid leaves its Services balanced as they were (see policy).
+	governors *governorMemory
+	noCRD     atomic.Bool
+}
+
+func (r *ServiceReconciler) init() {
+	r.initOnce.Do(func() {
+		if r.Clock == nil {
+			r.Clock = clock.RealClock{}
+		}
+		r.held = newHeldServices(r.Clock)
+		r.governors = &governorMemory{m: map[types.NamespacedName]governor{}}
+	})
+}
+
+func (r *ServiceReconciler) heldServices() *heldServices {
+	r.init()
+	return r.held
 }
 
 // Reconcile computes the Service's desired state on this node and programs it.
@@ -58,19 +94,25 @@ func (r *ServiceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 	return ctrl.Result{RequeueAfter: requeue}, err
 }
 
-// sync is Reconcile without the gate: the start-up pass calls it directly.
+// sync is Reconcile without the gate.
 func (r *ServiceReconciler) sync(ctx context.Context, key types.NamespacedName) (time.Duration, error) {
-	log := logf.FromContext(ctx).WithValues("service", key)
-	start := r.Clock.Now()
-	defer func() { metricSyncDuration.Observe(r.Clock.Since(start).Seconds()) }()
-
 	svc := &corev1.Service{}
 	if err := r.Get(ctx, key, svc); err != nil {
 		if !apierrors.IsNotFound(err) {
-			return 0, err
+			return r.hold(ctx, key, nil, HeldDependencyError, fmt.Errorf("reading the Service: %w", err))
 		}
 		svc = nil // deleted: its state is removed below
 	}
+	return r.syncService(ctx, key, svc)
+}
+
+// syncService programs svc (nil: deleted) as fetched by the caller; the start-up pass hands it the Services
+// it listed, so that a Service it cannot evaluate is still held by its ClusterIPs.
+func (r *ServiceReconciler) syncService(ctx context.Context, key types.NamespacedName, svc *corev1.Service) (time.Duration, error) {
+	r.init()
+	log := logf.FromContext(ctx).WithValues("service", key)
+	start := r.Clock.Now()
+	defer func() { metricSyncDuration.Observe(r.Clock.Since(start).Seconds()) }()
 
 	var (
 		state  desired.State
@@ -79,25 +121,27 @@ func (r *ServiceReconciler) sync(ctx context.Context, key types.NamespacedName) 
 	if svc != nil && desired.InScope(svc, r.Options.ManageAll) {
 		var err error
 		if slices, err = r.endpointSlices(ctx, key); err != nil {
-			return 0, err
+			return r.hold(ctx, key, svc, HeldDependencyError, fmt.Errorf("listing its EndpointSlices: %w", err))
 		}
 		pol, err := r.policy(ctx, svc)
-		if err != nil {
-			return 0, err
+		switch {
+		case errors.Is(err, errPolicyUnknown):
+			return r.hold(ctx, key, svc, HeldPolicyUnknown, err)
+		case err != nil:
+			return r.hold(ctx, key, svc, HeldDependencyError, fmt.Errorf("listing ServicePolicies: %w", err))
 		}
 		state, err = desired.ForService(svc, slices, pol, r.Options)
 		if err != nil {
-			// Bad input in one Service: keep whatever its data path already is, tell the user on the
-			// Service, and don't retry until the object changes.
-			log.Error(err, "Service cannot be programmed; keeping its current kernel state")
-			r.Recorder.Eventf(svc, nil, corev1.EventTypeWarning, "InvalidService", "Program",
-				"node %s: %v", r.Options.NodeName, err)
-			if _, rerr := r.Engine.Retain(ctx, key.String(), clusterIPs(svc)); rerr != nil {
-				return 0, rerr
+			// Bad input in one Service: don't retry until the object changes.
+			if _, herr := r.hold(ctx, key, svc, HeldInvalidService, err); herr != err { //nolint:errorlint // identity: hold added a Retain error
+				return 0, herr
 			}
 			return 0, reconcile.TerminalError(err)
 		}
+	} else if svc == nil {
+		r.governors.forget(key)
 	}
+	r.held.release(key)
 
 	res, err := r.Engine.SyncService(ctx, key.String(), state)
 	if err != nil {
@@ -115,6 +159,31 @@ func (r *ServiceReconciler) sync(ctx context.Context, key types.NamespacedName) 
 	return res.RequeueAfter, nil
 }
 
+// hold keeps what the kernel has for a Service whose desired state cannot be computed: an error in reading
+// its objects or in the translation is never a reason to tear down a data path that works. The Service stays
+// claimed (the engine re-applies its last desired state, or, right after a restart, claims what the previous
+// agent left on its ClusterIPs), so no sweep removes it. The Service gets one Warning Event per new reason;
+// the error is returned so the controller retries it with backoff. svc may be nil (not readable).
+func (r *ServiceReconciler) hold(ctx context.Context, key types.NamespacedName, svc *corev1.Service, reason string, cause error) (time.Duration, error) {
+	r.init()
+	var vips []netip.Addr
+	if svc != nil {
+		vips = clusterIPs(svc)
+	}
+	if r.held.hold(key, reason, cause) {
+		logf.FromContext(ctx).Error(cause, "Service cannot be evaluated; keeping its current kernel state",
+			"service", key, "reason", reason)
+		if svc != nil {
+			r.Recorder.Eventf(svc, nil, corev1.EventTypeWarning, reason, "Program",
+				"node %s keeps this Service's data path as it is: %v", r.Options.NodeName, cause)
+		}
+	}
+	if _, err := r.Engine.Retain(ctx, key.String(), vips); err != nil {
+		return 0, errors.Join(cause, err)
+	}
+	return 0, cause
+}
+
 func (r *ServiceReconciler) endpointSlices(ctx context.Context, key types.NamespacedName) ([]*discoveryv1.EndpointSlice, error) {
 	list := &discoveryv1.EndpointSliceList{}
 	if err := r.List(ctx, list, client.InNamespace(key.Namespace), client.MatchingFields{serviceNameField: key.Name}); err != nil {
@@ -127,31 +196,145 @@ func (r *ServiceReconciler) endpointSlices(ctx context.Context, key types.Namesp
 	return slices, nil
 }
 
-// policy returns the governing ServicePolicy's settings, or nil for the agent's defaults.
+// errPolicyUnknown: a ServicePolicy that may govern the Service is invalid, and the agent does not know the
+// settings it had (see policy).
+var errPolicyUnknown = errors.New("an invalid ServicePolicy may govern this Service")
+
+// policy returns the settings of the policy governing svc, or nil for the agent's defaults.
+//
+// A policy that turns invalid (its selector cannot be parsed, or a spec the CRD's validation would refuse)
+// selects nothing; but switching its Services to another policy or to the defaults would change their
+// traffic silently (sh -> rr breaks affinity). So a Service whose governing policy turned invalid keeps that
+// policy's last valid settings, remembered here, until the policy is fixed or deleted; the operator's
+// condition on the policy says so. After a restart nothing is remembered: a Service that an invalid policy
+// may govern is then held as the kernel has it (errPolicyUnknown). A missing CRD means no policy at all.
 func (r *ServiceReconciler) policy(ctx context.Context, svc *corev1.Service) (*desired.Policy, error) {
 	list := &lbv1alpha1.ServicePolicyList{}
 	if err := r.List(ctx, list, client.InNamespace(svc.Namespace)); err != nil {
-		return nil, err
+		if !meta.IsNoMatchError(err) {
+			return nil, err
+		}
+		if !r.noCRD.Swap(true) {
+			logf.FromContext(ctx).Info("The ServicePolicy CRD is not installed: Services get the agent's defaults")
+		}
+		list.Items = nil
+	} else {
+		r.noCRD.Store(false)
 	}
-	p := policy.Governing(list.Items, svc)
-	if p == nil {
+	key := client.ObjectKeyFromObject(svc)
+	winner := policy.Governing(list.Items, svc)
+
+	// Invalid policies that take precedence over the winner, and might select svc.
+	prev, remembered := r.governors.get(key)
+	for i := range list.Items {
+		p := &list.Items[i]
+		if p.Namespace != svc.Namespace || (winner != nil && !policy.Older(p, winner)) {
+			continue
+		}
+		perr := policy.Check(p)
+		if perr == nil {
+			continue
+		}
+		if remembered && p.UID == prev.uid {
+			r.warnOnce(svc, "PolicyInvalid", fmt.Sprintf("ServicePolicy %s is invalid (%v): keeping its last valid settings (scheduler %s)",
+				p.Name, perr, prev.settings.Scheduler))
+			return &prev.settings, nil
+		}
+		if sel, serr := policy.Selector(p); serr == nil && !sel.Matches(labels.Set(svc.Labels)) {
+			continue // its selector is fine and does not select svc: it never governed it
+		}
+		if !remembered {
+			return nil, fmt.Errorf("%w: %s (%v); fix or delete it", errPolicyUnknown, p.Name, perr)
+		}
+	}
+
+	if winner == nil {
+		r.governors.forget(key)
 		return nil, nil
 	}
-	return &desired.Policy{
-		Scheduler:    string(p.Spec.SchedulerOrDefault()),
-		DrainTimeout: time.Duration(p.Spec.DrainTimeoutSeconds()) * time.Second,
-	}, nil
+	settings := desired.Policy{
+		Scheduler:    string(winner.Spec.SchedulerOrDefault()),
+		DrainTimeout: time.Duration(winner.Spec.DrainTimeoutSeconds()) * time.Second,
+	}
+	r.governors.set(key, governor{uid: winner.UID, settings: settings})
+	return &settings, nil
 }
 
-// SetupWithManager watches Services, their EndpointSlices and the namespace's ServicePolicies.
+// warnOnce sends a Warning Event on svc when (reason, note) differs from the last one sent for it.
+func (r *ServiceReconciler) warnOnce(svc *corev1.Service, reason, note string) {
+	if r.governors.noted(client.ObjectKeyFromObject(svc), reason+": "+note) {
+		r.Recorder.Eventf(svc, nil, corev1.EventTypeWarning, reason, "Program", "node %s: %s", r.Options.NodeName, note)
+	}
+}
+
+// governor is the policy that last governed a Service and the settings it had then.
+type governor struct {
+	uid      types.UID
+	settings desired.Policy
+	note     string // the last Warning sent about it
+}
+
+type governorMemory struct {
+	mu sync.Mutex
+	m  map[types.NamespacedName]governor
+}
+
+func (g *governorMemory) get(k types.NamespacedName) (governor, bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	v, ok := g.m[k]
+	return v, ok
+}
+
+func (g *governorMemory) set(k types.NamespacedName, v governor) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.m[k] = v // a valid governor again: the next warning is new
+}
+
+func (g *governorMemory) forget(k types.NamespacedName) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	delete(g.m, k)
+}
+
+// noted records note as the last warning about k and reports whether it differs from the previous one.
+func (g *governorMemory) noted(k types.NamespacedName, note string) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	v := g.m[k]
+	if v.note == note {
+		return false
+	}
+	v.note = note
+	g.m[k] = v
+	return true
+}
+
+// SetupWithManager watches Services, their EndpointSlices and the namespace's ServicePolicies (whose CRD may
+// be missing: see optionalKind).
 func (r *ServiceReconciler) SetupWithManager(mgr ctrl.Manager, workers int) error {
+	r.init()
+	poll := r.CRDPollInterval
+	if poll <= 0 {
+		poll = DefaultCRDPollInterval
+	}
+	policies := &optionalKind{
+		mapper: mgr.GetRESTMapper(),
+		gk:     lbv1alpha1.GroupVersion.WithKind("ServicePolicy").GroupKind(),
+		inner: source.Kind(mgr.GetCache(), client.Object(&lbv1alpha1.ServicePolicy{}),
+			handler.EnqueueRequestsFromMapFunc(r.policyToServices), predicate.GenerationChangedPredicate{}),
+		poll: poll,
+	}
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("service").
-		// Labels decide scope and policy selection but do not bump the generation.
-		For(&corev1.Service{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.LabelChangedPredicate{}))).
+		// Services never bump metadata.generation: compare what the translation reads instead.
+		For(&corev1.Service{}, builder.WithPredicates(predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+			o, n := e.ObjectOld.(*corev1.Service), e.ObjectNew.(*corev1.Service)
+			return desired.InputsChanged(o, n)
+		}})).
 		Watches(&discoveryv1.EndpointSlice{}, handler.EnqueueRequestsFromMapFunc(sliceToService)).
-		Watches(&lbv1alpha1.ServicePolicy{}, handler.EnqueueRequestsFromMapFunc(r.policyToServices),
-			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		WatchesRawSource(policies).
 		WithOptions(controller.Options{MaxConcurrentReconciles: workers}).
 		Complete(r)
 }

@@ -77,7 +77,8 @@ func (s *Startup) Start(ctx context.Context) error {
 	}
 	failed := 0
 	for i := range list.Items {
-		if _, err := s.Services.sync(ctx, client.ObjectKeyFromObject(&list.Items[i])); err != nil {
+		// A Service that cannot be evaluated is held by its ClusterIPs, so the audit below never sweeps it.
+		if _, err := s.Services.syncService(ctx, client.ObjectKeyFromObject(&list.Items[i]), &list.Items[i]); err != nil {
 			failed++ // the controller retries it; one bad Service must not keep the node unready
 		}
 	}

@@ -19,8 +19,10 @@ import (
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/clock"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -95,6 +97,8 @@ var _ = BeforeSuite(func() {
 		CRDDirectoryPaths:     []string{filepath.Join("..", "..", "config", "crd", "bases")},
 		ErrorIfCRDPathMissing: true,
 	}
+	// Dual-stack, so a Service can be upgraded to two ClusterIPs in place.
+	testEnv.ControlPlane.GetAPIServer().Configure().Set("service-cluster-ip-range", "10.0.0.0/24,fd00:10:96::/112")
 	var err error
 	cfg, err = testEnv.Start()
 	Expect(err).NotTo(HaveOccurred())
@@ -114,34 +118,71 @@ var _ = BeforeSuite(func() {
 	Expect(kernel.AddService(stale)).To(Succeed())
 	Expect(kernel.AddService(ipvs.Service{ServiceKey: key("198.51.100.7", 80, ipvs.TCP), Scheduler: "wlc"})).To(Succeed())
 
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{Scheme: scheme, Metrics: metricsserver.Options{BindAddress: "0"}})
-	Expect(err).NotTo(HaveOccurred())
 	ctx, c := context.WithCancel(context.Background())
 	cancel = c
-	Expect(agent.IndexEndpointSlices(ctx, mgr.GetFieldIndexer())).To(Succeed())
 	// A Node with a pod CIDR exists before the agent starts, as in any cluster.
 	Expect(k8s.Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "startup-node"},
 		Spec: corev1.NodeSpec{PodCIDR: "10.244.9.0/24", PodCIDRs: []string{"10.244.9.0/24"}}})).To(Succeed())
 	engine = &orderedEngine{Engine: ipvssync.New(kernel, vips, rules, clock.RealClock{}, ipvssync.Options{Metrics: agent.EngineMetrics{}})}
-	services := &agent.ServiceReconciler{
-		Client:   mgr.GetClient(),
-		Engine:   engine,
-		Options:  desired.Options{NodeName: nodeName, DefaultScheduler: "rr"},
-		Recorder: mgr.GetEventRecorder("ipvs-operator-agent"),
-		Clock:    clock.RealClock{},
+	a := startAgent(ctx, agentConfig{rest: cfg, scheme: scheme, engine: engine, podCIDRReconciler: true})
+	startup = a.startup
+})
+
+// agentConfig is one agent process as cmd/agent wires it, against an API server and a kernel.
+type agentConfig struct {
+	rest   *rest.Config
+	scheme *runtime.Scheme
+	engine agent.Engine
+	// wrap, if set, wraps the manager's client as the agent's controllers see it (to inject API errors).
+	wrap              func(client.Client) client.Client
+	podCIDRReconciler bool
+}
+
+type runningAgent struct {
+	startup  *agent.Startup
+	services *agent.ServiceReconciler
+	stop     func()
+}
+
+// startAgent starts an agent's manager; stop ends it and waits until it has.
+func startAgent(ctx context.Context, ac agentConfig) runningAgent {
+	GinkgoHelper()
+	mgr, err := ctrl.NewManager(ac.rest, ctrl.Options{
+		Scheme: ac.scheme, Metrics: metricsserver.Options{BindAddress: "0"},
+		Controller: config.Controller{SkipNameValidation: ptr.To(true)}, // several agents in one process
+	})
+	Expect(err).NotTo(HaveOccurred())
+	ctx, cancel := context.WithCancel(ctx)
+	Expect(agent.IndexEndpointSlices(ctx, mgr.GetFieldIndexer())).To(Succeed())
+	c := mgr.GetClient()
+	if ac.wrap != nil {
+		c = ac.wrap(c)
 	}
-	startup = agent.NewStartup(agent.StartupConfig{
-		Cache: mgr.GetCache(), Client: mgr.GetClient(), Engine: engine, Services: services, AuditPeriod: time.Second,
-		PodCIDRs: func(ctx context.Context) ([]netip.Prefix, error) { return agent.ListPodCIDRs(ctx, mgr.GetClient()) },
+	services := &agent.ServiceReconciler{
+		Client:          c,
+		Engine:          ac.engine,
+		Options:         desired.Options{NodeName: nodeName, DefaultScheduler: "rr"},
+		Recorder:        mgr.GetEventRecorder("ipvs-operator-agent"),
+		Clock:           clock.RealClock{},
+		CRDPollInterval: 500 * time.Millisecond,
+	}
+	st := agent.NewStartup(agent.StartupConfig{
+		Cache: mgr.GetCache(), Client: c, Engine: ac.engine, Services: services, AuditPeriod: time.Second,
+		PodCIDRs: func(ctx context.Context) ([]netip.Prefix, error) { return agent.ListPodCIDRs(ctx, c) },
 	})
 	Expect(services.SetupWithManager(mgr, 2)).To(Succeed())
-	Expect((&agent.PodCIDRReconciler{Client: mgr.GetClient(), Engine: engine}).SetupWithManager(mgr)).To(Succeed())
-	Expect(mgr.Add(startup)).To(Succeed())
+	if ac.podCIDRReconciler {
+		Expect((&agent.PodCIDRReconciler{Client: c, Engine: ac.engine}).SetupWithManager(mgr)).To(Succeed())
+	}
+	Expect(mgr.Add(st)).To(Succeed())
+	done := make(chan struct{})
 	go func() {
 		defer GinkgoRecover()
+		defer close(done)
 		Expect(mgr.Start(ctx)).To(Succeed())
 	}()
-})
+	return runningAgent{startup: st, services: services, stop: func() { cancel(); <-done }}
+}
 
 var _ = AfterSuite(func() {
 	if cancel != nil {

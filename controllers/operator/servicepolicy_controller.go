@@ -122,8 +122,10 @@ func (r *ServicePolicyReconciler) recordTransitions(before, after *v1alpha1.Serv
 	if c := became(before, after, v1alpha1.ConditionConflicted, metav1.ConditionTrue, v1alpha1.ReasonConflict); c != nil {
 		r.Recorder.Eventf(after, nil, corev1.EventTypeWarning, c.Reason, eventActionResolve, "%s", c.Message)
 	}
-	if c := became(before, after, v1alpha1.ConditionReady, metav1.ConditionFalse, v1alpha1.ReasonInvalidSelector); c != nil {
-		r.Recorder.Eventf(after, nil, corev1.EventTypeWarning, c.Reason, eventActionResolve, "%s", c.Message)
+	for _, reason := range []string{v1alpha1.ReasonInvalidSelector, v1alpha1.ReasonInvalidSpec} {
+		if c := became(before, after, v1alpha1.ConditionReady, metav1.ConditionFalse, reason); c != nil {
+			r.Recorder.Eventf(after, nil, corev1.EventTypeWarning, c.Reason, eventActionResolve, "%s", c.Message)
+		}
 	}
 }
 

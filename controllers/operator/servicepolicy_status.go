@@ -1,6 +1,7 @@
 package operator
 
 import (
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -22,17 +23,25 @@ const maxNamesInMessage = 10
 func desiredStatus(p *v1alpha1.ServicePolicy, r policy.PolicyResult) v1alpha1.ServicePolicyStatus {
 	status := *p.Status.DeepCopy()
 	status.ObservedGeneration = p.Generation
-	status.Services = nil
-	if len(r.Applied) > 0 {
-		status.Services = append([]string(nil), r.Applied...)
+	if r.Invalid == nil {
+		// An invalid policy keeps its list: the agents keep its last valid settings for those Services
+		// until it is fixed or deleted, so they are still what it governs.
+		status.Services = nil
+		if len(r.Applied) > 0 {
+			status.Services = append([]string(nil), r.Applied...)
+		}
 	}
-	status.ServiceCount = int32(len(r.Applied))
+	status.ServiceCount = int32(len(status.Services))
 
 	ready := metav1.Condition{Type: v1alpha1.ConditionReady, ObservedGeneration: p.Generation}
 	switch {
-	case r.SelectorError != nil:
+	case r.Invalid != nil:
 		ready.Status, ready.Reason = metav1.ConditionFalse, v1alpha1.ReasonInvalidSelector
-		ready.Message = fmt.Sprintf("The selector selects nothing: %v", r.SelectorError)
+		if errors.Is(r.Invalid, policy.ErrInvalidSpec) {
+			ready.Reason = v1alpha1.ReasonInvalidSpec
+		}
+		ready.Message = fmt.Sprintf("The policy is invalid (%v). It selects no new Service; the Services it "+
+			"governed keep its last valid settings until it is fixed or deleted", r.Invalid)
 	case len(r.Applied) > 0:
 		ready.Status, ready.Reason = metav1.ConditionTrue, v1alpha1.ReasonApplied
 		ready.Message = fmt.Sprintf("Applies to %s", countServices(len(r.Applied)))

@@ -33,6 +33,7 @@ func TestDesiredStatus(t *testing.T) {
 	noConflict := condition("Conflicted", "False", "NoConflict", "No older policy governs a Service this policy selects", 3)
 	tests := []struct {
 		name   string
+		status v1alpha1.ServicePolicyStatus // the policy's status before
 		result policy.PolicyResult
 		want   v1alpha1.ServicePolicyStatus
 	}{
@@ -56,11 +57,25 @@ func TestDesiredStatus(t *testing.T) {
 		},
 		{
 			name:   "invalid selector",
-			result: policy.PolicyResult{SelectorError: errors.New("bad operator")},
+			result: policy.PolicyResult{Invalid: errors.New("bad operator")},
 			want: v1alpha1.ServicePolicyStatus{
 				ObservedGeneration: 3,
 				Conditions: []metav1.Condition{
-					condition("Ready", "False", "InvalidSelector", "The selector selects nothing: bad operator", 3), noConflict,
+					condition("Ready", "False", "InvalidSelector", "The policy is invalid (bad operator). It selects no new "+
+						"Service; the Services it governed keep its last valid settings until it is fixed or deleted", 3), noConflict,
+				},
+			},
+		},
+		{
+			name:   "turned invalid: keeps the Services it governed",
+			status: v1alpha1.ServicePolicyStatus{Services: []string{"web"}, ServiceCount: 1},
+			result: policy.PolicyResult{Invalid: fmt.Errorf("%w: spec.drain.timeoutSeconds: Invalid value: -1", policy.ErrInvalidSpec)},
+			want: v1alpha1.ServicePolicyStatus{
+				Services: []string{"web"}, ServiceCount: 1, ObservedGeneration: 3,
+				Conditions: []metav1.Condition{
+					condition("Ready", "False", "InvalidSpec", "The policy is invalid (invalid spec: spec.drain.timeoutSeconds: "+
+						"Invalid value: -1). It selects no new Service; the Services it governed keep its last valid settings "+
+						"until it is fixed or deleted", 3), noConflict,
 				},
 			},
 		},
@@ -93,6 +108,8 @@ func TestDesiredStatus(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			p := p.DeepCopy()
+			p.Status = tt.status
 			got := desiredStatus(p, tt.result)
 			if diff := cmp.Diff(tt.want, got, cmpopts.IgnoreFields(metav1.Condition{}, "LastTransitionTime")); diff != "" {
 				t.Errorf("status (-want +got):\n%s", diff)

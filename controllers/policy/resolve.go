@@ -5,7 +5,9 @@
 // The rules:
 //   - a policy selects Services in its own namespace whose labels match spec.selector (an empty selector
 //     selects every Service of the namespace);
-//   - a policy whose selector is invalid (or missing) selects nothing, and Resolve reports why;
+//   - a policy that is invalid (a missing or invalid selector, or a spec the CRD's validation would refuse)
+//     selects nothing, and Resolve reports why (see Check; agents keep the last valid settings of such a
+//     policy for the Services it governed, so traffic does not change silently);
 //   - when two or more policies select the same Service, the oldest governs it: the earliest
 //     creationTimestamp, then the smallest name. Creation timestamps never change, so a Service does not
 //     flap between policies when a newer one is created or edited.
@@ -14,6 +16,7 @@ package policy
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 
 	corev1 "k8s.io/api/core/v1"
@@ -44,8 +47,8 @@ type PolicyResult struct {
 	Applied []string
 	// Lost holds the Services this policy selects that an older policy governs instead, sorted by Service.
 	Lost []LostService
-	// SelectorError is set when the policy's selector is missing or invalid; such a policy selects nothing.
-	SelectorError error
+	// Invalid is set when the policy is invalid (see Check); such a policy selects nothing.
+	Invalid error
 }
 
 // LostService is a Service a policy selects but does not govern.
@@ -65,6 +68,32 @@ func Selector(p *v1alpha1.ServicePolicy) (labels.Selector, error) {
 	sel, err := metav1.LabelSelectorAsSelector(p.Spec.Selector)
 	if err != nil {
 		return labels.Nothing(), fmt.Errorf("invalid spec.selector: %w", err)
+	}
+	return sel, nil
+}
+
+// ErrInvalidSpec is matched by Check's errors for a spec the CRD's validation refuses (an unknown scheduler, a
+// drain timeout out of range): objects written before the validation existed, or that bypassed it.
+var ErrInvalidSpec = errors.New("invalid spec")
+
+// Check returns why a policy selects nothing, or nil: a missing or invalid selector (the API server does not
+// check label syntax inside a custom resource's selector), or a spec the CRD's validation would refuse.
+func Check(p *v1alpha1.ServicePolicy) error {
+	_, err := checked(p)
+	return err
+}
+
+// checked is Check that also returns the selector (labels.Nothing() when invalid).
+func checked(p *v1alpha1.ServicePolicy) (labels.Selector, error) {
+	sel, err := Selector(p)
+	if err != nil {
+		return sel, err
+	}
+	if s := p.Spec.SchedulerOrDefault(); !slices.Contains(v1alpha1.Schedulers, s) {
+		return labels.Nothing(), fmt.Errorf("%w: spec.scheduler: Unsupported value: %q", ErrInvalidSpec, s)
+	}
+	if d := p.Spec.DrainTimeoutSeconds(); d < 0 || d > v1alpha1.MaxDrainTimeoutSeconds {
+		return labels.Nothing(), fmt.Errorf("%w: spec.drain.timeoutSeconds: Invalid value: %d: must be between 0 and %d", ErrInvalidSpec, d, v1alpha1.MaxDrainTimeoutSeconds)
 	}
 	return sel, nil
 }
@@ -92,8 +121,7 @@ func Governing(policies []v1alpha1.ServicePolicy, svc *corev1.Service) *v1alpha1
 		if winner != nil && !Older(p, winner) {
 			continue // cheaper than matching: it could not win anyway
 		}
-		sel, err := Selector(p)
-		if err != nil || !sel.Matches(set) {
+		if sel, err := checked(p); err != nil || !sel.Matches(set) {
 			continue
 		}
 		winner = p
@@ -125,9 +153,9 @@ func Resolve(policies []v1alpha1.ServicePolicy, services []corev1.Service) Resol
 	for _, p := range ordered {
 		key := types.NamespacedName{Namespace: p.Namespace, Name: p.Name}
 		result := PolicyResult{}
-		sel, err := Selector(p)
+		sel, err := checked(p)
 		if err != nil {
-			result.SelectorError = err
+			result.Invalid = err
 			res.Policies[key] = result
 			continue
 		}

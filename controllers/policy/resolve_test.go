@@ -214,11 +214,11 @@ func TestResolve(t *testing.T) {
 				if diff := cmp.Diff(w.lost, got.Lost, cmpopts.EquateEmpty()); diff != "" {
 					t.Errorf("policy %s lost (-want +got):\n%s", k, diff)
 				}
-				if (got.SelectorError != nil) != w.selErr {
-					t.Errorf("policy %s selector error = %v, want error: %v", k, got.SelectorError, w.selErr)
+				if (got.Invalid != nil) != w.selErr {
+					t.Errorf("policy %s selector error = %v, want error: %v", k, got.Invalid, w.selErr)
 				}
-				if w.selErrIs != nil && !errors.Is(got.SelectorError, w.selErrIs) {
-					t.Errorf("policy %s selector error = %v, want %v", k, got.SelectorError, w.selErrIs)
+				if w.selErrIs != nil && !errors.Is(got.Invalid, w.selErrIs) {
+					t.Errorf("policy %s selector error = %v, want %v", k, got.Invalid, w.selErrIs)
 				}
 			}
 			if diff := cmp.Diff(tt.governing, res.Governing); diff != "" {

@@ -11,6 +11,8 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
@@ -136,6 +138,48 @@ func RegisterScenarios(driver func() Driver) {
 				Expect(got.Failed).To(BeZero(), "port %d: %s", port, got.Raw)
 				Expect(got.Answers).To(HaveLen(2), "port %d reaches both pods", port)
 			}
+		})
+	})
+
+	Describe("a live Service edited in place", func() {
+		It("moves to a new port and takes sessionAffinity on every node, with traffic", func(ctx SpecContext) {
+			svc, pods := servedWeb(ctx, "edited", 3, "")
+			vip := svc.Spec.ClusterIP
+			edit := func(f func(*corev1.Service)) {
+				GinkgoHelper()
+				Expect(drv.Client().Get(ctx, client.ObjectKeyFromObject(svc), svc)).To(Succeed())
+				f(svc)
+				Expect(drv.Client().Update(ctx, svc)).To(Succeed())
+			}
+
+			By("port 80 -> 81")
+			edit(func(s *corev1.Service) { s.Spec.Ports[0].Port = 81 })
+			expectServed(ctx, vip, 81, ipvs.TCP, endpoints(podIPs(pods), 8080))
+			for _, node := range drv.Nodes() {
+				table, raw := ipvsSave(ctx, drv, node)
+				Expect(virtualServer(table, vip, 80, ipvs.TCP)).To(BeNil(), "the old port's virtual server is gone on %s:\n%s", node, raw)
+			}
+			got := fromPod(ctx, drv, cli, request{addr: hostPort(vip, 81), count: 6})
+			Expect(got.Failed).To(BeZero(), got.String())
+			Expect(got.Answers).To(HaveLen(3))
+			old := fromPod(ctx, drv, cli, request{proto: "tcp", addr: hostPort(vip, 80), count: 1})
+			Expect(old.OK).To(BeZero(), "the old port is not served any more: %s", old)
+			Expect(old.Sequence).To(ConsistOf(ContainSubstring("refused")), "nothing listens there: refused at once, not lost")
+
+			By("sessionAffinity ClientIP")
+			edit(func(s *corev1.Service) { s.Spec.SessionAffinity = corev1.ServiceAffinityClientIP })
+			for _, node := range drv.Nodes() {
+				Eventually(ctx, func() time.Duration {
+					table, _ := ipvsSave(ctx, drv, node)
+					if vs := virtualServer(table, vip, 81, ipvs.TCP); vs != nil {
+						return vs.Persistence
+					}
+					return 0
+				}).WithTimeout(20*time.Second).WithPolling(200*time.Millisecond).Should(Equal(10800*time.Second), "on %s", node)
+			}
+			sticky := fromPod(ctx, drv, cli, request{addr: hostPort(vip, 81), count: 12})
+			Expect(sticky.Failed).To(BeZero(), sticky.String())
+			Expect(sticky.Answers).To(HaveLen(1), "one client, one pod: %s", sticky)
 		})
 	})
 
@@ -407,6 +451,34 @@ func RegisterScenarios(driver func() Driver) {
 			Expect(vsLines(after, vip)).To(Equal(vsLines(before, vip)), "the restarted agent adopted the table")
 		})
 
+		It("keeps serving through a restart while the ServicePolicy CRD is deleted", func(ctx SpecContext) {
+			svc, _ := servedWeb(ctx, "nocrd", 2, "")
+			vip := svc.Spec.ClusterIP
+			_, before := ipvsSave(ctx, drv, nodeB)
+
+			By("deleting the CRD (and with it every ServicePolicy)")
+			crd := &apiextensionsv1.CustomResourceDefinition{}
+			Expect(drv.Client().Get(ctx, client.ObjectKey{Name: servicePolicyCRD}, crd)).To(Succeed())
+			Expect(drv.Client().Delete(ctx, crd)).To(Succeed())
+			DeferCleanup(restoreCRD, drv, crd)
+			Eventually(ctx, func() bool {
+				return apierrors.IsNotFound(drv.Client().Get(ctx, client.ObjectKey{Name: servicePolicyCRD}, &apiextensionsv1.CustomResourceDefinition{}))
+			}).WithTimeout(60 * time.Second).Should(BeTrue())
+
+			By("restarting node B's agent under a steady request loop from a pod on node B")
+			loop := background(func() outcome {
+				return fromPod(ctx, drv, cli, request{addr: hostPort(vip, 80), duration: 15 * time.Second, interval: 50 * time.Millisecond, timeout: steadyTimeout})
+			})
+			restartAgent(ctx, drv, nodeB)
+			got := loop()
+			Expect(got.Failed).To(BeZero(), "requests through node %s while its agent restarted without the CRD: %s", nodeB, got)
+			// Longer than the lab's audit period: a sweep of Services it could not evaluate would show.
+			Consistently(ctx, func() []string {
+				_, after := ipvsSave(ctx, drv, nodeB)
+				return vsLines(after, vip)
+			}).WithTimeout(12 * time.Second).WithPolling(time.Second).Should(Equal(vsLines(before, vip)))
+		})
+
 		It("leaves an IPVS service made by hand alone", func(ctx SpecContext) {
 			const foreign = "198.51.100.77:8000"
 			_, err := drv.NodeExec(ctx, nodeA, "ipvsadm", "-A", "-t", foreign, "-s", "wlc")
@@ -481,4 +553,31 @@ func restartAgent(ctx context.Context, drv Driver, node string) {
 		}
 		g.Expect(found).To(BeTrue(), "a new Ready agent on %s", node)
 	}).WithTimeout(90 * time.Second).WithPolling(250 * time.Millisecond).Should(Succeed())
+}
+
+// servicePolicyCRD is the name of the ServicePolicy CRD.
+const servicePolicyCRD = "servicepolicies.lb.ipvs-operator.dev"
+
+// restoreCRD creates a deleted CRD again from the copy read before deleting it, and waits until it is served.
+func restoreCRD(ctx context.Context, drv Driver, saved *apiextensionsv1.CustomResourceDefinition) {
+	crd := &apiextensionsv1.CustomResourceDefinition{
+		ObjectMeta: metav1.ObjectMeta{Name: saved.Name, Labels: saved.Labels, Annotations: saved.Annotations},
+		Spec:       saved.Spec,
+	}
+	Eventually(ctx, func() error {
+		err := drv.Client().Create(ctx, crd)
+		if apierrors.IsAlreadyExists(err) {
+			return nil
+		}
+		return err
+	}).WithTimeout(60*time.Second).Should(Succeed(), "the old CRD may still be terminating")
+	Eventually(ctx, func(g Gomega) {
+		got := &apiextensionsv1.CustomResourceDefinition{}
+		g.Expect(drv.Client().Get(ctx, client.ObjectKey{Name: saved.Name}, got)).To(Succeed())
+		established := false
+		for _, c := range got.Status.Conditions {
+			established = established || (c.Type == apiextensionsv1.Established && c.Status == apiextensionsv1.ConditionTrue)
+		}
+		g.Expect(established).To(BeTrue())
+	}).WithTimeout(30 * time.Second).Should(Succeed())
 }

@@ -5,6 +5,7 @@ package e2e
 import (
 	"context"
 
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -14,10 +15,13 @@ import (
 	"github.com/ipvs-operator/ipvs-operator/test/dataplane"
 )
 
-// scheme holds the built-in types and the ServicePolicy.
+// scheme holds the built-in types, CRDs (a scenario deletes and restores one) and the ServicePolicy.
 var scheme = func() *runtime.Scheme {
 	s := runtime.NewScheme()
 	if err := clientgoscheme.AddToScheme(s); err != nil {
+		panic(err)
+	}
+	if err := apiextensionsv1.AddToScheme(s); err != nil {
 		panic(err)
 	}
 	if err := lbv1alpha1.AddToScheme(s); err != nil {
