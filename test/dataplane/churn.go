@@ -34,9 +34,9 @@ import (
 //
 // Bounds, stated:
 //   - after a step that edits API objects, every node matches the oracle within churnAPIBound (10 s),
-//     counted from the later of the step's end and the last change of the oracle's answer (an
+//     counted from the later of the step's end and the moment the test saw the oracle's answer change (an
 //     EndpointSlice the controller rewrites after a Service edit is part of the API settling, not of the
-//     agent's latency);
+//     agent's latency; 0 s means the agent was there before the test saw the change);
 //   - after a drift step (`ipvsadm -C`, `nft flush ruleset`, kube-proxy's leftover cleanup), the node is
 //     whole again within churnDriftBound (5 s: the drift canary's target; the periodic audit alone takes up
 //     to its period, 10 s in the lab);
