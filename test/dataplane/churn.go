@@ -50,6 +50,11 @@ import (
 // 1 s) are therefore excused from the zero-failure assertion and reported apart; the drift bound is what
 // holds those steps to account.
 //
+// A control loop runs beside the steady one on every node: the same requests to a steady pod's own address,
+// which no IPVS rule touches. Under TCG emulation on a shared 2-core machine the VM can pause for more than
+// a second (a Go binary starting, the host busy); a steady failure in a window where the control loop on
+// the same node failed too is that, not the data path, and is reported apart instead of failing the spec.
+//
 // By default a violation is recorded and the run goes on (so one run shows every kind of failure); a node
 // still off after churnCap is healed (a label touch on the churn Services, then an agent restart) so that
 // the next steps are judged on their own. CHURN_FAIL_FAST=1 stops at the first violation. Either way the
@@ -125,6 +130,8 @@ type churnRun struct {
 	failFast bool
 	clients  map[string]*corev1.Pod // one client pod per node
 	steadyIP map[string]string      // steady Service name -> ClusterIP
+	// controlAddr is a steady pod's own address: the control loop requests it without IPVS in the way.
+	controlAddr string
 
 	tracked  map[string]bool      // every ClusterIP the namespace ever had
 	failed   map[string]bool      // pods whose readiness a step failed
@@ -226,7 +233,10 @@ func (r *churnRun) setUp(ctx context.Context) {
 		r.clients[node] = &waitPodsReady(ctx, r.drv, r.ns, p.Labels, 1)[0]
 	}
 	for _, d := range append(slices.Clone(churnDeployments), "steady") {
-		waitPodsReady(ctx, r.drv, r.ns, map[string]string{"app": d}, churnInitialReplicas)
+		pods := waitPodsReady(ctx, r.drv, r.ns, map[string]string{"app": d}, churnInitialReplicas)
+		if d == "steady" {
+			r.controlAddr = hostPort(pods[0].Status.PodIP, 8080)
+		}
 	}
 }
 
@@ -234,12 +244,13 @@ func (r *churnRun) setUp(ctx context.Context) {
 // steady Service, until stop is closed. The returned function waits for the last windows.
 func (r *churnRun) startSteady(ctx context.Context, stop <-chan struct{}) func() {
 	var wg sync.WaitGroup
+	targets := map[string]request{
+		"steady-http":   {proto: "http", addr: hostPort(r.steadyIP["steady-http"], 80)},
+		"steady-dns":    {proto: "udp", addr: hostPort(r.steadyIP["steady-dns"], 53)},
+		churnControlSvc: {proto: "http", addr: r.controlAddr},
+	}
 	for _, node := range r.nodes {
-		for name, vip := range r.steadyIP {
-			req := request{proto: "http", addr: hostPort(vip, 80)}
-			if name == "steady-dns" {
-				req = request{proto: "udp", addr: hostPort(vip, 53)}
-			}
+		for name, req := range targets {
 			req.duration, req.interval, req.timeout = churnSteadyWindow, 100*time.Millisecond, churnSteadyTimeout
 			pod := r.clients[node]
 			wg.Add(1)
@@ -657,6 +668,23 @@ func (r *churnRun) waitEqual(ctx context.Context, timeout time.Duration) bool {
 	return false
 }
 
+// controlFailedDuring reports whether the control loop on w's node failed in a window overlapping w: a
+// request that bypasses IPVS failed at about the same time, so the VM stalled (TCG emulation on a shared
+// machine can pause it for over a second) and w's failure says nothing about the data path. The windows
+// are coarse (churnSteadyWindow), so this can excuse a real failure that happens to share a window with a
+// stall; it is reported, never silently dropped.
+func (r *churnRun) controlFailedDuring(w steadyWindow) bool {
+	for _, c := range r.windows {
+		if c.service == churnControlSvc && c.node == w.node && c.out.Failed > 0 && c.start.Before(w.end) && w.start.Before(c.end) {
+			return true
+		}
+	}
+	return false
+}
+
+// churnControlSvc names the control loop's target in steady windows.
+const churnControlSvc = "control"
+
 // churnWorst prints a worst convergence time; past churnCap it means some step never converged.
 func churnWorst(d time.Duration) string {
 	if d > churnCap {
@@ -713,7 +741,8 @@ func (r *churnRun) report(took time.Duration) {
 		}
 	}
 
-	var ok, failed, excusedOK, excusedFailed int
+	var ok, failed, excusedOK, excusedFailed, controlOK, controlFailed, stalledFailed int
+	var controlFailures, stalled []string
 	excusedWhy := map[string]int{}
 	var failures, execErrors []string
 	for _, w := range r.windows {
@@ -721,11 +750,26 @@ func (r *churnRun) report(took time.Duration) {
 			execErrors = append(execErrors, fmt.Sprintf("%s -> %s at %s: %v", w.node, w.service, w.start.Format("15:04:05"), w.err))
 			continue
 		}
+		if w.service == churnControlSvc {
+			controlOK += w.out.OK
+			controlFailed += w.out.Failed
+			if w.out.Failed > 0 {
+				controlFailures = append(controlFailures, fmt.Sprintf("%s -> %s window %s-%s: %s", w.node, r.controlAddr,
+					w.start.Format("15:04:05.0"), w.end.Format("15:04:05.0"), w.out))
+			}
+			continue
+		}
 		excused := false
 		for _, d := range r.drifts {
 			if d.node == w.node && w.start.Before(d.end) && d.start.Before(w.end) {
 				excused = true
 			}
+		}
+		if !excused && w.out.Failed > 0 && r.controlFailedDuring(w) {
+			stalledFailed += w.out.Failed
+			stalled = append(stalled, fmt.Sprintf("%s -> %s window %s-%s: %s", w.node, w.service,
+				w.start.Format("15:04:05.0"), w.end.Format("15:04:05.0"), w.out))
+			continue
 		}
 		if excused {
 			excusedOK += w.out.OK
@@ -761,6 +805,11 @@ func (r *churnRun) report(took time.Duration) {
 	}
 	fmt.Fprintf(&b, "  steady loop: ok=%d failed=%d; during drift steps on the client's node (excused): ok=%d failed=%d %v; windows=%d\n",
 		ok, failed, excusedOK, excusedFailed, excusedWhy, len(r.windows))
+	fmt.Fprintf(&b, "  control loop (a steady pod's own address, no IPVS): ok=%d failed=%d; steady failures in windows where the control failed too (the machine stalled, not IPVS): %d\n",
+		controlOK, controlFailed, stalledFailed)
+	for _, l := range append(controlFailures, stalled...) {
+		fmt.Fprintf(&b, "    %s\n", l)
+	}
 	r.logf("%s", b.String())
 	AddReportEntry("churn figures", b.String())
 
