@@ -81,12 +81,14 @@ func (s *Syncer) Audit(ctx context.Context) error {
 	}
 	var rep AuditReport
 	var errs []error
-	// The sets first: a real server the repairs below put back must find its hairpin element there.
-	if n, err := s.auditElements(); err != nil {
-		errs = append(errs, fmt.Errorf("sync: audit: nftables sets: %w", err))
-	} else {
-		rep.Elements += n
+	// The sets first: a real server the repairs below put back must find its hairpin element there. If
+	// they cannot be repaired, neither is anything else (fail closed): Services would be re-applied
+	// against sets the cache believes complete, and real servers restored without their elements.
+	n, err := s.auditElements()
+	if err != nil {
+		return fmt.Errorf("sync: audit: nftables sets: %w", err)
 	}
+	rep.Elements += n
 
 	now := s.clock.Now()
 	for _, key := range slices.Sorted(maps.Keys(gens)) {

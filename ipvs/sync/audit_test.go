@@ -318,3 +318,29 @@ func TestNftablesFailuresFailClosed(t *testing.T) {
 		})
 	}
 }
+
+// TestAuditFailsClosedOnNftables: after a flush, an audit that cannot put the nftables elements back does
+// not restore the real servers either: they would route without their hairpin elements.
+func TestAuditFailsClosedOnNftables(t *testing.T) {
+	h := newHarness(t)
+	h.sync("ns/web", service(drain, tcp("10.96.0.10:80", "10.244.1.5:8080")))
+	want := h.state()
+	h.ipvs.Flush()
+	if err := h.rules.Delete(); err != nil { // `nft flush ruleset` too
+		t.Fatal(err)
+	}
+	h.rules.SetError(fake.Update, unix.ENOBUFS)
+	if err := h.s.Resync(h.ctx); !errors.Is(err, unix.ENOBUFS) {
+		t.Fatalf("Resync err = %v, want the nftables error", err)
+	}
+	if vs, _ := ipvs.Snapshot(h.ipvs); len(vs) != 0 {
+		t.Errorf("virtual servers restored without their nftables elements: %v", vs)
+	}
+	h.rules.SetError(fake.Update, nil)
+	if err := h.s.Resync(h.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.state(); got != want {
+		t.Errorf("after the retry:\n%s\nwant\n%s", got, want)
+	}
+}
