@@ -209,3 +209,26 @@ func BenchmarkAudit(b *testing.B) {
 	}
 	b.ReportMetric(float64(k.reads())/float64(b.N), "kernel-reads/op")
 }
+
+// BenchmarkResyncAfterFlush: kube-proxy's start-up cleanup (or `ipvsadm -C`) flushed the warm
+// 10,000-Service table; the canary notices it and Resync rebuilds every virtual server and real server.
+func BenchmarkResyncAfterFlush(b *testing.B) {
+	s, k, ctx := warm(b)
+	changes := 0
+	for b.Loop() {
+		b.StopTimer()
+		k.ipvs.Flush()
+		if d, _ := s.CheckDrift(ctx); d != ipvssync.DriftIPVS {
+			b.Fatalf("CheckDrift = %q after a flush", d)
+		}
+		k.reset()
+		b.StartTimer()
+		if err := s.Resync(ctx); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		changes += k.changes()
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(changes)/float64(b.N), "kernel-ops/op")
+}
