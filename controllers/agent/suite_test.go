@@ -132,8 +132,7 @@ var _ = BeforeSuite(func() {
 	}
 	startup = agent.NewStartup(agent.StartupConfig{
 		Cache: mgr.GetCache(), Client: mgr.GetClient(), Engine: engine, Services: services, AuditPeriod: time.Second,
-		DriftCheckPeriod: 100 * time.Millisecond,
-		PodCIDRs:         func(ctx context.Context) ([]netip.Prefix, error) { return agent.ListPodCIDRs(ctx, mgr.GetClient()) },
+		DriftCheckPeriod: 100 * time.Millisecond, PodCIDRs: func(ctx context.Context) ([]netip.Prefix, error) { return agent.ListPodCIDRs(ctx, mgr.GetClient()) },
 	})
 	Expect(services.SetupWithManager(mgr, 2)).To(Succeed())
 	Expect((&agent.PodCIDRReconciler{Client: mgr.GetClient(), Engine: engine}).SetupWithManager(mgr)).To(Succeed())
