@@ -40,6 +40,7 @@ func (s *Syncer) SyncService(ctx context.Context, key string, want plan.Desired)
 func (s *Syncer) syncLocked(ctx context.Context, key string, want plan.Desired) (Result, error) {
 	now := s.clock.Now()
 	e, effective, conflicts := s.claim(key, want)
+	defer s.touch(e)
 
 	var errs []error
 	fresh := sets.New[ipvs.ServiceKey]()
@@ -53,11 +54,15 @@ func (s *Syncer) syncLocked(ctx context.Context, key string, want plan.Desired) 
 		return Result{}, fmt.Errorf("service %s: %w", key, err)
 	}
 
+	a := s.newApplier(ctx, e, now)
 	if err := s.growElements(e, effective); err != nil {
+		// Fail closed: nothing may start routing to an endpoint or a ClusterIP whose hairpin/guard
+		// elements are not in the sets. Operations that need only what the sets already hold (removals,
+		// drains, weights of known endpoints) still run; the error makes the caller retry.
 		errs = append(errs, err)
+		a.inSets = &elementSet{clusterIPs: e.elements.clusterIPs, endpoints: e.elements.endpoints}
 	}
 	p := plan.Compute(effective, s.observed(e), now)
-	a := s.newApplier(ctx, e, now)
 	a.run(ctx, p.Ops)
 	if a.replan && len(a.errs) == 0 {
 		p = plan.Compute(effective, s.observed(e), now)
@@ -243,6 +248,14 @@ func (s *Syncer) releaseVIPLocked(e *entry, v netip.Addr) {
 		delete(s.vipOwner, v)
 	}
 	e.vips.Delete(v)
+}
+
+// touch gives e a new generation: it was synced (see entry.gen).
+func (s *Syncer) touch(e *entry) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.gen++
+	e.gen = s.gen
 }
 
 // forgetIfEmpty drops the entry of a Service that holds nothing any more.
