@@ -43,7 +43,8 @@ func Render(vs []VirtualServer) string {
 // does not model are skipped, with their value when they take one: the persistence netmask (-M), the
 // persistence engine (--pe), scheduler flags (-b), one-packet scheduling (-o), thresholds (-x, -y), tunnel
 // options, and the forwarding method (-m, -g, -i). Firewall-mark services (-f) and their real servers are
-// skipped too, as Snapshot skips them. Virtual servers come back in the order of the text.
+// skipped too, as Snapshot skips them. A virtual server without a scheduler (-s) or a real server line without
+// its address (-r) is refused: ipvsadm never prints one. Virtual servers come back in the order of the text.
 func ParseSave(text string) ([]VirtualServer, error) {
 	var out []VirtualServer
 	index := map[ServiceKey]int{}
@@ -61,12 +62,20 @@ func ParseSave(text string) ([]VirtualServer, error) {
 		}
 		switch fields[0] {
 		case "-A", "--add-service":
+			if l.svc.Scheduler == "" {
+				// ipvsadm -Sn always prints one; without it Render would print a bare -s, and the kernel
+				// refuses a virtual server without a scheduler.
+				return nil, fmt.Errorf("ipvs: ipvsadm -Sn line %d: virtual server %s has no scheduler (-s)", n+1, l.svc.ServiceKey)
+			}
 			if _, dup := index[l.svc.ServiceKey]; dup {
 				return nil, fmt.Errorf("ipvs: ipvsadm -Sn line %d: virtual server %s listed twice", n+1, l.svc.ServiceKey)
 			}
 			index[l.svc.ServiceKey] = len(out)
 			out = append(out, VirtualServer{Service: l.svc})
 		case "-a", "--add-server":
+			if !l.haveDst {
+				return nil, fmt.Errorf("ipvs: ipvsadm -Sn line %d: real server line without -r", n+1)
+			}
 			i, ok := index[l.svc.ServiceKey]
 			if !ok {
 				return nil, fmt.Errorf("ipvs: ipvsadm -Sn line %d: real server of unknown virtual server %s", n+1, l.svc.ServiceKey)
@@ -80,9 +89,10 @@ func ParseSave(text string) ([]VirtualServer, error) {
 }
 
 type saveLine struct {
-	svc    Service
-	dst    Destination
-	fwmark bool
+	svc     Service
+	dst     Destination
+	haveDst bool
+	fwmark  bool
 }
 
 func parseSaveLine(f []string) (saveLine, error) {
@@ -139,7 +149,7 @@ func parseSaveLine(f []string) (saveLine, error) {
 			if err != nil {
 				return l, err
 			}
-			l.dst.DestinationKey = DestinationKey{Address: ap.Addr(), Port: ap.Port()}
+			l.dst.DestinationKey, l.haveDst = DestinationKey{Address: ap.Addr(), Port: ap.Port()}, true
 		case "-w", "--weight":
 			v, err := next(&i)
 			if err != nil {

@@ -177,6 +177,10 @@ func TestParseSave(t *testing.T) {
 		{name: "real server before its service", text: "-a -t 10.0.0.1:80 -r 10.0.0.2:80 -m -w 1\n", wantErr: true},
 		{name: "service twice", text: "-A -t 10.0.0.1:80 -s rr\n-A -t 10.0.0.1:80 -s rr\n", wantErr: true},
 		{name: "missing value", text: "-A -t 10.0.0.1:80 -s\n", wantErr: true},
+		// Found by FuzzParseSave: accepted, it rendered as "-s " and did not parse back.
+		{name: "service without scheduler", text: "-A -t 10.0.0.1:80\n", wantErr: true},
+		// Found by FuzzParseSave: accepted as an invalid real server, rendered as "-r invalid AddrPort".
+		{name: "real server line without -r", text: "-A -t 10.0.0.1:80 -s rr\n-a -t 10.0.0.1:80 -m -w 1\n", wantErr: true},
 		{name: "unknown command", text: "-E -t 10.0.0.1:80 -s rr\n", wantErr: true},
 	}
 	for _, tt := range tests {
