@@ -18,9 +18,10 @@ import (
 //	-a -t 10.96.0.10:80 -r 10.244.1.2:8080 -m -w 1
 //
 // Every real server is printed as masquerading (-m), the only forwarding method this library programs.
-// The input is not modified.
+// A list already in ipvsadm's order (as Snapshot and ParseSave of ipvsadm's output return) is printed as
+// it is; see ipvsadmSort. The input is not modified.
 func Render(vs []VirtualServer) string {
-	sorted := sortedCopy(vs)
+	sorted := sortedCopy(vs, true)
 	var b strings.Builder
 	for _, v := range sorted {
 		b.WriteString("-A ")
@@ -208,7 +209,7 @@ func Snapshot(i Interface) ([]VirtualServer, error) {
 		}
 		out = append(out, v)
 	}
-	return sortedCopy(out), nil
+	return sortedCopy(out, false), nil
 }
 
 // persistenceSeconds is the kernel's whole-second persistence timeout; a positive fraction of a second
@@ -221,15 +222,41 @@ func persistenceSeconds(d time.Duration) uint32 {
 }
 
 // sortedCopy returns a deep copy of vs in the order ipvsadm prints: virtual servers by libipvs's
-// ipvs_cmp_services, each one's real servers by ipvs_cmp_dests.
-func sortedCopy(vs []VirtualServer) []VirtualServer {
+// ipvs_cmp_services, each one's real servers by ipvs_cmp_dests. With keepSorted, lists already in that
+// order are kept (see ipvsadmSort).
+func sortedCopy(vs []VirtualServer, keepSorted bool) []VirtualServer {
 	out := make([]VirtualServer, len(vs))
 	for i, v := range vs {
 		out[i] = VirtualServer{Service: v.Service, Destinations: slices.Clone(v.Destinations)}
-		glibcMergeSort(out[i].Destinations, cmpDests)
+		ipvsadmSort(out[i].Destinations, cmpDests, keepSorted)
 	}
-	glibcMergeSort(out, func(a, b VirtualServer) int { return cmpServices(a.Service, b.Service) })
+	ipvsadmSort(out, func(a, b VirtualServer) int { return cmpServices(a.Service, b.Service) }, keepSorted)
 	return out
+}
+
+// ipvsadmSort sorts v as ipvsadm does, from the order the kernel listed it in. With keepSorted it leaves
+// alone a list whose neighbours all compare <= 0, which is what the sort produces: because libipvs's
+// comparison is not transitive, sorting ipvsadm's own output again can reorder it (in about one random
+// set of a dozen IPv4 addresses in seven), so Render(Snapshot(kernel)) and Render(ParseSave(ipvsadm -Sn))
+// would no longer print what ipvsadm printed. Snapshot sorts the kernel's order without keepSorted, as
+// ipvsadm does. On an order that is transitive for v, keepSorted changes nothing (the sort is stable).
+func ipvsadmSort[T any](v []T, cmp func(a, b T) int, keepSorted bool) {
+	if keepSorted && inIpvsadmOrder(v, cmp) {
+		return
+	}
+	glibcMergeSort(v, cmp)
+}
+
+// inIpvsadmOrder reports whether every element compares <= 0 with the next. The merge sort's output always
+// does: the merge emits a before b only when cmp(a, b) <= 0, or when cmp(b, a) > 0, and libipvs's
+// subtraction is antisymmetric except at a distance of exactly 2^31, where both directions are negative.
+func inIpvsadmOrder[T any](v []T, cmp func(a, b T) int) bool {
+	for i := 1; i < len(v); i++ {
+		if cmp(v[i-1], v[i]) > 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // The comparators below reproduce libipvs (ipvsadm 1.31) exactly, including its quirk: it subtracts two
