@@ -276,35 +276,11 @@ func serversOn(servers map[ipvs.ServiceKey]*server, vip netip.Addr) bool {
 	return false
 }
 
-// validate checks the contract of a desired state, so a broken caller cannot program nonsense.
+// validate refuses a desired state that breaks its contract (plan.Desired.Validate), so a broken caller
+// cannot program nonsense. The error matches both ErrInvalidDesired and plan.ErrInvalidDesired.
 func validate(want plan.Desired) error {
-	vips := sets.New[netip.Addr]()
-	for _, v := range want.VIPs {
-		if !validAddr(v) || vips.Has(v) {
-			return fmt.Errorf("%w: VIP %s invalid or listed twice", ErrInvalidDesired, v)
-		}
-		vips.Insert(v)
-	}
-	servers := sets.New[ipvs.ServiceKey]()
-	for _, sv := range want.Servers {
-		switch {
-		case !vips.Has(sv.Address):
-			return fmt.Errorf("%w: virtual server %s is not on one of the VIPs", ErrInvalidDesired, sv.ServiceKey)
-		case servers.Has(sv.ServiceKey):
-			return fmt.Errorf("%w: virtual server %s listed twice", ErrInvalidDesired, sv.ServiceKey)
-		case sv.Protocol != ipvs.TCP && sv.Protocol != ipvs.UDP && sv.Protocol != ipvs.SCTP:
-			return fmt.Errorf("%w: virtual server %s has protocol %s", ErrInvalidDesired, sv.ServiceKey, sv.Protocol)
-		}
-		servers.Insert(sv.ServiceKey)
-		dests := sets.New[ipvs.DestinationKey]()
-		for _, d := range sv.Destinations {
-			if !validAddr(d.Address) || d.Address.Is4() != sv.Address.Is4() || d.Weight < 0 || dests.Has(d.DestinationKey) {
-				return fmt.Errorf("%w: real server %s of %s invalid or listed twice", ErrInvalidDesired, d.DestinationKey, sv.ServiceKey)
-			}
-			dests.Insert(d.DestinationKey)
-		}
+	if err := want.Validate(); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidDesired, err)
 	}
 	return nil
 }
-
-func validAddr(a netip.Addr) bool { return a.IsValid() && !a.Is4In6() && a.Zone() == "" }
