@@ -49,12 +49,30 @@ vet: ## Run go vet, including the build-tagged suites (lab, kernel, e2e).
 envtest: ## Build (once) the kube-apiserver and etcd that envtest runs, into bin/k8s.
 	hack/build-kube.sh etcd kube-apiserver kubectl
 
+# The packages with concurrent code (the sync engine, the fakes, the reconcilers) run under the race detector;
+# the rest once without it. Both write atomic-mode coverage, merged into cover.out.
+MODULE := $(shell go list -m)
+RACE_PKGS := ./ipvs/... ./controllers/...
+OTHER_PKGS = $(shell go list ./... | grep -v -E '^$(MODULE)/(ipvs|controllers)(/|$$)')
+
 .PHONY: test-unit
-test-unit: manifests generate fmt vet envtest ## Unit and envtest suites.
-	KUBEBUILDER_ASSETS=$(KUBE_BIN) go test ./... -coverprofile cover.out
+test-unit: manifests generate fmt vet envtest ## Unit and envtest suites (ipvs and controllers with -race).
+	KUBEBUILDER_ASSETS=$(KUBE_BIN) go test -race -covermode=atomic -coverprofile cover.out $(RACE_PKGS)
+	KUBEBUILDER_ASSETS=$(KUBE_BIN) go test -covermode=atomic -coverprofile cover.other.out $(OTHER_PKGS)
+	tail -n +2 cover.other.out >> cover.out && rm cover.other.out
+
+# Each fuzz target runs FUZZTIME on top of its seeds (-fuzz takes one target per run); a failing input is
+# written to the package's testdata/fuzz/<Target>/. Add new targets here.
+FUZZTIME ?= 10s
+
+.PHONY: test-fuzz
+test-fuzz: ## Run each fuzz target briefly (FUZZTIME each, default 10s).
+	go test -run '^$$' -fuzz '^FuzzForService$$' -fuzztime $(FUZZTIME) ./controllers/agent/desired/
+	go test -run '^$$' -fuzz '^FuzzCompute$$' -fuzztime $(FUZZTIME) ./ipvs/plan/
+	go test -run '^$$' -fuzz '^FuzzParseSave$$' -fuzztime $(FUZZTIME) ./ipvs/
 
 .PHONY: test
-test: test-unit test-bundle test-e2e-compile test-lab ## Every test: unit, envtest, bundle, e2e (compiled), lab (real kernel).
+test: test-unit test-fuzz test-bundle test-e2e-compile test-lab ## Every test: unit, envtest, fuzz (briefly), bundle, e2e (compiled), lab (real kernel).
 
 # The lab suites boot a VM each: run them one package at a time (-p 1) on a 2-core machine.
 .PHONY: test-lab

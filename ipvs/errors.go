@@ -58,6 +58,7 @@ func (e *Error) schedulerMissing() bool {
 // Operation names used in Error.Op, one per Interface method.
 const (
 	OpServices          = "Services"
+	OpService           = "Service"
 	OpAddService        = "AddService"
 	OpUpdateService     = "UpdateService"
 	OpDeleteService     = "DeleteService"

@@ -14,6 +14,10 @@ type Interface interface {
 	// Services lists every virtual server in the table, owned by us or not.
 	// Equivalent to: `ipvsadm -Ln` (services only).
 	Services() ([]Service, error)
+	// Service reads one virtual server, without its real servers: one round trip whatever the size of the
+	// table, which makes it the drift canary's probe. A missing one is ErrNotFound.
+	// Equivalent to: `ipvsadm -Ln -t VIP:PORT` (the service line only).
+	Service(ServiceKey) (Service, error)
 	// AddService creates a virtual server. Equivalent to: `ipvsadm -A -t VIP:PORT -s SCHED [-p SECONDS]`.
 	AddService(Service) error
 	// UpdateService changes a virtual server's scheduler or persistence in place, keeping its real servers
@@ -39,6 +43,10 @@ type VIPs interface {
 	// EnsureInterface creates the dummy interface if needed and sets it up.
 	// Equivalent to: `ip link add NAME type dummy && ip link set NAME up`.
 	EnsureInterface() error
+	// InterfaceUp reports whether the interface exists and is administratively up: one link lookup, not a
+	// dump. A device that is down has lost its local routes, so its VIPs no longer reach IPVS.
+	// Equivalent to: `ip link show NAME`.
+	InterfaceUp() (bool, error)
 	// List returns the addresses bound to the interface.
 	// Equivalent to: `ip addr show dev NAME`.
 	List() ([]netip.Addr, error)
@@ -69,6 +77,9 @@ type Rules interface {
 	Update(add, remove RuleElements) error
 	// Elements reads back the current set elements (used by the periodic audit).
 	Elements() (RuleElements, error)
+	// Exists reports whether the table is in the kernel: one lookup by name, not a listing of its contents.
+	// Equivalent to: `nft list table inet ipvs-operator >/dev/null`.
+	Exists() (bool, error)
 	// Delete removes the whole table. Equivalent to: `nft delete table inet ipvs-operator`.
 	Delete() error
 }

@@ -106,6 +106,12 @@ func TestKernelServicesAndDestinations(t *testing.T) {
 			}
 		}
 	}
+	if _, err := i.Service(key("10.96.0.99:80", ipvs.TCP)); !errors.Is(err, ipvs.ErrNotFound) || !errors.Is(err, unix.ESRCH) {
+		t.Errorf("Service of a missing service = %v, want ErrNotFound (ESRCH)", err)
+	}
+	if got, err := i.Service(k); err != nil || got != (ipvs.Service{ServiceKey: k, Scheduler: "rr"}) {
+		t.Errorf("Service(%s) = %+v, %v", k, got, err)
+	}
 	if _, err := i.Destinations(key("10.96.0.99:80", ipvs.TCP)); !errors.Is(err, ipvs.ErrNotFound) {
 		t.Errorf("Destinations of a missing service = %v, want ErrNotFound", err)
 	}
@@ -236,11 +242,29 @@ func TestKernelVIPs(t *testing.T) {
 	if got, _ := v.List(); !slices.Equal(got, []netip.Addr{a6}) {
 		t.Errorf("List() after Unbind = %v", got)
 	}
+	if up, err := v.InterfaceUp(); !up || err != nil {
+		t.Errorf("InterfaceUp() = %v, %v; want true", up, err)
+	}
+	if err := n.h.LinkSetDown(link); err != nil { // `ip link set NAME down`: the VIPs lose their local routes
+		t.Fatal(err)
+	}
+	if up, err := v.InterfaceUp(); up || err != nil {
+		t.Errorf("InterfaceUp() after ip link set down = %v, %v; want false", up, err)
+	}
+	if err := v.EnsureInterface(); err != nil {
+		t.Fatal(err)
+	}
+	if up, err := v.InterfaceUp(); !up || err != nil {
+		t.Errorf("InterfaceUp() after EnsureInterface = %v, %v; want true", up, err)
+	}
 	if err := v.DeleteInterface(); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := n.h.LinkByName(name); err == nil {
 		t.Error("interface still there after DeleteInterface")
+	}
+	if up, err := v.InterfaceUp(); up || err != nil {
+		t.Errorf("InterfaceUp() after DeleteInterface = %v, %v; want false", up, err)
 	}
 }
 

@@ -89,6 +89,27 @@ func (n *netlinkIPVS) Services() ([]Service, error) {
 	return out, nil
 }
 
+// Service reads one virtual server (a GET, not a dump): the kernel answers ESRCH, which matches
+// ErrNotFound, when it does not exist.
+// Equivalent to: `ipvsadm -Ln -t VIP:PORT` (the service line only).
+func (n *netlinkIPVS) Service(k ServiceKey) (Service, error) {
+	ms, err := toMobyService(Service{ServiceKey: k})
+	if err != nil {
+		return Service{}, &Error{Op: OpService, Object: k.String(), Err: err}
+	}
+	n.mu.Lock()
+	got, err := n.h.GetService(ms)
+	n.mu.Unlock()
+	if err != nil {
+		return Service{}, &Error{Op: OpService, Object: k.String(), Err: err}
+	}
+	svc, err := fromMobyService(got)
+	if err != nil {
+		return Service{}, &Error{Op: OpService, Object: k.String(), Err: err}
+	}
+	return svc, nil
+}
+
 // AddService creates a virtual server. Equivalent to: `ipvsadm -A -t VIP:PORT -s SCHED [-p SECONDS]`.
 func (n *netlinkIPVS) AddService(s Service) error {
 	return n.serviceCmd(OpAddService, s, n.h.NewService)

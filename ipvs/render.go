@@ -18,9 +18,10 @@ import (
 //	-a -t 10.96.0.10:80 -r 10.244.1.2:8080 -m -w 1
 //
 // Every real server is printed as masquerading (-m), the only forwarding method this library programs.
-// The input is not modified.
+// A list already in ipvsadm's order (as Snapshot and ParseSave of ipvsadm's output return) is printed as
+// it is; see ipvsadmSort. The input is not modified.
 func Render(vs []VirtualServer) string {
-	sorted := sortedCopy(vs)
+	sorted := sortedCopy(vs, true)
 	var b strings.Builder
 	for _, v := range sorted {
 		b.WriteString("-A ")
@@ -43,7 +44,8 @@ func Render(vs []VirtualServer) string {
 // does not model are skipped, with their value when they take one: the persistence netmask (-M), the
 // persistence engine (--pe), scheduler flags (-b), one-packet scheduling (-o), thresholds (-x, -y), tunnel
 // options, and the forwarding method (-m, -g, -i). Firewall-mark services (-f) and their real servers are
-// skipped too, as Snapshot skips them. Virtual servers come back in the order of the text.
+// skipped too, as Snapshot skips them. A virtual server without a scheduler (-s) or a real server line without
+// its address (-r) is refused: ipvsadm never prints one. Virtual servers come back in the order of the text.
 func ParseSave(text string) ([]VirtualServer, error) {
 	var out []VirtualServer
 	index := map[ServiceKey]int{}
@@ -61,12 +63,20 @@ func ParseSave(text string) ([]VirtualServer, error) {
 		}
 		switch fields[0] {
 		case "-A", "--add-service":
+			if l.svc.Scheduler == "" {
+				// ipvsadm -Sn always prints one; without it Render would print a bare -s, and the kernel
+				// refuses a virtual server without a scheduler.
+				return nil, fmt.Errorf("ipvs: ipvsadm -Sn line %d: virtual server %s has no scheduler (-s)", n+1, l.svc.ServiceKey)
+			}
 			if _, dup := index[l.svc.ServiceKey]; dup {
 				return nil, fmt.Errorf("ipvs: ipvsadm -Sn line %d: virtual server %s listed twice", n+1, l.svc.ServiceKey)
 			}
 			index[l.svc.ServiceKey] = len(out)
 			out = append(out, VirtualServer{Service: l.svc})
 		case "-a", "--add-server":
+			if !l.haveDst {
+				return nil, fmt.Errorf("ipvs: ipvsadm -Sn line %d: real server line without -r", n+1)
+			}
 			i, ok := index[l.svc.ServiceKey]
 			if !ok {
 				return nil, fmt.Errorf("ipvs: ipvsadm -Sn line %d: real server of unknown virtual server %s", n+1, l.svc.ServiceKey)
@@ -80,9 +90,10 @@ func ParseSave(text string) ([]VirtualServer, error) {
 }
 
 type saveLine struct {
-	svc    Service
-	dst    Destination
-	fwmark bool
+	svc     Service
+	dst     Destination
+	haveDst bool
+	fwmark  bool
 }
 
 func parseSaveLine(f []string) (saveLine, error) {
@@ -139,7 +150,7 @@ func parseSaveLine(f []string) (saveLine, error) {
 			if err != nil {
 				return l, err
 			}
-			l.dst.DestinationKey = DestinationKey{Address: ap.Addr(), Port: ap.Port()}
+			l.dst.DestinationKey, l.haveDst = DestinationKey{Address: ap.Addr(), Port: ap.Port()}, true
 		case "-w", "--weight":
 			v, err := next(&i)
 			if err != nil {
@@ -198,7 +209,7 @@ func Snapshot(i Interface) ([]VirtualServer, error) {
 		}
 		out = append(out, v)
 	}
-	return sortedCopy(out), nil
+	return sortedCopy(out, false), nil
 }
 
 // persistenceSeconds is the kernel's whole-second persistence timeout; a positive fraction of a second
@@ -211,15 +222,41 @@ func persistenceSeconds(d time.Duration) uint32 {
 }
 
 // sortedCopy returns a deep copy of vs in the order ipvsadm prints: virtual servers by libipvs's
-// ipvs_cmp_services, each one's real servers by ipvs_cmp_dests.
-func sortedCopy(vs []VirtualServer) []VirtualServer {
+// ipvs_cmp_services, each one's real servers by ipvs_cmp_dests. With keepSorted, lists already in that
+// order are kept (see ipvsadmSort).
+func sortedCopy(vs []VirtualServer, keepSorted bool) []VirtualServer {
 	out := make([]VirtualServer, len(vs))
 	for i, v := range vs {
 		out[i] = VirtualServer{Service: v.Service, Destinations: slices.Clone(v.Destinations)}
-		glibcMergeSort(out[i].Destinations, cmpDests)
+		ipvsadmSort(out[i].Destinations, cmpDests, keepSorted)
 	}
-	glibcMergeSort(out, func(a, b VirtualServer) int { return cmpServices(a.Service, b.Service) })
+	ipvsadmSort(out, func(a, b VirtualServer) int { return cmpServices(a.Service, b.Service) }, keepSorted)
 	return out
+}
+
+// ipvsadmSort sorts v as ipvsadm does, from the order the kernel listed it in. With keepSorted it leaves
+// alone a list whose neighbours all compare <= 0, which is what the sort produces: because libipvs's
+// comparison is not transitive, sorting ipvsadm's own output again can reorder it (in about one random
+// set of a dozen IPv4 addresses in seven), so Render(Snapshot(kernel)) and Render(ParseSave(ipvsadm -Sn))
+// would no longer print what ipvsadm printed. Snapshot sorts the kernel's order without keepSorted, as
+// ipvsadm does. On an order that is transitive for v, keepSorted changes nothing (the sort is stable).
+func ipvsadmSort[T any](v []T, cmp func(a, b T) int, keepSorted bool) {
+	if keepSorted && inIpvsadmOrder(v, cmp) {
+		return
+	}
+	glibcMergeSort(v, cmp)
+}
+
+// inIpvsadmOrder reports whether every element compares <= 0 with the next. The merge sort's output always
+// does: the merge emits a before b only when cmp(a, b) <= 0, or when cmp(b, a) > 0, and libipvs's
+// subtraction is antisymmetric except at a distance of exactly 2^31, where both directions are negative.
+func inIpvsadmOrder[T any](v []T, cmp func(a, b T) int) bool {
+	for i := 1; i < len(v); i++ {
+		if cmp(v[i-1], v[i]) > 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // The comparators below reproduce libipvs (ipvsadm 1.31) exactly, including its quirk: it subtracts two

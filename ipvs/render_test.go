@@ -51,12 +51,13 @@ var goldenCases = []struct {
 	{
 		// libipvs subtracts unsigned address words into a C int: addresses more than 2^31 apart compare
 		// backwards, and the three VIPs below form a cycle, so only glibc's merge sort gives ipvsadm's order.
+		// (Neither list is in that order already: Render would keep it, see TestRenderKeepsIpvsadmOrder.)
 		name: "ipvsadm-order-quirk",
 		vs: []ipvs.VirtualServer{
 			svc("10.96.0.10", 80, ipvs.TCP, "rr", 0, dst("192.168.0.2:80", 1), dst("10.244.0.2:80", 1), dst("172.16.0.2:80", 1)),
 			svc("100.64.0.1", 80, ipvs.TCP, "rr", 0),
-			svc("192.168.0.1", 80, ipvs.TCP, "rr", 0),
 			svc("203.0.113.1", 80, ipvs.TCP, "rr", 0),
+			svc("192.168.0.1", 80, ipvs.TCP, "rr", 0),
 		},
 	},
 }
@@ -149,6 +150,31 @@ func TestParseSaveRoundTrip(t *testing.T) {
 	}
 }
 
+// ipvsadmOrderedSave is `ipvsadm -Sn` output whose real servers, sorted again by ipvsadm's non-transitive
+// comparison, come out in another order (226.0.0.1 first). FuzzParseSave found the like.
+const ipvsadmOrderedSave = `-A -t 10.96.0.10:80 -s rr
+-a -t 10.96.0.10:80 -r 66.0.0.1:80 -m -w 1
+-a -t 10.96.0.10:80 -r 97.0.0.1:80 -m -w 1
+-a -t 10.96.0.10:80 -r 141.0.0.1:80 -m -w 1
+-a -t 10.96.0.10:80 -r 162.0.0.1:80 -m -w 1
+-a -t 10.96.0.10:80 -r 168.0.0.1:80 -m -w 1
+-a -t 10.96.0.10:80 -r 221.0.0.1:80 -m -w 1
+-a -t 10.96.0.10:80 -r 226.0.0.1:80 -m -w 1
+-a -t 10.96.0.10:80 -r 231.0.0.1:80 -m -w 1
+-a -t 10.96.0.10:80 -r 10.0.0.1:80 -m -w 1
+-a -t 10.96.0.10:80 -r 18.0.0.1:80 -m -w 1
+-a -t 10.96.0.10:80 -r 86.0.0.1:80 -m -w 1
+-a -t 10.96.0.10:80 -r 182.0.0.1:80 -m -w 1
+`
+
+// TestRenderKeepsIpvsadmOrder: what ipvsadm printed (ParseSave of it, or Snapshot, which sorts the kernel's
+// order the same way) renders unchanged, although sorting it again would reorder it.
+func TestRenderKeepsIpvsadmOrder(t *testing.T) {
+	if got := ipvs.Render(mustParse(t, ipvsadmOrderedSave)); got != ipvsadmOrderedSave {
+		t.Errorf("Render(ParseSave(x)) != x:\n%s\nvs\n%s", got, ipvsadmOrderedSave)
+	}
+}
+
 func TestParseSave(t *testing.T) {
 	tests := []struct {
 		name    string
@@ -177,6 +203,10 @@ func TestParseSave(t *testing.T) {
 		{name: "real server before its service", text: "-a -t 10.0.0.1:80 -r 10.0.0.2:80 -m -w 1\n", wantErr: true},
 		{name: "service twice", text: "-A -t 10.0.0.1:80 -s rr\n-A -t 10.0.0.1:80 -s rr\n", wantErr: true},
 		{name: "missing value", text: "-A -t 10.0.0.1:80 -s\n", wantErr: true},
+		// Found by FuzzParseSave: accepted, it rendered as "-s " and did not parse back.
+		{name: "service without scheduler", text: "-A -t 10.0.0.1:80\n", wantErr: true},
+		// Found by FuzzParseSave: accepted as an invalid real server, rendered as "-r invalid AddrPort".
+		{name: "real server line without -r", text: "-A -t 10.0.0.1:80 -s rr\n-a -t 10.0.0.1:80 -m -w 1\n", wantErr: true},
 		{name: "unknown command", text: "-E -t 10.0.0.1:80 -s rr\n", wantErr: true},
 	}
 	for _, tt := range tests {

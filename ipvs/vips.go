@@ -94,6 +94,26 @@ func (v *dummyVIPs) EnsureInterface() error {
 	return nil
 }
 
+// InterfaceUp reports whether the dummy interface exists and is up, with one link lookup by name (not a
+// dump, whatever the number of addresses or links). An interface of another type under the name counts as
+// missing: it is not the agent's. Equivalent to: `ip link show NAME`.
+func (v *dummyVIPs) InterfaceUp() (bool, error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	link, err := v.h.LinkByName(v.name)
+	if isLinkNotFound(err) {
+		v.link = nil
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("vips: ip link show %s: %w", v.name, err)
+	}
+	if link.Type() != "dummy" {
+		return false, nil
+	}
+	return link.Attrs().RawFlags&unix.IFF_UP != 0, nil
+}
+
 // List returns the addresses bound to the interface, sorted. IPv6 link-local addresses, which the kernel
 // adds by itself when the device comes up, are not VIPs and are left out.
 // Equivalent to: `ip addr show dev NAME`.

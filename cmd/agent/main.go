@@ -33,6 +33,7 @@ type flags struct {
 	scope            string
 	defaultScheduler string
 	auditPeriod      time.Duration
+	driftCheckPeriod time.Duration
 	clusterCIDRs     string
 	metricsAddr      string
 	probeAddr        string
@@ -49,6 +50,9 @@ func parseFlags(fs *flag.FlagSet, args []string) (flags, error) {
 		desired.ProxyNameLabel+"="+desired.ProxyName+`, so kube-proxy can serve the rest) or "all" (clusters without kube-proxy).`)
 	fs.StringVar(&f.defaultScheduler, "default-scheduler", string(lbv1alpha1.DefaultScheduler), "The IPVS scheduler of Services no ServicePolicy governs.")
 	fs.DurationVar(&f.auditPeriod, "audit-period", time.Minute, "How often to re-read the kernel and repair drift.")
+	fs.DurationVar(&f.driftCheckPeriod, "drift-check-period", time.Second, "How often to check, with a few O(1) kernel reads, "+
+		"whether the kernel lost the agent's state wholesale (IPVS flushed, dummy interface or nftables table deleted) "+
+		"and re-sync at once; 0 disables it (the audit repairs it then).")
 	fs.StringVar(&f.clusterCIDRs, "cluster-cidr", "", "Comma-separated pod CIDRs of the cluster. Empty: read them from the Node objects.")
 	fs.StringVar(&f.metricsAddr, "metrics-bind-address", ":10271", "Address of the Prometheus metrics and /debug/ipvs endpoint; 0 disables it.")
 	fs.StringVar(&f.probeAddr, "health-probe-bind-address", ":10272", "Address of the /healthz and /readyz endpoints.")
@@ -68,6 +72,8 @@ func parseFlags(fs *flag.FlagSet, args []string) (flags, error) {
 		return f, fmt.Errorf("--default-scheduler=%q: must be one of %v", f.defaultScheduler, lbv1alpha1.Schedulers)
 	case f.auditPeriod < time.Second:
 		return f, fmt.Errorf("--audit-period=%s: must be at least 1s", f.auditPeriod)
+	case f.driftCheckPeriod < 0 || (f.driftCheckPeriod > 0 && f.driftCheckPeriod < 100*time.Millisecond):
+		return f, fmt.Errorf("--drift-check-period=%s: must be 0 (off) or at least 100ms", f.driftCheckPeriod)
 	}
 	if _, err := f.podCIDRs(); err != nil {
 		return f, err
@@ -169,7 +175,7 @@ func run(ctx context.Context, f flags) error {
 	}
 	startup := agent.NewStartup(agent.StartupConfig{
 		Cache: mgr.GetCache(), Client: mgr.GetClient(), Engine: kernel.engine,
-		Services: services, AuditPeriod: f.auditPeriod, PodCIDRs: podCIDRs,
+		Services: services, AuditPeriod: f.auditPeriod, PodCIDRs: podCIDRs, DriftCheckPeriod: f.driftCheckPeriod,
 	})
 	if err := services.SetupWithManager(mgr, f.workers); err != nil {
 		return err

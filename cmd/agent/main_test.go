@@ -20,6 +20,8 @@ func TestParseFlags(t *testing.T) {
 		{"bad scope", []string{"--node-name=n1", "--scope=some"}, `--scope="some": must be "labelled" or "all"`},
 		{"bad scheduler", []string{"--node-name=n1", "--default-scheduler=fastest"}, `--default-scheduler="fastest": must be one of`},
 		{"audit too often", []string{"--node-name=n1", "--audit-period=10ms"}, "--audit-period=10ms: must be at least 1s"},
+		{"drift check off", []string{"--node-name=n1", "--drift-check-period=0"}, ""},
+		{"drift check too often", []string{"--node-name=n1", "--drift-check-period=1ms"}, "--drift-check-period=1ms: must be 0 (off) or at least 100ms"},
 		{"bad cidr", []string{"--node-name=n1", "--cluster-cidr=10.244.0.0"}, `--cluster-cidr: "10.244.0.0" is not a CIDR`},
 	}
 	for _, tc := range cases {

@@ -22,6 +22,11 @@ type Engine interface {
 	Retain(ctx context.Context, key string, vips []netip.Addr) (ipvssync.Result, error)
 	// Audit re-reads the kernel and repairs drift from what the agent last programmed.
 	Audit(ctx context.Context) error
+	// CheckDrift is the cheap canary (O(1) kernel reads): did the kernel lose the agent's state wholesale
+	// (IPVS flushed, dummy interface or nftables table deleted)?
+	CheckDrift(ctx context.Context) (ipvssync.Drift, error)
+	// Resync is the full audit run at once after drift, preempting a periodic one under way.
+	Resync(ctx context.Context) error
 	// SetPodCIDRs tells the data-path rules which sources are pods.
 	SetPodCIDRs(ctx context.Context, cidrs []netip.Prefix) error
 }

@@ -8,6 +8,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/ipvs-operator/ipvs-operator/ipvs/plan"
+	ipvssync "github.com/ipvs-operator/ipvs-operator/ipvs/sync"
 )
 
 // Metric names follow kube-proxy's (kubeproxy_sync_proxy_rules_duration_seconds,
@@ -72,8 +73,27 @@ var (
 	}, []string{"state"})
 )
 
+var (
+	metricDriftDetections = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "ipvs_operator", Subsystem: "agent", Name: "drift_detections_total",
+		Help: "Times the drift canary found the kernel had lost the agent's state, by what was lost: " +
+			"interface (dummy interface gone or down), nftables (table gone), ipvs (virtual servers flushed).",
+	}, []string{"reason"})
+	metricAuditFindings = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "ipvs_operator", Subsystem: "agent", Name: "audit_findings_total",
+		Help: "What audits found different from what the agent programmed, and repaired, by kind: service " +
+			"(a Service's virtual servers, real servers or VIPs), orphan (a virtual server on a VIP no Service " +
+			"claims), vip (an unclaimed VIP), element (an nftables set element missing or unneeded).",
+	}, []string{"kind"})
+	metricAuditRepairOps = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "ipvs_operator", Subsystem: "agent", Name: "audit_repair_operations_total",
+		Help: "Kernel operations (IPVS and VIP changes) made by audits to repair drift.",
+	})
+)
+
 func init() {
-	metrics.Registry.MustRegister(metricKernelOps, metricVirtualServers, metricRealServers)
+	metrics.Registry.MustRegister(metricKernelOps, metricVirtualServers, metricRealServers,
+		metricDriftDetections, metricAuditFindings, metricAuditRepairOps)
 }
 
 // EngineMetrics backs the sync engine's counters and gauges with Prometheus on controller-runtime's registry.
@@ -95,4 +115,17 @@ func (EngineMetrics) SetVirtualServers(n int) { metricVirtualServers.Set(float64
 func (EngineMetrics) SetRealServers(active, draining int) {
 	metricRealServers.WithLabelValues("active").Set(float64(active))
 	metricRealServers.WithLabelValues("draining").Set(float64(draining))
+}
+
+// DriftDetected implements ipvs/sync.Metrics.
+func (EngineMetrics) DriftDetected(d ipvssync.Drift) {
+	metricDriftDetections.WithLabelValues(string(d)).Inc()
+}
+
+// AuditDone implements ipvs/sync.Metrics.
+func (EngineMetrics) AuditDone(r ipvssync.AuditReport) {
+	for kind, n := range map[string]int{"service": r.Services, "orphan": r.Orphans, "vip": r.VIPs, "element": r.Elements} {
+		metricAuditFindings.WithLabelValues(kind).Add(float64(n))
+	}
+	metricAuditRepairOps.Add(float64(r.Ops))
 }

@@ -13,6 +13,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
+
+	ipvssync "github.com/ipvs-operator/ipvs-operator/ipvs/sync"
 )
 
 // ErrNotSynced is what the readiness check answers until the first full sync reached the kernel.
@@ -33,6 +35,9 @@ type StartupConfig struct {
 	Engine      Engine
 	Services    *ServiceReconciler
 	AuditPeriod time.Duration
+	// DriftCheckPeriod is how often the drift canary runs (a few O(1) kernel reads); 0 disables it, leaving
+	// a flushed kernel to the next audit.
+	DriftCheckPeriod time.Duration
 	// PodCIDRs says which sources are pods. It is asked once the caches are filled and before the kernel
 	// state is adopted: adopting re-ensures the nftables table, and a guard that does not yet know the pod
 	// CIDRs would refuse pods' new connections to ClusterIPs until it learns them.
@@ -88,18 +93,53 @@ func (s *Startup) Start(ctx context.Context) error {
 	s.synced.Store(true)
 	log.Info("First full sync done", "services", len(list.Items), "failed", failed, "duration", time.Since(t0))
 
-	wait.UntilWithContext(ctx, func(ctx context.Context) {
-		if err := s.audit(ctx); err != nil {
-			log.Error(err, "Audit failed")
-		}
-	}, s.AuditPeriod)
+	s.runPeriodic(ctx)
 	return nil
 }
 
-func (s *Startup) audit(ctx context.Context) error {
+// runPeriodic runs, until ctx ends, the drift canary every DriftCheckPeriod and the audit every AuditPeriod.
+// They run apart because an audit at scale takes seconds and the canary must notice a flush within its own
+// period; the engine runs one audit at a time, and a resync after drift preempts a periodic audit.
+func (s *Startup) runPeriodic(ctx context.Context) {
+	log := logf.FromContext(ctx).WithName("startup")
+	if s.DriftCheckPeriod > 0 {
+		go wait.UntilWithContext(ctx, s.checkDrift, s.DriftCheckPeriod)
+	}
+	wait.UntilWithContext(ctx, func(ctx context.Context) {
+		if err := s.audit(ctx); errors.Is(err, ipvssync.ErrAuditPreempted) {
+			log.V(1).Info("Audit preempted by a resync after drift")
+		} else if err != nil {
+			log.Error(err, "Audit failed")
+		}
+	}, s.AuditPeriod)
+}
+
+// checkDrift runs the canary once and, if the kernel lost the agent's state, re-syncs everything at once.
+func (s *Startup) checkDrift(ctx context.Context) {
+	log := logf.FromContext(ctx).WithName("drift")
+	d, err := s.Engine.CheckDrift(ctx)
+	if err != nil {
+		log.Error(err, "Drift check failed")
+		return
+	}
+	if d == ipvssync.NoDrift {
+		return
+	}
+	log.Info("The kernel lost the agent's state; re-syncing every Service", "lost", d)
+	if err := s.timed(ctx, s.Engine.Resync); err != nil {
+		log.Error(err, "Re-sync after drift failed; the next check or audit retries", "lost", d)
+		return
+	}
+	log.Info("Re-synced after drift", "lost", d)
+}
+
+func (s *Startup) audit(ctx context.Context) error { return s.timed(ctx, s.Engine.Audit) }
+
+// timed runs an audit (periodic, or the resync after drift) and observes its duration.
+func (s *Startup) timed(ctx context.Context, run func(context.Context) error) error {
 	t0 := time.Now()
 	defer func() { metricAuditDuration.Observe(time.Since(t0).Seconds()) }()
-	return s.Engine.Audit(ctx)
+	return run(ctx)
 }
 
 // ReadyCheck is a healthz.Checker: ready only once the first full sync reached the kernel.

@@ -168,7 +168,7 @@ func startAgent(ctx context.Context, ac agentConfig) runningAgent {
 	}
 	st := agent.NewStartup(agent.StartupConfig{
 		Cache: mgr.GetCache(), Client: c, Engine: ac.engine, Services: services, AuditPeriod: time.Second,
-		PodCIDRs: func(ctx context.Context) ([]netip.Prefix, error) { return agent.ListPodCIDRs(ctx, c) },
+		DriftCheckPeriod: 100 * time.Millisecond, PodCIDRs: func(ctx context.Context) ([]netip.Prefix, error) { return agent.ListPodCIDRs(ctx, c) },
 	})
 	Expect(services.SetupWithManager(mgr, 2)).To(Succeed())
 	if ac.podCIDRReconciler {

@@ -25,6 +25,7 @@ type Verb string
 // Verbs of ipvs.Interface.
 const (
 	Services          Verb = ipvs.OpServices
+	Service           Verb = ipvs.OpService
 	AddService        Verb = ipvs.OpAddService
 	UpdateService     Verb = ipvs.OpUpdateService
 	DeleteService     Verb = ipvs.OpDeleteService
@@ -37,6 +38,7 @@ const (
 // Verbs of ipvs.VIPs.
 const (
 	EnsureInterface Verb = "EnsureInterface"
+	InterfaceUp     Verb = "InterfaceUp"
 	List            Verb = "List"
 	Bind            Verb = "Bind"
 	Unbind          Verb = "Unbind"
@@ -48,6 +50,7 @@ const (
 	Ensure   Verb = "Ensure"
 	Update   Verb = "Update"
 	Elements Verb = "Elements"
+	Exists   Verb = "Exists"
 	Delete   Verb = "Delete"
 )
 
@@ -189,6 +192,28 @@ func (f *IPVS) Services() ([]ipvs.Service, error) {
 	}
 	slices.SortFunc(out, func(a, b ipvs.Service) int { return compareServiceKeys(a.ServiceKey, b.ServiceKey) })
 	return out, nil
+}
+
+// Service reads one virtual server; a missing one is ESRCH (ipvs.ErrNotFound), as the kernel answers.
+func (f *IPVS) Service(k ipvs.ServiceKey) (ipvs.Service, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.rec.op(Service); err != nil {
+		return ipvs.Service{}, err
+	}
+	s, ok := f.services[k]
+	if !ok {
+		return ipvs.Service{}, errno(ipvs.OpService, k.String(), unix.ESRCH)
+	}
+	return s.Service, nil
+}
+
+// Flush removes every virtual server, the agent's and anyone else's, as `ipvsadm -C` or kube-proxy's
+// leftover cleanup does. It is a test control, not counted.
+func (f *IPVS) Flush() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.services = map[ipvs.ServiceKey]*service{}
 }
 
 // AddService creates a virtual server.

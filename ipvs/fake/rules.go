@@ -107,6 +107,16 @@ func (r *Rules) Elements() (ipvs.RuleElements, error) {
 	return ipvs.RuleElements{ClusterIPs: sortedKeys(r.clusterIPs), Endpoints: sortedKeys(r.endpoints)}, nil
 }
 
+// Exists reports whether the table exists (counted, unlike TableExists).
+func (r *Rules) Exists() (bool, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := r.rec.op(Exists); err != nil {
+		return false, err
+	}
+	return r.exists, nil
+}
+
 // Delete removes the table; an absent table is not an error.
 func (r *Rules) Delete() error {
 	r.mu.Lock()

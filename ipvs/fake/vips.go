@@ -15,6 +15,7 @@ import (
 type VIPs struct {
 	counters
 	exists bool
+	down   bool
 	addrs  map[netip.Addr]bool
 }
 
@@ -30,7 +31,25 @@ func (v *VIPs) InterfaceExists() bool {
 	return v.exists
 }
 
-// EnsureInterface creates the interface if needed.
+// SetDown takes the interface down, as `ip link set NAME down` does; its addresses stay. A test control,
+// not counted.
+func (v *VIPs) SetDown() {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.down = true
+}
+
+// InterfaceUp reports whether the interface exists and is up.
+func (v *VIPs) InterfaceUp() (bool, error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if err := v.rec.op(InterfaceUp); err != nil {
+		return false, err
+	}
+	return v.exists && !v.down, nil
+}
+
+// EnsureInterface creates the interface if needed and sets it up.
 func (v *VIPs) EnsureInterface() error {
 	v.mu.Lock()
 	defer v.mu.Unlock()
@@ -40,6 +59,7 @@ func (v *VIPs) EnsureInterface() error {
 	if !v.exists {
 		v.exists, v.addrs = true, map[netip.Addr]bool{}
 	}
+	v.down = false
 	return nil
 }
 
@@ -96,7 +116,7 @@ func (v *VIPs) DeleteInterface() error {
 	if err := v.rec.op(DeleteInterface); err != nil {
 		return err
 	}
-	v.exists, v.addrs = false, nil
+	v.exists, v.down, v.addrs = false, false, nil
 	return nil
 }
 

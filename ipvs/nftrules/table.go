@@ -235,6 +235,21 @@ func (t *Table) Elements() (ipvs.RuleElements, error) {
 	return out, nil
 }
 
+// Exists reports whether the table is in the kernel, with one lookup by name (no dump of the ruleset or
+// of the table's elements). Equivalent to: `nft list table inet ipvs-operator >/dev/null`.
+func (t *Table) Exists() (bool, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	_, err := t.conn.ListTableOfFamily(TableName, nftables.TableFamilyINet)
+	if errors.Is(err, unix.ENOENT) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("nftrules: list table inet %s: %w", TableName, err)
+	}
+	return true, nil
+}
+
 // Delete removes the whole table; an absent table is not an error.
 // Equivalent to: `nft delete table inet ipvs-operator`.
 func (t *Table) Delete() error {

@@ -235,3 +235,34 @@ func TestInvalidInput(t *testing.T) {
 		t.Errorf("Update(invalid address) = %v, want EINVAL", err)
 	}
 }
+
+// TestExists is the drift canary's probe: it tells a missing table, including one deleted by someone
+// else's `nft flush ruleset`, from a present one, with no error either way.
+func TestExists(t *testing.T) {
+	tb, n := newTable(t)
+	check := func(when string, want bool) {
+		t.Helper()
+		if got, err := tb.Exists(); err != nil || got != want {
+			t.Errorf("%s: Exists() = %v, %v; want %v", when, got, err, want)
+		}
+	}
+	check("before Ensure", false)
+	if err := tb.Ensure(prefixes("10.244.0.0/16")); err != nil {
+		t.Fatal(err)
+	}
+	check("after Ensure", true)
+	if err := tb.Delete(); err != nil {
+		t.Fatal(err)
+	}
+	check("after Delete", false)
+	if err := tb.Ensure(nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := exec.LookPath("nft"); err != nil {
+		return
+	}
+	if out, err := n.run("nft", "flush", "ruleset"); err != nil {
+		t.Fatalf("nft flush ruleset: %v\n%s", err, out)
+	}
+	check("after nft flush ruleset", false)
+}

@@ -48,186 +48,188 @@ func osrv(s ipvs.Service, dests ...ObservedDestination) ObservedServer {
 	return ObservedServer{Service: s, Destinations: dests}
 }
 
+// computeCases are TestCompute's table; FuzzCompute starts from them too.
+var computeCases = []struct {
+	name    string
+	want    Desired
+	have    Observed
+	now     time.Time
+	ops     []string
+	recheck time.Time
+}{{
+	name: "nothing desired, nothing there",
+}, {
+	name: "new Service: bind, add virtual servers, then their real servers",
+	want: Desired{VIPs: []netip.Addr{vip4}, Servers: []ipvs.VirtualServer{
+		vs(rr(http), dest("10.244.1.5", 8080, 1), dest("10.244.2.5", 8080, 1)),
+		vs(rr(https), dest("10.244.1.5", 8443, 1)),
+	}},
+	ops: []string{
+		"ip addr add 10.96.0.10/32",
+		"ipvsadm -A -t 10.96.0.10:80 -s rr",
+		"ipvsadm -A -t 10.96.0.10:443 -s rr",
+		"ipvsadm -a -t 10.96.0.10:80 -r 10.244.1.5:8080 -m -w 1",
+		"ipvsadm -a -t 10.96.0.10:80 -r 10.244.2.5:8080 -m -w 1",
+		"ipvsadm -a -t 10.96.0.10:443 -r 10.244.1.5:8443 -m -w 1",
+	},
+}, {
+	name: "dual-stack Service binds both families",
+	want: Desired{VIPs: []netip.Addr{vip4, vip6}, Servers: []ipvs.VirtualServer{
+		vs(rr(http), dest("10.244.1.5", 8080, 1)),
+		vs(rr(http6), dest("fd00:244::5", 8080, 1)),
+	}},
+	ops: []string{
+		"ip addr add 10.96.0.10/32",
+		"ip addr add fd00::10/128",
+		"ipvsadm -A -t 10.96.0.10:80 -s rr",
+		"ipvsadm -A -t [fd00::10]:80 -s rr",
+		"ipvsadm -a -t 10.96.0.10:80 -r 10.244.1.5:8080 -m -w 1",
+		"ipvsadm -a -t [fd00::10]:80 -r [fd00:244::5]:8080 -m -w 1",
+	},
+}, {
+	name: "unchanged: no ops",
+	want: Desired{VIPs: []netip.Addr{vip4}, Servers: []ipvs.VirtualServer{vs(rr(http), dest("10.244.1.5", 8080, 1))}},
+	have: Observed{VIPs: []netip.Addr{vip4}, Servers: []ObservedServer{osrv(rr(http), seen("10.244.1.5", 8080, 1, 7, time.Time{}))}},
+}, {
+	name: "scheduler and persistence change in place",
+	want: Desired{VIPs: []netip.Addr{vip4}, Servers: []ipvs.VirtualServer{
+		vs(ipvs.Service{ServiceKey: http, Scheduler: "lc", Persistence: 3 * time.Hour}, dest("10.244.1.5", 8080, 1)),
+	}},
+	have: Observed{VIPs: []netip.Addr{vip4}, Servers: []ObservedServer{osrv(rr(http), seen("10.244.1.5", 8080, 1, 0, time.Time{}))}},
+	ops:  []string{"ipvsadm -E -t 10.96.0.10:80 -s lc -p 10800"},
+}, {
+	name: "TCP endpoint replaced: new one added before the old one is quiesced",
+	want: Desired{VIPs: []netip.Addr{vip4}, DrainTimeout: timeout, Servers: []ipvs.VirtualServer{
+		vs(rr(http), dest("10.244.3.5", 8080, 1)),
+	}},
+	have: Observed{VIPs: []netip.Addr{vip4}, Servers: []ObservedServer{osrv(rr(http), seen("10.244.1.5", 8080, 1, 2, time.Time{}))}},
+	now:  t0,
+	ops: []string{
+		"ipvsadm -a -t 10.96.0.10:80 -r 10.244.3.5:8080 -m -w 1",
+		"ipvsadm -e -t 10.96.0.10:80 -r 10.244.1.5:8080 -m -w 0",
+	},
+	recheck: t0.Add(timeout),
+}, {
+	name: "TCP endpoint gone without connections: deleted at once",
+	want: Desired{VIPs: []netip.Addr{vip4}, DrainTimeout: timeout, Servers: []ipvs.VirtualServer{vs(rr(http))}},
+	have: Observed{VIPs: []netip.Addr{vip4}, Servers: []ObservedServer{osrv(rr(http), seen("10.244.1.5", 8080, 1, 0, time.Time{}))}},
+	now:  t0,
+	ops:  []string{"ipvsadm -d -t 10.96.0.10:80 -r 10.244.1.5:8080"},
+}, {
+	name: "TCP drain timeout 0: deleted at once despite connections",
+	want: Desired{VIPs: []netip.Addr{vip4}, Servers: []ipvs.VirtualServer{vs(rr(http))}},
+	have: Observed{VIPs: []netip.Addr{vip4}, Servers: []ObservedServer{osrv(rr(http), seen("10.244.1.5", 8080, 1, 5, time.Time{}))}},
+	now:  t0,
+	ops:  []string{"ipvsadm -d -t 10.96.0.10:80 -r 10.244.1.5:8080"},
+}, {
+	name: "UDP and SCTP endpoints gone: deleted at once despite connections",
+	want: Desired{VIPs: []netip.Addr{vip4}, DrainTimeout: timeout, Servers: []ipvs.VirtualServer{vs(rr(sctp)), vs(rr(dns))}},
+	have: Observed{VIPs: []netip.Addr{vip4}, Servers: []ObservedServer{
+		osrv(rr(dns), seen("10.244.1.5", 53, 1, 9, time.Time{})),
+		osrv(rr(sctp), seen("10.244.1.5", 9, 1, 9, time.Time{})),
+	}},
+	now: t0,
+	ops: []string{
+		"ipvsadm -d --sctp-service 10.96.0.10:9 -r 10.244.1.5:9",
+		"ipvsadm -d -u 10.96.0.10:53 -r 10.244.1.5:53",
+	},
+}, {
+	name:    "draining TCP real server before its deadline: left alone, recheck at the deadline",
+	want:    Desired{VIPs: []netip.Addr{vip4}, DrainTimeout: timeout, Servers: []ipvs.VirtualServer{vs(rr(http))}},
+	have:    Observed{VIPs: []netip.Addr{vip4}, Servers: []ObservedServer{osrv(rr(http), seen("10.244.1.5", 8080, 0, 3, t0))}},
+	now:     t0.Add(10 * time.Second),
+	recheck: t0.Add(timeout),
+}, {
+	name: "draining TCP real server past its deadline: deleted",
+	want: Desired{VIPs: []netip.Addr{vip4}, DrainTimeout: timeout, Servers: []ipvs.VirtualServer{vs(rr(http))}},
+	have: Observed{VIPs: []netip.Addr{vip4}, Servers: []ObservedServer{osrv(rr(http), seen("10.244.1.5", 8080, 0, 3, t0))}},
+	now:  t0.Add(timeout),
+	ops:  []string{"ipvsadm -d -t 10.96.0.10:80 -r 10.244.1.5:8080"},
+}, {
+	name: "draining TCP real server whose connections ended: deleted before the deadline",
+	want: Desired{VIPs: []netip.Addr{vip4}, DrainTimeout: timeout, Servers: []ipvs.VirtualServer{vs(rr(http))}},
+	have: Observed{VIPs: []netip.Addr{vip4}, Servers: []ObservedServer{osrv(rr(http), seen("10.244.1.5", 8080, 0, 0, t0))}},
+	now:  t0.Add(time.Second),
+	ops:  []string{"ipvsadm -d -t 10.96.0.10:80 -r 10.244.1.5:8080"},
+}, {
+	name:    "weight-0 real server of unknown drain start (adopted): drain counted from now",
+	want:    Desired{VIPs: []netip.Addr{vip4}, DrainTimeout: timeout, Servers: []ipvs.VirtualServer{vs(rr(http))}},
+	have:    Observed{VIPs: []netip.Addr{vip4}, Servers: []ObservedServer{osrv(rr(http), seen("10.244.1.5", 8080, 0, 3, time.Time{}))}},
+	now:     t0,
+	recheck: t0.Add(timeout),
+}, {
+	name: "earliest deadline of several drains",
+	want: Desired{VIPs: []netip.Addr{vip4}, DrainTimeout: timeout, Servers: []ipvs.VirtualServer{vs(rr(http))}},
+	have: Observed{VIPs: []netip.Addr{vip4}, Servers: []ObservedServer{osrv(rr(http),
+		seen("10.244.1.5", 8080, 0, 3, t0.Add(5*time.Second)),
+		seen("10.244.1.6", 8080, 0, 3, t0),
+		seen("10.244.1.7", 8080, 1, 3, time.Time{}),
+	)}},
+	now:     t0.Add(10 * time.Second),
+	ops:     []string{"ipvsadm -e -t 10.96.0.10:80 -r 10.244.1.7:8080 -m -w 0"},
+	recheck: t0.Add(timeout),
+}, {
+	name: "endpoint back while draining: weight restored",
+	want: Desired{VIPs: []netip.Addr{vip4}, DrainTimeout: timeout, Servers: []ipvs.VirtualServer{vs(rr(http), dest("10.244.1.5", 8080, 1))}},
+	have: Observed{VIPs: []netip.Addr{vip4}, Servers: []ObservedServer{osrv(rr(http), seen("10.244.1.5", 8080, 0, 3, t0))}},
+	now:  t0.Add(time.Second),
+	ops:  []string{"ipvsadm -e -t 10.96.0.10:80 -r 10.244.1.5:8080 -m -w 1"},
+}, {
+	name: "desired endpoint found at weight 0 after a restart: weight restored",
+	want: Desired{VIPs: []netip.Addr{vip4}, Servers: []ipvs.VirtualServer{vs(rr(http), dest("10.244.1.5", 8080, 1))}},
+	have: Observed{VIPs: []netip.Addr{vip4}, Servers: []ObservedServer{osrv(rr(http), seen("10.244.1.5", 8080, 0, 0, time.Time{}))}},
+	ops:  []string{"ipvsadm -e -t 10.96.0.10:80 -r 10.244.1.5:8080 -m -w 1"},
+}, {
+	name: "port removed: its virtual server deleted after the other port's changes, without per-destination ops",
+	want: Desired{VIPs: []netip.Addr{vip4}, DrainTimeout: timeout, Servers: []ipvs.VirtualServer{
+		vs(rr(http), dest("10.244.1.5", 8080, 1), dest("10.244.1.6", 8080, 1)),
+	}},
+	have: Observed{VIPs: []netip.Addr{vip4}, Servers: []ObservedServer{
+		osrv(rr(https), seen("10.244.1.5", 8443, 1, 4, time.Time{})),
+		osrv(rr(http), seen("10.244.1.5", 8080, 1, 0, time.Time{})),
+	}},
+	ops: []string{
+		"ipvsadm -a -t 10.96.0.10:80 -r 10.244.1.6:8080 -m -w 1",
+		"ipvsadm -D -t 10.96.0.10:443",
+	},
+}, {
+	name: "Service deleted: virtual servers deleted, VIPs unbound last",
+	have: Observed{VIPs: []netip.Addr{vip6, vip4}, Servers: []ObservedServer{
+		osrv(rr(http6), seen("fd00:244::5", 8080, 1, 4, time.Time{})),
+		osrv(rr(http), seen("10.244.1.5", 8080, 1, 4, time.Time{})),
+	}},
+	ops: []string{
+		"ipvsadm -D -t 10.96.0.10:80",
+		"ipvsadm -D -t [fd00::10]:80",
+		"ip addr del 10.96.0.10/32",
+		"ip addr del fd00::10/128",
+	},
+}, {
+	name: "every phase at once, in order",
+	want: Desired{VIPs: []netip.Addr{vip4}, DrainTimeout: timeout, Servers: []ipvs.VirtualServer{
+		vs(ipvs.Service{ServiceKey: http, Scheduler: "lc"}, dest("10.244.3.5", 8080, 1)),
+		vs(rr(https), dest("10.244.3.5", 8443, 1)),
+	}},
+	have: Observed{VIPs: []netip.Addr{vip6}, Servers: []ObservedServer{
+		osrv(rr(http6), seen("fd00:244::5", 8080, 1, 4, time.Time{})),
+		osrv(rr(http), seen("10.244.1.5", 8080, 1, 4, time.Time{})),
+	}},
+	now: t0,
+	ops: []string{
+		"ip addr add 10.96.0.10/32",
+		"ipvsadm -E -t 10.96.0.10:80 -s lc",
+		"ipvsadm -A -t 10.96.0.10:443 -s rr",
+		"ipvsadm -a -t 10.96.0.10:80 -r 10.244.3.5:8080 -m -w 1",
+		"ipvsadm -a -t 10.96.0.10:443 -r 10.244.3.5:8443 -m -w 1",
+		"ipvsadm -e -t 10.96.0.10:80 -r 10.244.1.5:8080 -m -w 0",
+		"ipvsadm -D -t [fd00::10]:80",
+		"ip addr del fd00::10/128",
+	},
+	recheck: t0.Add(timeout),
+}}
+
 func TestCompute(t *testing.T) {
-	tests := []struct {
-		name    string
-		want    Desired
-		have    Observed
-		now     time.Time
-		ops     []string
-		recheck time.Time
-	}{{
-		name: "nothing desired, nothing there",
-	}, {
-		name: "new Service: bind, add virtual servers, then their real servers",
-		want: Desired{VIPs: []netip.Addr{vip4}, Servers: []ipvs.VirtualServer{
-			vs(rr(http), dest("10.244.1.5", 8080, 1), dest("10.244.2.5", 8080, 1)),
-			vs(rr(https), dest("10.244.1.5", 8443, 1)),
-		}},
-		ops: []string{
-			"ip addr add 10.96.0.10/32",
-			"ipvsadm -A -t 10.96.0.10:80 -s rr",
-			"ipvsadm -A -t 10.96.0.10:443 -s rr",
-			"ipvsadm -a -t 10.96.0.10:80 -r 10.244.1.5:8080 -m -w 1",
-			"ipvsadm -a -t 10.96.0.10:80 -r 10.244.2.5:8080 -m -w 1",
-			"ipvsadm -a -t 10.96.0.10:443 -r 10.244.1.5:8443 -m -w 1",
-		},
-	}, {
-		name: "dual-stack Service binds both families",
-		want: Desired{VIPs: []netip.Addr{vip4, vip6}, Servers: []ipvs.VirtualServer{
-			vs(rr(http), dest("10.244.1.5", 8080, 1)),
-			vs(rr(http6), dest("fd00:244::5", 8080, 1)),
-		}},
-		ops: []string{
-			"ip addr add 10.96.0.10/32",
-			"ip addr add fd00::10/128",
-			"ipvsadm -A -t 10.96.0.10:80 -s rr",
-			"ipvsadm -A -t [fd00::10]:80 -s rr",
-			"ipvsadm -a -t 10.96.0.10:80 -r 10.244.1.5:8080 -m -w 1",
-			"ipvsadm -a -t [fd00::10]:80 -r [fd00:244::5]:8080 -m -w 1",
-		},
-	}, {
-		name: "unchanged: no ops",
-		want: Desired{VIPs: []netip.Addr{vip4}, Servers: []ipvs.VirtualServer{vs(rr(http), dest("10.244.1.5", 8080, 1))}},
-		have: Observed{VIPs: []netip.Addr{vip4}, Servers: []ObservedServer{osrv(rr(http), seen("10.244.1.5", 8080, 1, 7, time.Time{}))}},
-	}, {
-		name: "scheduler and persistence change in place",
-		want: Desired{VIPs: []netip.Addr{vip4}, Servers: []ipvs.VirtualServer{
-			vs(ipvs.Service{ServiceKey: http, Scheduler: "lc", Persistence: 3 * time.Hour}, dest("10.244.1.5", 8080, 1)),
-		}},
-		have: Observed{VIPs: []netip.Addr{vip4}, Servers: []ObservedServer{osrv(rr(http), seen("10.244.1.5", 8080, 1, 0, time.Time{}))}},
-		ops:  []string{"ipvsadm -E -t 10.96.0.10:80 -s lc -p 10800"},
-	}, {
-		name: "TCP endpoint replaced: new one added before the old one is quiesced",
-		want: Desired{VIPs: []netip.Addr{vip4}, DrainTimeout: timeout, Servers: []ipvs.VirtualServer{
-			vs(rr(http), dest("10.244.3.5", 8080, 1)),
-		}},
-		have: Observed{VIPs: []netip.Addr{vip4}, Servers: []ObservedServer{osrv(rr(http), seen("10.244.1.5", 8080, 1, 2, time.Time{}))}},
-		now:  t0,
-		ops: []string{
-			"ipvsadm -a -t 10.96.0.10:80 -r 10.244.3.5:8080 -m -w 1",
-			"ipvsadm -e -t 10.96.0.10:80 -r 10.244.1.5:8080 -m -w 0",
-		},
-		recheck: t0.Add(timeout),
-	}, {
-		name: "TCP endpoint gone without connections: deleted at once",
-		want: Desired{VIPs: []netip.Addr{vip4}, DrainTimeout: timeout, Servers: []ipvs.VirtualServer{vs(rr(http))}},
-		have: Observed{VIPs: []netip.Addr{vip4}, Servers: []ObservedServer{osrv(rr(http), seen("10.244.1.5", 8080, 1, 0, time.Time{}))}},
-		now:  t0,
-		ops:  []string{"ipvsadm -d -t 10.96.0.10:80 -r 10.244.1.5:8080"},
-	}, {
-		name: "TCP drain timeout 0: deleted at once despite connections",
-		want: Desired{VIPs: []netip.Addr{vip4}, Servers: []ipvs.VirtualServer{vs(rr(http))}},
-		have: Observed{VIPs: []netip.Addr{vip4}, Servers: []ObservedServer{osrv(rr(http), seen("10.244.1.5", 8080, 1, 5, time.Time{}))}},
-		now:  t0,
-		ops:  []string{"ipvsadm -d -t 10.96.0.10:80 -r 10.244.1.5:8080"},
-	}, {
-		name: "UDP and SCTP endpoints gone: deleted at once despite connections",
-		want: Desired{VIPs: []netip.Addr{vip4}, DrainTimeout: timeout, Servers: []ipvs.VirtualServer{vs(rr(sctp)), vs(rr(dns))}},
-		have: Observed{VIPs: []netip.Addr{vip4}, Servers: []ObservedServer{
-			osrv(rr(dns), seen("10.244.1.5", 53, 1, 9, time.Time{})),
-			osrv(rr(sctp), seen("10.244.1.5", 9, 1, 9, time.Time{})),
-		}},
-		now: t0,
-		ops: []string{
-			"ipvsadm -d --sctp-service 10.96.0.10:9 -r 10.244.1.5:9",
-			"ipvsadm -d -u 10.96.0.10:53 -r 10.244.1.5:53",
-		},
-	}, {
-		name:    "draining TCP real server before its deadline: left alone, recheck at the deadline",
-		want:    Desired{VIPs: []netip.Addr{vip4}, DrainTimeout: timeout, Servers: []ipvs.VirtualServer{vs(rr(http))}},
-		have:    Observed{VIPs: []netip.Addr{vip4}, Servers: []ObservedServer{osrv(rr(http), seen("10.244.1.5", 8080, 0, 3, t0))}},
-		now:     t0.Add(10 * time.Second),
-		recheck: t0.Add(timeout),
-	}, {
-		name: "draining TCP real server past its deadline: deleted",
-		want: Desired{VIPs: []netip.Addr{vip4}, DrainTimeout: timeout, Servers: []ipvs.VirtualServer{vs(rr(http))}},
-		have: Observed{VIPs: []netip.Addr{vip4}, Servers: []ObservedServer{osrv(rr(http), seen("10.244.1.5", 8080, 0, 3, t0))}},
-		now:  t0.Add(timeout),
-		ops:  []string{"ipvsadm -d -t 10.96.0.10:80 -r 10.244.1.5:8080"},
-	}, {
-		name: "draining TCP real server whose connections ended: deleted before the deadline",
-		want: Desired{VIPs: []netip.Addr{vip4}, DrainTimeout: timeout, Servers: []ipvs.VirtualServer{vs(rr(http))}},
-		have: Observed{VIPs: []netip.Addr{vip4}, Servers: []ObservedServer{osrv(rr(http), seen("10.244.1.5", 8080, 0, 0, t0))}},
-		now:  t0.Add(time.Second),
-		ops:  []string{"ipvsadm -d -t 10.96.0.10:80 -r 10.244.1.5:8080"},
-	}, {
-		name:    "weight-0 real server of unknown drain start (adopted): drain counted from now",
-		want:    Desired{VIPs: []netip.Addr{vip4}, DrainTimeout: timeout, Servers: []ipvs.VirtualServer{vs(rr(http))}},
-		have:    Observed{VIPs: []netip.Addr{vip4}, Servers: []ObservedServer{osrv(rr(http), seen("10.244.1.5", 8080, 0, 3, time.Time{}))}},
-		now:     t0,
-		recheck: t0.Add(timeout),
-	}, {
-		name: "earliest deadline of several drains",
-		want: Desired{VIPs: []netip.Addr{vip4}, DrainTimeout: timeout, Servers: []ipvs.VirtualServer{vs(rr(http))}},
-		have: Observed{VIPs: []netip.Addr{vip4}, Servers: []ObservedServer{osrv(rr(http),
-			seen("10.244.1.5", 8080, 0, 3, t0.Add(5*time.Second)),
-			seen("10.244.1.6", 8080, 0, 3, t0),
-			seen("10.244.1.7", 8080, 1, 3, time.Time{}),
-		)}},
-		now:     t0.Add(10 * time.Second),
-		ops:     []string{"ipvsadm -e -t 10.96.0.10:80 -r 10.244.1.7:8080 -m -w 0"},
-		recheck: t0.Add(timeout),
-	}, {
-		name: "endpoint back while draining: weight restored",
-		want: Desired{VIPs: []netip.Addr{vip4}, DrainTimeout: timeout, Servers: []ipvs.VirtualServer{vs(rr(http), dest("10.244.1.5", 8080, 1))}},
-		have: Observed{VIPs: []netip.Addr{vip4}, Servers: []ObservedServer{osrv(rr(http), seen("10.244.1.5", 8080, 0, 3, t0))}},
-		now:  t0.Add(time.Second),
-		ops:  []string{"ipvsadm -e -t 10.96.0.10:80 -r 10.244.1.5:8080 -m -w 1"},
-	}, {
-		name: "desired endpoint found at weight 0 after a restart: weight restored",
-		want: Desired{VIPs: []netip.Addr{vip4}, Servers: []ipvs.VirtualServer{vs(rr(http), dest("10.244.1.5", 8080, 1))}},
-		have: Observed{VIPs: []netip.Addr{vip4}, Servers: []ObservedServer{osrv(rr(http), seen("10.244.1.5", 8080, 0, 0, time.Time{}))}},
-		ops:  []string{"ipvsadm -e -t 10.96.0.10:80 -r 10.244.1.5:8080 -m -w 1"},
-	}, {
-		name: "port removed: its virtual server deleted after the other port's changes, without per-destination ops",
-		want: Desired{VIPs: []netip.Addr{vip4}, DrainTimeout: timeout, Servers: []ipvs.VirtualServer{
-			vs(rr(http), dest("10.244.1.5", 8080, 1), dest("10.244.1.6", 8080, 1)),
-		}},
-		have: Observed{VIPs: []netip.Addr{vip4}, Servers: []ObservedServer{
-			osrv(rr(https), seen("10.244.1.5", 8443, 1, 4, time.Time{})),
-			osrv(rr(http), seen("10.244.1.5", 8080, 1, 0, time.Time{})),
-		}},
-		ops: []string{
-			"ipvsadm -a -t 10.96.0.10:80 -r 10.244.1.6:8080 -m -w 1",
-			"ipvsadm -D -t 10.96.0.10:443",
-		},
-	}, {
-		name: "Service deleted: virtual servers deleted, VIPs unbound last",
-		have: Observed{VIPs: []netip.Addr{vip6, vip4}, Servers: []ObservedServer{
-			osrv(rr(http6), seen("fd00:244::5", 8080, 1, 4, time.Time{})),
-			osrv(rr(http), seen("10.244.1.5", 8080, 1, 4, time.Time{})),
-		}},
-		ops: []string{
-			"ipvsadm -D -t 10.96.0.10:80",
-			"ipvsadm -D -t [fd00::10]:80",
-			"ip addr del 10.96.0.10/32",
-			"ip addr del fd00::10/128",
-		},
-	}, {
-		name: "every phase at once, in order",
-		want: Desired{VIPs: []netip.Addr{vip4}, DrainTimeout: timeout, Servers: []ipvs.VirtualServer{
-			vs(ipvs.Service{ServiceKey: http, Scheduler: "lc"}, dest("10.244.3.5", 8080, 1)),
-			vs(rr(https), dest("10.244.3.5", 8443, 1)),
-		}},
-		have: Observed{VIPs: []netip.Addr{vip6}, Servers: []ObservedServer{
-			osrv(rr(http6), seen("fd00:244::5", 8080, 1, 4, time.Time{})),
-			osrv(rr(http), seen("10.244.1.5", 8080, 1, 4, time.Time{})),
-		}},
-		now: t0,
-		ops: []string{
-			"ip addr add 10.96.0.10/32",
-			"ipvsadm -E -t 10.96.0.10:80 -s lc",
-			"ipvsadm -A -t 10.96.0.10:443 -s rr",
-			"ipvsadm -a -t 10.96.0.10:80 -r 10.244.3.5:8080 -m -w 1",
-			"ipvsadm -a -t 10.96.0.10:443 -r 10.244.3.5:8443 -m -w 1",
-			"ipvsadm -e -t 10.96.0.10:80 -r 10.244.1.5:8080 -m -w 0",
-			"ipvsadm -D -t [fd00::10]:80",
-			"ip addr del fd00::10/128",
-		},
-		recheck: t0.Add(timeout),
-	}}
-	for _, tt := range tests {
+	for _, tt := range computeCases {
 		t.Run(tt.name, func(t *testing.T) {
 			p := Compute(tt.want, tt.have, tt.now)
 			got := make([]string, 0, len(p.Ops))

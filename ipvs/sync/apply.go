@@ -31,6 +31,10 @@ type applier struct {
 	// keepOld are virtual servers where adding or restoring a real server failed: their stale real servers
 	// stay in service this round, so a failed add never leaves a virtual server with fewer real servers.
 	keepOld sets.Set[ipvs.ServiceKey]
+	// inSets, when not nil, is all the nftables sets are known to hold for this Service because adding its
+	// new elements failed: an op that would route to anything else is held back (fail closed), and counts
+	// as a failed add for the ops that depend on it.
+	inSets *elementSet
 }
 
 func (s *Syncer) newApplier(ctx context.Context, e *entry, now time.Time) *applier {
@@ -59,6 +63,15 @@ func (a *applier) run(ctx context.Context, ops []plan.Op) {
 
 func (a *applier) apply(op plan.Op) {
 	k := op.Service.ServiceKey
+	if a.heldBack(op) {
+		switch op.Kind {
+		case plan.AddService:
+			mark(&a.notAdded, k)
+		case plan.AddDestination, plan.UpdateDestination:
+			mark(&a.keepOld, k)
+		}
+		return
+	}
 	switch op.Kind {
 	case plan.BindVIP:
 		if a.fail(a.exec(op)) {
@@ -170,6 +183,26 @@ func (a *applier) apply(op plan.Op) {
 		}
 		a.deleteDest(k, op.Destination.DestinationKey)
 	}
+}
+
+// heldBack reports whether op would make the kernel route to an address whose nftables elements are
+// missing: binding a VIP or creating a virtual server on a ClusterIP not in the ClusterIP set, adding or
+// restoring a real server not in the hairpin set.
+func (a *applier) heldBack(op plan.Op) bool {
+	if a.inSets == nil {
+		return false
+	}
+	switch op.Kind {
+	case plan.BindVIP:
+		return !a.inSets.clusterIPs.Has(op.VIP)
+	case plan.AddService:
+		return !a.inSets.clusterIPs.Has(op.Service.Address)
+	case plan.AddDestination:
+		return !a.inSets.endpoints.Has(op.Destination.Address)
+	case plan.UpdateDestination:
+		return op.Destination.Weight > 0 && !a.inSets.endpoints.Has(op.Destination.Address)
+	}
+	return false
 }
 
 // exec makes one kernel call for op, counts it and reports it.

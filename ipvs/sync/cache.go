@@ -26,6 +26,10 @@ type entry struct {
 	elements elementSet
 	// counts is this Service's contribution to the gauges, as last reported.
 	counts counts
+	// gen changes (under s.mu, from the Syncer-wide counter) at the end of every sync of the entry. The
+	// audit records it before reading the kernel and compares it after: an entry synced meanwhile may be
+	// newer than the snapshot, which must then not overwrite its cache.
+	gen uint64
 }
 
 func newEntry(key string) *entry {

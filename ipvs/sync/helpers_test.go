@@ -67,15 +67,15 @@ func (h *harness) sync(key string, want plan.Desired) Result {
 // kernelOps returns the fake kernel's calls since the last call, then resets the counters.
 func (h *harness) kernelOps() map[fake.Verb]int {
 	ops := h.ipvs.Ops()
+	if ops == nil {
+		ops = map[fake.Verb]int{}
+	}
 	for v, n := range h.vips.Ops() {
 		ops[v] = n
 	}
 	h.ipvs.ResetOps()
 	h.vips.ResetOps()
 	h.rules.ResetOps()
-	if ops == nil {
-		ops = map[fake.Verb]int{}
-	}
 	return ops
 }
 
@@ -182,6 +182,30 @@ type recordingMetrics struct {
 	mu                        sync.Mutex
 	ops                       map[string]int // "kind" or "kind/error"
 	servers, active, draining int
+	drifts                    []Drift
+	audits                    []AuditReport
+}
+
+func (m *recordingMetrics) DriftDetected(d Drift) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.drifts = append(m.drifts, d)
+}
+
+func (m *recordingMetrics) AuditDone(r AuditReport) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.audits = append(m.audits, r)
+}
+
+// lastAudit returns the report of the last audit.
+func (m *recordingMetrics) lastAudit() AuditReport {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if len(m.audits) == 0 {
+		return AuditReport{}
+	}
+	return m.audits[len(m.audits)-1]
 }
 
 func (m *recordingMetrics) OpDone(k plan.Kind, err error) {

@@ -112,6 +112,58 @@ func (s *Syncer) install(snap snapshot, now time.Time) {
 	s.elements.mu.Unlock()
 }
 
+// installEntryLocked replaces one Service's cache with what a snapshot found on its VIPs: its virtual
+// servers and whether each VIP is bound. It reports whether the kernel differed from the cache: drift.
+// Called with e's key lock and s.mu held, and only when e was not synced since the snapshot was taken.
+func (s *Syncer) installEntryLocked(e *entry, snap snapshot, now time.Time) bool {
+	drift := false
+	old := e.servers
+	e.servers = map[ipvs.ServiceKey]*server{}
+	for v := range e.vips {
+		if b := snap.bound.Has(v); b != s.bound.Has(v) {
+			drift = true
+			if b {
+				s.bound.Insert(v)
+			} else {
+				s.bound.Delete(v)
+			}
+		}
+		for k, o := range snap.servers[v] {
+			sv := old[k]
+			if sv == nil {
+				sv = newServer(o.svc)
+				drift = true
+			} else if sv.svc != o.svc || !sameDests(sv.dests, o.dests) {
+				drift = true
+			}
+			sv.svc = o.svc
+			sv.setObserved(o.dests, now)
+			e.servers[k] = sv
+		}
+	}
+	for k := range old {
+		if _, ok := e.servers[k]; !ok {
+			drift = true
+		}
+	}
+	e.dirty = false
+	return drift
+}
+
+// sameDests reports whether the cache's real servers are the observed ones with the same weights
+// (connection counts are not the agent's to keep).
+func sameDests(cached map[ipvs.DestinationKey]*dest, observed []ipvs.ObservedDestination) bool {
+	if len(cached) != len(observed) {
+		return false
+	}
+	for _, o := range observed {
+		if d, ok := cached[o.DestinationKey]; !ok || d.Destination != o.Destination {
+			return false
+		}
+	}
+	return true
+}
+
 func (s *Syncer) claimedVIPs() []netip.Addr {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/nftables"
+	mobyipvs "github.com/moby/ipvs"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -162,5 +164,125 @@ func TestKernelSyncerLifecycle(t *testing.T) {
 	}
 	if _, err := k2.rules.Elements(); err == nil {
 		t.Fatal("Cleanup left the nftables table")
+	}
+}
+
+// TestKernelDriftCanary loses the agent's state wholesale, each way it happens on a node, and checks that
+// CheckDrift names the loss and Resync restores exactly what was programmed:
+//   - IPVS flushed as kube-proxy's leftover cleanup does (moby/ipvs Flush, i.e. `ipvsadm -C`);
+//   - the nftables ruleset flushed, as a firewall reload's `nft flush ruleset` does;
+//   - the dummy interface deleted (`ip link del ipvs0`) or taken down (`ip link set ipvs0 down`).
+func TestKernelDriftCanary(t *testing.T) {
+	ctx := context.Background()
+	ns, path := kernelNS(t)
+	k := openKernel(t, ns, path)
+	must(t, host.Probe(k.ipvs))
+	link, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
+	must(t, err)
+	defer link.Close()
+
+	dst := func(ip string, port uint16) ipvs.Destination {
+		return ipvs.Destination{DestinationKey: ipvs.DestinationKey{Address: netip.MustParseAddr(ip), Port: port}, Weight: 1}
+	}
+	server := func(vip string, port uint16, proto ipvs.Protocol, dests ...ipvs.Destination) ipvs.VirtualServer {
+		return ipvs.VirtualServer{
+			Service:      ipvs.Service{ServiceKey: ipvs.ServiceKey{Address: netip.MustParseAddr(vip), Port: port, Protocol: proto}, Scheduler: "rr"},
+			Destinations: dests,
+		}
+	}
+	services := map[string]plan.Desired{
+		"ns/web": {VIPs: []netip.Addr{netip.MustParseAddr("10.96.0.10")}, DrainTimeout: 30 * time.Second, Servers: []ipvs.VirtualServer{
+			server("10.96.0.10", 80, ipvs.TCP, dst("10.244.1.2", 8080), dst("10.244.1.3", 8080)),
+			server("10.96.0.10", 53, ipvs.UDP, dst("10.244.1.2", 5353)),
+		}},
+		"ns/db": {VIPs: []netip.Addr{netip.MustParseAddr("10.96.0.20")}, DrainTimeout: 30 * time.Second, Servers: []ipvs.VirtualServer{
+			server("10.96.0.20", 5432, ipvs.TCP, dst("10.244.2.7", 5432)),
+		}},
+		"ns/v6": {VIPs: []netip.Addr{netip.MustParseAddr("fd00::30")}, DrainTimeout: 30 * time.Second, Servers: []ipvs.VirtualServer{
+			server("fd00::30", 443, ipvs.TCP, dst("fd00:244::5", 8443)),
+		}},
+	}
+	state := func() string {
+		vs, err := ipvs.Snapshot(k.ipvs)
+		must(t, err)
+		vips, err := k.vips.List()
+		must(t, err)
+		els, err := k.rules.Elements()
+		must(t, err)
+		return fmt.Sprintf("# vips: %v\n# nft: %v %v\n%s", vips, els.ClusterIPs, els.Endpoints, ipvs.Render(vs))
+	}
+
+	s := ipvssync.New(k.ipvs, k.vips, k.rules, clock.RealClock{}, ipvssync.Options{PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")}})
+	must(t, s.Adopt(ctx))
+	for key, want := range services {
+		_, err := s.SyncService(ctx, key, want)
+		must(t, err)
+	}
+	must(t, s.Audit(ctx))
+	want := state()
+	const checks = 100
+	t0 := time.Now()
+	for range checks {
+		if d, err := s.CheckDrift(ctx); d != ipvssync.NoDrift || err != nil {
+			t.Fatalf("CheckDrift on an intact kernel = %q, %v", d, err)
+		}
+	}
+	t.Logf("CheckDrift: %v per check", time.Since(t0)/checks)
+
+	for _, tc := range []struct {
+		name   string
+		damage func() error
+		drift  ipvssync.Drift
+	}{
+		{"IPVS flushed (ipvsadm -C)", func() error {
+			h, err := mobyipvs.New(path)
+			if err != nil {
+				return err
+			}
+			defer h.Close()
+			return h.Flush()
+		}, ipvssync.DriftIPVS},
+		{"nft flush ruleset", func() error {
+			c, err := nftables.New(nftables.WithNetNSFd(int(ns)))
+			if err != nil {
+				return err
+			}
+			c.FlushRuleset()
+			return c.Flush()
+		}, ipvssync.DriftTable},
+		{"ip link del ipvs0", func() error {
+			l, err := link.LinkByName("ipvs0")
+			if err != nil {
+				return err
+			}
+			return link.LinkDel(l)
+		}, ipvssync.DriftInterface},
+		{"ip link set ipvs0 down", func() error {
+			l, err := link.LinkByName("ipvs0")
+			if err != nil {
+				return err
+			}
+			return link.LinkSetDown(l)
+		}, ipvssync.DriftInterface},
+	} {
+		must(t, tc.damage())
+		d, err := s.CheckDrift(ctx)
+		if err != nil || d != tc.drift {
+			t.Errorf("%s: CheckDrift = %q, %v; want %q", tc.name, d, err, tc.drift)
+		}
+		t0 := time.Now()
+		must(t, s.Resync(ctx))
+		t.Logf("%s: resync took %v", tc.name, time.Since(t0))
+		if got := state(); got != want {
+			t.Errorf("%s: after Resync the kernel holds\n%s\nwant\n%s", tc.name, got, want)
+		}
+		if d, err := s.CheckDrift(ctx); d != ipvssync.NoDrift || err != nil {
+			t.Errorf("%s: CheckDrift after Resync = %q, %v", tc.name, d, err)
+		}
+		l, err := link.LinkByName("ipvs0")
+		must(t, err)
+		if l.Attrs().RawFlags&unix.IFF_UP == 0 {
+			t.Errorf("%s: ipvs0 is down after Resync", tc.name)
+		}
 	}
 }

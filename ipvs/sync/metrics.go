@@ -12,10 +12,16 @@ type Metrics interface {
 	// SetRealServers sets how many of the agent's real servers take traffic (weight > 0) and how many drain
 	// at weight 0.
 	SetRealServers(active, draining int)
+	// DriftDetected counts one drift CheckDrift found, by what it found.
+	DriftDetected(d Drift)
+	// AuditDone reports what one audit (periodic, or a resync after drift) found and repaired.
+	AuditDone(r AuditReport)
 }
 
 type nopMetrics struct{}
 
+func (nopMetrics) DriftDetected(Drift)     {}
+func (nopMetrics) AuditDone(AuditReport)   {}
 func (nopMetrics) OpDone(plan.Kind, error) {}
 func (nopMetrics) SetVirtualServers(int)   {}
 func (nopMetrics) SetRealServers(_, _ int) {}

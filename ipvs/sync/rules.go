@@ -34,6 +34,8 @@ type ruleSets struct {
 	mu                    sync.Mutex
 	clusterIPs, endpoints map[netip.Addr]int
 	have                  elementSet
+	// gen counts Rules.Update calls, so the audit can tell whether the sets changed while it read them.
+	gen uint64
 }
 
 func newRuleSets() ruleSets {
@@ -138,6 +140,7 @@ func (s *Syncer) applyElements(add, remove ipvs.RuleElements) error {
 	if len(add.ClusterIPs)+len(add.Endpoints)+len(remove.ClusterIPs)+len(remove.Endpoints) == 0 {
 		return nil
 	}
+	s.elements.gen++ // even on failure: a batched update may have changed part of the sets
 	if err := s.rules.Update(add, remove); err != nil {
 		return err
 	}
@@ -147,20 +150,64 @@ func (s *Syncer) applyElements(add, remove ipvs.RuleElements) error {
 	return nil
 }
 
-// reconcileElements makes the kernel's sets hold exactly the counted elements: the audit's repair of
-// elements someone removed, and, with sweep, removal of elements no Service needs (left by a previous
-// agent). Called with world held exclusively, after have was re-read.
-func (s *Syncer) reconcileElements(sweep bool) error {
+// auditElements re-reads the sets and puts back the elements a Service needs that someone removed (a
+// table deleted and re-created, `nft flush set`). The read runs without the lock, so that Service syncs
+// are not held up by a dump; if a sync changed the sets meanwhile the read may be stale and is made again,
+// under the lock on the last try. It returns how many elements were missing.
+func (s *Syncer) auditElements() (int, error) {
 	if s.rules == nil {
-		return nil
+		return 0, nil
 	}
 	r := &s.elements
-	r.mu.Lock()
-	defer r.mu.Unlock()
+	for try := 1; ; try++ {
+		locked := try == 3
+		r.mu.Lock()
+		gen := r.gen
+		if !locked {
+			r.mu.Unlock()
+		}
+		els, err := s.rules.Elements()
+		if !locked {
+			r.mu.Lock()
+		}
+		if err != nil {
+			r.mu.Unlock()
+			return 0, err
+		}
+		if r.gen != gen {
+			r.mu.Unlock()
+			continue
+		}
+		r.have = elementSetOf(els)
+		n, err := s.reconcileElementsLocked(false)
+		r.mu.Unlock()
+		return n, err
+	}
+}
+
+// reconcileElements makes the kernel's sets hold exactly the counted elements, as far as have knows
+// them: the repair of elements someone removed, and, with sweep, removal of elements no Service needs
+// (left by a previous agent, or by virtual servers the audit swept). It returns how many elements it
+// added or removed.
+func (s *Syncer) reconcileElements(sweep bool) (int, error) {
+	if s.rules == nil {
+		return 0, nil
+	}
+	s.elements.mu.Lock()
+	defer s.elements.mu.Unlock()
+	return s.reconcileElementsLocked(sweep)
+}
+
+func (s *Syncer) reconcileElementsLocked(sweep bool) (int, error) {
+	r := &s.elements
 	var add, remove ipvs.RuleElements
 	add.ClusterIPs, remove.ClusterIPs = missingAndExtra(r.clusterIPs, r.have.clusterIPs, sweep)
 	add.Endpoints, remove.Endpoints = missingAndExtra(r.endpoints, r.have.endpoints, sweep)
-	return s.applyElements(add, remove)
+	n := len(add.ClusterIPs) + len(add.Endpoints) + len(remove.ClusterIPs) + len(remove.Endpoints)
+	if err := s.applyElements(add, remove); err != nil {
+		return 0, err
+	}
+	return n, nil
 }
 
 func missingAndExtra(refs map[netip.Addr]int, have sets.Set[netip.Addr], sweep bool) (missing, extra []netip.Addr) {

@@ -40,6 +40,7 @@ func (s *Syncer) SyncService(ctx context.Context, key string, want plan.Desired)
 func (s *Syncer) syncLocked(ctx context.Context, key string, want plan.Desired) (Result, error) {
 	now := s.clock.Now()
 	e, effective, conflicts := s.claim(key, want)
+	defer s.touch(e)
 
 	var errs []error
 	fresh := sets.New[ipvs.ServiceKey]()
@@ -53,11 +54,15 @@ func (s *Syncer) syncLocked(ctx context.Context, key string, want plan.Desired) 
 		return Result{}, fmt.Errorf("service %s: %w", key, err)
 	}
 
+	a := s.newApplier(ctx, e, now)
 	if err := s.growElements(e, effective); err != nil {
+		// Fail closed: nothing may start routing to an endpoint or a ClusterIP whose hairpin/guard
+		// elements are not in the sets. Operations that need only what the sets already hold (removals,
+		// drains, weights of known endpoints) still run; the error makes the caller retry.
 		errs = append(errs, err)
+		a.inSets = &elementSet{clusterIPs: e.elements.clusterIPs, endpoints: e.elements.endpoints}
 	}
 	p := plan.Compute(effective, s.observed(e), now)
-	a := s.newApplier(ctx, e, now)
 	a.run(ctx, p.Ops)
 	if a.replan && len(a.errs) == 0 {
 		p = plan.Compute(effective, s.observed(e), now)
@@ -245,6 +250,14 @@ func (s *Syncer) releaseVIPLocked(e *entry, v netip.Addr) {
 	e.vips.Delete(v)
 }
 
+// touch gives e a new generation: it was synced (see entry.gen).
+func (s *Syncer) touch(e *entry) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.gen++
+	e.gen = s.gen
+}
+
 // forgetIfEmpty drops the entry of a Service that holds nothing any more.
 func (s *Syncer) forgetIfEmpty(e *entry) {
 	s.mu.Lock()
@@ -263,35 +276,11 @@ func serversOn(servers map[ipvs.ServiceKey]*server, vip netip.Addr) bool {
 	return false
 }
 
-// validate checks the contract of a desired state, so a broken caller cannot program nonsense.
+// validate refuses a desired state that breaks its contract (plan.Desired.Validate), so a broken caller
+// cannot program nonsense. The error matches both ErrInvalidDesired and plan.ErrInvalidDesired.
 func validate(want plan.Desired) error {
-	vips := sets.New[netip.Addr]()
-	for _, v := range want.VIPs {
-		if !validAddr(v) || vips.Has(v) {
-			return fmt.Errorf("%w: VIP %s invalid or listed twice", ErrInvalidDesired, v)
-		}
-		vips.Insert(v)
-	}
-	servers := sets.New[ipvs.ServiceKey]()
-	for _, sv := range want.Servers {
-		switch {
-		case !vips.Has(sv.Address):
-			return fmt.Errorf("%w: virtual server %s is not on one of the VIPs", ErrInvalidDesired, sv.ServiceKey)
-		case servers.Has(sv.ServiceKey):
-			return fmt.Errorf("%w: virtual server %s listed twice", ErrInvalidDesired, sv.ServiceKey)
-		case sv.Protocol != ipvs.TCP && sv.Protocol != ipvs.UDP && sv.Protocol != ipvs.SCTP:
-			return fmt.Errorf("%w: virtual server %s has protocol %s", ErrInvalidDesired, sv.ServiceKey, sv.Protocol)
-		}
-		servers.Insert(sv.ServiceKey)
-		dests := sets.New[ipvs.DestinationKey]()
-		for _, d := range sv.Destinations {
-			if !validAddr(d.Address) || d.Address.Is4() != sv.Address.Is4() || d.Weight < 0 || dests.Has(d.DestinationKey) {
-				return fmt.Errorf("%w: real server %s of %s invalid or listed twice", ErrInvalidDesired, d.DestinationKey, sv.ServiceKey)
-			}
-			dests.Insert(d.DestinationKey)
-		}
+	if err := want.Validate(); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidDesired, err)
 	}
 	return nil
 }
-
-func validAddr(a netip.Addr) bool { return a.IsValid() && !a.Is4In6() && a.Zone() == "" }

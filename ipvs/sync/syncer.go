@@ -4,9 +4,11 @@
 // It keeps a cached model of what the kernel holds for each Service, so a change costs kernel work in
 // proportion to that Service only: the plan (package plan) is computed against the cache, not a dump. The
 // only reads on the hot path are of the one virtual server whose real servers are being retired (their
-// connection counts decide between draining and deleting). A periodic Audit re-reads everything and repairs
-// drift. What the agent owns is exactly the virtual servers on its VIPs; anything else in the table is never
-// touched.
+// connection counts decide between draining and deleting). CheckDrift, a canary of O(1) reads run every
+// second, notices when the kernel lost everything at once (a flushed IPVS table, a deleted dummy interface or
+// nftables table) and Resync rebuilds it; a periodic Audit re-reads everything and repairs piecemeal drift,
+// Service by Service, without stopping the other syncs. What the agent owns is exactly the virtual servers on
+// its VIPs; anything else in the table is never touched.
 package sync
 
 import (
@@ -50,7 +52,7 @@ type Result struct {
 }
 
 // Syncer programs the kernel for many Services. It is safe for concurrent use: SyncService calls for
-// different Services run in parallel; Adopt, Audit and Cleanup run alone.
+// different Services run in parallel, also with CheckDrift and Audit; Adopt and Cleanup run alone.
 type Syncer struct {
 	ipvs    ipvs.Interface
 	vips    ipvs.VIPs
@@ -59,9 +61,13 @@ type Syncer struct {
 	metrics Metrics
 	poll    time.Duration
 
-	// world is held shared by SyncService and exclusively by Adopt, Audit and Cleanup, which rebuild the
-	// whole cache.
+	// world is held shared by SyncService, CheckDrift and Audit (which repairs Service by Service under
+	// each Service's key lock), and exclusively by Adopt and Cleanup, which rebuild or drop the whole cache.
 	world sync.RWMutex
+	// auditMu makes audits run one at a time; preempt asks a running one to stop early, because a resync
+	// after drift is waiting and the running audit's snapshot may predate the drift.
+	auditMu sync.Mutex
+	preempt atomic.Bool
 	// keyLocks serialise SyncService calls for one Service (striped: no per-key lifetime to manage).
 	keyLocks [64]sync.Mutex
 	adopted  atomic.Bool
@@ -79,6 +85,10 @@ type Syncer struct {
 	orphans map[netip.Addr]map[ipvs.ServiceKey]*server
 	// totals are the gauges: every entry's counts plus the orphans'.
 	totals counts
+	// gen is the last entry generation handed out (see entry.gen).
+	gen uint64
+	// canary is the Service whose virtual servers CheckDrift probes, while it has some.
+	canary string
 
 	// elements tracks the nftables sets; it has its own lock, held across Rules.Update.
 	elements ruleSets

@@ -130,210 +130,213 @@ func format(st State) string {
 
 func lines(l ...string) string { return strings.Join(l, "\n") + "\n" }
 
+var trafficLocal = ptr.To(corev1.ServiceInternalTrafficPolicyLocal)
+
+// forServiceCases are TestForService's table; FuzzForService starts from them too.
+var forServiceCases = []struct {
+	name   string
+	svc    *corev1.Service
+	slices []*discoveryv1.EndpointSlice
+	policy *Policy
+	opts   Options
+	want   string
+}{{
+	name:   "ready endpoints of a labelled ClusterIP Service, sorted, weight 1, default policy",
+	svc:    service(),
+	slices: []*discoveryv1.EndpointSlice{v4("web-1", ep("10.244.2.5"), ep("10.244.1.5"))},
+	want:   lines("vips 10.96.0.10", "-t 10.96.0.10:80 -s rr -> 10.244.1.5:8080 10.244.2.5:8080", "drain 30s"),
+}, {
+	name: "nil Service (deleted): empty",
+}, {
+	name:   "unlabelled Service without ManageAll: out of scope, empty",
+	svc:    service(withLabels(nil)),
+	slices: []*discoveryv1.EndpointSlice{v4("web-1", ep("10.244.1.5"))},
+}, {
+	name:   "unlabelled Service with ManageAll: served",
+	svc:    service(withLabels(nil)),
+	slices: []*discoveryv1.EndpointSlice{v4("web-1", ep("10.244.1.5"))},
+	opts:   Options{ManageAll: true},
+	want:   lines("vips 10.96.0.10", "-t 10.96.0.10:80 -s rr -> 10.244.1.5:8080", "drain 30s"),
+}, {
+	name:   "Service labelled for another proxy, even with ManageAll: empty",
+	svc:    service(withLabels(map[string]string{ProxyNameLabel: "other-proxy"})),
+	slices: []*discoveryv1.EndpointSlice{v4("web-1", ep("10.244.1.5"))},
+	opts:   Options{ManageAll: true},
+}, {
+	name:   "headless Service: empty",
+	svc:    service(withClusterIPs("None")),
+	slices: []*discoveryv1.EndpointSlice{v4("web-1", ep("10.244.1.5"))},
+}, {
+	name: "ExternalName Service: empty",
+	svc: service(withClusterIPs(), func(s *corev1.Service) {
+		s.Spec.Type, s.Spec.ExternalName = corev1.ServiceTypeExternalName, "example.org"
+	}),
+}, {
+	name:   "Service without ClusterIP: empty",
+	svc:    service(withClusterIPs()),
+	slices: []*discoveryv1.EndpointSlice{v4("web-1", ep("10.244.1.5"))},
+}, {
+	name:   "Service without ports: empty, no VIP bound",
+	svc:    service(withPorts()),
+	slices: []*discoveryv1.EndpointSlice{v4("web-1", ep("10.244.1.5"))},
+}, {
+	name:   "NodePort Service: its ClusterIP is served, not its node port",
+	svc:    service(func(s *corev1.Service) { s.Spec.Type = corev1.ServiceTypeNodePort; s.Spec.Ports[0].NodePort = 30080 }),
+	slices: []*discoveryv1.EndpointSlice{v4("web-1", ep("10.244.1.5"))},
+	want:   lines("vips 10.96.0.10", "-t 10.96.0.10:80 -s rr -> 10.244.1.5:8080", "drain 30s"),
+}, {
+	name:   "only the singular spec.clusterIP set (object from before dual-stack)",
+	svc:    service(func(s *corev1.Service) { s.Spec.ClusterIPs = nil }),
+	slices: []*discoveryv1.EndpointSlice{v4("web-1", ep("10.244.1.5"))},
+	want:   lines("vips 10.96.0.10", "-t 10.96.0.10:80 -s rr -> 10.244.1.5:8080", "drain 30s"),
+}, {
+	name: "dual-stack: both families, each fed only by slices of its family",
+	svc:  service(withClusterIPs("fd00::10", "10.96.0.10")),
+	slices: []*discoveryv1.EndpointSlice{
+		slice("web-v6", discoveryv1.AddressTypeIPv6, httpPort, ep("fd00:244::5")),
+		v4("web-v4", ep("10.244.1.5")),
+	},
+	want: lines("vips 10.96.0.10 fd00::10",
+		"-t 10.96.0.10:80 -s rr -> 10.244.1.5:8080",
+		"-t [fd00::10]:80 -s rr -> [fd00:244::5]:8080",
+		"drain 30s"),
+}, {
+	name: "multi-port TCP, UDP and SCTP; slice ports matched by name and protocol",
+	svc: service(withPorts(sport("dns", 53, corev1.ProtocolUDP), sport("dns-tcp", 53, corev1.ProtocolTCP),
+		sport("sig", 2905, corev1.ProtocolSCTP))),
+	slices: []*discoveryv1.EndpointSlice{slice("web-1", discoveryv1.AddressTypeIPv4,
+		[]discoveryv1.EndpointPort{eport("sig", 3905, corev1.ProtocolSCTP), eport("dns-tcp", 1053, corev1.ProtocolTCP),
+			eport("dns", 5353, corev1.ProtocolUDP), eport("dns", 9999, corev1.ProtocolTCP)},
+		ep("10.244.1.5"))},
+	want: lines("vips 10.96.0.10",
+		"-t 10.96.0.10:53 -s rr -> 10.244.1.5:1053",
+		"-u 10.96.0.10:53 -s rr -> 10.244.1.5:5353",
+		"--sctp-service 10.96.0.10:2905 -s rr -> 10.244.1.5:3905",
+		"drain 30s"),
+}, {
+	name: "named targetPort resolved per slice: pods listening on different numbers",
+	svc:  service(),
+	slices: []*discoveryv1.EndpointSlice{
+		slice("web-old", discoveryv1.AddressTypeIPv4, []discoveryv1.EndpointPort{eport("http", 8080, corev1.ProtocolTCP)}, ep("10.244.1.5")),
+		slice("web-new", discoveryv1.AddressTypeIPv4, []discoveryv1.EndpointPort{eport("http", 9090, corev1.ProtocolTCP)}, ep("10.244.1.6")),
+	},
+	want: lines("vips 10.96.0.10", "-t 10.96.0.10:80 -s rr -> 10.244.1.5:8080 10.244.1.6:9090", "drain 30s"),
+}, {
+	name: "unnamed port of a single-port Service matches the slice's unnamed port",
+	svc:  service(withPorts(corev1.ServicePort{Port: 80, TargetPort: intstr.FromInt32(8080)})),
+	slices: []*discoveryv1.EndpointSlice{slice("web-1", discoveryv1.AddressTypeIPv4,
+		[]discoveryv1.EndpointPort{{Port: ptr.To[int32](8080)}}, ep("10.244.1.5"))},
+	want: lines("vips 10.96.0.10", "-t 10.96.0.10:80 -s rr -> 10.244.1.5:8080", "drain 30s"),
+}, {
+	name:   "a Service port no slice names: virtual server without real servers (connections refused at once)",
+	svc:    service(withPorts(sport("http", 80, corev1.ProtocolTCP), sport("admin", 9000, corev1.ProtocolTCP))),
+	slices: []*discoveryv1.EndpointSlice{v4("web-1", ep("10.244.1.5"))},
+	want:   lines("vips 10.96.0.10", "-t 10.96.0.10:80 -s rr -> 10.244.1.5:8080", "-t 10.96.0.10:9000 -s rr ->", "drain 30s"),
+}, {
+	name: "endpoint in two slices counts once, with its most usable conditions",
+	svc:  service(),
+	slices: []*discoveryv1.EndpointSlice{
+		v4("web-1", ep("10.244.1.5", notReady), ep("10.244.1.6")),
+		v4("web-2", ep("10.244.1.5"), ep("10.244.1.6")),
+	},
+	want: lines("vips 10.96.0.10", "-t 10.96.0.10:80 -s rr -> 10.244.1.5:8080 10.244.1.6:8080", "drain 30s"),
+}, {
+	name:   "ready unset counts as ready; not-ready and terminating endpoints left out while any is ready",
+	svc:    service(),
+	slices: []*discoveryv1.EndpointSlice{v4("web-1", ep("10.244.1.5", readyUnset), ep("10.244.1.6", notReady), ep("10.244.1.7", servingTerminating))},
+	want:   lines("vips 10.96.0.10", "-t 10.96.0.10:80 -s rr -> 10.244.1.5:8080", "drain 30s"),
+}, {
+	name:   "no ready endpoint: serving terminating ones are used, non-serving ones are not",
+	svc:    service(),
+	slices: []*discoveryv1.EndpointSlice{v4("web-1", ep("10.244.1.5", servingTerminating), ep("10.244.1.6", terminatingNotServing), ep("10.244.1.7", notReady))},
+	want:   lines("vips 10.96.0.10", "-t 10.96.0.10:80 -s rr -> 10.244.1.5:8080", "drain 30s"),
+}, {
+	name:   "internalTrafficPolicy Local keeps only this node's endpoints",
+	svc:    service(func(s *corev1.Service) { s.Spec.InternalTrafficPolicy = trafficLocal }),
+	slices: []*discoveryv1.EndpointSlice{v4("web-1", ep("10.244.1.5", onThisNode), ep("10.244.2.5"))},
+	opts:   Options{NodeName: thisNode},
+	want:   lines("vips 10.96.0.10", "-t 10.96.0.10:80 -s rr -> 10.244.1.5:8080", "drain 30s"),
+}, {
+	name:   "internalTrafficPolicy Local falls back to this node's terminating endpoints even if remote ones are ready",
+	svc:    service(func(s *corev1.Service) { s.Spec.InternalTrafficPolicy = trafficLocal }),
+	slices: []*discoveryv1.EndpointSlice{v4("web-1", ep("10.244.1.5", onThisNode, servingTerminating), ep("10.244.2.5"))},
+	opts:   Options{NodeName: thisNode},
+	want:   lines("vips 10.96.0.10", "-t 10.96.0.10:80 -s rr -> 10.244.1.5:8080", "drain 30s"),
+}, {
+	name:   "internalTrafficPolicy Local without local endpoints: no real servers",
+	svc:    service(func(s *corev1.Service) { s.Spec.InternalTrafficPolicy = trafficLocal }),
+	slices: []*discoveryv1.EndpointSlice{v4("web-1", ep("10.244.2.5"))},
+	opts:   Options{NodeName: thisNode},
+	want:   lines("vips 10.96.0.10", "-t 10.96.0.10:80 -s rr ->", "drain 30s"),
+}, {
+	name: "internalTrafficPolicy Cluster keeps every node's endpoints",
+	svc: service(func(s *corev1.Service) {
+		s.Spec.InternalTrafficPolicy = ptr.To(corev1.ServiceInternalTrafficPolicyCluster)
+	}),
+	slices: []*discoveryv1.EndpointSlice{v4("web-1", ep("10.244.1.5", onThisNode), ep("10.244.2.5"))},
+	opts:   Options{NodeName: thisNode},
+	want:   lines("vips 10.96.0.10", "-t 10.96.0.10:80 -s rr -> 10.244.1.5:8080 10.244.2.5:8080", "drain 30s"),
+}, {
+	name:   "sessionAffinity ClientIP without config: persistence 10800 s",
+	svc:    service(func(s *corev1.Service) { s.Spec.SessionAffinity = corev1.ServiceAffinityClientIP }),
+	slices: []*discoveryv1.EndpointSlice{v4("web-1", ep("10.244.1.5"))},
+	want:   lines("vips 10.96.0.10", "-t 10.96.0.10:80 -s rr -p 10800 -> 10.244.1.5:8080", "drain 30s"),
+}, {
+	name: "sessionAffinity ClientIP with timeoutSeconds",
+	svc: service(func(s *corev1.Service) {
+		s.Spec.SessionAffinity = corev1.ServiceAffinityClientIP
+		s.Spec.SessionAffinityConfig = &corev1.SessionAffinityConfig{ClientIP: &corev1.ClientIPConfig{TimeoutSeconds: ptr.To[int32](60)}}
+	}),
+	slices: []*discoveryv1.EndpointSlice{v4("web-1", ep("10.244.1.5"))},
+	want:   lines("vips 10.96.0.10", "-t 10.96.0.10:80 -s rr -p 60 -> 10.244.1.5:8080", "drain 30s"),
+}, {
+	name:   "policy sets scheduler and drain timeout",
+	svc:    service(),
+	slices: []*discoveryv1.EndpointSlice{v4("web-1", ep("10.244.1.5"))},
+	policy: &Policy{Scheduler: "lc", DrainTimeout: 2 * time.Minute},
+	opts:   Options{DefaultScheduler: "wrr"},
+	want:   lines("vips 10.96.0.10", "-t 10.96.0.10:80 -s lc -> 10.244.1.5:8080", "drain 2m0s"),
+}, {
+	name:   "policy without scheduler and drain 0: node default scheduler, delete at once",
+	svc:    service(),
+	slices: []*discoveryv1.EndpointSlice{v4("web-1", ep("10.244.1.5"))},
+	policy: &Policy{},
+	opts:   Options{DefaultScheduler: "wrr"},
+	want:   lines("vips 10.96.0.10", "-t 10.96.0.10:80 -s wrr -> 10.244.1.5:8080", "drain 0s"),
+}, {
+	name:   "no policy: node default scheduler",
+	svc:    service(),
+	slices: []*discoveryv1.EndpointSlice{v4("web-1", ep("10.244.1.5"))},
+	opts:   Options{DefaultScheduler: "sh"},
+	want:   lines("vips 10.96.0.10", "-t 10.96.0.10:80 -s sh -> 10.244.1.5:8080", "drain 30s"),
+}, {
+	name: "FQDN and wrong-family slices, bad addresses, missing and zero ports are skipped",
+	svc:  service(),
+	slices: []*discoveryv1.EndpointSlice{
+		nil,
+		slice("web-fqdn", discoveryv1.AddressTypeFQDN, httpPort, ep("web.example.org")),
+		slice("web-v6", discoveryv1.AddressTypeIPv6, httpPort, ep("fd00:244::5")),
+		slice("web-noport", discoveryv1.AddressTypeIPv4, []discoveryv1.EndpointPort{{Name: ptr.To("http")}}, ep("10.244.9.9")),
+		slice("web-zero", discoveryv1.AddressTypeIPv4, []discoveryv1.EndpointPort{eport("http", 0, corev1.ProtocolTCP)}, ep("10.244.9.8")),
+		v4("web-1", ep("not-an-ip"), ep("fd00:244::6"), ep("fe80::1%eth0"), discoveryv1.Endpoint{}, ep("10.244.1.5")),
+	},
+	want: lines("vips 10.96.0.10", "-t 10.96.0.10:80 -s rr -> 10.244.1.5:8080", "drain 30s"),
+}, {
+	name: "IPv4-mapped IPv6 endpoint addresses are skipped (IPVS refuses them)",
+	svc:  service(withClusterIPs("fd00::10")),
+	slices: []*discoveryv1.EndpointSlice{
+		slice("web-v6", discoveryv1.AddressTypeIPv6, httpPort, ep("::ffff:10.244.9.7"), ep("fd00:244::5")),
+	},
+	want: lines("vips fd00::10", "-t [fd00::10]:80 -s rr -> [fd00:244::5]:8080", "drain 30s"),
+}, {
+	name:   "selector-less Service with a hand-made slice",
+	svc:    service(func(s *corev1.Service) { s.Spec.Selector = nil }),
+	slices: []*discoveryv1.EndpointSlice{v4("web-manual", discoveryv1.Endpoint{Addresses: []string{"192.0.2.10"}})},
+	want:   lines("vips 10.96.0.10", "-t 10.96.0.10:80 -s rr -> 192.0.2.10:8080", "drain 30s"),
+}}
+
 func TestForService(t *testing.T) {
-	local := ptr.To(corev1.ServiceInternalTrafficPolicyLocal)
-	tests := []struct {
-		name   string
-		svc    *corev1.Service
-		slices []*discoveryv1.EndpointSlice
-		policy *Policy
-		opts   Options
-		want   string
-	}{{
-		name:   "ready endpoints of a labelled ClusterIP Service, sorted, weight 1, default policy",
-		svc:    service(),
-		slices: []*discoveryv1.EndpointSlice{v4("web-1", ep("10.244.2.5"), ep("10.244.1.5"))},
-		want:   lines("vips 10.96.0.10", "-t 10.96.0.10:80 -s rr -> 10.244.1.5:8080 10.244.2.5:8080", "drain 30s"),
-	}, {
-		name: "nil Service (deleted): empty",
-	}, {
-		name:   "unlabelled Service without ManageAll: out of scope, empty",
-		svc:    service(withLabels(nil)),
-		slices: []*discoveryv1.EndpointSlice{v4("web-1", ep("10.244.1.5"))},
-	}, {
-		name:   "unlabelled Service with ManageAll: served",
-		svc:    service(withLabels(nil)),
-		slices: []*discoveryv1.EndpointSlice{v4("web-1", ep("10.244.1.5"))},
-		opts:   Options{ManageAll: true},
-		want:   lines("vips 10.96.0.10", "-t 10.96.0.10:80 -s rr -> 10.244.1.5:8080", "drain 30s"),
-	}, {
-		name:   "Service labelled for another proxy, even with ManageAll: empty",
-		svc:    service(withLabels(map[string]string{ProxyNameLabel: "other-proxy"})),
-		slices: []*discoveryv1.EndpointSlice{v4("web-1", ep("10.244.1.5"))},
-		opts:   Options{ManageAll: true},
-	}, {
-		name:   "headless Service: empty",
-		svc:    service(withClusterIPs("None")),
-		slices: []*discoveryv1.EndpointSlice{v4("web-1", ep("10.244.1.5"))},
-	}, {
-		name: "ExternalName Service: empty",
-		svc: service(withClusterIPs(), func(s *corev1.Service) {
-			s.Spec.Type, s.Spec.ExternalName = corev1.ServiceTypeExternalName, "example.org"
-		}),
-	}, {
-		name:   "Service without ClusterIP: empty",
-		svc:    service(withClusterIPs()),
-		slices: []*discoveryv1.EndpointSlice{v4("web-1", ep("10.244.1.5"))},
-	}, {
-		name:   "Service without ports: empty, no VIP bound",
-		svc:    service(withPorts()),
-		slices: []*discoveryv1.EndpointSlice{v4("web-1", ep("10.244.1.5"))},
-	}, {
-		name:   "NodePort Service: its ClusterIP is served, not its node port",
-		svc:    service(func(s *corev1.Service) { s.Spec.Type = corev1.ServiceTypeNodePort; s.Spec.Ports[0].NodePort = 30080 }),
-		slices: []*discoveryv1.EndpointSlice{v4("web-1", ep("10.244.1.5"))},
-		want:   lines("vips 10.96.0.10", "-t 10.96.0.10:80 -s rr -> 10.244.1.5:8080", "drain 30s"),
-	}, {
-		name:   "only the singular spec.clusterIP set (object from before dual-stack)",
-		svc:    service(func(s *corev1.Service) { s.Spec.ClusterIPs = nil }),
-		slices: []*discoveryv1.EndpointSlice{v4("web-1", ep("10.244.1.5"))},
-		want:   lines("vips 10.96.0.10", "-t 10.96.0.10:80 -s rr -> 10.244.1.5:8080", "drain 30s"),
-	}, {
-		name: "dual-stack: both families, each fed only by slices of its family",
-		svc:  service(withClusterIPs("fd00::10", "10.96.0.10")),
-		slices: []*discoveryv1.EndpointSlice{
-			slice("web-v6", discoveryv1.AddressTypeIPv6, httpPort, ep("fd00:244::5")),
-			v4("web-v4", ep("10.244.1.5")),
-		},
-		want: lines("vips 10.96.0.10 fd00::10",
-			"-t 10.96.0.10:80 -s rr -> 10.244.1.5:8080",
-			"-t [fd00::10]:80 -s rr -> [fd00:244::5]:8080",
-			"drain 30s"),
-	}, {
-		name: "multi-port TCP, UDP and SCTP; slice ports matched by name and protocol",
-		svc: service(withPorts(sport("dns", 53, corev1.ProtocolUDP), sport("dns-tcp", 53, corev1.ProtocolTCP),
-			sport("sig", 2905, corev1.ProtocolSCTP))),
-		slices: []*discoveryv1.EndpointSlice{slice("web-1", discoveryv1.AddressTypeIPv4,
-			[]discoveryv1.EndpointPort{eport("sig", 3905, corev1.ProtocolSCTP), eport("dns-tcp", 1053, corev1.ProtocolTCP),
-				eport("dns", 5353, corev1.ProtocolUDP), eport("dns", 9999, corev1.ProtocolTCP)},
-			ep("10.244.1.5"))},
-		want: lines("vips 10.96.0.10",
-			"-t 10.96.0.10:53 -s rr -> 10.244.1.5:1053",
-			"-u 10.96.0.10:53 -s rr -> 10.244.1.5:5353",
-			"--sctp-service 10.96.0.10:2905 -s rr -> 10.244.1.5:3905",
-			"drain 30s"),
-	}, {
-		name: "named targetPort resolved per slice: pods listening on different numbers",
-		svc:  service(),
-		slices: []*discoveryv1.EndpointSlice{
-			slice("web-old", discoveryv1.AddressTypeIPv4, []discoveryv1.EndpointPort{eport("http", 8080, corev1.ProtocolTCP)}, ep("10.244.1.5")),
-			slice("web-new", discoveryv1.AddressTypeIPv4, []discoveryv1.EndpointPort{eport("http", 9090, corev1.ProtocolTCP)}, ep("10.244.1.6")),
-		},
-		want: lines("vips 10.96.0.10", "-t 10.96.0.10:80 -s rr -> 10.244.1.5:8080 10.244.1.6:9090", "drain 30s"),
-	}, {
-		name: "unnamed port of a single-port Service matches the slice's unnamed port",
-		svc:  service(withPorts(corev1.ServicePort{Port: 80, TargetPort: intstr.FromInt32(8080)})),
-		slices: []*discoveryv1.EndpointSlice{slice("web-1", discoveryv1.AddressTypeIPv4,
-			[]discoveryv1.EndpointPort{{Port: ptr.To[int32](8080)}}, ep("10.244.1.5"))},
-		want: lines("vips 10.96.0.10", "-t 10.96.0.10:80 -s rr -> 10.244.1.5:8080", "drain 30s"),
-	}, {
-		name:   "a Service port no slice names: virtual server without real servers (connections refused at once)",
-		svc:    service(withPorts(sport("http", 80, corev1.ProtocolTCP), sport("admin", 9000, corev1.ProtocolTCP))),
-		slices: []*discoveryv1.EndpointSlice{v4("web-1", ep("10.244.1.5"))},
-		want:   lines("vips 10.96.0.10", "-t 10.96.0.10:80 -s rr -> 10.244.1.5:8080", "-t 10.96.0.10:9000 -s rr ->", "drain 30s"),
-	}, {
-		name: "endpoint in two slices counts once, with its most usable conditions",
-		svc:  service(),
-		slices: []*discoveryv1.EndpointSlice{
-			v4("web-1", ep("10.244.1.5", notReady), ep("10.244.1.6")),
-			v4("web-2", ep("10.244.1.5"), ep("10.244.1.6")),
-		},
-		want: lines("vips 10.96.0.10", "-t 10.96.0.10:80 -s rr -> 10.244.1.5:8080 10.244.1.6:8080", "drain 30s"),
-	}, {
-		name:   "ready unset counts as ready; not-ready and terminating endpoints left out while any is ready",
-		svc:    service(),
-		slices: []*discoveryv1.EndpointSlice{v4("web-1", ep("10.244.1.5", readyUnset), ep("10.244.1.6", notReady), ep("10.244.1.7", servingTerminating))},
-		want:   lines("vips 10.96.0.10", "-t 10.96.0.10:80 -s rr -> 10.244.1.5:8080", "drain 30s"),
-	}, {
-		name:   "no ready endpoint: serving terminating ones are used, non-serving ones are not",
-		svc:    service(),
-		slices: []*discoveryv1.EndpointSlice{v4("web-1", ep("10.244.1.5", servingTerminating), ep("10.244.1.6", terminatingNotServing), ep("10.244.1.7", notReady))},
-		want:   lines("vips 10.96.0.10", "-t 10.96.0.10:80 -s rr -> 10.244.1.5:8080", "drain 30s"),
-	}, {
-		name:   "internalTrafficPolicy Local keeps only this node's endpoints",
-		svc:    service(func(s *corev1.Service) { s.Spec.InternalTrafficPolicy = local }),
-		slices: []*discoveryv1.EndpointSlice{v4("web-1", ep("10.244.1.5", onThisNode), ep("10.244.2.5"))},
-		opts:   Options{NodeName: thisNode},
-		want:   lines("vips 10.96.0.10", "-t 10.96.0.10:80 -s rr -> 10.244.1.5:8080", "drain 30s"),
-	}, {
-		name:   "internalTrafficPolicy Local falls back to this node's terminating endpoints even if remote ones are ready",
-		svc:    service(func(s *corev1.Service) { s.Spec.InternalTrafficPolicy = local }),
-		slices: []*discoveryv1.EndpointSlice{v4("web-1", ep("10.244.1.5", onThisNode, servingTerminating), ep("10.244.2.5"))},
-		opts:   Options{NodeName: thisNode},
-		want:   lines("vips 10.96.0.10", "-t 10.96.0.10:80 -s rr -> 10.244.1.5:8080", "drain 30s"),
-	}, {
-		name:   "internalTrafficPolicy Local without local endpoints: no real servers",
-		svc:    service(func(s *corev1.Service) { s.Spec.InternalTrafficPolicy = local }),
-		slices: []*discoveryv1.EndpointSlice{v4("web-1", ep("10.244.2.5"))},
-		opts:   Options{NodeName: thisNode},
-		want:   lines("vips 10.96.0.10", "-t 10.96.0.10:80 -s rr ->", "drain 30s"),
-	}, {
-		name: "internalTrafficPolicy Cluster keeps every node's endpoints",
-		svc: service(func(s *corev1.Service) {
-			s.Spec.InternalTrafficPolicy = ptr.To(corev1.ServiceInternalTrafficPolicyCluster)
-		}),
-		slices: []*discoveryv1.EndpointSlice{v4("web-1", ep("10.244.1.5", onThisNode), ep("10.244.2.5"))},
-		opts:   Options{NodeName: thisNode},
-		want:   lines("vips 10.96.0.10", "-t 10.96.0.10:80 -s rr -> 10.244.1.5:8080 10.244.2.5:8080", "drain 30s"),
-	}, {
-		name:   "sessionAffinity ClientIP without config: persistence 10800 s",
-		svc:    service(func(s *corev1.Service) { s.Spec.SessionAffinity = corev1.ServiceAffinityClientIP }),
-		slices: []*discoveryv1.EndpointSlice{v4("web-1", ep("10.244.1.5"))},
-		want:   lines("vips 10.96.0.10", "-t 10.96.0.10:80 -s rr -p 10800 -> 10.244.1.5:8080", "drain 30s"),
-	}, {
-		name: "sessionAffinity ClientIP with timeoutSeconds",
-		svc: service(func(s *corev1.Service) {
-			s.Spec.SessionAffinity = corev1.ServiceAffinityClientIP
-			s.Spec.SessionAffinityConfig = &corev1.SessionAffinityConfig{ClientIP: &corev1.ClientIPConfig{TimeoutSeconds: ptr.To[int32](60)}}
-		}),
-		slices: []*discoveryv1.EndpointSlice{v4("web-1", ep("10.244.1.5"))},
-		want:   lines("vips 10.96.0.10", "-t 10.96.0.10:80 -s rr -p 60 -> 10.244.1.5:8080", "drain 30s"),
-	}, {
-		name:   "policy sets scheduler and drain timeout",
-		svc:    service(),
-		slices: []*discoveryv1.EndpointSlice{v4("web-1", ep("10.244.1.5"))},
-		policy: &Policy{Scheduler: "lc", DrainTimeout: 2 * time.Minute},
-		opts:   Options{DefaultScheduler: "wrr"},
-		want:   lines("vips 10.96.0.10", "-t 10.96.0.10:80 -s lc -> 10.244.1.5:8080", "drain 2m0s"),
-	}, {
-		name:   "policy without scheduler and drain 0: node default scheduler, delete at once",
-		svc:    service(),
-		slices: []*discoveryv1.EndpointSlice{v4("web-1", ep("10.244.1.5"))},
-		policy: &Policy{},
-		opts:   Options{DefaultScheduler: "wrr"},
-		want:   lines("vips 10.96.0.10", "-t 10.96.0.10:80 -s wrr -> 10.244.1.5:8080", "drain 0s"),
-	}, {
-		name:   "no policy: node default scheduler",
-		svc:    service(),
-		slices: []*discoveryv1.EndpointSlice{v4("web-1", ep("10.244.1.5"))},
-		opts:   Options{DefaultScheduler: "sh"},
-		want:   lines("vips 10.96.0.10", "-t 10.96.0.10:80 -s sh -> 10.244.1.5:8080", "drain 30s"),
-	}, {
-		name: "FQDN and wrong-family slices, bad addresses, missing and zero ports are skipped",
-		svc:  service(),
-		slices: []*discoveryv1.EndpointSlice{
-			nil,
-			slice("web-fqdn", discoveryv1.AddressTypeFQDN, httpPort, ep("web.example.org")),
-			slice("web-v6", discoveryv1.AddressTypeIPv6, httpPort, ep("fd00:244::5")),
-			slice("web-noport", discoveryv1.AddressTypeIPv4, []discoveryv1.EndpointPort{{Name: ptr.To("http")}}, ep("10.244.9.9")),
-			slice("web-zero", discoveryv1.AddressTypeIPv4, []discoveryv1.EndpointPort{eport("http", 0, corev1.ProtocolTCP)}, ep("10.244.9.8")),
-			v4("web-1", ep("not-an-ip"), ep("fd00:244::6"), ep("fe80::1%eth0"), discoveryv1.Endpoint{}, ep("10.244.1.5")),
-		},
-		want: lines("vips 10.96.0.10", "-t 10.96.0.10:80 -s rr -> 10.244.1.5:8080", "drain 30s"),
-	}, {
-		name: "IPv4-mapped IPv6 endpoint addresses are skipped (IPVS refuses them)",
-		svc:  service(withClusterIPs("fd00::10")),
-		slices: []*discoveryv1.EndpointSlice{
-			slice("web-v6", discoveryv1.AddressTypeIPv6, httpPort, ep("::ffff:10.244.9.7"), ep("fd00:244::5")),
-		},
-		want: lines("vips fd00::10", "-t [fd00::10]:80 -s rr -> [fd00:244::5]:8080", "drain 30s"),
-	}, {
-		name:   "selector-less Service with a hand-made slice",
-		svc:    service(func(s *corev1.Service) { s.Spec.Selector = nil }),
-		slices: []*discoveryv1.EndpointSlice{v4("web-manual", discoveryv1.Endpoint{Addresses: []string{"192.0.2.10"}})},
-		want:   lines("vips 10.96.0.10", "-t 10.96.0.10:80 -s rr -> 192.0.2.10:8080", "drain 30s"),
-	}}
-	for _, tt := range tests {
+	for _, tt := range forServiceCases {
 		t.Run(tt.name, func(t *testing.T) {
 			st, err := ForService(tt.svc, tt.slices, tt.policy, tt.opts)
 			if err != nil {
@@ -353,25 +356,27 @@ func TestForService(t *testing.T) {
 	}
 }
 
+// forServiceInvalidCases are TestForServiceInvalid's table; FuzzForService starts from them too.
+var forServiceInvalidCases = []struct {
+	name   string
+	svc    *corev1.Service
+	policy *Policy
+	field  string
+}{
+	{"clusterIP not an address", service(withClusterIPs("10.96.0.300")), nil, "spec.clusterIPs[0]"},
+	{"two clusterIPs of one family", service(withClusterIPs("10.96.0.10", "10.96.0.11")), nil, "spec.clusterIPs[1]"},
+	{"unsupported protocol", service(withPorts(sport("x", 80, "ICMP"))), nil, "spec.ports[0].protocol"},
+	{"port out of range", service(withPorts(sport("x", 70000, corev1.ProtocolTCP))), nil, "spec.ports[0].port"},
+	{"duplicate port and protocol", service(withPorts(sport("a", 80, corev1.ProtocolTCP), sport("b", 80, ""))), nil, "spec.ports[1]"},
+	{"affinity timeout not positive", service(func(s *corev1.Service) {
+		s.Spec.SessionAffinity = corev1.ServiceAffinityClientIP
+		s.Spec.SessionAffinityConfig = &corev1.SessionAffinityConfig{ClientIP: &corev1.ClientIPConfig{TimeoutSeconds: ptr.To[int32](0)}}
+	}), nil, "spec.sessionAffinityConfig.clientIP.timeoutSeconds"},
+	{"negative drain timeout", service(), &Policy{DrainTimeout: -time.Second}, "policy.drainTimeout"},
+}
+
 func TestForServiceInvalid(t *testing.T) {
-	tests := []struct {
-		name   string
-		svc    *corev1.Service
-		policy *Policy
-		field  string
-	}{
-		{"clusterIP not an address", service(withClusterIPs("10.96.0.300")), nil, "spec.clusterIPs[0]"},
-		{"two clusterIPs of one family", service(withClusterIPs("10.96.0.10", "10.96.0.11")), nil, "spec.clusterIPs[1]"},
-		{"unsupported protocol", service(withPorts(sport("x", 80, "ICMP"))), nil, "spec.ports[0].protocol"},
-		{"port out of range", service(withPorts(sport("x", 70000, corev1.ProtocolTCP))), nil, "spec.ports[0].port"},
-		{"duplicate port and protocol", service(withPorts(sport("a", 80, corev1.ProtocolTCP), sport("b", 80, ""))), nil, "spec.ports[1]"},
-		{"affinity timeout not positive", service(func(s *corev1.Service) {
-			s.Spec.SessionAffinity = corev1.ServiceAffinityClientIP
-			s.Spec.SessionAffinityConfig = &corev1.SessionAffinityConfig{ClientIP: &corev1.ClientIPConfig{TimeoutSeconds: ptr.To[int32](0)}}
-		}), nil, "spec.sessionAffinityConfig.clientIP.timeoutSeconds"},
-		{"negative drain timeout", service(), &Policy{DrainTimeout: -time.Second}, "policy.drainTimeout"},
-	}
-	for _, tt := range tests {
+	for _, tt := range forServiceInvalidCases {
 		t.Run(tt.name, func(t *testing.T) {
 			st, err := ForService(tt.svc, nil, tt.policy, Options{})
 			if !errors.Is(err, ErrInvalid) {

@@ -40,6 +40,6 @@ var _ = Describe("the kernel tests in the lab VM", func() {
 			Expect(strings.Count(res.Stdout, "--- PASS: TestKernel")).To(BeNumerically(">=", minPassed))
 		},
 		Entry("the ipvs library (netlink, VIPs, nftables, sysctls, ipvsadm -Sn parity)", "./ipvs", "ipvs-kernel.test", 6),
-		Entry("the sync engine (adopt, no-op restart, audit repair, cleanup)", "./ipvs/sync", "sync-kernel.test", 1),
+		Entry("the sync engine (adopt, no-op restart, audit repair, cleanup, drift canary)", "./ipvs/sync", "sync-kernel.test", 2),
 	)
 })
