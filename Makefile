@@ -14,6 +14,8 @@ CONTROLLER_TOOLS_VERSION ?= v0.23.0
 KUSTOMIZE ?= $(LOCALBIN)/kustomize
 KUSTOMIZE_VERSION ?= v5.8.2
 GINKGO ?= $(LOCALBIN)/ginkgo
+GOLANGCI_LINT ?= $(LOCALBIN)/golangci-lint
+GOLANGCI_LINT_VERSION ?= v2.15.0
 
 .PHONY: all
 all: build
@@ -45,6 +47,14 @@ vet: ## Run go vet, including the build-tagged suites (lab, kernel, e2e).
 	go vet ./...
 	go vet -tags lab,kernel,e2e ./...
 
+.PHONY: lint
+lint: golangci-lint ## Run golangci-lint (.golangci.yml; the lab, kernel and e2e tags included).
+	$(GOLANGCI_LINT) run ./...
+
+.PHONY: lint-fix
+lint-fix: golangci-lint ## Run golangci-lint and apply the fixes it can make.
+	$(GOLANGCI_LINT) run --fix ./...
+
 .PHONY: envtest
 envtest: ## Build (once) the kube-apiserver and etcd that envtest runs, into bin/k8s.
 	hack/build-kube.sh etcd kube-apiserver kubectl
@@ -72,7 +82,7 @@ test-fuzz: ## Run each fuzz target briefly (FUZZTIME each, default 10s).
 	go test -run '^$$' -fuzz '^FuzzParseSave$$' -fuzztime $(FUZZTIME) ./ipvs/
 
 .PHONY: test
-test: test-unit test-fuzz test-bundle test-e2e-compile test-lab ## Every test: unit, envtest, fuzz (briefly), bundle, e2e (compiled), lab (real kernel).
+test: lint test-unit test-fuzz test-bundle test-e2e-compile test-lab ## Every test: lint, unit, envtest, fuzz (briefly), bundle, e2e (compiled), lab (real kernel).
 
 # The lab suites boot a VM each: run them one package at a time (-p 1) on a 2-core machine.
 .PHONY: test-lab
@@ -115,6 +125,11 @@ run: manifests generate ## Run the agent on this host against the current kubeco
 controller-gen: $(CONTROLLER_GEN)
 $(CONTROLLER_GEN):
 	GOBIN=$(LOCALBIN) GOPROXY=$(GOPROXY_FIRST) go install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_TOOLS_VERSION)
+
+.PHONY: golangci-lint
+golangci-lint: $(GOLANGCI_LINT)
+$(GOLANGCI_LINT):
+	GOBIN=$(LOCALBIN) GOPROXY=$(GOPROXY_FIRST) go install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
 
 .PHONY: kustomize
 kustomize: $(KUSTOMIZE)
