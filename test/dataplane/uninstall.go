@@ -9,9 +9,11 @@ import (
 	. "github.com/onsi/ginkgo/v2" //nolint:revive
 	. "github.com/onsi/gomega"    //nolint:revive
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/ipvs-operator/ipvs-operator/ipvs"
@@ -33,11 +35,12 @@ func RegisterUninstall(driver func() Driver) {
 		const foreign = "198.51.100.77:8000"
 		var (
 			drv Driver
+			ns  string
 			vip string
 		)
 		BeforeAll(func(ctx SpecContext) {
 			drv = driver()
-			ns := newNamespace(ctx, drv)
+			ns = newNamespace(ctx, drv)
 			echoDeployment(ctx, drv, ns, "bye", 2, "", httpPort)
 			svc := newService(ctx, drv, ns, "bye", map[string]string{"app": "bye"}, nil,
 				svcPort("http", 80, intstr.FromInt32(8080), corev1.ProtocolTCP))
@@ -103,6 +106,7 @@ func RegisterUninstall(driver func() Driver) {
 			// README, Uninstall, step 1: `/agent --cleanup` in every agent pod, the agents still running.
 			for _, node := range drv.Nodes() {
 				out, err := drv.AgentExec(ctx, node, "--cleanup")
+				GinkgoWriter.Printf("%s: agent --cleanup:\n%s\n", node, out)
 				Expect(err).NotTo(HaveOccurred(), "agent --cleanup on %s:\n%s", node, out)
 				Expect(out).To(ContainSubstring("Asking the running agent (pid "), "on %s", node)
 				Expect(out).To(ContainSubstring("removed virtual server -t "+vip+":80\n"), "on %s", node)
@@ -119,7 +123,14 @@ func RegisterUninstall(driver func() Driver) {
 				}
 			}).WithTimeout(30 * time.Second).WithPolling(time.Second).Should(Succeed())
 
-			// Longer than an audit period: an agent that still programmed would have put it all back.
+			// The cluster goes on changing: more endpoints, a new Service. And longer than an audit period
+			// passes: an agent that still programmed would put it all back.
+			dep := &appsv1.Deployment{}
+			Expect(drv.Client().Get(ctx, client.ObjectKey{Namespace: ns, Name: "bye"}, dep)).To(Succeed())
+			dep.Spec.Replicas = ptr.To[int32](3)
+			Expect(drv.Client().Update(ctx, dep)).To(Succeed())
+			newService(ctx, drv, ns, "late", map[string]string{"app": "bye"}, nil,
+				svcPort("http", 81, intstr.FromInt32(8080), corev1.ProtocolTCP))
 			time.Sleep(settleAfterCleanup)
 			for _, node := range drv.Nodes() {
 				expectClean(ctx, node)
