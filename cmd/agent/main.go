@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	goruntime "runtime"
 	"strings"
 	"time"
 
@@ -19,11 +20,13 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	lbv1alpha1 "github.com/ipvs-operator/ipvs-operator/api/v1alpha1"
 	"github.com/ipvs-operator/ipvs-operator/controllers/agent"
 	"github.com/ipvs-operator/ipvs-operator/controllers/agent/desired"
+	"github.com/ipvs-operator/ipvs-operator/controllers/agent/nodelock"
 )
 
 // flags are the agent's command line. Defaults suit the DaemonSet the operator renders.
@@ -59,7 +62,8 @@ func parseFlags(fs *flag.FlagSet, args []string) (flags, error) {
 	fs.IntVar(&f.workers, "workers", 4, "Services programmed concurrently.")
 	fs.StringVar(&f.sysctlRoot, "sysctl-root", "/proc/sys", "Where the host network namespace's sysctls are writable. "+
 		"A container's /proc/sys is read-only, so the DaemonSet mounts the host's /proc/sys/net at <root>/net.")
-	fs.BoolVar(&f.cleanup, "cleanup", false, "Remove everything the agent owns from the kernel (virtual servers on its ClusterIPs, the dummy interface, its nftables table), then exit.")
+	fs.BoolVar(&f.cleanup, "cleanup", false, "Remove everything the agent owns from the kernel (virtual servers on its ClusterIPs, the dummy interface, its nftables table), print what was removed, and exit. "+
+		"If an agent runs on this node, it is asked to do it and then programs nothing more until it ends.")
 	if err := fs.Parse(args); err != nil {
 		return f, err
 	}
@@ -122,14 +126,21 @@ func main() {
 
 func run(ctx context.Context, f flags) error {
 	log := ctrl.Log.WithName("agent")
+	if f.cleanup {
+		return runCleanup(ctx, f, os.Stdout)
+	}
+	// One agent per node, decided before anything touches the kernel: two would sweep each other's state.
+	lock, err := nodelock.Acquire(lockName)
+	if err != nil {
+		return err
+	}
+	defer goruntime.KeepAlive(lock) // held until the process ends, also while the manager shuts down
 	kernel, err := prepareKernel(f)
 	if err != nil {
 		return err
 	}
-	if f.cleanup {
-		log.Info("Removing everything the agent owns", "interface", f.ifName)
-		return kernel.engine.Cleanup(ctx)
-	}
+	// Every controller programs through engine, so that `agent --cleanup` can halt them all at once.
+	engine := agent.NewHaltableEngine(kernel.engine, kernel.engine.CleanupReport)
 
 	scheme := runtime.NewScheme()
 	if err := clientgoscheme.AddToScheme(scheme); err != nil {
@@ -157,7 +168,7 @@ func run(ctx context.Context, f flags) error {
 	}
 	services := &agent.ServiceReconciler{
 		Client: mgr.GetClient(),
-		Engine: kernel.engine,
+		Engine: engine,
 		Options: desired.Options{
 			NodeName:         f.nodeName,
 			DefaultScheduler: f.defaultScheduler,
@@ -170,11 +181,11 @@ func run(ctx context.Context, f flags) error {
 	podCIDRs := func(ctx context.Context) ([]netip.Prefix, error) { return agent.ListPodCIDRs(ctx, mgr.GetClient()) }
 	if cidrs, _ := f.podCIDRs(); len(cidrs) > 0 {
 		podCIDRs = func(context.Context) ([]netip.Prefix, error) { return cidrs, nil }
-	} else if err := (&agent.PodCIDRReconciler{Client: mgr.GetClient(), Engine: kernel.engine}).SetupWithManager(mgr); err != nil {
+	} else if err := (&agent.PodCIDRReconciler{Client: mgr.GetClient(), Engine: engine}).SetupWithManager(mgr); err != nil {
 		return err
 	}
 	startup := agent.NewStartup(agent.StartupConfig{
-		Cache: mgr.GetCache(), Client: mgr.GetClient(), Engine: kernel.engine,
+		Cache: mgr.GetCache(), Client: mgr.GetClient(), Engine: engine,
 		Services: services, AuditPeriod: f.auditPeriod, PodCIDRs: podCIDRs, DriftCheckPeriod: f.driftCheckPeriod,
 	})
 	if err := services.SetupWithManager(mgr, f.workers); err != nil {
@@ -190,6 +201,14 @@ func run(ctx context.Context, f flags) error {
 		return err
 	}
 	if err := mgr.AddReadyzCheck("services-readable", services.ReadyCheck); err != nil {
+		return err
+	}
+	if err := mgr.AddReadyzCheck("not-halted", engine.ReadyCheck); err != nil {
+		return err
+	}
+	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+		return lock.Serve(ctx, controlHandler(engine, f.ifName))
+	})); err != nil {
 		return err
 	}
 	log.Info("Starting", "node", f.nodeName, "interface", f.ifName, "scope", f.scope,
