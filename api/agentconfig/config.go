@@ -108,7 +108,8 @@ type Config struct {
 	Workers int
 	// SysctlRoot is where the host network namespace's sysctls are writable (--sysctl-root).
 	SysctlRoot string
-	// Cleanup makes the agent remove everything it owns from the kernel, then exit (--cleanup).
+	// Cleanup makes the agent remove everything it owns from the kernel, print what it removed, then exit;
+	// a running agent on the node is asked to do it (--cleanup).
 	Cleanup bool
 }
 
@@ -150,7 +151,8 @@ func (c *Config) BindFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.Workers, FlagWorkers, c.Workers, "Services programmed concurrently.")
 	fs.StringVar(&c.SysctlRoot, FlagSysctlRoot, c.SysctlRoot, "Where the host network namespace's sysctls are writable. "+
 		"A container's /proc/sys is read-only, so the DaemonSet mounts the host's /proc/sys/net at <root>/net.")
-	fs.BoolVar(&c.Cleanup, FlagCleanup, c.Cleanup, "Remove everything the agent owns from the kernel (virtual servers on its ClusterIPs, the dummy interface, its nftables table), then exit.")
+	fs.BoolVar(&c.Cleanup, FlagCleanup, c.Cleanup, "Remove everything the agent owns from the kernel (virtual servers on its ClusterIPs, the dummy interface, its nftables table), print what was removed, and exit. "+
+		"If an agent runs on this node, it is asked to do it and then programs nothing more until it ends.")
 }
 
 // Args renders c as the agent's arguments: every flag BindFlags defines, in its (sorted) order, except

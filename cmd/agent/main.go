@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	goruntime "runtime"
 
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -16,6 +17,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
@@ -23,6 +25,7 @@ import (
 	lbv1alpha1 "github.com/ipvs-operator/ipvs-operator/api/v1alpha1"
 	"github.com/ipvs-operator/ipvs-operator/controllers/agent"
 	"github.com/ipvs-operator/ipvs-operator/controllers/agent/desired"
+	"github.com/ipvs-operator/ipvs-operator/controllers/agent/nodelock"
 )
 
 // flags are the agent's command line: the contract the operator renders the DaemonSet's arguments from.
@@ -57,14 +60,21 @@ func main() {
 
 func run(ctx context.Context, f flags) error {
 	log := ctrl.Log.WithName("agent")
+	if f.Cleanup {
+		return runCleanup(ctx, f, os.Stdout)
+	}
+	// One agent per node, decided before anything touches the kernel: two would sweep each other's state.
+	lock, err := nodelock.Acquire(lockName)
+	if err != nil {
+		return err
+	}
+	defer goruntime.KeepAlive(lock) // held until the process ends, also while the manager shuts down
 	kernel, err := prepareKernel(f)
 	if err != nil {
 		return err
 	}
-	if f.Cleanup {
-		log.Info("Removing everything the agent owns", "interface", f.Interface)
-		return kernel.engine.Cleanup(ctx)
-	}
+	// Every controller programs through engine, so that `agent --cleanup` can halt them all at once.
+	engine := agent.NewHaltableEngine(kernel.engine, kernel.engine.CleanupReport)
 
 	// The manager serves controller-runtime's registry on --metrics-bind-address.
 	if err := agent.RegisterMetrics(metrics.Registry); err != nil {
@@ -96,7 +106,7 @@ func run(ctx context.Context, f flags) error {
 	}
 	services := &agent.ServiceReconciler{
 		Client: mgr.GetClient(),
-		Engine: kernel.engine,
+		Engine: engine,
 		Options: desired.Options{
 			NodeName:         f.NodeName,
 			DefaultScheduler: string(f.DefaultScheduler),
@@ -109,11 +119,11 @@ func run(ctx context.Context, f flags) error {
 	podCIDRs := func(ctx context.Context) ([]netip.Prefix, error) { return agent.ListPodCIDRs(ctx, mgr.GetClient()) }
 	if cidrs := f.ClusterCIDRs; len(cidrs) > 0 {
 		podCIDRs = func(context.Context) ([]netip.Prefix, error) { return cidrs, nil }
-	} else if err := (&agent.PodCIDRReconciler{Client: mgr.GetClient(), Engine: kernel.engine}).SetupWithManager(mgr); err != nil {
+	} else if err := (&agent.PodCIDRReconciler{Client: mgr.GetClient(), Engine: engine}).SetupWithManager(mgr); err != nil {
 		return err
 	}
 	startup := agent.NewStartup(agent.StartupConfig{
-		Cache: mgr.GetCache(), Client: mgr.GetClient(), Engine: kernel.engine,
+		Cache: mgr.GetCache(), Client: mgr.GetClient(), Engine: engine,
 		Services: services, AuditPeriod: f.AuditPeriod, PodCIDRs: podCIDRs, DriftCheckPeriod: f.DriftCheckPeriod,
 	})
 	if err := services.SetupWithManager(mgr, f.Workers); err != nil {
@@ -129,6 +139,14 @@ func run(ctx context.Context, f flags) error {
 		return err
 	}
 	if err := mgr.AddReadyzCheck("services-readable", services.ReadyCheck); err != nil {
+		return err
+	}
+	if err := mgr.AddReadyzCheck("not-halted", engine.ReadyCheck); err != nil {
+		return err
+	}
+	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+		return lock.Serve(ctx, controlHandler(engine, f.Interface))
+	})); err != nil {
 		return err
 	}
 	log.Info("Starting", "node", f.NodeName, "interface", f.Interface, "scope", f.Scope,

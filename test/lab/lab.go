@@ -623,6 +623,12 @@ func (l *Lab) PodExec(ctx context.Context, pod types.NamespacedName, argv ...str
 	return l.ExecCombined(ctx, PodNetns(pod), argv...)
 }
 
+// AgentExec runs the agent binary in a node's network namespace, where the lab kubelet runs that node's
+// agent, and returns its combined output (dataplane.Driver).
+func (l *Lab) AgentExec(ctx context.Context, node string, args ...string) (string, error) {
+	return l.ExecCombined(ctx, node, append([]string{GuestBin + "/agent"}, args...)...)
+}
+
 // OutsideExec runs argv on the outside host and returns its combined output (dataplane.Driver).
 func (l *Lab) OutsideExec(ctx context.Context, argv ...string) (string, error) {
 	return l.ExecCombined(ctx, "outside", argv...)
