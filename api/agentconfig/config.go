@@ -204,8 +204,8 @@ func (c Config) ValidateForDaemonSet() error {
 
 func (c Config) validate() []error {
 	var errs []error
-	bad := func(flag string, value any, want string) {
-		errs = append(errs, &FlagError{Flag: flag, Value: fmt.Sprint(value), Want: want})
+	bad := func(name string, value any, want string) {
+		errs = append(errs, &FlagError{Flag: name, Value: fmt.Sprint(value), Want: want})
 	}
 	if c.Interface == "" || len(c.Interface) > MaxInterfaceNameLen || strings.ContainsAny(c.Interface, "/ \t\n:") {
 		bad(FlagInterface, c.Interface, fmt.Sprintf("must be a link name of 1 to %d characters without '/', ':' or spaces (IFNAMSIZ)", MaxInterfaceNameLen))
@@ -222,9 +222,9 @@ func (c Config) validate() []error {
 	if c.DriftCheckPeriod < 0 || (c.DriftCheckPeriod > 0 && c.DriftCheckPeriod < MinDriftCheckPeriod) {
 		bad(FlagDriftCheckPeriod, c.DriftCheckPeriod, "must be 0 (off) or at least "+MinDriftCheckPeriod.String())
 	}
-	for _, a := range []struct{ flag, addr string }{{FlagMetricsAddress, c.MetricsAddress}, {FlagHealthAddress, c.HealthAddress}} {
+	for _, a := range []struct{ name, addr string }{{FlagMetricsAddress, c.MetricsAddress}, {FlagHealthAddress, c.HealthAddress}} {
 		if err := checkBindAddress(a.addr); err != nil {
-			bad(a.flag, a.addr, err.Error())
+			bad(a.name, a.addr, err.Error())
 		}
 	}
 	if c.HealthAddress == c.MetricsAddress && c.HealthAddress != "0" && port(c.HealthAddress) != "0" {

@@ -178,8 +178,9 @@ func (o *options) agentConfig() (operator.AgentConfig, error) {
 
 // nameAgentSettings prefixes each *agentconfig.FlagError in err with the operator setting it came from.
 func nameAgentSettings(err error) error {
-	var errs []error
-	for _, e := range flatten(err) {
+	all := flatten(err)
+	errs := make([]error, 0, len(all))
+	for _, e := range all {
 		var fe *agentconfig.FlagError
 		if errors.As(e, &fe) && agentSettings[fe.Flag] != "" {
 			e = fmt.Errorf("%s: %w", agentSettings[fe.Flag], e)

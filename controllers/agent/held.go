@@ -30,7 +30,7 @@ var heldReasons = []string{HeldDependencyError, HeldPolicyUnknown, HeldInvalidSe
 
 // metricServicesHeld is registered with the others by RegisterMetrics.
 var metricServicesHeld = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-	Namespace: "ipvs_operator", Subsystem: "agent", Name: "services_held",
+	Namespace: metricsNamespace, Subsystem: metricsSubsystem, Name: "services_held",
 	Help: "Services whose kernel state is kept as it is because their desired state cannot be computed, by reason.",
 }, []string{"reason"})
 

@@ -31,7 +31,7 @@ func TestRegisterMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var got []string
+	got := make([]string, 0, len(mfs))
 	for _, mf := range mfs {
 		got = append(got, mf.GetName())
 	}
