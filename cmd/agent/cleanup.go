@@ -43,7 +43,7 @@ func runCleanup(ctx context.Context, f flags, out io.Writer) error {
 			defer lock.Close()
 			fmt.Fprintln(out, "No agent runs on this node; cleaning up here.")
 			removed, err := cleanupHere(ctx, f)
-			fmt.Fprint(out, formatRemoved(removed, f.ifName))
+			fmt.Fprint(out, formatRemoved(removed, f.Interface))
 			return err
 		}
 		var held *nodelock.HeldError
@@ -79,7 +79,7 @@ func cleanupHere(ctx context.Context, f flags) (ipvssync.Removed, error) {
 	if err != nil {
 		return ipvssync.Removed{}, fmt.Errorf("opening the IPVS netlink socket: %w", err)
 	}
-	vips, err := ipvs.NewDummyVIPs(f.ifName)
+	vips, err := ipvs.NewDummyVIPs(f.Interface)
 	if err != nil {
 		return ipvssync.Removed{}, err
 	}

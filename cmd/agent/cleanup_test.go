@@ -31,7 +31,7 @@ func TestSecondAgentStopsAtTheLock(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	err = run(context.Background(), flags{nodeName: "n1", ifName: "ipvs-test0", sysctlRoot: t.TempDir()})
+	err = run(context.Background(), flags{NodeName: "n1", Interface: "ipvs-test0", SysctlRoot: t.TempDir()})
 	if !errors.Is(err, nodelock.ErrHeld) {
 		t.Fatalf("run with the lock held: %v, want ErrHeld", err)
 	}
@@ -64,7 +64,7 @@ func TestCleanupAsksTheRunningAgent(t *testing.T) {
 	}()
 
 	var out bytes.Buffer
-	if err := runCleanup(ctx, flags{ifName: "ipvs0"}, &out); err != nil {
+	if err := runCleanup(ctx, flags{Interface: "ipvs0"}, &out); err != nil {
 		t.Fatalf("runCleanup: %v\n%s", err, out.String())
 	}
 	for _, want := range []string{fmt.Sprintf("Asking the running agent (pid %d)", os.Getpid()), "removed virtual server -t 10.96.0.10:80\n", "stays halted"} {
@@ -75,7 +75,7 @@ func TestCleanupAsksTheRunningAgent(t *testing.T) {
 
 	fail.Store(true)
 	out.Reset()
-	err = runCleanup(ctx, flags{ifName: "ipvs0"}, &out)
+	err = runCleanup(ctx, flags{Interface: "ipvs0"}, &out)
 	if err == nil || !strings.Contains(err.Error(), "device or resource busy") {
 		t.Errorf("runCleanup with a failing agent: %v", err)
 	}

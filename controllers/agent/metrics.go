@@ -5,13 +5,12 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	discoveryv1 "k8s.io/api/discovery/v1"
-	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/ipvs-operator/ipvs-operator/ipvs/plan"
 	ipvssync "github.com/ipvs-operator/ipvs-operator/ipvs/sync"
 )
 
-// Every agent metric is named ipvs_operator_agent_<name>.
+// Every agent metric is named ipvs_operator_agent_*.
 const (
 	metricsNamespace = "ipvs_operator"
 	metricsSubsystem = "agent"
@@ -40,10 +39,6 @@ var (
 		Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
 	})
 )
-
-func init() {
-	metrics.Registry.MustRegister(metricSyncDuration, metricSyncErrors, metricProgrammingLatency, metricAuditDuration)
-}
 
 // observeProgrammingLatency records, like kube-proxy, the time since the newest trigger of the Service's
 // EndpointSlices (the endpoints controller stamps the annotation when a Pod or Service change caused it).
@@ -97,12 +92,26 @@ var (
 	})
 )
 
-func init() {
-	metrics.Registry.MustRegister(metricKernelOps, metricVirtualServers, metricRealServers,
-		metricDriftDetections, metricAuditFindings, metricAuditRepairOps)
+// RegisterMetrics registers every agent metric on reg: controller-runtime's metrics.Registry in the agent's
+// main (served on --metrics-bind-address) and in test suites that read them. Explicit rather than in init(),
+// so importing the package registers nothing and a second registry (a test's own) can be used. Call it once
+// per registry: a second call returns prometheus.AlreadyRegisteredError.
+func RegisterMetrics(reg prometheus.Registerer) error {
+	for _, c := range []prometheus.Collector{
+		metricSyncDuration, metricSyncErrors, metricProgrammingLatency, metricAuditDuration,
+		metricKernelOps, metricVirtualServers, metricRealServers,
+		metricDriftDetections, metricAuditFindings, metricAuditRepairOps,
+		metricServicesHeld,
+	} {
+		if err := reg.Register(c); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
-// EngineMetrics backs the sync engine's counters and gauges with Prometheus on controller-runtime's registry.
+// EngineMetrics backs the sync engine's counters and gauges with the agent's Prometheus metrics (see
+// RegisterMetrics).
 type EngineMetrics struct{}
 
 // OpDone implements ipvs/sync.Metrics.
