@@ -189,11 +189,11 @@ func (r *ServiceReconciler) endpointSlices(ctx context.Context, key types.Namesp
 	if err := r.List(ctx, list, client.InNamespace(key.Namespace), client.MatchingFields{serviceNameField: key.Name}); err != nil {
 		return nil, err
 	}
-	epSlices := make([]*discoveryv1.EndpointSlice, len(list.Items))
+	out := make([]*discoveryv1.EndpointSlice, len(list.Items))
 	for i := range list.Items {
-		epSlices[i] = &list.Items[i]
+		out[i] = &list.Items[i]
 	}
-	return epSlices, nil
+	return out, nil
 }
 
 // errPolicyUnknown: a ServicePolicy that may govern the Service is invalid, and the agent does not know the
