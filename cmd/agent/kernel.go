@@ -33,7 +33,7 @@ func prepareKernel(f flags) (*kernel, error) {
 		// Not fatal by itself: modules may be built in, or loaded by the host. The probe below decides.
 		log.Info("Some kernel modules could not be loaded", "error", err.Error())
 	}
-	changed, err := host.Sysctl{Root: f.sysctlRoot}.Apply()
+	changed, err := host.Sysctl{Root: f.SysctlRoot}.Apply()
 	if err != nil {
 		return nil, fmt.Errorf("setting the sysctls an IPVS proxy needs: %w", err)
 	}
@@ -47,12 +47,12 @@ func prepareKernel(f flags) (*kernel, error) {
 	if err := host.Probe(handle); err != nil {
 		return nil, err
 	}
-	vips, err := ipvs.NewDummyVIPs(f.ifName)
+	vips, err := ipvs.NewDummyVIPs(f.Interface)
 	if err != nil {
 		return nil, err
 	}
 	if err := vips.EnsureInterface(); err != nil {
-		return nil, fmt.Errorf("creating dummy interface %s: %w", f.ifName, err)
+		return nil, fmt.Errorf("creating dummy interface %s: %w", f.Interface, err)
 	}
 	rules, err := nftrules.New()
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/ipvs-operator/ipvs-operator/api/agentconfig"
 	"github.com/ipvs-operator/ipvs-operator/api/v1alpha1"
 	"github.com/ipvs-operator/ipvs-operator/controllers/operator"
 )
@@ -28,13 +29,23 @@ type options struct {
 
 	agentImage            string
 	agentImagePullPolicy  string
-	agentScope            string
-	agentDefaultScheduler string
-	agentInterface        string
-	agentAuditPeriod      time.Duration
 	agentMetricsPort      int
 	agentHealthPort       int
 	agentAPIServerAddress string
+	// agent holds the agent's command-line settings the operator's --agent-* flags set.
+	agent agentconfig.Config
+}
+
+// agentSettings names the operator setting behind each agent flag the operator renders, so an invalid
+// value is reported under the name its user set.
+var agentSettings = map[string]string{
+	agentconfig.FlagInterface:        "AGENT_INTERFACE (--agent-interface)",
+	agentconfig.FlagScope:            "AGENT_SCOPE (--agent-scope)",
+	agentconfig.FlagDefaultScheduler: "AGENT_DEFAULT_SCHEDULER (--agent-default-scheduler)",
+	agentconfig.FlagAuditPeriod:      "AGENT_AUDIT_PERIOD (--agent-audit-period)",
+	agentconfig.FlagDriftCheckPeriod: "AGENT_DRIFT_CHECK_PERIOD (--agent-drift-check-period)",
+	agentconfig.FlagMetricsAddress:   "AGENT_METRICS_PORT (--agent-metrics-port)",
+	agentconfig.FlagHealthAddress:    "AGENT_HEALTH_PORT (--agent-health-port)",
 }
 
 // envDefaults reads flag defaults from the environment and remembers which variables did not parse, so a
@@ -85,7 +96,7 @@ func (e *envDefaults) integer(name string, def int) int {
 // registers that one globally, and defining it again panics.
 func bindFlags(fs *flag.FlagSet, getenv func(string) string) (*options, error) {
 	env := &envDefaults{getenv: getenv}
-	o := &options{}
+	o := &options{agent: agentconfig.Default()}
 
 	fs.StringVar(&o.metricsAddr, "metrics-bind-address", "0",
 		"The address the metrics endpoint binds to: :8443 for HTTPS, :8080 for HTTP, 0 to disable it.")
@@ -104,18 +115,20 @@ func bindFlags(fs *flag.FlagSet, getenv func(string) string) (*options, error) {
 		"The agent's image (env RELATED_IMAGE_AGENT, which OLM rewrites for mirrored registries, else AGENT_IMAGE).")
 	fs.StringVar(&o.agentImagePullPolicy, "agent-image-pull-policy", env.str(string(corev1.PullIfNotPresent), "AGENT_IMAGE_PULL_POLICY"),
 		"The agent's image pull policy: Always, IfNotPresent or Never (env AGENT_IMAGE_PULL_POLICY).")
-	fs.StringVar(&o.agentScope, "agent-scope", env.str(operator.ScopeLabelled, "AGENT_SCOPE"),
+	fs.StringVar(&o.agent.Scope, "agent-scope", env.str(o.agent.Scope, "AGENT_SCOPE"),
 		"Which Services the agents program: labelled (service.kubernetes.io/service-proxy-name="+v1alpha1.ServiceProxyName+
 			") or all (replaces kube-proxy) (env AGENT_SCOPE).")
-	fs.StringVar(&o.agentDefaultScheduler, "agent-default-scheduler", env.str(string(v1alpha1.DefaultScheduler), "AGENT_DEFAULT_SCHEDULER"),
+	fs.StringVar((*string)(&o.agent.DefaultScheduler), "agent-default-scheduler", env.str(string(o.agent.DefaultScheduler), "AGENT_DEFAULT_SCHEDULER"),
 		"The IPVS scheduler of Services no ServicePolicy governs (env AGENT_DEFAULT_SCHEDULER).")
-	fs.StringVar(&o.agentInterface, "agent-interface", env.str(operator.DefaultAgentInterface, "AGENT_INTERFACE"),
+	fs.StringVar(&o.agent.Interface, "agent-interface", env.str(o.agent.Interface, "AGENT_INTERFACE"),
 		"The dummy device the agents bind ClusterIPs to (env AGENT_INTERFACE).")
-	fs.DurationVar(&o.agentAuditPeriod, "agent-audit-period", env.duration("AGENT_AUDIT_PERIOD", operator.DefaultAgentAuditPeriod),
+	fs.DurationVar(&o.agent.AuditPeriod, "agent-audit-period", env.duration("AGENT_AUDIT_PERIOD", o.agent.AuditPeriod),
 		"How often the agents re-read the kernel's IPVS tables to repair drift (env AGENT_AUDIT_PERIOD).")
-	fs.IntVar(&o.agentMetricsPort, "agent-metrics-port", env.integer("AGENT_METRICS_PORT", int(operator.DefaultAgentMetricsPort)),
+	fs.DurationVar(&o.agent.DriftCheckPeriod, "agent-drift-check-period", env.duration("AGENT_DRIFT_CHECK_PERIOD", o.agent.DriftCheckPeriod),
+		"How often the agents check whether the kernel lost their state wholesale; 0 disables it (env AGENT_DRIFT_CHECK_PERIOD).")
+	fs.IntVar(&o.agentMetricsPort, "agent-metrics-port", env.integer("AGENT_METRICS_PORT", int(agentconfig.DefaultMetricsPort)),
 		"The agents' metrics port on each node (host network) (env AGENT_METRICS_PORT).")
-	fs.IntVar(&o.agentHealthPort, "agent-health-port", env.integer("AGENT_HEALTH_PORT", int(operator.DefaultAgentHealthPort)),
+	fs.IntVar(&o.agentHealthPort, "agent-health-port", env.integer("AGENT_HEALTH_PORT", int(agentconfig.DefaultHealthPort)),
 		"The agents' health probe port on each node (host network) (env AGENT_HEALTH_PORT).")
 	fs.StringVar(&o.agentAPIServerAddress, "agent-apiserver-address", env.str("", "AGENT_APISERVER_ADDRESS"),
 		"host:port of the API server for the agents, instead of the kubernetes Service's ClusterIP; needed with "+
@@ -141,25 +154,51 @@ func (o *options) resolveNamespace(readFile func(string) ([]byte, error)) error 
 	return nil
 }
 
-// agentConfig returns the defaulted, validated agent configuration.
+// agentConfig returns the defaulted, validated agent configuration. An invalid agent setting is reported
+// under the environment variable and flag the operator takes it from.
 func (o *options) agentConfig() (operator.AgentConfig, error) {
+	if o.agentMetricsPort < 0 || o.agentMetricsPort > 65535 || o.agentHealthPort < 0 || o.agentHealthPort > 65535 {
+		return operator.AgentConfig{}, fmt.Errorf("AGENT_METRICS_PORT %d and AGENT_HEALTH_PORT %d (--agent-metrics-port, --agent-health-port) must be in 1-65535",
+			o.agentMetricsPort, o.agentHealthPort)
+	}
 	cfg := operator.AgentConfig{
 		Namespace:        o.namespace,
 		Image:            o.agentImage,
 		ImagePullPolicy:  corev1.PullPolicy(o.agentImagePullPolicy),
-		Interface:        o.agentInterface,
-		Scope:            o.agentScope,
-		DefaultScheduler: v1alpha1.Scheduler(o.agentDefaultScheduler),
-		AuditPeriod:      o.agentAuditPeriod,
 		MetricsPort:      int32(o.agentMetricsPort),
 		HealthPort:       int32(o.agentHealthPort),
 		APIServerAddress: o.agentAPIServerAddress,
+		Agent:            o.agent,
 	}.WithDefaults()
-	if o.agentMetricsPort < 0 || o.agentMetricsPort > 65535 || o.agentHealthPort < 0 || o.agentHealthPort > 65535 {
-		return cfg, fmt.Errorf("agent ports %d and %d must be in 1-65535", o.agentMetricsPort, o.agentHealthPort)
-	}
 	if err := cfg.Validate(); err != nil {
-		return cfg, fmt.Errorf("invalid agent configuration: %w", err)
+		return cfg, fmt.Errorf("invalid agent configuration: %w", nameAgentSettings(err))
 	}
 	return cfg, nil
+}
+
+// nameAgentSettings prefixes each *agentconfig.FlagError in err with the operator setting it came from.
+func nameAgentSettings(err error) error {
+	all := flatten(err)
+	errs := make([]error, 0, len(all))
+	for _, e := range all {
+		var fe *agentconfig.FlagError
+		if errors.As(e, &fe) && agentSettings[fe.Flag] != "" {
+			e = fmt.Errorf("%s: %w", agentSettings[fe.Flag], e)
+		}
+		errs = append(errs, e)
+	}
+	return errors.Join(errs...)
+}
+
+// flatten returns the errors joined in err (errors.Join), recursively.
+func flatten(err error) []error {
+	j, ok := err.(interface{ Unwrap() []error })
+	if !ok {
+		return []error{err}
+	}
+	var out []error
+	for _, e := range j.Unwrap() {
+		out = append(out, flatten(e)...)
+	}
+	return out
 }

@@ -13,8 +13,16 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	"github.com/ipvs-operator/ipvs-operator/api/agentconfig"
 	"github.com/ipvs-operator/ipvs-operator/controllers/operator"
 )
+
+// agent returns the agent's defaults changed by set.
+func agent(set func(*agentconfig.Config)) agentconfig.Config {
+	a := agentconfig.Default()
+	set(&a)
+	return a
+}
 
 func TestFlagsAndEnvironment(t *testing.T) {
 	tests := []struct {
@@ -29,8 +37,7 @@ func TestFlagsAndEnvironment(t *testing.T) {
 			env:  map[string]string{"RELATED_IMAGE_AGENT": "reg/agent:1", "POD_NAMESPACE": "ipvs-operator-system"},
 			want: operator.AgentConfig{
 				Namespace: "ipvs-operator-system", Image: "reg/agent:1", ImagePullPolicy: corev1.PullIfNotPresent,
-				Interface: "ipvs0", Scope: "labelled", DefaultScheduler: "rr", AuditPeriod: time.Minute,
-				MetricsPort: 10271, HealthPort: 10272,
+				MetricsPort: 10271, HealthPort: 10272, Agent: agentconfig.Default(),
 			},
 		},
 		{
@@ -39,12 +46,14 @@ func TestFlagsAndEnvironment(t *testing.T) {
 				"POD_NAMESPACE": "ns", "RELATED_IMAGE_AGENT": "mirror/agent@sha256:1", "AGENT_IMAGE": "upstream/agent:1",
 				"AGENT_IMAGE_PULL_POLICY": "Always", "AGENT_SCOPE": "all", "AGENT_DEFAULT_SCHEDULER": "wlc",
 				"AGENT_INTERFACE": "kube-ipvs1", "AGENT_AUDIT_PERIOD": "30s", "AGENT_METRICS_PORT": "20001",
-				"AGENT_HEALTH_PORT": "20002", "AGENT_APISERVER_ADDRESS": "10.0.0.1:6443",
+				"AGENT_HEALTH_PORT": "20002", "AGENT_APISERVER_ADDRESS": "10.0.0.1:6443", "AGENT_DRIFT_CHECK_PERIOD": "0",
 			},
 			want: operator.AgentConfig{
 				Namespace: "ns", Image: "mirror/agent@sha256:1", ImagePullPolicy: corev1.PullAlways,
-				Interface: "kube-ipvs1", Scope: "all", DefaultScheduler: "wlc", AuditPeriod: 30 * time.Second,
 				MetricsPort: 20001, HealthPort: 20002, APIServerAddress: "10.0.0.1:6443",
+				Agent: agent(func(a *agentconfig.Config) {
+					a.Interface, a.Scope, a.DefaultScheduler, a.AuditPeriod, a.DriftCheckPeriod = "kube-ipvs1", "all", "wlc", 30*time.Second, 0
+				}),
 			},
 		},
 		{
@@ -53,8 +62,8 @@ func TestFlagsAndEnvironment(t *testing.T) {
 			args: []string{"--agent-scope=labelled", "--operator-namespace=flag-ns", "--agent-audit-period=5m"},
 			want: operator.AgentConfig{
 				Namespace: "flag-ns", Image: "upstream/agent:1", ImagePullPolicy: corev1.PullIfNotPresent,
-				Interface: "ipvs0", Scope: "labelled", DefaultScheduler: "rr", AuditPeriod: 5 * time.Minute,
 				MetricsPort: 10271, HealthPort: 10272,
+				Agent: agent(func(a *agentconfig.Config) { a.AuditPeriod = 5 * time.Minute }),
 			},
 		},
 		{
@@ -75,13 +84,33 @@ func TestFlagsAndEnvironment(t *testing.T) {
 		{
 			name:    "bad scope",
 			env:     map[string]string{"RELATED_IMAGE_AGENT": "a", "POD_NAMESPACE": "ns", "AGENT_SCOPE": "everything"},
-			wantErr: `scope "everything"`,
+			wantErr: `AGENT_SCOPE (--agent-scope): --scope="everything": must be "labelled" or "all"`,
 		},
 		{
 			name:    "bad scheduler flag",
 			env:     map[string]string{"RELATED_IMAGE_AGENT": "a", "POD_NAMESPACE": "ns"},
 			args:    []string{"--agent-default-scheduler=random"},
-			wantErr: `scheduler "random"`,
+			wantErr: `AGENT_DEFAULT_SCHEDULER (--agent-default-scheduler): --default-scheduler="random": must be one of`,
+		},
+		{
+			name:    "audit period the agent would refuse",
+			env:     map[string]string{"RELATED_IMAGE_AGENT": "a", "POD_NAMESPACE": "ns", "AGENT_AUDIT_PERIOD": "500ms"},
+			wantErr: `AGENT_AUDIT_PERIOD (--agent-audit-period): --audit-period="500ms": must be at least 1s`,
+		},
+		{
+			name:    "drift check period the agent would refuse",
+			env:     map[string]string{"RELATED_IMAGE_AGENT": "a", "POD_NAMESPACE": "ns", "AGENT_DRIFT_CHECK_PERIOD": "10ms"},
+			wantErr: `AGENT_DRIFT_CHECK_PERIOD (--agent-drift-check-period): --drift-check-period="10ms"`,
+		},
+		{
+			name:    "interface name the kernel would refuse",
+			env:     map[string]string{"RELATED_IMAGE_AGENT": "a", "POD_NAMESPACE": "ns", "AGENT_INTERFACE": "a-very-long-ifname"},
+			wantErr: `AGENT_INTERFACE (--agent-interface): --interface="a-very-long-ifname"`,
+		},
+		{
+			name:    "one port for metrics and health",
+			env:     map[string]string{"RELATED_IMAGE_AGENT": "a", "POD_NAMESPACE": "ns", "AGENT_HEALTH_PORT": "10271"},
+			wantErr: `AGENT_HEALTH_PORT (--agent-health-port): --health-probe-bind-address=":10271": must differ`,
 		},
 		{
 			name:    "port beyond int32",

@@ -117,7 +117,7 @@ func run(ctx context.Context, opts *options, envErr error) error {
 	}
 
 	setupLog.Info("Starting the operator", "namespace", opts.namespace, "agentImage", agentConfig.Image,
-		"agentScope", agentConfig.Scope, "leaderElection", opts.leaderElect)
+		"agentScope", agentConfig.Agent.Scope, "leaderElection", opts.leaderElect)
 	if err := mgr.Start(ctx); err != nil && !errors.Is(err, context.Canceled) {
 		return fmt.Errorf("running the manager: %w", err)
 	}

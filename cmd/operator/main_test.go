@@ -24,6 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	"github.com/ipvs-operator/ipvs-operator/api/agentconfig"
 	"github.com/ipvs-operator/ipvs-operator/api/v1alpha1"
 	"github.com/ipvs-operator/ipvs-operator/controllers/operator"
 )
@@ -105,9 +106,8 @@ func TestRunAgainstAPIServer(t *testing.T) {
 
 	opts := &options{
 		metricsAddr: "0", probeAddr: "127.0.0.1:0", secureMetrics: true, leaderElect: true, namespace: ns,
-		agentImage: "example.test/ipvs-operator:smoke", agentScope: operator.ScopeLabelled,
-		agentDefaultScheduler: "rr", agentInterface: "ipvs0", agentAuditPeriod: time.Minute,
-		agentMetricsPort: int(operator.DefaultAgentMetricsPort), agentHealthPort: int(operator.DefaultAgentHealthPort),
+		agentImage: "example.test/ipvs-operator:smoke", agent: agentconfig.Default(),
+		agentMetricsPort: int(agentconfig.DefaultMetricsPort), agentHealthPort: int(agentconfig.DefaultHealthPort),
 	}
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, opts, nil) }()

@@ -10,7 +10,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/clock"
-	"sigs.k8s.io/controller-runtime/pkg/metrics"
 )
 
 // Why a Service's kernel state is held as it is instead of following its objects. They are the reasons of
@@ -29,14 +28,11 @@ const (
 // heldReasons are every reason, so the gauge reports 0 for those not in force.
 var heldReasons = []string{HeldDependencyError, HeldPolicyUnknown, HeldInvalidService}
 
+// metricServicesHeld is registered with the others by RegisterMetrics.
 var metricServicesHeld = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-	Namespace: "ipvs_operator", Subsystem: "agent", Name: "services_held",
+	Namespace: metricsNamespace, Subsystem: metricsSubsystem, Name: "services_held",
 	Help: "Services whose kernel state is kept as it is because their desired state cannot be computed, by reason.",
 }, []string{"reason"})
-
-func init() {
-	metrics.Registry.MustRegister(metricServicesHeld)
-}
 
 // DefaultHeldUnreadyAfter is how long a Service may be held for a dependency error before the agent reports
 // not ready: long enough to ride out an API server restart, short enough that a broken agent shows.

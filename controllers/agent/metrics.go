@@ -5,39 +5,40 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	discoveryv1 "k8s.io/api/discovery/v1"
-	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/ipvs-operator/ipvs-operator/ipvs/plan"
 	ipvssync "github.com/ipvs-operator/ipvs-operator/ipvs/sync"
+)
+
+// Every agent metric is named ipvs_operator_agent_*.
+const (
+	metricsNamespace = "ipvs_operator"
+	metricsSubsystem = "agent"
 )
 
 // Metric names follow kube-proxy's (kubeproxy_sync_proxy_rules_duration_seconds,
 // kubeproxy_network_programming_duration_seconds) so existing dashboards translate directly.
 var (
 	metricSyncDuration = prometheus.NewHistogram(prometheus.HistogramOpts{
-		Namespace: "ipvs_operator", Subsystem: "agent", Name: "sync_duration_seconds",
+		Namespace: metricsNamespace, Subsystem: metricsSubsystem, Name: "sync_duration_seconds",
 		Help:    "Time to compute and program one Service's IPVS state.",
 		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
 	})
 	metricSyncErrors = prometheus.NewCounter(prometheus.CounterOpts{
-		Namespace: "ipvs_operator", Subsystem: "agent", Name: "sync_errors_total",
+		Namespace: metricsNamespace, Subsystem: metricsSubsystem, Name: "sync_errors_total",
 		Help: "Service syncs that failed to program the kernel.",
 	})
 	metricProgrammingLatency = prometheus.NewHistogram(prometheus.HistogramOpts{
-		Namespace: "ipvs_operator", Subsystem: "agent", Name: "network_programming_duration_seconds",
+		Namespace: metricsNamespace, Subsystem: metricsSubsystem, Name: "network_programming_duration_seconds",
 		Help:    "Time from an EndpointSlice change (its last-change-trigger-time) to the kernel holding it.",
 		Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
 	})
 	metricAuditDuration = prometheus.NewHistogram(prometheus.HistogramOpts{
-		Namespace: "ipvs_operator", Subsystem: "agent", Name: "audit_duration_seconds",
+		Namespace: metricsNamespace, Subsystem: metricsSubsystem, Name: "audit_duration_seconds",
 		Help:    "Time of a full re-read of the kernel that repairs drift.",
 		Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
 	})
 )
-
-func init() {
-	metrics.Registry.MustRegister(metricSyncDuration, metricSyncErrors, metricProgrammingLatency, metricAuditDuration)
-}
 
 // observeProgrammingLatency records, like kube-proxy, the time since the newest trigger of the Service's
 // EndpointSlices (the endpoints controller stamps the annotation when a Pod or Service change caused it).
@@ -60,43 +61,57 @@ const corev1EndpointsLastChangeTriggerTime = "endpoints.kubernetes.io/last-chang
 
 var (
 	metricKernelOps = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: "ipvs_operator", Subsystem: "agent", Name: "kernel_operations_total",
+		Namespace: metricsNamespace, Subsystem: metricsSubsystem, Name: "kernel_operations_total",
 		Help: "Kernel operations (IPVS and VIP changes) by operation and result.",
 	}, []string{"operation", "result"})
 	metricVirtualServers = prometheus.NewGauge(prometheus.GaugeOpts{
-		Namespace: "ipvs_operator", Subsystem: "agent", Name: "virtual_servers",
+		Namespace: metricsNamespace, Subsystem: metricsSubsystem, Name: "virtual_servers",
 		Help: "IPVS virtual servers the agent owns on this node.",
 	})
 	metricRealServers = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Namespace: "ipvs_operator", Subsystem: "agent", Name: "real_servers",
+		Namespace: metricsNamespace, Subsystem: metricsSubsystem, Name: "real_servers",
 		Help: "IPVS real servers the agent owns on this node, by state: active (weight > 0) or draining (weight 0).",
 	}, []string{"state"})
 )
 
 var (
 	metricDriftDetections = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: "ipvs_operator", Subsystem: "agent", Name: "drift_detections_total",
+		Namespace: metricsNamespace, Subsystem: metricsSubsystem, Name: "drift_detections_total",
 		Help: "Times the drift canary found the kernel had lost the agent's state, by what was lost: " +
 			"interface (dummy interface gone or down), nftables (table gone), ipvs (virtual servers flushed).",
 	}, []string{"reason"})
 	metricAuditFindings = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: "ipvs_operator", Subsystem: "agent", Name: "audit_findings_total",
+		Namespace: metricsNamespace, Subsystem: metricsSubsystem, Name: "audit_findings_total",
 		Help: "What audits found different from what the agent programmed, and repaired, by kind: service " +
 			"(a Service's virtual servers, real servers or VIPs), orphan (a virtual server on a VIP no Service " +
 			"claims), vip (an unclaimed VIP), element (an nftables set element missing or unneeded).",
 	}, []string{"kind"})
 	metricAuditRepairOps = prometheus.NewCounter(prometheus.CounterOpts{
-		Namespace: "ipvs_operator", Subsystem: "agent", Name: "audit_repair_operations_total",
+		Namespace: metricsNamespace, Subsystem: metricsSubsystem, Name: "audit_repair_operations_total",
 		Help: "Kernel operations (IPVS and VIP changes) made by audits to repair drift.",
 	})
 )
 
-func init() {
-	metrics.Registry.MustRegister(metricKernelOps, metricVirtualServers, metricRealServers,
-		metricDriftDetections, metricAuditFindings, metricAuditRepairOps)
+// RegisterMetrics registers every agent metric on reg: controller-runtime's metrics.Registry in the agent's
+// main (served on --metrics-bind-address) and in test suites that read them. Explicit rather than in init(),
+// so importing the package registers nothing and a second registry (a test's own) can be used. Call it once
+// per registry: a second call returns prometheus.AlreadyRegisteredError.
+func RegisterMetrics(reg prometheus.Registerer) error {
+	for _, c := range []prometheus.Collector{
+		metricSyncDuration, metricSyncErrors, metricProgrammingLatency, metricAuditDuration,
+		metricKernelOps, metricVirtualServers, metricRealServers,
+		metricDriftDetections, metricAuditFindings, metricAuditRepairOps,
+		metricServicesHeld,
+	} {
+		if err := reg.Register(c); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
-// EngineMetrics backs the sync engine's counters and gauges with Prometheus on controller-runtime's registry.
+// EngineMetrics backs the sync engine's counters and gauges with the agent's Prometheus metrics (see
+// RegisterMetrics).
 type EngineMetrics struct{}
 
 // OpDone implements ipvs/sync.Metrics.

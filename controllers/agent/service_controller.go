@@ -115,12 +115,12 @@ func (r *ServiceReconciler) syncService(ctx context.Context, key types.Namespace
 	defer func() { metricSyncDuration.Observe(r.Clock.Since(start).Seconds()) }()
 
 	var (
-		state  desired.State
-		slices []*discoveryv1.EndpointSlice
+		state    desired.State
+		epSlices []*discoveryv1.EndpointSlice
 	)
 	if svc != nil && desired.InScope(svc, r.Options.ManageAll) {
 		var err error
-		if slices, err = r.endpointSlices(ctx, key); err != nil {
+		if epSlices, err = r.endpointSlices(ctx, key); err != nil {
 			return r.hold(ctx, key, svc, HeldDependencyError, fmt.Errorf("listing its EndpointSlices: %w", err))
 		}
 		pol, err := r.policy(ctx, svc)
@@ -130,7 +130,7 @@ func (r *ServiceReconciler) syncService(ctx context.Context, key types.Namespace
 		case err != nil:
 			return r.hold(ctx, key, svc, HeldDependencyError, fmt.Errorf("listing ServicePolicies: %w", err))
 		}
-		state, err = desired.ForService(svc, slices, pol, r.Options)
+		state, err = desired.ForService(svc, epSlices, pol, r.Options)
 		if err != nil {
 			// Bad input in one Service: don't retry until the object changes.
 			if _, herr := r.hold(ctx, key, svc, HeldInvalidService, err); herr != err { //nolint:errorlint // identity: hold added a Retain error
@@ -154,7 +154,7 @@ func (r *ServiceReconciler) syncService(ctx context.Context, key types.Namespace
 	}
 	if res.Ops > 0 {
 		log.V(1).Info("Programmed Service", "kernelOps", res.Ops)
-		observeProgrammingLatency(r.Clock.Now(), slices)
+		observeProgrammingLatency(r.Clock.Now(), epSlices)
 	}
 	return res.RequeueAfter, nil
 }
@@ -189,11 +189,11 @@ func (r *ServiceReconciler) endpointSlices(ctx context.Context, key types.Namesp
 	if err := r.List(ctx, list, client.InNamespace(key.Namespace), client.MatchingFields{serviceNameField: key.Name}); err != nil {
 		return nil, err
 	}
-	slices := make([]*discoveryv1.EndpointSlice, len(list.Items))
+	out := make([]*discoveryv1.EndpointSlice, len(list.Items))
 	for i := range list.Items {
-		slices[i] = &list.Items[i]
+		out[i] = &list.Items[i]
 	}
-	return slices, nil
+	return out, nil
 }
 
 // errPolicyUnknown: a ServicePolicy that may govern the Service is invalid, and the agent does not know the
@@ -244,7 +244,7 @@ func (r *ServiceReconciler) policy(ctx context.Context, svc *corev1.Service) (*d
 			continue // its selector is fine and does not select svc: it never governed it
 		}
 		if !remembered {
-			return nil, fmt.Errorf("%w: %s (%v); fix or delete it", errPolicyUnknown, p.Name, perr)
+			return nil, fmt.Errorf("%w: %s (%w); fix or delete it", errPolicyUnknown, p.Name, perr)
 		}
 	}
 

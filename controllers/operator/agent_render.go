@@ -4,9 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"slices"
+	"reflect"
 	"strconv"
-	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -15,7 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 
-	"github.com/ipvs-operator/ipvs-operator/api/v1alpha1"
+	"github.com/ipvs-operator/ipvs-operator/api/agentconfig"
 )
 
 // Names and defaults of the agent DaemonSet the operator renders.
@@ -26,26 +25,6 @@ const (
 	AgentServiceAccountName = "ipvs-operator-agent"
 	// AgentContainerName is the name of the agent's only container.
 	AgentContainerName = "agent"
-
-	// ScopeLabelled makes the agent program only Services labelled
-	// service.kubernetes.io/service-proxy-name=ipvs-operator (kube-proxy then leaves them alone).
-	ScopeLabelled = "labelled"
-	// ScopeAll makes the agent program every ClusterIP Service without that label set to another proxy: it
-	// replaces kube-proxy.
-	ScopeAll = "all"
-
-	// DefaultAgentInterface is the dummy device the agent binds ClusterIPs to (kube-proxy's is kube-ipvs0; a
-	// different name lets both run side by side with the labelled scope).
-	DefaultAgentInterface = "ipvs0"
-	// DefaultAgentAuditPeriod is how often the agent re-reads the kernel's IPVS tables to repair drift.
-	DefaultAgentAuditPeriod = time.Minute
-	// DefaultAgentMetricsPort and DefaultAgentHealthPort are the agent's ports ON THE NODE (host network).
-	// They avoid what usually listens on a node already: node-exporter 9100, Prometheus exporters in
-	// 9100-9999 that often run with host networking, kubelet 10248/10250/10255, kube-proxy 10249/10256,
-	// kube-controller-manager 10257, kube-scheduler 10259, Cilium 9962-9965/9879/9890, Calico 9091/9099,
-	// MetalLB 7472/7473/7946.
-	DefaultAgentMetricsPort int32 = 10271
-	DefaultAgentHealthPort  int32 = 10272
 
 	// AgentSysctlRoot is the agent's --sysctl-root: the host's /proc/sys/net is mounted writable at
 	// AgentSysctlRoot/net (see RenderAgentDaemonSet), so net.ipv4.vs.conntrack is written to
@@ -61,15 +40,8 @@ type AgentConfig struct {
 	Image string
 	// ImagePullPolicy defaults to IfNotPresent.
 	ImagePullPolicy corev1.PullPolicy
-	// Interface is the dummy device for ClusterIPs (--interface).
-	Interface string
-	// Scope is ScopeLabelled or ScopeAll (--scope).
-	Scope string
-	// DefaultScheduler is the scheduler of Services no ServicePolicy governs (--default-scheduler).
-	DefaultScheduler v1alpha1.Scheduler
-	// AuditPeriod is the kernel audit period (--audit-period).
-	AuditPeriod time.Duration
-	// MetricsPort and HealthPort are the agent's listening ports on the node.
+	// MetricsPort and HealthPort are the agent's listening ports on the node; they become the agent's
+	// --metrics-bind-address and --health-probe-bind-address and the container's ports.
 	MetricsPort int32
 	HealthPort  int32
 	// APIServerAddress, as host:port, when set, is how the agent reaches the API server instead of the
@@ -77,36 +49,45 @@ type AgentConfig struct {
 	// programs that ClusterIP, so it cannot depend on it to start (Cilium's k8sServiceHost does the same).
 	// Rendered as KUBERNETES_SERVICE_HOST/PORT, which client-go's in-cluster config reads.
 	APIServerAddress string
+	// Agent is the agent's command line; start from agentconfig.Default(). The DaemonSet decides four of
+	// its fields itself (see AgentFlags): the node name (per node, from the downward API), the bind
+	// addresses (from MetricsPort and HealthPort) and the sysctl root (where it mounts /proc/sys/net).
+	Agent agentconfig.Config
 }
 
-// WithDefaults returns cfg with every unset field set to its default.
+// WithDefaults returns cfg with every unset field set to its default; an entirely unset Agent becomes
+// agentconfig.Default() (a partly set one is taken as is: a zero --drift-check-period means off).
 func (cfg AgentConfig) WithDefaults() AgentConfig {
 	if cfg.ImagePullPolicy == "" {
 		cfg.ImagePullPolicy = corev1.PullIfNotPresent
 	}
-	if cfg.Interface == "" {
-		cfg.Interface = DefaultAgentInterface
-	}
-	if cfg.Scope == "" {
-		cfg.Scope = ScopeLabelled
-	}
-	if cfg.DefaultScheduler == "" {
-		cfg.DefaultScheduler = v1alpha1.DefaultScheduler
-	}
-	if cfg.AuditPeriod == 0 {
-		cfg.AuditPeriod = DefaultAgentAuditPeriod
-	}
 	if cfg.MetricsPort == 0 {
-		cfg.MetricsPort = DefaultAgentMetricsPort
+		cfg.MetricsPort = agentconfig.DefaultMetricsPort
 	}
 	if cfg.HealthPort == 0 {
-		cfg.HealthPort = DefaultAgentHealthPort
+		cfg.HealthPort = agentconfig.DefaultHealthPort
+	}
+	if reflect.ValueOf(cfg.Agent).IsZero() {
+		cfg.Agent = agentconfig.Default()
 	}
 	return cfg
 }
 
+// AgentFlags is the agent's command line as the DaemonSet runs it: cfg.Agent with the fields the DaemonSet
+// decides. RenderAgentDaemonSet renders its Args.
+func (cfg AgentConfig) AgentFlags() agentconfig.Config {
+	a := cfg.Agent
+	a.NodeName = "" // $NODE_NAME, from the downward API
+	a.Cleanup = false
+	a.MetricsAddress = agentconfig.PortAddress(cfg.MetricsPort)
+	a.HealthAddress = agentconfig.PortAddress(cfg.HealthPort)
+	a.SysctlRoot = AgentSysctlRoot
+	return a
+}
+
 // Validate reports every problem of a defaulted config at once, so the operator refuses to start with a
-// config that would render a broken DaemonSet.
+// config that would render a broken DaemonSet. The agent's arguments are checked by the agent's own
+// validation; its errors are *agentconfig.FlagError, which name the agent's flag.
 func (cfg AgentConfig) Validate() error {
 	var errs []error
 	if cfg.Namespace == "" {
@@ -120,31 +101,17 @@ func (cfg AgentConfig) Validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("agent image pull policy %q is not Always, IfNotPresent or Never", cfg.ImagePullPolicy))
 	}
-	if cfg.Interface == "" || len(cfg.Interface) > 15 {
-		errs = append(errs, fmt.Errorf("agent interface %q must be 1 to 15 characters (IFNAMSIZ)", cfg.Interface))
-	}
-	if cfg.Scope != ScopeLabelled && cfg.Scope != ScopeAll {
-		errs = append(errs, fmt.Errorf("agent scope %q is not %q or %q", cfg.Scope, ScopeLabelled, ScopeAll))
-	}
-	if !slices.Contains(v1alpha1.Schedulers, cfg.DefaultScheduler) {
-		errs = append(errs, fmt.Errorf("agent default scheduler %q is not one of %v", cfg.DefaultScheduler, v1alpha1.Schedulers))
-	}
-	if cfg.AuditPeriod < time.Second {
-		errs = append(errs, fmt.Errorf("agent audit period %s is shorter than 1s", cfg.AuditPeriod))
-	}
 	for name, port := range map[string]int32{"metrics": cfg.MetricsPort, "health": cfg.HealthPort} {
 		if port < 1 || port > 65535 {
 			errs = append(errs, fmt.Errorf("agent %s port %d is not in 1-65535", name, port))
 		}
-	}
-	if cfg.MetricsPort == cfg.HealthPort {
-		errs = append(errs, fmt.Errorf("agent metrics and health ports are both %d", cfg.MetricsPort))
 	}
 	if cfg.APIServerAddress != "" {
 		if _, _, err := splitHostPort(cfg.APIServerAddress); err != nil {
 			errs = append(errs, fmt.Errorf("agent API server address: %w", err))
 		}
 	}
+	errs = append(errs, cfg.AgentFlags().ValidateForDaemonSet())
 	return errors.Join(errs...)
 }
 
@@ -193,7 +160,7 @@ func RenderAgentDaemonSet(cfg AgentConfig) *appsv1.DaemonSet {
 	hostPathDirectory := corev1.HostPathDirectory
 
 	env := []corev1.EnvVar{{
-		Name:      "NODE_NAME",
+		Name:      agentconfig.NodeNameEnv,
 		ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "spec.nodeName"}},
 	}}
 	if cfg.APIServerAddress != "" {
@@ -243,16 +210,10 @@ func RenderAgentDaemonSet(cfg AgentConfig) *appsv1.DaemonSet {
 						Image:           cfg.Image,
 						ImagePullPolicy: cfg.ImagePullPolicy,
 						Command:         []string{"/agent"},
-						Args: []string{
-							"--interface=" + cfg.Interface,
-							"--scope=" + cfg.Scope,
-							"--default-scheduler=" + string(cfg.DefaultScheduler),
-							"--audit-period=" + cfg.AuditPeriod.String(),
-							"--metrics-bind-address=:" + strconv.Itoa(int(cfg.MetricsPort)),
-							"--health-probe-bind-address=:" + strconv.Itoa(int(cfg.HealthPort)),
-							"--sysctl-root=" + AgentSysctlRoot,
-						},
-						Env: env,
+						// The agent's own flags render them (agentconfig), and TestRenderedArgsParseAsConfigured
+						// (cmd/agent) parses them back with the agent's parseFlags.
+						Args: cfg.AgentFlags().Args(),
+						Env:  env,
 						// With hostNetwork the ports are the node's; hostPort equals containerPort (the API
 						// server would default it so), written out to make that visible.
 						Ports: []corev1.ContainerPort{

@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/yaml"
 
+	"github.com/ipvs-operator/ipvs-operator/api/agentconfig"
 	"github.com/ipvs-operator/ipvs-operator/api/v1alpha1"
 )
 
@@ -22,6 +23,14 @@ var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
 
 func testAgentConfig() AgentConfig {
 	return AgentConfig{Namespace: "ipvs-operator-system", Image: "ghcr.io/ipvs-operator/agent:v0.1.0"}.WithDefaults()
+}
+
+// customAgent differs from the agent's defaults wherever the operator lets its user choose.
+func customAgent() agentconfig.Config {
+	a := agentconfig.Default()
+	a.Interface, a.Scope, a.DefaultScheduler = "kube-ipvs1", agentconfig.ScopeAll, v1alpha1.SchedulerMaglevHashing
+	a.AuditPeriod, a.DriftCheckPeriod = 90*time.Second, 0
+	return a
 }
 
 func agentContainer(t *testing.T, ds *appsv1.DaemonSet) corev1.Container {
@@ -102,13 +111,15 @@ func TestRenderAgentDaemonSet(t *testing.T) {
 					t.Errorf("command (-want +got):\n%s", diff)
 				}
 				wantArgs := []string{
-					"--interface=ipvs0",
-					"--scope=labelled",
-					"--default-scheduler=rr",
 					"--audit-period=1m0s",
-					"--metrics-bind-address=:10271",
+					"--default-scheduler=rr",
+					"--drift-check-period=1s",
 					"--health-probe-bind-address=:10272",
+					"--interface=ipvs0",
+					"--metrics-bind-address=:10271",
+					"--scope=labelled",
 					"--sysctl-root=/host/proc/sys",
+					"--workers=4",
 				}
 				if diff := cmp.Diff(wantArgs, c.Args); diff != "" {
 					t.Errorf("args (-want +got):\n%s", diff)
@@ -207,8 +218,7 @@ func TestRenderAgentDaemonSet(t *testing.T) {
 			name: "custom config reaches args, ports and pull policy",
 			cfg: AgentConfig{
 				Namespace: "elsewhere", Image: "registry.local/agent@sha256:abc", ImagePullPolicy: corev1.PullAlways,
-				Interface: "kube-ipvs1", Scope: ScopeAll, DefaultScheduler: v1alpha1.SchedulerMaglevHashing,
-				AuditPeriod: 90 * time.Second, MetricsPort: 19100, HealthPort: 19101,
+				MetricsPort: 19100, HealthPort: 19101, Agent: customAgent(),
 			}.WithDefaults(),
 			check: func(t *testing.T, ds *appsv1.DaemonSet) {
 				c := agentContainer(t, ds)
@@ -216,13 +226,15 @@ func TestRenderAgentDaemonSet(t *testing.T) {
 					t.Errorf("namespace %q image %q pull policy %q", ds.Namespace, c.Image, c.ImagePullPolicy)
 				}
 				wantArgs := []string{
-					"--interface=kube-ipvs1",
-					"--scope=all",
-					"--default-scheduler=mh",
 					"--audit-period=1m30s",
-					"--metrics-bind-address=:19100",
+					"--default-scheduler=mh",
+					"--drift-check-period=0s",
 					"--health-probe-bind-address=:19101",
+					"--interface=kube-ipvs1",
+					"--metrics-bind-address=:19100",
+					"--scope=all",
 					"--sysctl-root=/host/proc/sys",
+					"--workers=4",
 				}
 				if diff := cmp.Diff(wantArgs, c.Args); diff != "" {
 					t.Errorf("args (-want +got):\n%s", diff)
@@ -282,19 +294,20 @@ func TestAgentConfigValidate(t *testing.T) {
 		{name: "defaults are valid", mutate: func(*AgentConfig) {}},
 		{name: "no image", mutate: func(c *AgentConfig) { c.Image = "" }, wantErr: []string{"RELATED_IMAGE_AGENT"}},
 		{name: "no namespace", mutate: func(c *AgentConfig) { c.Namespace = "" }, wantErr: []string{"namespace"}},
-		{name: "bad scope", mutate: func(c *AgentConfig) { c.Scope = "some" }, wantErr: []string{`scope "some"`}},
-		{name: "bad scheduler", mutate: func(c *AgentConfig) { c.DefaultScheduler = "fifo" }, wantErr: []string{`scheduler "fifo"`}},
-		{name: "interface too long", mutate: func(c *AgentConfig) { c.Interface = "a-very-long-ifname" }, wantErr: []string{"IFNAMSIZ"}},
-		{name: "audit period too short", mutate: func(c *AgentConfig) { c.AuditPeriod = time.Millisecond }, wantErr: []string{"audit period"}},
-		{name: "same ports", mutate: func(c *AgentConfig) { c.HealthPort = c.MetricsPort }, wantErr: []string{"both 10271"}},
+		{name: "bad scope", mutate: func(c *AgentConfig) { c.Agent.Scope = "some" }, wantErr: []string{`--scope="some"`}},
+		{name: "bad scheduler", mutate: func(c *AgentConfig) { c.Agent.DefaultScheduler = "fifo" }, wantErr: []string{`--default-scheduler="fifo"`}},
+		{name: "interface too long", mutate: func(c *AgentConfig) { c.Agent.Interface = "a-very-long-ifname" }, wantErr: []string{"IFNAMSIZ"}},
+		{name: "audit period too short", mutate: func(c *AgentConfig) { c.Agent.AuditPeriod = time.Millisecond }, wantErr: []string{"--audit-period"}},
+		{name: "same ports", mutate: func(c *AgentConfig) { c.HealthPort = c.MetricsPort }, wantErr: []string{`--health-probe-bind-address=":10271": must differ`}},
+		{name: "node name is per node, not the DaemonSet's", mutate: func(c *AgentConfig) { c.Agent.NodeName = "" }},
 		{name: "port out of range", mutate: func(c *AgentConfig) { c.MetricsPort = 70000 }, wantErr: []string{"metrics port 70000"}},
 		{name: "bad pull policy", mutate: func(c *AgentConfig) { c.ImagePullPolicy = "Sometimes" }, wantErr: []string{"Sometimes"}},
 		{name: "API server address without port", mutate: func(c *AgentConfig) { c.APIServerAddress = "10.0.0.1" }, wantErr: []string{"API server address"}},
 		{name: "API server address ok", mutate: func(c *AgentConfig) { c.APIServerAddress = "api.example:6443" }},
 		{
 			name:    "every problem at once",
-			mutate:  func(c *AgentConfig) { c.Image = ""; c.Scope = "x" },
-			wantErr: []string{"image", `scope "x"`},
+			mutate:  func(c *AgentConfig) { c.Image = ""; c.Agent.Scope = "x" },
+			wantErr: []string{"image", `--scope="x"`},
 		},
 	}
 	for _, tt := range tests {

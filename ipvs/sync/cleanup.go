@@ -20,30 +20,60 @@ import (
 // virtual server cannot be deleted, the interface and table are kept, so that running Cleanup again still
 // recognises it as the agent's.
 func (s *Syncer) Cleanup(ctx context.Context) error {
+	_, err := s.CleanupReport(ctx)
+	return err
+}
+
+// Removed is what CleanupReport took out of the kernel, for `agent --cleanup` to tell the user.
+type Removed struct {
+	// VirtualServers are the agent's virtual servers that were deleted.
+	VirtualServers []ipvs.ServiceKey
+	// VIPs are the addresses that were bound to the dummy interface when it was deleted.
+	VIPs []netip.Addr
+	// Interface and Table say that the dummy interface and the nftables table are gone (deleted now, or
+	// already absent).
+	Interface, Table bool
+}
+
+// CleanupReport is Cleanup that also says what it removed; on error, Removed lists what was removed
+// before the failure.
+func (s *Syncer) CleanupReport(ctx context.Context) (Removed, error) {
 	s.world.Lock()
 	defer s.world.Unlock()
 	log := logr.FromContextOrDiscard(ctx)
+	var removed Removed
 	snap, err := s.readKernel(s.claimedVIPs())
 	if err != nil {
-		return fmt.Errorf("sync: cleanup: reading the kernel's state: %w", err)
+		return removed, fmt.Errorf("sync: cleanup: reading the kernel's state: %w", err)
 	}
 	var errs []error
 	for _, v := range sortedVIPs(snap.servers) {
 		for _, k := range sortedKeys(snap.servers[v]) {
 			op := plan.Op{Kind: plan.DeleteService, Service: snap.servers[v][k].svc}
-			if err := s.execOp(log, "", op); err != nil && !errors.Is(err, ipvs.ErrNotFound) {
+			err := s.execOp(log, "", op)
+			switch {
+			case err == nil:
+				removed.VirtualServers = append(removed.VirtualServers, k)
+			case !errors.Is(err, ipvs.ErrNotFound):
 				errs = append(errs, err)
 			}
 		}
 	}
 	if len(errs) > 0 {
-		return fmt.Errorf("sync: cleanup: %w", errors.Join(errs...))
+		return removed, fmt.Errorf("sync: cleanup: %w", errors.Join(errs...))
 	}
 	if err := s.vips.DeleteInterface(); err != nil && !errors.Is(err, unix.ENODEV) {
 		errs = append(errs, fmt.Errorf("sync: cleanup: dummy interface: %w", err))
+	} else {
+		removed.Interface = true
+		if len(snap.bound) > 0 {
+			removed.VIPs = sortedVIPs(snap.bound)
+		}
 	}
+	removed.Table = true
 	if s.rules != nil {
 		if err := s.rules.Delete(); err != nil {
+			removed.Table = false
 			errs = append(errs, fmt.Errorf("sync: cleanup: nftables table: %w", err))
 		}
 	}
@@ -61,5 +91,5 @@ func (s *Syncer) Cleanup(ctx context.Context) error {
 	s.elements.mu.Unlock()
 	// What the agent programmed is gone: a later SyncService must Adopt again first.
 	s.adopted.Store(false)
-	return errors.Join(errs...)
+	return removed, errors.Join(errs...)
 }

@@ -25,6 +25,9 @@ type Driver interface {
 	NodeExec(ctx context.Context, node string, argv ...string) (string, error)
 	// PodExec runs argv in a pod (its network namespace in the lab, `kubectl exec` in kind).
 	PodExec(ctx context.Context, pod types.NamespacedName, argv ...string) (string, error)
+	// AgentExec runs the agent's binary on a node with args, as the README's uninstall does with
+	// `kubectl exec <the node's agent pod> -- /agent args...`, and returns its combined output.
+	AgentExec(ctx context.Context, node string, args ...string) (string, error)
 	// OutsideExec runs argv on a host that shares the nodes' network but is not part of the cluster.
 	OutsideExec(ctx context.Context, argv ...string) (string, error)
 	// Image is the image of echo server and client pods.

@@ -27,7 +27,7 @@ const (
 	kindNetwork = "kind"
 )
 
-// Agent scopes (controllers/operator.ScopeLabelled and ScopeAll).
+// Agent scopes (api/agentconfig.ScopeLabelled and ScopeAll).
 const (
 	scopeLabelled = "labelled"
 	scopeAll      = "all"

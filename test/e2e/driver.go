@@ -4,7 +4,9 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 
+	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
@@ -50,6 +52,21 @@ func (d kindDriver) NodeExec(ctx context.Context, node string, argv ...string) (
 // PodExec runs argv in the pod's first container with `kubectl exec`.
 func (d kindDriver) PodExec(ctx context.Context, pod types.NamespacedName, argv ...string) (string, error) {
 	return d.c.kubectl(ctx, "", append([]string{"exec", "-n", pod.Namespace, pod.Name, "--"}, argv...)...)
+}
+
+// AgentExec runs /agent in the node's agent pod with `kubectl exec`, as the README's uninstall does.
+func (d kindDriver) AgentExec(ctx context.Context, node string, args ...string) (string, error) {
+	pods := &corev1.PodList{}
+	if err := d.c.client.List(ctx, pods, client.InNamespace(dataplane.AgentNamespace),
+		client.MatchingLabels{"app.kubernetes.io/name": "ipvs-operator-agent"}); err != nil {
+		return "", err
+	}
+	for _, p := range pods.Items {
+		if p.Spec.NodeName == node && p.DeletionTimestamp == nil {
+			return d.PodExec(ctx, types.NamespacedName{Namespace: p.Namespace, Name: p.Name}, append([]string{"/agent"}, args...)...)
+		}
+	}
+	return "", fmt.Errorf("no agent pod on node %s", node)
 }
 
 // OutsideExec runs argv on the outside host container.

@@ -55,7 +55,14 @@ var _ = AfterSuite(func(ctx SpecContext) {
 	}
 }, NodeTimeout(10*time.Minute))
 
-// The data-path scenarios the lab runs too (test/dataplane), against this cluster.
-var _ = Describe("Data path", func() {
-	dataplane.RegisterScenarios(func() dataplane.Driver { return drv })
+// One top-level container, because Ginkgo shuffles top-level containers and the uninstall, which removes
+// the install, must run last; inside it the specs run in the order written.
+var _ = Describe("ipvs-operator", func() {
+	installationSpecs()
+	servicePolicySpecs()
+	// The data-path scenarios the lab runs too (test/dataplane), against this cluster.
+	Describe("Data path", func() {
+		dataplane.RegisterScenarios(func() dataplane.Driver { return drv })
+	})
+	dataplane.RegisterUninstall(func() dataplane.Driver { return drv })
 })

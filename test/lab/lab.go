@@ -155,13 +155,13 @@ func Start(ctx context.Context, opts Options) (_ *Lab, err error) {
 		console: filepath.Join(l.logDir, "console.log"),
 	})
 	if err != nil {
-		<-buildDone
+		_ = <-buildDone // the error that stopped the start is the one to report
 		return nil, err
 	}
 	tcp := time.Now()
 	l.cp, err = startControlPlane(ctx, assets.KubeBinDir, l.runDir, l.logDir, p, cpp)
 	if err != nil {
-		<-buildDone
+		_ = <-buildDone // the error that stopped the start is the one to report
 		return nil, err
 	}
 	l.Timings.ControlPlane = time.Since(tcp)
@@ -169,7 +169,7 @@ func Start(ctx context.Context, opts Options) (_ *Lab, err error) {
 	l.hostKubeconfig = l.cp.adminKubeconfig
 	l.cfg = l.cp.config
 	if l.client, err = newClient(l.cfg); err != nil {
-		<-buildDone
+		_ = <-buildDone // the error that stopped the start is the one to report
 		return nil, err
 	}
 	select {
@@ -430,7 +430,7 @@ func (l *Lab) Client() client.Client { return l.client }
 
 // Nodes are the lab's node names, sorted (their network namespaces have the same names).
 func (l *Lab) Nodes() []string {
-	var names []string
+	names := make([]string, 0, len(LabNodes))
 	for _, n := range LabNodes {
 		names = append(names, n.Name)
 	}
@@ -621,6 +621,12 @@ func (l *Lab) NodeExec(ctx context.Context, node string, argv ...string) (string
 // PodExec runs argv in a pod's network namespace and returns its combined output (dataplane.Driver).
 func (l *Lab) PodExec(ctx context.Context, pod types.NamespacedName, argv ...string) (string, error) {
 	return l.ExecCombined(ctx, PodNetns(pod), argv...)
+}
+
+// AgentExec runs the agent binary in a node's network namespace, where the lab kubelet runs that node's
+// agent, and returns its combined output (dataplane.Driver).
+func (l *Lab) AgentExec(ctx context.Context, node string, args ...string) (string, error) {
+	return l.ExecCombined(ctx, node, append([]string{GuestBin + "/agent"}, args...)...)
 }
 
 // OutsideExec runs argv on the outside host and returns its combined output (dataplane.Driver).

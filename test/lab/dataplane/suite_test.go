@@ -66,4 +66,16 @@ const labImage = "ghcr.io/ipvs-operator/ipvs-operator:lab"
 
 var _ = Describe("the lab", Ordered, func() {
 	dataplane.RegisterScenarios(func() dataplane.Driver { return theLab })
+	// Last: it removes the install.
+	dataplane.RegisterUninstall(func() dataplane.Driver { return theLab })
+	It("runs agent --cleanup by itself when no agent runs, and creates nothing", func(ctx SpecContext) {
+		for _, node := range theLab.Nodes() {
+			out, err := theLab.AgentExec(ctx, node, "--cleanup")
+			Expect(err).NotTo(HaveOccurred(), "agent --cleanup on %s:\n%s", node, out)
+			Expect(out).To(ContainSubstring("No agent runs on this node; cleaning up here."), "on %s", node)
+			Expect(out).To(ContainSubstring("no virtual server of the agent's was left"), "on %s", node)
+			out, err = theLab.NodeExec(ctx, node, "ip", "link", "show", "ipvs0")
+			Expect(err).To(HaveOccurred(), "agent --cleanup created ipvs0 on %s:\n%s", node, out)
+		}
+	})
 })

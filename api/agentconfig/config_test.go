@@ -1,0 +1,134 @@
+package agentconfig
+
+import (
+	"errors"
+	"flag"
+	"io"
+	"net/netip"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/ipvs-operator/ipvs-operator/api/v1alpha1"
+	"github.com/ipvs-operator/ipvs-operator/controllers/agent/desired"
+	ipvssync "github.com/ipvs-operator/ipvs-operator/ipvs/sync"
+)
+
+// everyFieldSet differs from Default() in every field but NodeName (never rendered) and Cleanup (the
+// DaemonSet never cleans up), so a round trip through Args proves each flag is rendered and read back.
+func everyFieldSet() Config {
+	return Config{
+		Interface:        "kube-ipvs1",
+		Scope:            ScopeAll,
+		DefaultScheduler: v1alpha1.SchedulerMaglevHashing,
+		AuditPeriod:      90 * time.Second,
+		DriftCheckPeriod: 250 * time.Millisecond,
+		ClusterCIDRs:     []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16"), netip.MustParsePrefix("fd00:10:244::/56")},
+		MetricsAddress:   ":19100",
+		HealthAddress:    "127.0.0.1:19101",
+		Workers:          9,
+		SysctlRoot:       "/host/proc/sys",
+	}
+}
+
+func parse(t *testing.T, args []string) Config {
+	t.Helper()
+	c := Default()
+	fs := flag.NewFlagSet("agent", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	c.BindFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		t.Fatalf("the agent's flags refuse %q: %v", args, err)
+	}
+	return c
+}
+
+func TestArgsRoundTrip(t *testing.T) {
+	def, all := Default(), everyFieldSet()
+	dv, av := reflect.ValueOf(def), reflect.ValueOf(all)
+	for i := range dv.NumField() {
+		name := dv.Type().Field(i).Name
+		if name == "NodeName" || name == "Cleanup" {
+			continue
+		}
+		if reflect.DeepEqual(dv.Field(i).Interface(), av.Field(i).Interface()) {
+			t.Errorf("everyFieldSet().%s is its default: set it, or the round trip proves nothing for its flag", name)
+		}
+	}
+	for _, c := range []Config{def, all} {
+		if err := c.ValidateForDaemonSet(); err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(c, parse(t, c.Args()), cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
+			t.Errorf("Args() %q read back differently (-rendered +parsed):\n%s", c.Args(), diff)
+		}
+	}
+	for _, a := range all.Args() {
+		if strings.HasPrefix(a, "--"+FlagNodeName+"=") {
+			t.Errorf("Args() renders %s: the node name is per node", a)
+		}
+	}
+}
+
+func TestValidateNamesTheFlag(t *testing.T) {
+	tests := []struct {
+		name   string
+		mutate func(*Config)
+		flag   string // "" means valid
+	}{
+		{"defaults", func(*Config) {}, ""},
+		{"no node name", func(c *Config) { c.NodeName = "" }, FlagNodeName},
+		{"cleanup needs no node name", func(c *Config) { c.NodeName = ""; c.Cleanup = true }, ""},
+		{"empty interface", func(c *Config) { c.Interface = "" }, FlagInterface},
+		{"interface too long", func(c *Config) { c.Interface = "sixteen-chars-xx" }, FlagInterface},
+		{"scope", func(c *Config) { c.Scope = "some" }, FlagScope},
+		{"scheduler", func(c *Config) { c.DefaultScheduler = "fifo" }, FlagDefaultScheduler},
+		{"audit", func(c *Config) { c.AuditPeriod = 999 * time.Millisecond }, FlagAuditPeriod},
+		{"drift off", func(c *Config) { c.DriftCheckPeriod = 0 }, ""},
+		{"drift negative", func(c *Config) { c.DriftCheckPeriod = -time.Second }, FlagDriftCheckPeriod},
+		{"drift too often", func(c *Config) { c.DriftCheckPeriod = time.Millisecond }, FlagDriftCheckPeriod},
+		{"metrics off", func(c *Config) { c.MetricsAddress = "0" }, ""},
+		{"metrics port too big", func(c *Config) { c.MetricsAddress = ":70000" }, FlagMetricsAddress},
+		{"health no port", func(c *Config) { c.HealthAddress = "localhost" }, FlagHealthAddress},
+		{"same address", func(c *Config) { c.HealthAddress = c.MetricsAddress }, FlagHealthAddress},
+		{"workers", func(c *Config) { c.Workers = 0 }, FlagWorkers},
+		{"sysctl root relative", func(c *Config) { c.SysctlRoot = "proc/sys" }, FlagSysctlRoot},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := Default()
+			c.NodeName = "n1"
+			tt.mutate(&c)
+			err := c.Validate()
+			if tt.flag == "" {
+				if err != nil {
+					t.Fatalf("Validate() = %v", err)
+				}
+				return
+			}
+			var fe *FlagError
+			if !errors.As(err, &fe) || fe.Flag != tt.flag || !strings.HasPrefix(err.Error(), "--"+tt.flag+"=") {
+				t.Fatalf("Validate() = %v, want a *FlagError naming --%s", err, tt.flag)
+			}
+		})
+	}
+}
+
+// The agent's other defaults live where their concern does; keep them equal to the API's.
+func TestDefaultsMatchTheAPI(t *testing.T) {
+	if string(Default().DefaultScheduler) != desired.DefaultScheduler {
+		t.Errorf("--default-scheduler default %q, desired.DefaultScheduler %q", Default().DefaultScheduler, desired.DefaultScheduler)
+	}
+	api := time.Duration(v1alpha1.DefaultDrainTimeoutSeconds) * time.Second
+	for name, d := range map[string]time.Duration{
+		"ipvs/sync.DefaultRetainDrainTimeout": ipvssync.DefaultRetainDrainTimeout,
+		"desired.DefaultDrainTimeout":         desired.DefaultDrainTimeout,
+	} {
+		if d != api {
+			t.Errorf("%s = %v, the API's default drain timeout is %v", name, d, api)
+		}
+	}
+}

@@ -1,0 +1,60 @@
+package agent
+
+import (
+	"errors"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	ipvssync "github.com/ipvs-operator/ipvs-operator/ipvs/sync"
+)
+
+// TestRegisterMetrics pins the metric names dashboards graph, and that registration is explicit: a fresh
+// registry holds exactly these after RegisterMetrics, and a second registration on it is refused.
+func TestRegisterMetrics(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	if err := RegisterMetrics(reg); err != nil {
+		t.Fatal(err)
+	}
+	// Vectors appear only once they have a child: give each one.
+	m := EngineMetrics{}
+	m.OpDone(0, nil)
+	m.SetRealServers(1, 0)
+	m.DriftDetected(ipvssync.Drift("ipvs"))
+	m.AuditDone(ipvssync.AuditReport{})
+	metricServicesHeld.WithLabelValues(HeldDependencyError).Set(0)
+	observeProgrammingLatency(time.Now(), nil)
+
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make([]string, 0, len(mfs))
+	for _, mf := range mfs {
+		got = append(got, mf.GetName())
+	}
+	want := []string{
+		"ipvs_operator_agent_audit_duration_seconds",
+		"ipvs_operator_agent_audit_findings_total",
+		"ipvs_operator_agent_audit_repair_operations_total",
+		"ipvs_operator_agent_drift_detections_total",
+		"ipvs_operator_agent_kernel_operations_total",
+		"ipvs_operator_agent_network_programming_duration_seconds",
+		"ipvs_operator_agent_real_servers",
+		"ipvs_operator_agent_services_held",
+		"ipvs_operator_agent_sync_duration_seconds",
+		"ipvs_operator_agent_sync_errors_total",
+		"ipvs_operator_agent_virtual_servers",
+	}
+	slices.Sort(got)
+	if !slices.Equal(got, want) {
+		t.Errorf("registered metrics\n%v\nwant\n%v", got, want)
+	}
+
+	var already prometheus.AlreadyRegisteredError
+	if err := RegisterMetrics(reg); !errors.As(err, &already) {
+		t.Errorf("second RegisterMetrics on one registry = %v, want AlreadyRegisteredError", err)
+	}
+}
