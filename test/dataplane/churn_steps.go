@@ -103,7 +103,7 @@ func (s svcShape) clone() svcShape {
 }
 
 func (s svcShape) String() string {
-	var ports []string
+	ports := make([]string, 0, len(s.Ports))
 	for _, p := range s.Ports {
 		ports = append(ports, fmt.Sprintf("%s:%d/%s->%s", p.Name, p.Port, p.Proto, p.Target.String()))
 	}

@@ -86,8 +86,16 @@ func newNamespace(ctx context.Context, drv Driver) string {
 
 // echoDeployment creates a Deployment of echo pods labelled app=name, optionally pinned to one node.
 func echoDeployment(ctx context.Context, drv Driver, ns, name string, replicas int32, node string, ports ...echoPort) {
+	echoDeploymentWith(ctx, drv, ns, name, replicas, node, nil, ports...)
+}
+
+// echoDeploymentWith is echoDeployment with mutate applied to the pod spec first (nil: none).
+func echoDeploymentWith(ctx context.Context, drv Driver, ns, name string, replicas int32, node string, mutate func(*corev1.PodSpec), ports ...echoPort) {
 	labels := map[string]string{"app": name}
 	spec := echoPodSpec(drv, ports...)
+	if mutate != nil {
+		mutate(&spec)
+	}
 	if node != "" {
 		spec.NodeSelector = map[string]string{"kubernetes.io/hostname": node}
 	}
