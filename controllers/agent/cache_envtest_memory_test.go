@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -39,6 +40,7 @@ func TestAgentCacheMemoryEnvtest(t *testing.T) {
 	if n <= 0 {
 		t.Skipf("set %s=10000 to measure", cacheMemoryEnv)
 	}
+	ctrl.SetLogger(logr.Discard())
 	env := &envtest.Environment{}
 	env.ControlPlane.GetAPIServer().Configure().Set("service-cluster-ip-range", "10.96.0.0/16")
 	cfg, err := env.Start()
