@@ -101,7 +101,7 @@ func TestKernelServicesAndDestinations(t *testing.T) {
 			t.Errorf("%s: err = %v, want errno %v", c.name, c.err, c.errno)
 		}
 		for _, s := range []error{ipvs.ErrExists, ipvs.ErrNotFound} {
-			if got := errors.Is(c.err, s); got != (s == c.sentinel) {
+			if got := errors.Is(c.err, s); got != errors.Is(s, c.sentinel) {
 				t.Errorf("%s: errors.Is(%v, %v) = %v", c.name, c.err, s, got)
 			}
 		}

@@ -52,7 +52,7 @@ func TestSortMatchesGlibcQsort(t *testing.T) {
 	}
 	rng := rand.New(rand.NewPCG(1, 2))
 	var in strings.Builder
-	var cases [][]Destination
+	cases := make([][]Destination, 0, 300)
 	for range 300 {
 		n := 2 + rng.IntN(40)
 		ds := make([]Destination, n)

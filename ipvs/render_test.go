@@ -11,9 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/ipvs-operator/ipvs-operator/ipvs"
 	"github.com/ipvs-operator/ipvs-operator/ipvs/fake"
-	"golang.org/x/sys/unix"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.golden from the current output")

@@ -5,17 +5,27 @@
 package v1alpha1
 
 import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"sigs.k8s.io/controller-runtime/pkg/scheme"
 )
 
 var (
 	// GroupVersion is the group and version of this API.
 	GroupVersion = schema.GroupVersion{Group: "lb.ipvs-operator.dev", Version: "v1alpha1"}
 
-	// SchemeBuilder adds this API's types to a scheme.
-	SchemeBuilder = &scheme.Builder{GroupVersion: GroupVersion}
+	// SchemeBuilder adds this API's types to a scheme. It is apimachinery's builder rather than
+	// controller-runtime's (deprecated), so importing the API pulls in apimachinery only.
+	SchemeBuilder = runtime.NewSchemeBuilder(addKnownTypes)
 
 	// AddToScheme adds this API's types to a scheme.
 	AddToScheme = SchemeBuilder.AddToScheme
 )
+
+// addKnownTypes registers the kinds of this group version, and the meta/v1 options types
+// (ListOptions, ...) clients use with it.
+func addKnownTypes(scheme *runtime.Scheme) error {
+	scheme.AddKnownTypes(GroupVersion, &ServicePolicy{}, &ServicePolicyList{})
+	metav1.AddToGroupVersion(scheme, GroupVersion)
+	return nil
+}

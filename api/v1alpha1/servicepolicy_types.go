@@ -135,10 +135,6 @@ type ServicePolicyList struct {
 	Items           []ServicePolicy `json:"items"`
 }
 
-func init() {
-	SchemeBuilder.Register(&ServicePolicy{}, &ServicePolicyList{})
-}
-
 // SchedulerOrDefault returns the policy's scheduler, or the API default when unset.
 func (s *ServicePolicySpec) SchedulerOrDefault() Scheduler {
 	if s.Scheduler == "" {

@@ -40,7 +40,7 @@ func runCleanup(ctx context.Context, f flags, out io.Writer) error {
 	for attempt := 1; ; attempt++ {
 		lock, err := nodelock.Acquire(lockName)
 		if err == nil {
-			defer lock.Close() //nolint:errcheck
+			defer lock.Close()
 			fmt.Fprintln(out, "No agent runs on this node; cleaning up here.")
 			removed, err := cleanupHere(ctx, f)
 			fmt.Fprint(out, formatRemoved(removed, f.Interface))

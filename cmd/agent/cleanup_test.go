@@ -30,7 +30,7 @@ func TestSecondAgentStopsAtTheLock(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close() //nolint:errcheck
+	defer l.Close()
 	err = run(context.Background(), flags{NodeName: "n1", Interface: "ipvs-test0", SysctlRoot: t.TempDir()})
 	if !errors.Is(err, nodelock.ErrHeld) {
 		t.Fatalf("run with the lock held: %v, want ErrHeld", err)
@@ -47,7 +47,7 @@ func TestCleanupAsksTheRunningAgent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close() //nolint:errcheck
+	defer l.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var fail atomic.Bool

@@ -2,8 +2,8 @@ package agent_test
 
 import (
 	"context"
-	"fmt"
 	"errors"
+	"fmt"
 	"net/netip"
 	"slices"
 	"sync"

@@ -115,7 +115,7 @@ func (r *ServiceReconciler) syncService(ctx context.Context, key types.Namespace
 	defer func() { metricSyncDuration.Observe(r.Clock.Since(start).Seconds()) }()
 
 	var (
-		state  desired.State
+		state    desired.State
 		epSlices []*discoveryv1.EndpointSlice
 	)
 	if svc != nil && desired.InScope(svc, r.Options.ManageAll) {

@@ -139,7 +139,7 @@ func TestDesiredStatusKeepsTransitionTimeAndIsStable(t *testing.T) {
 }
 
 func TestConflictMessageBoundsNames(t *testing.T) {
-	var lost []policy.LostService
+	lost := make([]policy.LostService, 0, 25)
 	for i := range 25 {
 		lost = append(lost, policy.LostService{Service: fmt.Sprintf("svc-%02d", i), Winner: "a"})
 	}

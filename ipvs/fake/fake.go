@@ -15,8 +15,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/ipvs-operator/ipvs-operator/ipvs"
 	"golang.org/x/sys/unix"
+
+	"github.com/ipvs-operator/ipvs-operator/ipvs"
 )
 
 // Verb names one method of ipvs.Interface, ipvs.VIPs or ipvs.Rules, for counting and error injection.

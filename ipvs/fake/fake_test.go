@@ -7,9 +7,10 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/ipvs-operator/ipvs-operator/ipvs"
 	"github.com/ipvs-operator/ipvs-operator/ipvs/fake"
-	"golang.org/x/sys/unix"
 )
 
 var (
@@ -125,7 +126,7 @@ func TestErrors(t *testing.T) {
 				t.Fatalf("err = %v, want errno %v", err, tt.errno)
 			}
 			for _, s := range []error{ipvs.ErrExists, ipvs.ErrNotFound} {
-				if got, want := errors.Is(err, s), s == tt.sentinel; got != want {
+				if got, want := errors.Is(err, s), errors.Is(s, tt.sentinel); got != want {
 					t.Errorf("errors.Is(%v, %v) = %v, want %v", err, s, got, want)
 				}
 			}

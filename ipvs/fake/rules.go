@@ -6,8 +6,9 @@ import (
 	"net/netip"
 	"slices"
 
-	"github.com/ipvs-operator/ipvs-operator/ipvs"
 	"golang.org/x/sys/unix"
+
+	"github.com/ipvs-operator/ipvs-operator/ipvs"
 )
 
 // Rules is an in-memory ipvs.Rules. Like the nftables one, Update and Elements fail with ENOENT until

@@ -6,8 +6,9 @@ import (
 	"net/netip"
 	"slices"
 
-	"github.com/ipvs-operator/ipvs-operator/ipvs"
 	"golang.org/x/sys/unix"
+
+	"github.com/ipvs-operator/ipvs-operator/ipvs"
 )
 
 // VIPs is an in-memory ipvs.VIPs: one dummy interface and its addresses. Like the real one, Bind and

@@ -53,8 +53,9 @@ func (e *ModuleError) Error() string {
 
 // Unwrap returns the causes, for errors.Is.
 func (e *ModuleError) Unwrap() []error {
-	var out []error
-	for _, name := range e.Modules() {
+	names := e.Modules()
+	out := make([]error, 0, len(names))
+	for _, name := range names {
 		out = append(out, e.Failed[name])
 	}
 	return out
@@ -87,7 +88,7 @@ type Loader struct {
 	Params map[string]string
 }
 
-// DefaultParams: without numdummies=0, loading dummy also creates an unused dummy0.
+// DefaultParams are the module parameters used when Params is nil: without numdummies=0, loading dummy also creates an unused dummy0.
 var DefaultParams = map[string]string{"dummy": "numdummies=0"}
 
 // LoadModules loads modules and their dependencies from the running kernel's module tree.

@@ -129,7 +129,7 @@ var families = []ipFamily{
 
 // ruleDefs returns the rules in the order they are programmed and listed.
 func ruleDefs() []ruleDef {
-	var out []ruleDef
+	out := make([]ruleDef, 0, 3*len(families)) // two rules per family, then one more each
 	for _, f := range families {
 		out = append(out, ruleDef{
 			// Hairpin: after IPVS's DNAT a pod talking to itself has saddr == daddr == an endpoint.

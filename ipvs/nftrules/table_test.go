@@ -92,7 +92,7 @@ func listTable(t *testing.T, n *testNS) string {
 }
 
 func addrs(s ...string) []netip.Addr {
-	var out []netip.Addr
+	out := make([]netip.Addr, 0, len(s))
 	for _, a := range s {
 		out = append(out, netip.MustParseAddr(a))
 	}
@@ -100,7 +100,7 @@ func addrs(s ...string) []netip.Addr {
 }
 
 func prefixes(s ...string) []netip.Prefix {
-	var out []netip.Prefix
+	out := make([]netip.Prefix, 0, len(s))
 	for _, p := range s {
 		out = append(out, netip.MustParsePrefix(p))
 	}

@@ -38,8 +38,8 @@ type Plan struct {
 // refreshes them for virtual servers with real servers to retire.
 func Compute(want Desired, have Observed, now time.Time) Plan {
 	var (
-		binds, services, adds, retires, deletes, unbinds []Op
-		recheck                                          time.Time
+		binds, services, adds, retires, unbinds []Op
+		recheck                                 time.Time
 	)
 	wantVIPs := sets.New(want.VIPs...)
 	haveVIPs := sets.New(have.VIPs...)
@@ -103,6 +103,7 @@ func Compute(want Desired, have Observed, now time.Time) Plan {
 		}
 	}
 	slices.SortFunc(stale, func(a, b ipvs.Service) int { return CompareServiceKeys(a.ServiceKey, b.ServiceKey) })
+	deletes := make([]Op, 0, len(stale))
 	for _, s := range stale {
 		deletes = append(deletes, Op{Kind: DeleteService, Service: s})
 	}

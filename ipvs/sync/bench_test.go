@@ -89,7 +89,7 @@ func (k kernel) reset() {
 
 var opts = desired.Options{NodeName: "node-a"}
 
-func syncAll(b *testing.B, ctx context.Context, s *ipvssync.Syncer, c *cluster) {
+func syncAll(ctx context.Context, b *testing.B, s *ipvssync.Syncer, c *cluster) {
 	for i, svc := range c.services {
 		st, err := desired.ForService(svc, c.slices[i], nil, opts)
 		if err != nil {
@@ -117,7 +117,7 @@ func BenchmarkColdBuild(b *testing.B) {
 		}
 		k.reset()
 		b.StartTimer()
-		syncAll(b, ctx, s, c)
+		syncAll(ctx, b, s, c)
 		b.StopTimer()
 		changes += k.changes()
 		if k.dumps() != 0 || k.reads() != 0 {
@@ -140,7 +140,7 @@ func BenchmarkEndpointFlip(b *testing.B) {
 	if err := s.Adopt(ctx); err != nil {
 		b.Fatal(err)
 	}
-	syncAll(b, ctx, s, c)
+	syncAll(ctx, b, s, c)
 	k.reset()
 	b.ReportAllocs()
 	i := 0
@@ -173,7 +173,7 @@ func warm(b *testing.B) (*ipvssync.Syncer, kernel, context.Context) {
 	if err := s.Adopt(ctx); err != nil {
 		b.Fatal(err)
 	}
-	syncAll(b, ctx, s, c)
+	syncAll(ctx, b, s, c)
 	k.reset()
 	return s, k, ctx
 }

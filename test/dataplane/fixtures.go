@@ -7,8 +7,8 @@ import (
 	"strings"
 	"time"
 
-	. "github.com/onsi/ginkgo/v2" //nolint:revive // Ginkgo's DSL reads best dot-imported.
-	. "github.com/onsi/gomega"    //nolint:revive
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -36,11 +36,8 @@ var (
 
 // echoPodSpec is a pod serving the echo server on ports, ready when GET :8080/readyz says so.
 func echoPodSpec(drv Driver, ports ...echoPort) corev1.PodSpec {
-	var (
-		cports []corev1.ContainerPort
-		tcp    []string
-		udp    []string
-	)
+	cports := make([]corev1.ContainerPort, 0, len(ports))
+	var tcp, udp []string
 	for _, p := range ports {
 		cports = append(cports, corev1.ContainerPort{Name: p.name, ContainerPort: p.port, Protocol: p.proto})
 		if p.proto == corev1.ProtocolUDP {
@@ -88,7 +85,7 @@ func newNamespace(ctx context.Context, drv Driver) string {
 }
 
 // echoDeployment creates a Deployment of echo pods labelled app=name, optionally pinned to one node.
-func echoDeployment(ctx context.Context, drv Driver, ns, name string, replicas int32, node string, ports ...echoPort) *appsv1.Deployment {
+func echoDeployment(ctx context.Context, drv Driver, ns, name string, replicas int32, node string, ports ...echoPort) {
 	labels := map[string]string{"app": name}
 	spec := echoPodSpec(drv, ports...)
 	if node != "" {
@@ -103,7 +100,6 @@ func echoDeployment(ctx context.Context, drv Driver, ns, name string, replicas i
 		},
 	}
 	Expect(drv.Client().Create(ctx, d)).To(Succeed())
-	return d
 }
 
 // clientPod starts a standalone echo pod on node, used to send requests from inside the pod network.

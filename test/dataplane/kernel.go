@@ -6,7 +6,7 @@ import (
 	"slices"
 	"strconv"
 
-	. "github.com/onsi/gomega" //nolint:revive
+	. "github.com/onsi/gomega"
 
 	"github.com/ipvs-operator/ipvs-operator/ipvs"
 )

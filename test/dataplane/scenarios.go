@@ -6,8 +6,8 @@ import (
 	"strings"
 	"time"
 
-	. "github.com/onsi/ginkgo/v2" //nolint:revive
-	. "github.com/onsi/gomega"    //nolint:revive
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -212,9 +212,9 @@ func RegisterScenarios(driver func() Driver) {
 			svc := newService(ctx, drv, ns, "legacy", nil, nil, svcPort("http", 80, intstr.FromInt32(9090), corev1.ProtocolTCP))
 			ep := &corev1.Endpoints{ //nolint:staticcheck // the point is to prove the legacy API still works
 				ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "legacy"},
-				Subsets: []corev1.EndpointSubset{{ //nolint:staticcheck
+				Subsets: []corev1.EndpointSubset{{ //nolint:staticcheck // the legacy Endpoints API, on purpose (see above)
 					Addresses: []corev1.EndpointAddress{{IP: serverIP}},
-					Ports:     []corev1.EndpointPort{{Name: "http", Port: 9090, Protocol: corev1.ProtocolTCP}}, //nolint:staticcheck
+					Ports:     []corev1.EndpointPort{{Name: "http", Port: 9090, Protocol: corev1.ProtocolTCP}},
 				}},
 			}
 			Expect(drv.Client().Create(ctx, ep)).To(Succeed())

@@ -115,7 +115,7 @@ func (c *cluster) adjustDeployment(doc []byte) ([]byte, error) {
 		}
 		return yaml.Marshal(&d)
 	}
-	return nil, fmt.Errorf("Deployment %s has no container %s", operatorDeployment, operatorContainer)
+	return nil, fmt.Errorf("deployment %s has no container %s", operatorDeployment, operatorContainer)
 }
 
 func setEnv(env []corev1.EnvVar, name, value string) []corev1.EnvVar {

@@ -97,7 +97,7 @@ func TestPKIAndKubeconfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var ips []string
+	ips := make([]string, 0, len(cert.IPAddresses))
 	for _, ip := range cert.IPAddresses {
 		ips = append(ips, ip.String())
 	}

@@ -91,12 +91,12 @@ func (s *initramfsSpec) dynamic(ctx context.Context, dst, src string) error {
 	sc := bufio.NewScanner(strings.NewReader(out))
 	for sc.Scan() {
 		for _, lib := range re.FindAllString(sc.Text(), -1) {
-			real, err := filepath.EvalSymlinks(lib)
+			resolved, err := filepath.EvalSymlinks(lib)
 			if err != nil {
 				continue
 			}
 			if _, ok := s.entries[strings.Trim(lib, "/")]; !ok {
-				s.file(lib, real, 0o755)
+				s.file(lib, resolved, 0o755)
 			}
 		}
 	}
@@ -269,11 +269,11 @@ func buildInitramfs(ctx context.Context, cache string, k *Kernel, out io.Writer)
 			}
 			return "", fmt.Errorf("lab: host program %s not found", t.dst)
 		}
-		real, err := filepath.EvalSymlinks(src)
+		resolved, err := filepath.EvalSymlinks(src)
 		if err != nil {
 			return "", err
 		}
-		if err := s.dynamic(ctx, t.dst, real); err != nil {
+		if err := s.dynamic(ctx, t.dst, resolved); err != nil {
 			return "", err
 		}
 	}

@@ -155,13 +155,13 @@ func Start(ctx context.Context, opts Options) (_ *Lab, err error) {
 		console: filepath.Join(l.logDir, "console.log"),
 	})
 	if err != nil {
-		<-buildDone
+		_ = <-buildDone // the error that stopped the start is the one to report
 		return nil, err
 	}
 	tcp := time.Now()
 	l.cp, err = startControlPlane(ctx, assets.KubeBinDir, l.runDir, l.logDir, p, cpp)
 	if err != nil {
-		<-buildDone
+		_ = <-buildDone // the error that stopped the start is the one to report
 		return nil, err
 	}
 	l.Timings.ControlPlane = time.Since(tcp)
@@ -169,7 +169,7 @@ func Start(ctx context.Context, opts Options) (_ *Lab, err error) {
 	l.hostKubeconfig = l.cp.adminKubeconfig
 	l.cfg = l.cp.config
 	if l.client, err = newClient(l.cfg); err != nil {
-		<-buildDone
+		_ = <-buildDone // the error that stopped the start is the one to report
 		return nil, err
 	}
 	select {
@@ -430,7 +430,7 @@ func (l *Lab) Client() client.Client { return l.client }
 
 // Nodes are the lab's node names, sorted (their network namespaces have the same names).
 func (l *Lab) Nodes() []string {
-	var names []string
+	names := make([]string, 0, len(LabNodes))
 	for _, n := range LabNodes {
 		names = append(names, n.Name)
 	}

@@ -58,7 +58,7 @@ func (p *proc) exited() bool {
 
 // exitError describes how the process ended, pointing at its log.
 func (p *proc) exitError() error {
-	return fmt.Errorf("lab: %s exited (%v); log: %s\n%s", p.name, p.err, p.log, logTail(p.log, 30))
+	return fmt.Errorf("lab: %s exited (%v); log: %s\n%s", p.name, p.err, p.log, logTail(p.log, 30)) //nolint:errorlint // cmd.Wait's result, nil after a clean exit: reported, not wrapped
 }
 
 // stop sends SIGTERM to the process group, then SIGKILL after grace.

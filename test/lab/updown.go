@@ -142,7 +142,7 @@ func Up(ctx context.Context, opts Options, detach bool) error {
 	if err != nil {
 		return err
 	}
-	defer l.Stop()
+	defer func() { _ = l.Stop() }() // idempotent: the explicit Stop below reports its error
 	printUsage(opts.Out, opts, l)
 	if detach {
 		fmt.Fprintf(opts.Out, "lab: running in the background (pid %d); stop it with: go run ./test/lab/cmd/lab down\n", os.Getpid())
@@ -153,7 +153,7 @@ func Up(ctx context.Context, opts Options, detach bool) error {
 	case <-ctx.Done():
 		progress(opts.Out, "stopping")
 	case <-l.vm.proc.done:
-		return fmt.Errorf("lab: the VM stopped (%v); console: %s", l.vm.proc.err, l.vm.console)
+		return fmt.Errorf("lab: the VM stopped (%v); console: %s", l.vm.proc.err, l.vm.console) //nolint:errorlint // cmd.Wait's result, nil after a clean exit: reported, not wrapped
 	}
 	if err := l.Stop(); err != nil {
 		return err
@@ -230,10 +230,10 @@ func upDetached(ctx context.Context, opts Options) error {
 		select {
 		case err := <-exited:
 			show()
-			return fmt.Errorf("lab: the background lab exited (%v); log: %s", err, logPath)
+			return fmt.Errorf("lab: the background lab exited (%v); log: %s", err, logPath) //nolint:errorlint // cmd.Wait's result, nil after a clean exit: reported, not wrapped
 		case <-ctx.Done():
 			_ = syscall.Kill(cmd.Process.Pid, syscall.SIGTERM)
-			<-exited
+			_ = <-exited // the cancellation is what to report
 			return ctx.Err()
 		case <-time.After(500 * time.Millisecond):
 			show()

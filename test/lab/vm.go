@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -55,7 +56,7 @@ func (c vmConfig) argv() []string {
 	}
 	// tsc: hpet reads are slow MMIO exits under TCG; TCG's TSC is derived from the host clock.
 	appendLine := "console=ttyS0 quiet panic=-1 oops=panic mitigations=off tsc=reliable clocksource=tsc no_timer_check " + c.appendCmd
-	args := []string{c.qemu,
+	return slices.Concat([]string{c.qemu,
 		"-accel", "tcg,thread=multi", "-cpu", "qemu64",
 		"-smp", strconv.Itoa(c.cpus), "-m", strconv.Itoa(c.memoryMiB),
 		"-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio", "-no-reboot",
@@ -63,8 +64,7 @@ func (c vmConfig) argv() []string {
 		"-netdev", strings.Join(netdev, ","),
 		"-device", "virtio-net-pci,netdev=n0,romfile=",
 		"-virtfs", "local,path=" + c.share + ",mount_tag=host0,security_model=none,id=host0",
-	}
-	return append(args, c.extraArgs...)
+	}, c.extraArgs)
 }
 
 func startVM(c vmConfig) (*vm, error) {
@@ -143,8 +143,8 @@ func (v *vm) waitMarker(marker string, timeout time.Duration) (time.Duration, er
 		select {
 		case <-ch:
 		case <-v.proc.done:
-			time.Sleep(100 * time.Millisecond) // let the console reader finish
-			return 0, fmt.Errorf("lab: qemu exited (%v) before %s; console: %s\n%s\nqemu: %s", v.proc.err, marker,
+			time.Sleep(100 * time.Millisecond)                                                                     // let the console reader finish
+			return 0, fmt.Errorf("lab: qemu exited (%v) before %s; console: %s\n%s\nqemu: %s", v.proc.err, marker, //nolint:errorlint // cmd.Wait's result, nil after a clean exit: reported, not wrapped
 				v.console, logTail(v.console, 40), logTail(v.proc.log, 10))
 		case <-deadline:
 			return 0, fmt.Errorf("lab: no %s on the VM console after %s; console: %s\n%s", marker, timeout, v.console,

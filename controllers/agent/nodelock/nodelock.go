@@ -125,7 +125,7 @@ func (l *Lock) Serve(ctx context.Context, h Handler) error {
 }
 
 func serveConn(ctx context.Context, conn *net.UnixConn, h Handler) {
-	defer conn.Close() //nolint:errcheck
+	defer conn.Close()
 	_ = conn.SetReadDeadline(time.Now().Add(requestTimeout))
 	line, err := bufio.NewReader(conn).ReadBytes('\n')
 	if err != nil {
@@ -179,7 +179,7 @@ func Ask(ctx context.Context, name, command string) (string, error) {
 		return "", fmt.Errorf("nodelock: connecting to @%s: %w", name, err)
 	}
 	conn := c.(*net.UnixConn)
-	defer conn.Close() //nolint:errcheck
+	defer conn.Close()
 	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 	b, _ := json.Marshal(request{Command: command})

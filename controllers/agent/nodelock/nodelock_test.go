@@ -56,7 +56,7 @@ func TestLockIsPerNetworkNamespace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close() //nolint:errcheck
+	defer l.Close()
 	errc := make(chan error, 1)
 	go func() {
 		// The thread enters a fresh network namespace and is never handed back to the scheduler (no
@@ -90,7 +90,7 @@ func TestAskAndServe(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close() //nolint:errcheck
+	defer l.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
 	go func() {

@@ -19,6 +19,7 @@ import (
 // Protocol is what the client speaks to the server.
 type Protocol string
 
+// The protocols the client and the server speak.
 const (
 	ProtocolHTTP Protocol = "http"
 	ProtocolTCP  Protocol = "tcp"

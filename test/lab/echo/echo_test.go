@@ -11,7 +11,7 @@ import (
 )
 
 // startServer runs an echo server on loopback with ephemeral ports and returns its TCP and UDP addresses.
-func startServer(t *testing.T, name string) (tcpAddr, udpAddr string, conns func() int) {
+func startServer(t *testing.T, name string) (tcpAddr, udpAddr string) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	bound := make(chan [2]string, 1)
@@ -28,13 +28,13 @@ func startServer(t *testing.T, name string) (tcpAddr, udpAddr string, conns func
 	})
 	select {
 	case a := <-bound:
-		return a[0], a[1], nil
+		return a[0], a[1]
 	case err := <-done:
 		t.Fatalf("Serve ended early: %v", err)
 	case <-time.After(5 * time.Second):
 		t.Fatal("server did not bind")
 	}
-	return "", "", nil
+	return "", ""
 }
 
 // closedPort returns a loopback address where nothing listens (TCP and UDP).
@@ -64,7 +64,7 @@ func run(cfg ClientConfig) (Results, string) {
 }
 
 func TestClientAgainstServer(t *testing.T) {
-	tcpAddr, udpAddr, _ := startServer(t, "pod-a")
+	tcpAddr, udpAddr := startServer(t, "pod-a")
 	refused := closedPort(t)
 
 	steps := []struct {
@@ -194,7 +194,7 @@ func TestClientTimeoutAndDuration(t *testing.T) {
 		t.Errorf("timeout took %v", d)
 	}
 
-	tcpAddr, _, _ := startServer(t, "dur")
+	tcpAddr, _ := startServer(t, "dur")
 	rs, _ := run(ClientConfig{Proto: ProtocolTCP, Addr: tcpAddr, Duration: 300 * time.Millisecond, Interval: 50 * time.Millisecond})
 	if ok, _, _ := rs.Summary(); ok < 3 || ok > 8 {
 		t.Errorf("duration run made %d requests, want about 6", ok)

@@ -57,10 +57,7 @@ type httpResponse struct {
 
 // route answers a request path; the readiness admin endpoints change state.
 func route(method, target, name string, state *readiness) httpResponse {
-	path := target
-	if u, err := parseTarget(target); err == nil {
-		path = u
-	}
+	path := parseTarget(target)
 	if method == "GET" || method == "HEAD" {
 		switch path {
 		case "/readyz":
@@ -80,12 +77,12 @@ func route(method, target, name string, state *readiness) httpResponse {
 }
 
 // parseTarget returns the path of an origin-form or absolute-form request target, without the query.
-func parseTarget(target string) (string, error) {
+func parseTarget(target string) string {
 	if i := strings.Index(target, "://"); i >= 0 {
 		rest := target[i+3:]
 		j := strings.IndexByte(rest, '/')
 		if j < 0 {
-			return "/", nil
+			return "/"
 		}
 		target = rest[j:]
 	}
@@ -93,9 +90,9 @@ func parseTarget(target string) (string, error) {
 		target = target[:i]
 	}
 	if target == "" {
-		return "/", nil
+		return "/"
 	}
-	return target, nil
+	return target
 }
 
 func serveHTTP(c net.Conn, r *bufio.Reader, method, target, name string, state *readiness) {

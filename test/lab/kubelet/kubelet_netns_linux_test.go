@@ -139,7 +139,7 @@ func TestKubeletPodNetnsChild(t *testing.T) {
 	k := newKubelet(cfg, testr.New(t), client, clusterAccess{Server: "https://127.0.0.1:6443"}, ipam, mounts, nodeNS)
 	done := make(chan error, 1)
 	go func() { done <- k.run(ctx) }()
-	defer func() { cancel(); <-done }()
+	defer func() { cancel(); _ = <-done }()
 
 	readyIP := func(name string) string {
 		p, err := client.CoreV1().Pods("default").Get(context.Background(), name, metav1.GetOptions{})

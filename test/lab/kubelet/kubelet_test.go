@@ -95,7 +95,7 @@ func TestKubeletRunsAHostNetworkPod(t *testing.T) {
 	go func() { runDone <- k.run(ctx) }()
 	defer func() {
 		cancel()
-		<-runDone
+		_ = <-runDone
 	}()
 
 	podReady := func() (bool, *corev1.Pod) {
@@ -233,7 +233,7 @@ func TestKubeletRunsAMappedBinary(t *testing.T) {
 	k := newKubelet(cfg, testr.New(t), client, clusterAccess{Server: "https://10.0.2.100:6443", CAData: []byte("CA")}, ipam, mounts, nodeNS)
 	done := make(chan error, 1)
 	go func() { done <- k.run(ctx) }()
-	defer func() { cancel(); <-done }()
+	defer func() { cancel(); _ = <-done }()
 
 	waitFor(t, 20*time.Second, "the agent's report", func() bool {
 		b, err := os.ReadFile(reportPath)

@@ -105,7 +105,7 @@ func ExecInMountNamespace(args []string) error {
 	var binds []bindMount
 	for len(args) > 0 && args[0] != "--" {
 		if args[0] != "--bind" || len(args) < 2 {
-			return fmt.Errorf("usage: labvm %s [--bind SOURCE:TARGET[:ro]]... -- COMMAND...", ContainerCommand)
+			return fmt.Errorf("usage: labvm %s [--bind SOURCE:TARGET[:ro]]... -- COMMAND [ARG ...]", ContainerCommand)
 		}
 		b, err := parseBindMount(args[1])
 		if err != nil {

@@ -114,7 +114,6 @@ func applyNodeStatus(status *corev1.NodeStatus, f nodeFacts, now metav1.Time) {
 	}
 	status.NodeInfo = corev1.NodeSystemInfo{
 		KubeletVersion:          KubeletVersion,
-		KubeProxyVersion:        "",
 		OperatingSystem:         "linux",
 		Architecture:            f.Arch,
 		KernelVersion:           f.KernelVersion,
@@ -169,13 +168,13 @@ type nodeRegistrar struct {
 // Register creates or updates the Node (labels, pod CIDR) and posts its status.
 func (r *nodeRegistrar) Register(ctx context.Context) error {
 	nodes := r.client.CoreV1().Nodes()
-	node, err := nodes.Get(ctx, r.facts.Name, metav1.GetOptions{})
+	_, err := nodes.Get(ctx, r.facts.Name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
-		node = &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: r.facts.Name}}
+		node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: r.facts.Name}}
 		if err := applyNodeSpec(node, r.facts); err != nil {
 			return err
 		}
-		if node, err = nodes.Create(ctx, node, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		if _, err = nodes.Create(ctx, node, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 			return fmt.Errorf("creating node: %w", err)
 		}
 	} else if err != nil {

@@ -455,7 +455,7 @@ func (w *podWorker) startContainers(ctx context.Context) {
 	for _, cs := range pod.Status.ContainerStatuses {
 		previous[cs.Name] = cs
 	}
-	var containers []*container
+	containers := make([]*container, 0, len(pod.Spec.Containers))
 	for i := range pod.Spec.Containers {
 		spec := pod.Spec.Containers[i]
 		kind, dir := classifyImage(spec.Image, w.k.cfg.EchoImage, w.k.cfg.ImageMap)

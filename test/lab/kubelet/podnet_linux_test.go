@@ -104,7 +104,7 @@ func TestPodNetworkOnABridge(t *testing.T) {
 		ns         netns.NsHandle
 		ip         net.IP
 	}
-	var pods []plugged
+	pods := make([]plugged, 0, 2)
 	for _, p := range []string{"a", "b"} {
 		name := prefix + p
 		if err := mgr.Create(ctx, name); err != nil {

@@ -140,7 +140,7 @@ func TestWritePodStatusOnlyWhenChanged(t *testing.T) {
 	countingCompute := func(s corev1.PodStatus) func(*corev1.Pod) corev1.PodStatus {
 		return func(*corev1.Pod) corev1.PodStatus { return s }
 	}
-	client.PrependReactor("update", "pods", func(a k8sAction) (bool, runtimeObject, error) {
+	client.PrependReactor("update", "pods", func(k8sAction) (bool, runtimeObject, error) {
 		writes++
 		return false, nil, nil
 	})

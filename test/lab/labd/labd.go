@@ -163,12 +163,12 @@ type bgProc struct {
 // NewDaemon returns the handler Serve uses.
 func NewDaemon() *Daemon {
 	d := &Daemon{mux: http.NewServeMux(), bg: map[int]*bgProc{}, PowerOff: powerOff}
-	d.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok\n") })
+	d.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
 	d.mux.HandleFunc("POST /exec", d.handleExec)
 	d.mux.HandleFunc("POST /kill", d.handleKill)
 	d.mux.HandleFunc("POST /wait", d.handleWait)
 	d.mux.HandleFunc("POST /dial", handleDial)
-	d.mux.HandleFunc("POST /poweroff", func(w http.ResponseWriter, r *http.Request) {
+	d.mux.HandleFunc("POST /poweroff", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "powering off"})
 		if f, ok := w.(http.Flusher); ok {
 			f.Flush()
@@ -302,7 +302,7 @@ func runForeground(ctx context.Context, req ExecRequest) ExecResponse {
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		err = <-done
 	}
-	resp := ExecResponse{ExitCode: exitCode(cmd, err), Stdout: stdout.String(), Stderr: stderr.String(), TimedOut: timedOut}
+	resp := ExecResponse{ExitCode: exitCode(cmd), Stdout: stdout.String(), Stderr: stderr.String(), TimedOut: timedOut}
 	if timedOut {
 		resp.Error = fmt.Sprintf("timed out after %s", timeout)
 	} else if err != nil && resp.ExitCode < 0 {
@@ -311,7 +311,7 @@ func runForeground(ctx context.Context, req ExecRequest) ExecResponse {
 	return resp
 }
 
-func exitCode(cmd *exec.Cmd, err error) int {
+func exitCode(cmd *exec.Cmd) int {
 	if cmd.ProcessState == nil {
 		return -1
 	}
@@ -347,7 +347,7 @@ func (d *Daemon) startBackground(req ExecRequest) ExecResponse {
 	d.mu.Unlock()
 	go func() {
 		p.err = cmd.Wait()
-		p.code = exitCode(cmd, p.err)
+		p.code = exitCode(cmd)
 		close(p.done)
 	}()
 	return ExecResponse{Pid: cmd.Process.Pid}
