@@ -94,6 +94,12 @@ test: lint test-unit test-fuzz test-bundle test-e2e-compile test-lab ## Every te
 test-lab: kustomize envtest lab-deps ## The real-kernel suites: lab smoke, ipvs kernel tests in the VM, dataplane scenarios.
 	go test -tags lab -p 1 -count=1 -timeout 60m ./test/lab/ ./test/lab/dataplane/ -ginkgo.v
 
+# The long run of the model-based churn test (test/dataplane/churn.go); `make test` runs a short one.
+CHURN_STEPS ?= 300
+.PHONY: test-churn
+test-churn: kustomize envtest lab-deps ## The long churn run in the lab (CHURN_STEPS=300; CHURN_SEED=<seed> replays a run).
+	CHURN_STEPS=$(CHURN_STEPS) go test -tags lab -p 1 -count=1 -timeout 180m ./test/lab/dataplane/ -ginkgo.v -ginkgo.label-filter=churn
+
 .PHONY: lab-deps
 lab-deps: ## Debian packages and Kubernetes binaries the lab needs (installed/built once).
 	hack/install-packages.sh

@@ -495,6 +495,8 @@ func RegisterScenarios(driver func() Driver) {
 			Expect(raw).To(ContainSubstring("-a -t " + foreign + " -r 198.51.100.78:8000 -m -w 3"))
 		})
 	})
+
+	registerChurn(&drv, &ns)
 }
 
 // steadyTimeout bounds each request of a steady loop. It is longer than a single request's 2 s: under TCG

@@ -25,7 +25,7 @@ func TestLabDataplane(t *testing.T) {
 	RegisterFailHandler(Fail)
 	suite, reporter := GinkgoConfiguration()
 	// The scenarios share one cluster and run serially: one VM on 2 cores is the whole budget.
-	suite.Timeout = 45 * time.Minute
+	suite.Timeout = 45*time.Minute + dataplane.ChurnExtraTime()
 	RunSpecs(t, "Lab dataplane (real kernel IPVS)", suite, reporter)
 }
 
