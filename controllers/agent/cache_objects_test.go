@@ -25,8 +25,6 @@ func uid(kind string, i int) types.UID {
 	return types.UID(fmt.Sprintf("%08x-%04x-4%03x-8%03x-%012x", i, len(kind), i%4096, i%4096, i))
 }
 
-func fields(json string) *metav1.FieldsV1 { return &metav1.FieldsV1{Raw: []byte(json)} }
-
 // apiService is Service number i: a labelled single-port ClusterIP Service with a selector, as created by
 // a client and defaulted by the API server.
 func apiService(i int) *corev1.Service {
@@ -44,7 +42,7 @@ func apiService(i int) *corev1.Service {
 			ManagedFields: []metav1.ManagedFieldsEntry{{
 				Manager: "helm", Operation: metav1.ManagedFieldsOperationUpdate, APIVersion: "v1", Time: &created,
 				FieldsType: "FieldsV1",
-				FieldsV1: fields(`{"f:metadata":{"f:annotations":{".":{},"f:meta.helm.sh/release-name":{},` +
+				FieldsV1: metav1.NewFieldsV1(`{"f:metadata":{"f:annotations":{".":{},"f:meta.helm.sh/release-name":{},` +
 					`"f:meta.helm.sh/release-namespace":{}},"f:labels":{".":{},"f:app.kubernetes.io/name":{},` +
 					`"f:app.kubernetes.io/part-of":{},"f:service.kubernetes.io/service-proxy-name":{}}},` +
 					`"f:spec":{"f:internalTrafficPolicy":{},"f:ports":{".":{},"k:{\"port\":80,\"protocol\":\"TCP\"}":` +
@@ -102,7 +100,7 @@ func apiEndpointSlice(svc *corev1.Service, i, n int) *discoveryv1.EndpointSlice 
 			ManagedFields: []metav1.ManagedFieldsEntry{{
 				Manager: "kube-controller-manager", Operation: metav1.ManagedFieldsOperationUpdate,
 				APIVersion: "discovery.k8s.io/v1", Time: &created, FieldsType: "FieldsV1",
-				FieldsV1: fields(`{"f:addressType":{},"f:endpoints":{},"f:metadata":{"f:annotations":{".":{},` +
+				FieldsV1: metav1.NewFieldsV1(`{"f:addressType":{},"f:endpoints":{},"f:metadata":{"f:annotations":{".":{},` +
 					`"f:endpoints.kubernetes.io/last-change-trigger-time":{}},"f:generateName":{},"f:labels":{".":{},` +
 					`"f:app.kubernetes.io/name":{},"f:app.kubernetes.io/part-of":{},` +
 					`"f:endpointslice.kubernetes.io/managed-by":{},"f:kubernetes.io/service-name":{},` +
@@ -161,13 +159,13 @@ func apiNode(i int) *corev1.Node {
 			},
 			ManagedFields: []metav1.ManagedFieldsEntry{
 				{Manager: "kubelet", Operation: metav1.ManagedFieldsOperationUpdate, APIVersion: "v1", Time: &created, FieldsType: "FieldsV1",
-					FieldsV1: fields(`{"f:metadata":{"f:annotations":{".":{},"f:volumes.kubernetes.io/controller-managed-attach-detach":{}},` +
+					FieldsV1: metav1.NewFieldsV1(`{"f:metadata":{"f:annotations":{".":{},"f:volumes.kubernetes.io/controller-managed-attach-detach":{}},` +
 						`"f:labels":{".":{},"f:beta.kubernetes.io/arch":{},"f:beta.kubernetes.io/os":{},"f:kubernetes.io/arch":{},` +
 						`"f:kubernetes.io/hostname":{},"f:kubernetes.io/os":{}}}}`)},
 				{Manager: "kube-controller-manager", Operation: metav1.ManagedFieldsOperationUpdate, APIVersion: "v1", Time: &created, FieldsType: "FieldsV1",
-					FieldsV1: fields(`{"f:metadata":{"f:annotations":{"f:node.alpha.kubernetes.io/ttl":{}}},"f:spec":{"f:podCIDR":{},"f:podCIDRs":{".":{},"v:\"` + cidr + `\"":{}}}}`)},
+					FieldsV1: metav1.NewFieldsV1(`{"f:metadata":{"f:annotations":{"f:node.alpha.kubernetes.io/ttl":{}}},"f:spec":{"f:podCIDR":{},"f:podCIDRs":{".":{},"v:\"` + cidr + `\"":{}}}}`)},
 				{Manager: "kubelet", Operation: metav1.ManagedFieldsOperationUpdate, APIVersion: "v1", Time: &created, FieldsType: "FieldsV1", Subresource: "status",
-					FieldsV1: fields(`{"f:status":{"f:allocatable":{},"f:capacity":{},"f:conditions":{"k:{\"type\":\"DiskPressure\"}":{"f:lastHeartbeatTime":{}},` +
+					FieldsV1: metav1.NewFieldsV1(`{"f:status":{"f:allocatable":{},"f:capacity":{},"f:conditions":{"k:{\"type\":\"DiskPressure\"}":{"f:lastHeartbeatTime":{}},` +
 						`"k:{\"type\":\"MemoryPressure\"}":{"f:lastHeartbeatTime":{}},"k:{\"type\":\"PIDPressure\"}":{"f:lastHeartbeatTime":{}},` +
 						`"k:{\"type\":\"Ready\"}":{"f:lastHeartbeatTime":{},"f:lastTransitionTime":{},"f:message":{},"f:reason":{},"f:status":{}}},` +
 						`"f:images":{},"f:nodeInfo":{"f:bootID":{},"f:containerRuntimeVersion":{},"f:kernelVersion":{}}}}`)},
