@@ -89,6 +89,7 @@ func run(ctx context.Context, f flags) error {
 	}
 	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
 		Scheme:                 scheme,
+		Cache:                  agent.CacheOptions(),
 		HealthProbeBindAddress: f.HealthAddress,
 		Metrics: metricsserver.Options{
 			BindAddress:   f.MetricsAddress,

@@ -151,7 +151,7 @@ type runningAgent struct {
 func startAgent(ctx context.Context, ac agentConfig) runningAgent {
 	GinkgoHelper()
 	mgr, err := ctrl.NewManager(ac.rest, ctrl.Options{
-		Scheme: ac.scheme, Metrics: metricsserver.Options{BindAddress: "0"},
+		Scheme: ac.scheme, Metrics: metricsserver.Options{BindAddress: "0"}, Cache: agent.CacheOptions(),
 		Controller: config.Controller{SkipNameValidation: ptr.To(true)}, // several agents in one process
 	})
 	Expect(err).NotTo(HaveOccurred())
