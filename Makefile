@@ -98,7 +98,7 @@ test-lab: kustomize envtest lab-deps ## The real-kernel suites: lab smoke, ipvs 
 CHURN_STEPS ?= 300
 .PHONY: test-churn
 test-churn: kustomize envtest lab-deps ## The long churn run in the lab (CHURN_STEPS=300; CHURN_SEED=<seed> replays a run).
-	CHURN_STEPS=$(CHURN_STEPS) go test -tags lab -p 1 -count=1 -timeout 180m ./test/lab/dataplane/ -ginkgo.v -ginkgo.label-filter=churn
+	CHURN_STEPS=$(CHURN_STEPS) go test -v -tags lab -p 1 -count=1 -timeout 180m ./test/lab/dataplane/ -ginkgo.v -ginkgo.label-filter=churn
 
 .PHONY: lab-deps
 lab-deps: ## Debian packages and Kubernetes binaries the lab needs (installed/built once).
