@@ -41,12 +41,15 @@ import (
 //     whole again within churnDriftBound (10 s). The agent notices within its 1 s drift check and repairs
 //     in tens of milliseconds (ipvs/sync's kernel test measures that alone); what this test measures also
 //     holds one poll round of both nodes (six execs in the TCG-emulated VM, 1-2 s) and the VM's pauses
-//     under load: 0.9-7.0 s measured on a busy machine. Before the drift check, the periodic audit alone
-//     took up to its period (10 s in the lab) and more;
+//     under load: 0.9-7.0 s measured on a busy machine, at most 2.3 s in 300 steps on a quiet one. Before
+//     the drift check, the periodic audit alone took up to its period (10 s in the lab) and more;
 //   - a real server at weight 0 (draining) is never a desired one, and is gone within the default drain
 //     timeout plus 15 s;
-//   - the steady loop: zero failed requests, each request's timeout being 1 s, so no request slower than
-//     1 s passes.
+//   - the steady loop: each request's timeout is 1 s, so no request slower than 1 s passes; zero refused or
+//     reset requests (IPVS had nothing, or the wrong thing, to send them to); and no more timeouts than the
+//     control loop below loses without IPVS in the same run (the emulated network's own loss: 46 of 6,397
+//     control requests timed out in a 300-step run on a quiet machine). A stuck flow or a black-holed VIP
+//     is a burst of timeouts and still fails it.
 //
 // Drift steps flush the whole node, the steady Services with it: they do touch those Services. Steady
 // windows of the flushed node that overlap a drift step (from the flush to the node's convergence, plus
@@ -757,53 +760,10 @@ func (r *churnRun) report(took time.Duration) {
 		}
 	}
 
-	var ok, failed, excusedOK, excusedFailed, controlOK, controlFailed, stalledFailed int
-	var controlFailures, stalled []string
-	excusedWhy := map[string]int{}
-	var failures, execErrors []string
-	for _, w := range r.windows {
-		if w.err != nil {
-			execErrors = append(execErrors, fmt.Sprintf("%s -> %s at %s: %v", w.node, w.service, w.start.Format("15:04:05"), w.err))
-			continue
-		}
-		if w.service == churnControlSvc {
-			controlOK += w.out.OK
-			controlFailed += w.out.Failed
-			if w.out.Failed > 0 {
-				controlFailures = append(controlFailures, fmt.Sprintf("%s -> %s window %s-%s: %s", w.node, r.controlAddr,
-					w.start.Format("15:04:05.0"), w.end.Format("15:04:05.0"), w.out))
-			}
-			continue
-		}
-		excused := false
-		for _, d := range r.drifts {
-			if d.node == w.node && w.start.Before(d.end) && d.start.Before(w.end) {
-				excused = true
-			}
-		}
-		if !excused && w.out.Failed > 0 && r.controlFailedDuring(w) {
-			stalledFailed += w.out.Failed
-			stalled = append(stalled, fmt.Sprintf("%s -> %s window %s-%s: %s", w.node, w.service,
-				w.start.Format("15:04:05.0"), w.end.Format("15:04:05.0"), w.out))
-			continue
-		}
-		if excused {
-			excusedOK += w.out.OK
-			excusedFailed += w.out.Failed
-			for _, res := range w.out.Sequence {
-				if reason, ok := strings.CutPrefix(res, "ERR "); ok {
-					excusedWhy[w.service+" "+reason]++
-				}
-			}
-			continue
-		}
-		ok += w.out.OK
-		failed += w.out.Failed
-		if w.out.Failed > 0 {
-			failures = append(failures, fmt.Sprintf("%s -> %s window %s-%s: %s", w.node, w.service,
-				w.start.Format("15:04:05.0"), w.end.Format("15:04:05.0"), w.out))
-		}
-	}
+	t := r.tallySteady()
+	ok, failed, hardFailed, excusedOK, excusedFailed := t.ok, t.failed, t.hardFailed, t.excusedOK, t.excusedFailed
+	controlOK, controlFailed, stalledFailed := t.controlOK, t.controlFailed, t.stalledFailed
+	controlFailures, stalled, excusedWhy, failures, execErrors := t.controlFailures, t.stalled, t.excusedWhy, t.failures, t.execErrors
 
 	var b strings.Builder
 	fmt.Fprintf(&b, "churn: seed=%d steps=%d/%d took=%s\n", r.seed, len(r.results), len(r.steps), took.Round(time.Second))
@@ -826,12 +786,90 @@ func (r *churnRun) report(took time.Duration) {
 	for _, l := range append(controlFailures, stalled...) {
 		fmt.Fprintf(&b, "    %s\n", l)
 	}
+	steadyRate, controlRate := rate(failed-hardFailed, ok+failed), rate(controlFailed, controlOK+controlFailed)
+	fmt.Fprintf(&b, "  steady loop, not excused: %d refused/reset (must be 0), %d timeouts = %.3f%% (must not exceed the control loop's %.3f%%)\n",
+		hardFailed, failed-hardFailed, 100*steadyRate, 100*controlRate)
 	r.logf("%s", b.String())
 	AddReportEntry("churn figures", b.String())
 
-	if len(violations) > 0 || failed > 0 || len(execErrors) > 0 {
+	// A refused or reset request means IPVS had nothing (or the wrong thing) to send it to: never excused.
+	// A lone timeout is also what the emulated network does to requests that bypass IPVS entirely (the
+	// control loop measures that rate in the same run): the steady loop fails on timeouts only when it
+	// loses more than the control loop does, which a stuck flow or a black-holed VIP (a burst of timeouts)
+	// still shows.
+	if len(violations) > 0 || hardFailed > 0 || steadyRate > controlRate || len(execErrors) > 0 {
 		Fail(fmt.Sprintf("%s\nreplay: %s=%d %s=%d\nviolations:\n  %s\nsteady-loop failures:\n  %s\nsteady-loop errors:\n  %s\nsteps:\n%s",
 			b.String(), churnSeedEnv, r.seed, churnStepsEnv, len(r.steps),
 			strings.Join(violations, "\n  "), strings.Join(failures, "\n  "), strings.Join(execErrors, "\n  "), r.stepList()))
 	}
+}
+
+// rate is n/of, or 0 when of is 0.
+func rate(n, of int) float64 {
+	if of == 0 {
+		return 0
+	}
+	return float64(n) / float64(of)
+}
+
+// steadyTally is the steady and control loops' windows, classified for the report.
+type steadyTally struct {
+	ok, failed, hardFailed, excusedOK, excusedFailed, controlOK, controlFailed, stalledFailed int
+	controlFailures, stalled, failures, execErrors                                            []string
+	excusedWhy                                                                                map[string]int
+}
+
+// tallySteady sorts every window: control loop, excused by a drift step on the client's node, excused by
+// a machine stall (controlFailedDuring), or counted.
+func (r *churnRun) tallySteady() steadyTally {
+	t := steadyTally{excusedWhy: map[string]int{}}
+	for _, w := range r.windows {
+		if w.err != nil {
+			t.execErrors = append(t.execErrors, fmt.Sprintf("%s -> %s at %s: %v", w.node, w.service, w.start.Format("15:04:05"), w.err))
+			continue
+		}
+		if w.service == churnControlSvc {
+			t.controlOK += w.out.OK
+			t.controlFailed += w.out.Failed
+			if w.out.Failed > 0 {
+				t.controlFailures = append(t.controlFailures, fmt.Sprintf("%s -> %s window %s-%s: %s", w.node, r.controlAddr,
+					w.start.Format("15:04:05.0"), w.end.Format("15:04:05.0"), w.out))
+			}
+			continue
+		}
+		excused := false
+		for _, d := range r.drifts {
+			if d.node == w.node && w.start.Before(d.end) && d.start.Before(w.end) {
+				excused = true
+			}
+		}
+		if !excused && w.out.Failed > 0 && r.controlFailedDuring(w) {
+			t.stalledFailed += w.out.Failed
+			t.stalled = append(t.stalled, fmt.Sprintf("%s -> %s window %s-%s: %s", w.node, w.service,
+				w.start.Format("15:04:05.0"), w.end.Format("15:04:05.0"), w.out))
+			continue
+		}
+		if excused {
+			t.excusedOK += w.out.OK
+			t.excusedFailed += w.out.Failed
+			for _, res := range w.out.Sequence {
+				if reason, ok := strings.CutPrefix(res, "ERR "); ok {
+					t.excusedWhy[w.service+" "+reason]++
+				}
+			}
+			continue
+		}
+		t.ok += w.out.OK
+		t.failed += w.out.Failed
+		for _, res := range w.out.Sequence {
+			if strings.HasPrefix(res, "ERR ") && res != "ERR timeout" {
+				t.hardFailed++
+			}
+		}
+		if w.out.Failed > 0 {
+			t.failures = append(t.failures, fmt.Sprintf("%s -> %s window %s-%s: %s", w.node, w.service,
+				w.start.Format("15:04:05.0"), w.end.Format("15:04:05.0"), w.out))
+		}
+	}
+	return t
 }
