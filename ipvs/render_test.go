@@ -2,9 +2,7 @@ package ipvs_test
 
 import (
 	"errors"
-	"flag"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -15,9 +13,8 @@ import (
 
 	"github.com/ipvs-operator/ipvs-operator/ipvs"
 	"github.com/ipvs-operator/ipvs-operator/ipvs/fake"
+	"github.com/ipvs-operator/ipvs-operator/test/golden"
 )
-
-var update = flag.Bool("update", false, "rewrite testdata/*.golden from the current output")
 
 func svc(addr string, port uint16, p ipvs.Protocol, sched string, persist time.Duration, dsts ...ipvs.Destination) ipvs.VirtualServer {
 	return ipvs.VirtualServer{
@@ -66,20 +63,7 @@ var goldenCases = []struct {
 func TestRenderGolden(t *testing.T) {
 	for _, tc := range goldenCases {
 		t.Run(tc.name, func(t *testing.T) {
-			got := ipvs.Render(tc.vs)
-			path := filepath.Join("testdata", "render-"+tc.name+".golden")
-			if *update {
-				if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatalf("%v (run go test ./ipvs -run TestRenderGolden -update to create it)", err)
-			}
-			if got != string(want) {
-				t.Errorf("Render() mismatch with %s:\n--- got\n%s--- want\n%s", path, got, want)
-			}
+			golden.Check(t, filepath.Join("testdata", "render-"+tc.name+".golden"), []byte(ipvs.Render(tc.vs)))
 		})
 	}
 }

@@ -1,8 +1,6 @@
 package operator
 
 import (
-	"flag"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -17,9 +15,8 @@ import (
 
 	"github.com/ipvs-operator/ipvs-operator/api/agentconfig"
 	"github.com/ipvs-operator/ipvs-operator/api/v1alpha1"
+	"github.com/ipvs-operator/ipvs-operator/test/golden"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
 
 func testAgentConfig() AgentConfig {
 	return AgentConfig{Namespace: "ipvs-operator-system", Image: "ghcr.io/ipvs-operator/agent:v0.1.0"}.WithDefaults()
@@ -352,22 +349,11 @@ func TestAgentDaemonSetGolden(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	golden := filepath.Join("testdata", "agent-daemonset.golden.yaml")
-	if *update {
-		if err := os.WriteFile(golden, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(golden)
-	if err != nil {
-		t.Fatalf("%v (run with -update to create it)", err)
-	}
-	if diff := cmp.Diff(string(want), string(got)); diff != "" {
-		t.Errorf("applied DaemonSet differs from %s (-want +got):\n%s", golden, diff)
-	}
+	path := filepath.Join("testdata", "agent-daemonset.golden.yaml")
+	want := golden.Check(t, path, got)
 	// The golden file must stay a valid DaemonSet.
 	var back appsv1.DaemonSet
 	if err := yaml.UnmarshalStrict(want, &back); err != nil {
-		t.Errorf("%s is not a valid DaemonSet: %v", golden, err)
+		t.Errorf("%s is not a valid DaemonSet: %v", path, err)
 	}
 }

@@ -1,16 +1,13 @@
 package nftrules
 
 import (
-	"flag"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"testing"
 
 	"github.com/ipvs-operator/ipvs-operator/ipvs"
+	"github.com/ipvs-operator/ipvs-operator/test/golden"
 )
-
-var update = flag.Bool("update", false, "rewrite testdata/*.golden from the current output")
 
 func TestRenderGolden(t *testing.T) {
 	tests := []struct {
@@ -43,20 +40,7 @@ func TestRenderGolden(t *testing.T) {
 			if tt.name == "invalid-left-out" {
 				cidrs = append(cidrs, netip.Prefix{})
 			}
-			got := Render(cidrs, tt.el)
-			path := filepath.Join("testdata", "render-"+tt.name+".golden")
-			if *update {
-				if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatalf("%v (run go test ./ipvs/nftrules -run TestRenderGolden -update to create it)", err)
-			}
-			if got != string(want) {
-				t.Errorf("Render() mismatch with %s:\n--- got\n%s--- want\n%s", path, got, want)
-			}
+			golden.Check(t, filepath.Join("testdata", "render-"+tt.name+".golden"), []byte(Render(cidrs, tt.el)))
 		})
 	}
 }

@@ -2,10 +2,8 @@ package sync
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -13,15 +11,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-cmp/cmp"
 	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/ipvs-operator/ipvs-operator/ipvs"
 	"github.com/ipvs-operator/ipvs-operator/ipvs/fake"
 	"github.com/ipvs-operator/ipvs-operator/ipvs/plan"
+	"github.com/ipvs-operator/ipvs-operator/test/golden"
 )
-
-var update = flag.Bool("update", false, "rewrite testdata/*.golden from the current output")
 
 var t0 = time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
 
@@ -105,23 +101,7 @@ func (h *harness) state() string {
 
 func (h *harness) golden(name string) {
 	h.t.Helper()
-	got := h.state()
-	path := filepath.Join("testdata", name+".golden")
-	if *update {
-		if err := os.MkdirAll("testdata", 0o755); err != nil {
-			h.t.Fatal(err)
-		}
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			h.t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		h.t.Fatalf("%v (run with -update to create it)", err)
-	}
-	if diff := cmp.Diff(string(want), got); diff != "" {
-		h.t.Errorf("kernel state differs from %s (-want +got):\n%s", path, diff)
-	}
+	golden.Check(h.t, filepath.Join("testdata", name+".golden"), []byte(h.state()))
 }
 
 func joinAddrs(a []netip.Addr) string {
