@@ -14,6 +14,7 @@ func TestRenderGolden(t *testing.T) {
 		name  string
 		cidrs []string
 		el    ipvs.RuleElements
+		opts  []Option
 	}{
 		{name: "empty"},
 		{
@@ -23,6 +24,18 @@ func TestRenderGolden(t *testing.T) {
 				ClusterIPs: []netip.Addr{netip.MustParseAddr("10.96.0.10"), netip.MustParseAddr("10.96.0.1"), netip.MustParseAddr("fd00::a"), netip.MustParseAddr("10.96.0.1")},
 				Endpoints:  []netip.Addr{netip.MustParseAddr("10.244.2.3"), netip.MustParseAddr("10.244.1.2"), netip.MustParseAddr("fd00:10:244::5")},
 			},
+		},
+		{
+			// --detect-local-mode=BridgeInterface: the pod CIDR sets stay empty, the bridge is the match.
+			name: "bridge-interface",
+			el:   ipvs.RuleElements{ClusterIPs: []netip.Addr{netip.MustParseAddr("10.96.0.10"), netip.MustParseAddr("fd00::a")}},
+			opts: []Option{WithPodInterface("cbr0")},
+		},
+		{
+			// --detect-local-mode=InterfaceNamePrefix: nft's wildcard, one host veth per pod.
+			name: "interface-name-prefix",
+			el:   ipvs.RuleElements{ClusterIPs: []netip.Addr{netip.MustParseAddr("10.96.0.10"), netip.MustParseAddr("fd00::a")}},
+			opts: []Option{WithPodInterfacePrefix("cali")},
 		},
 		{
 			// Invalid input is left out, as Ensure and Update refuse it.
@@ -40,7 +53,7 @@ func TestRenderGolden(t *testing.T) {
 			if tt.name == "invalid-left-out" {
 				cidrs = append(cidrs, netip.Prefix{})
 			}
-			golden.Check(t, filepath.Join("testdata", "render-"+tt.name+".golden"), []byte(Render(cidrs, tt.el)))
+			golden.Check(t, filepath.Join("testdata", "render-"+tt.name+".golden"), []byte(Render(cidrs, tt.el, tt.opts...)))
 		})
 	}
 }
