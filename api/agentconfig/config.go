@@ -353,6 +353,10 @@ func port(addr string) string {
 	return p
 }
 
+// CIDRsValue is the flag.Value of --cluster-cidr over p, for a program that sets it under another name
+// (the operator's --agent-cluster-cidr and AGENT_CLUSTER_CIDR): the same syntax, read the same way.
+func CIDRsValue(p *[]netip.Prefix) flag.Value { return (*prefixList)(p) }
+
 // prefixList is a comma-separated list of CIDRs as a flag.Value; each is stored masked.
 type prefixList []netip.Prefix
 
