@@ -133,7 +133,7 @@ var families = []ipFamily{
 // ruleDefs returns the rules in the order they are programmed and listed; pods says how pods are told
 // from other sources.
 func ruleDefs(pods podMatch) []ruleDef {
-	out := make([]ruleDef, 0, 3*len(families)) // two rules per family, then one more each
+	out := make([]ruleDef, 0, 4*len(families)) // two rules per family, then the guard (one or two each)
 	for _, f := range families {
 		out = append(out, ruleDef{
 			// Hairpin: after IPVS's DNAT a pod talking to itself has saddr == daddr == an endpoint.
@@ -163,7 +163,7 @@ func ruleDefs(pods podMatch) []ruleDef {
 		})
 	}
 	for _, f := range families {
-		// The guard. Pods on this node are told apart by pods (podmatch.go); the node itself and
+		// The guard. Pods on this node are told apart by the pod match (podmatch.go); the node itself and
 		// host-network pods reach their local ClusterIP through lo; pods on other nodes never get here
 		// with a ClusterIP destination, their own node's IPVS has rewritten it. Everything else is outside.
 		for _, tail := range pods.guardTails(f) {
