@@ -63,8 +63,10 @@ func RegisterPodDetection(driver func() Driver) {
 		})
 
 		It("serves pods on the same node and on the other node, and the nodes' host network", func(ctx SpecContext) {
+			clients := map[string]*corev1.Pod{nodeA: clientPod(ctx, drv, ns, "client-a", nodeA), nodeB: clientPod(ctx, drv, ns, "client-b", nodeB)}
+			waitPodsReady(ctx, drv, ns, map[string]string{"role": "client"}, 2) // clientPod waits for one
 			for _, node := range []string{nodeA, nodeB} {
-				cli := clientPod(ctx, drv, ns, "client-"+node, node)
+				cli := clients[node]
 				got := fromPod(ctx, drv, cli, request{addr: hostPort(vip, 80), count: 4})
 				Expect(got.Failed).To(BeZero(), "from a pod on %s: %s", node, got)
 				got = fromNode(ctx, drv, node, request{addr: hostPort(vip, 80), count: 4})
