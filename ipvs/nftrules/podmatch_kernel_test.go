@@ -124,10 +124,13 @@ type guardTopology struct {
 	nodeName           string
 }
 
+// topologies counts the topologies made, for their names.
+var topologies int
+
 func newGuardTopology(t *testing.T) *guardTopology {
 	t.Helper()
-	suffix := strconv.Itoa(os.Getpid()) + strings.NewReplacer("/", "", "_", "").Replace(t.Name())
-	suffix = suffix[:min(len(suffix), 12)]
+	topologies++ // unique names within this process, short enough for `ip netns`
+	suffix := strconv.Itoa(os.Getpid()) + "-" + strconv.Itoa(topologies)
 	names := map[string]string{"node": "gn" + suffix, "pod": "gp" + suffix, "outside": "go" + suffix}
 	ip := func(args ...string) {
 		t.Helper()
