@@ -66,6 +66,9 @@ var (
 	ErrNotFound = errors.New("ipvs: not found")
 	// ErrExists means the virtual or real server already exists.
 	ErrExists = errors.New("ipvs: already exists")
+	// ErrSchedulerNotFound means the kernel has no such scheduler (its ip_vs_<name> module is not loaded):
+	// a problem of the Services that ask for it, not of the node.
+	ErrSchedulerNotFound = errors.New("ipvs: scheduler not found")
 )
 
 // Rules is the agent's own nftables table (inet family, named "ipvs-operator"): masquerade for hairpin and
