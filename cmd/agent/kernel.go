@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"net/http"
 
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -60,18 +59,4 @@ func prepareKernel(f flags) (*kernel, error) {
 	}
 	engine := ipvssync.New(handle, vips, rules, clock.RealClock{}, ipvssync.Options{Metrics: agent.EngineMetrics{}})
 	return &kernel{ipvs: handle, engine: engine}, nil
-}
-
-// debugHandler serves the kernel's IPVS table in `ipvsadm -Sn` notation, so a user without ipvsadm on the
-// node can still see what the agent programmed.
-func (k *kernel) debugHandler() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		vs, err := ipvs.Snapshot(k.ipvs)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusInternalServerError)
-			return
-		}
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		_, _ = w.Write([]byte(ipvs.Render(vs)))
-	})
 }

@@ -6,7 +6,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"net/http"
 	"net/netip"
 	"os"
 	goruntime "runtime"
@@ -15,11 +14,9 @@ import (
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/ipvs-operator/ipvs-operator/api/agentconfig"
 	lbv1alpha1 "github.com/ipvs-operator/ipvs-operator/api/v1alpha1"
@@ -73,8 +70,11 @@ func run(ctx context.Context, f flags) error {
 	if err != nil {
 		return err
 	}
-	// Every controller programs through engine, so that `agent --cleanup` can halt them all at once.
-	engine := agent.NewHaltableEngine(kernel.engine, kernel.engine.CleanupReport)
+	// Every controller programs through halting (inside engine), so that `agent --cleanup` can halt them all at once.
+	halting := agent.NewHaltableEngine(kernel.engine, kernel.engine.CleanupReport)
+	// The probes watch every call: liveness fails on a call stuck in the kernel, readiness on programming
+	// that keeps failing.
+	engine := agent.NewWatchedEngine(halting, agent.WatchConfig{Clock: clock.RealClock{}, AuditPeriod: f.AuditPeriod})
 
 	// The manager serves controller-runtime's registry on --metrics-bind-address.
 	if err := agent.RegisterMetrics(metrics.Registry); err != nil {
@@ -91,10 +91,9 @@ func run(ctx context.Context, f flags) error {
 		Scheme:                 scheme,
 		Cache:                  agent.CacheOptions(),
 		HealthProbeBindAddress: f.HealthAddress,
-		Metrics: metricsserver.Options{
-			BindAddress:   f.MetricsAddress,
-			ExtraHandlers: map[string]http.Handler{"/debug/ipvs": kernel.debugHandler()},
-		},
+		// Authenticated and authorized HTTPS; /healthz and /readyz stay on their own port, which tells only
+		// ok or not.
+		Metrics: agent.MetricsServerOptions(f.MetricsAddress, agent.DebugHandler(kernel.engine.Programmed)),
 		// Every node programs its own kernel: nothing to elect.
 		LeaderElection: false,
 	})
@@ -133,7 +132,7 @@ func run(ctx context.Context, f flags) error {
 	if err := mgr.Add(startup); err != nil {
 		return err
 	}
-	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+	if err := mgr.AddHealthzCheck("engine-not-wedged", engine.LiveCheck); err != nil {
 		return err
 	}
 	if err := mgr.AddReadyzCheck("synced", startup.ReadyCheck); err != nil {
@@ -142,11 +141,14 @@ func run(ctx context.Context, f flags) error {
 	if err := mgr.AddReadyzCheck("services-readable", services.ReadyCheck); err != nil {
 		return err
 	}
-	if err := mgr.AddReadyzCheck("not-halted", engine.ReadyCheck); err != nil {
+	if err := mgr.AddReadyzCheck("not-halted", halting.ReadyCheck); err != nil {
+		return err
+	}
+	if err := mgr.AddReadyzCheck("programming", engine.ReadyCheck); err != nil {
 		return err
 	}
 	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
-		return lock.Serve(ctx, controlHandler(engine, f.Interface))
+		return lock.Serve(ctx, controlHandler(halting, f.Interface))
 	})); err != nil {
 		return err
 	}
