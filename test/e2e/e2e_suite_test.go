@@ -63,6 +63,7 @@ var _ = Describe("ipvs-operator", func() {
 	// The data-path scenarios the lab runs too (test/dataplane), against this cluster.
 	Describe("Data path", func() {
 		dataplane.RegisterScenarios(func() dataplane.Driver { return drv })
+		dataplane.RegisterAgentPorts(func() dataplane.Driver { return drv })
 	})
 	dataplane.RegisterUninstall(func() dataplane.Driver { return drv })
 })
