@@ -201,7 +201,7 @@ func objectError(err error) bool {
 // matches is errors.Is that does not descend into joined errors, so that objectError judges each part.
 func matches(err, target error) bool {
 	for err != nil {
-		if err == target {
+		if err == target { //nolint:errorlint // errors.Is by hand, one level at a time: it must not descend into joins
 			return true
 		}
 		if x, ok := err.(interface{ Is(error) bool }); ok && x.Is(target) {
