@@ -100,7 +100,8 @@ type Config struct {
 	DriftCheckPeriod time.Duration
 	// ClusterCIDRs are the cluster's pod CIDRs; empty means read them from the Node objects (--cluster-cidr).
 	ClusterCIDRs []netip.Prefix
-	// MetricsAddress serves Prometheus metrics and /debug/ipvs; "0" disables it (--metrics-bind-address).
+	// MetricsAddress serves Prometheus metrics and /debug/ipvs over authenticated HTTPS; "0" disables it
+	// (--metrics-bind-address).
 	MetricsAddress string
 	// HealthAddress serves /healthz and /readyz (--health-probe-bind-address).
 	HealthAddress string
@@ -146,7 +147,7 @@ func (c *Config) BindFlags(fs *flag.FlagSet) {
 		"whether the kernel lost the agent's state wholesale (IPVS flushed, dummy interface or nftables table deleted) "+
 		"and re-sync at once; 0 disables it (the audit repairs it then).")
 	fs.Var((*prefixList)(&c.ClusterCIDRs), FlagClusterCIDR, "Comma-separated pod CIDRs of the cluster. Empty: read them from the Node objects.")
-	fs.StringVar(&c.MetricsAddress, FlagMetricsAddress, c.MetricsAddress, "Address of the Prometheus metrics and /debug/ipvs endpoint; 0 disables it.")
+	fs.StringVar(&c.MetricsAddress, FlagMetricsAddress, c.MetricsAddress, "Address of the Prometheus metrics and /debug/ipvs endpoint (HTTPS; each request's bearer token is checked with the API server); 0 disables it.")
 	fs.StringVar(&c.HealthAddress, FlagHealthAddress, c.HealthAddress, "Address of the /healthz and /readyz endpoints.")
 	fs.IntVar(&c.Workers, FlagWorkers, c.Workers, "Services programmed concurrently.")
 	fs.StringVar(&c.SysctlRoot, FlagSysctlRoot, c.SysctlRoot, "Where the host network namespace's sysctls are writable. "+
