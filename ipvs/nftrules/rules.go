@@ -144,7 +144,7 @@ var families = []ipFamily{
 
 // ruleDefs returns the rules in the order they are programmed and listed.
 func ruleDefs() []ruleDef {
-	out := make([]ruleDef, 0, 4*len(families)) // two rules per family, then two more each
+	out := make([]ruleDef, 0, 5*len(families)) // two rules per family, then three more each
 	for _, f := range families {
 		out = append(out, ruleDef{
 			// Hairpin: after IPVS's DNAT a pod talking to itself has saddr == daddr == an endpoint.
@@ -200,27 +200,36 @@ func ruleDefs() []ruleDef {
 		})
 	}
 	for _, f := range families {
+		// The port filter, for every source (pods, the node, lo): a ClusterIP accepts new connections only
+		// where IPVS has a virtual server. `th dport` reads the two bytes at offset 2 of any transport
+		// header; for a protocol without ports (ICMP) they are never in the set, whose elements are all TCP,
+		// UDP or SCTP. Replies and established flows are not new, and ICMP errors about them are related, so
+		// only new traffic is refused. TCP gets a reset: a client's kernel may drop an ICMP error that arrives
+		// while connect() still holds its socket (a pod on the same node, IPv6 seen here), and then waits a
+		// SYN retransmission (1 s) to fail, while a reset is queued and refuses at once.
+		match := "ct state new " + f.kw + " daddr @" + f.clusterIPs + " " + f.kw + " daddr . meta l4proto . th dport != @" + f.ports
+		matchExprs := concat(
+			ctStateNew(),
+			nfproto(f.nfproto),
+			&expr.Payload{DestRegister: unix.NFT_REG_1, Base: expr.PayloadBaseNetworkHeader, Offset: f.daddrO, Len: f.addrLen},
+			&expr.Lookup{SourceRegister: unix.NFT_REG_1, SetName: f.clusterIPs},
+			&expr.Payload{DestRegister: unix.NFT_REG_1, Base: expr.PayloadBaseNetworkHeader, Offset: f.daddrO, Len: f.addrLen},
+			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: f.protoReg},
+			&expr.Payload{DestRegister: f.portReg, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+			&expr.Lookup{SourceRegister: unix.NFT_REG_1, SetName: f.ports, Invert: true},
+		)
 		out = append(out, ruleDef{
-			// The port filter, for every source (pods, the node, lo): a ClusterIP accepts new connections only
-			// where IPVS has a virtual server. `th dport` reads the two bytes at offset 2 of any transport
-			// header; for a protocol without ports (ICMP) they are never in the set, whose elements are all
-			// TCP, UDP or SCTP. Replies and established flows are not new, and ICMP errors about them are
-			// related, so only new traffic is refused. The ICMP port-unreachable makes a TCP connect fail at
-			// once (ECONNREFUSED), as a UDP send does on its next call.
 			chain: ChainInput,
-			text: "ct state new " + f.kw + " daddr @" + f.clusterIPs + " " + f.kw + " daddr . meta l4proto . th dport != @" +
-				f.ports + " " + f.rejectText,
-			exprs: concat(
-				ctStateNew(),
-				nfproto(f.nfproto),
-				&expr.Payload{DestRegister: unix.NFT_REG_1, Base: expr.PayloadBaseNetworkHeader, Offset: f.daddrO, Len: f.addrLen},
-				&expr.Lookup{SourceRegister: unix.NFT_REG_1, SetName: f.clusterIPs},
-				&expr.Payload{DestRegister: unix.NFT_REG_1, Base: expr.PayloadBaseNetworkHeader, Offset: f.daddrO, Len: f.addrLen},
-				&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: f.protoReg},
-				&expr.Payload{DestRegister: f.portReg, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
-				&expr.Lookup{SourceRegister: unix.NFT_REG_1, SetName: f.ports, Invert: true},
-				&expr.Reject{Type: unix.NFT_REJECT_ICMP_UNREACH, Code: f.rejectCode},
+			text:  match + " meta l4proto tcp reject with tcp reset",
+			exprs: concat(matchExprs,
+				&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: unix.NFT_REG_1},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: unix.NFT_REG_1, Data: []byte{unix.IPPROTO_TCP}},
+				&expr.Reject{Type: unix.NFT_REJECT_TCP_RST},
 			),
+		}, ruleDef{
+			chain: ChainInput,
+			text:  match + " " + f.rejectText,
+			exprs: concat(matchExprs, &expr.Reject{Type: unix.NFT_REJECT_ICMP_UNREACH, Code: f.rejectCode}),
 		})
 	}
 	return out
