@@ -157,3 +157,29 @@ func TestElementOpsChunks(t *testing.T) {
 		t.Errorf("loop6 key has %d bytes, want 32 (endpoint . endpoint)", len(k))
 	}
 }
+
+// TestElementOpsOrder: a ClusterIP is added before its ports and removed after them, so an update split
+// into batches never leaves a ClusterIP in the set without its ports' filter.
+func TestElementOpsOrder(t *testing.T) {
+	el := ipvs.RuleElements{
+		ClusterIPs: []netip.Addr{netip.MustParseAddr("10.96.0.10"), netip.MustParseAddr("fd00::a")},
+		Ports:      []ipvs.ServiceKey{key("10.96.0.10", ipvs.TCP, 80), key("fd00::a", ipvs.UDP, 53)},
+	}
+	ops, err := elementOps(el, el)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, op := range ops {
+		verb := "add"
+		if op.remove {
+			verb = "remove"
+		}
+		got = append(got, verb+" "+op.set)
+	}
+	want := []string{"remove clusterports4", "remove clusterports6", "remove clusterips4", "remove clusterips6",
+		"add clusterips4", "add clusterips6", "add clusterports4", "add clusterports6"}
+	if !equal(got, want) {
+		t.Errorf("ops %v, want %v", got, want)
+	}
+}

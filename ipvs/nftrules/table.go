@@ -183,14 +183,22 @@ func elementOps(add, remove ipvs.RuleElements) ([]setOp, error) {
 		if err != nil {
 			return nil, err
 		}
-		for _, s := range []struct {
+		type setKeys struct {
 			name string
 			keys [][]byte
-		}{
+		}
+		// An update too large for one batch is seen half-done: ClusterIPs are added before their ports and
+		// removed after them, so a ClusterIP in the set never lacks its ports' filter (its new connections
+		// are refused meanwhile, never passed to the node).
+		ports := []setKeys{{SetPorts4, portKeys(p4)}, {SetPorts6, portKeys(p6)}}
+		order := append([]setKeys{
 			{SetClusterIPs4, addrKeys(c4, false)}, {SetClusterIPs6, addrKeys(c6, false)},
 			{SetLoop4, addrKeys(e4, true)}, {SetLoop6, addrKeys(e6, true)},
-			{SetPorts4, portKeys(p4)}, {SetPorts6, portKeys(p6)},
-		} {
+		}, ports...)
+		if step.remove {
+			order = append(ports, order[:4]...)
+		}
+		for _, s := range order {
 			els := make([]nftables.SetElement, 0, len(s.keys))
 			for _, k := range s.keys {
 				els = append(els, nftables.SetElement{Key: k})

@@ -180,3 +180,26 @@ func TestAuditRepairsPortElements(t *testing.T) {
 		t.Errorf("audit reported %d elements repaired, want 2", n)
 	}
 }
+
+// An agent taking over a table that has ClusterIPs but no port elements (made by a version without the port
+// filter) opens the ports of the virtual servers it finds, at once, rather than refuse every connection to
+// those ClusterIPs until each Service is synced again.
+func TestAdoptOpensPortsOfATableWithoutThem(t *testing.T) {
+	h := newHarness(t)
+	h.sync("ns/web", service(drain, tcp("10.96.0.10:80", "10.244.1.5:8080"), udp("10.96.0.10:53", "10.244.1.5:5353")))
+	els, _ := h.rules.Elements()
+	if err := h.rules.Update(ipvs.RuleElements{}, ipvs.RuleElements{Ports: els.Ports}); err != nil {
+		t.Fatal(err)
+	}
+	h.restart()
+	els, _ = h.rules.Elements()
+	if got, want := joinKeys(els.Ports), "-u 10.96.0.10:53, -t 10.96.0.10:80"; got != want {
+		t.Errorf("after Adopt: ports %q, want %q", got, want)
+	}
+	// A restart over a complete table changes nothing in the sets.
+	h.rules.ResetOps()
+	h.restart()
+	if n := h.rules.Ops()[fake.Update]; n != 0 {
+		t.Errorf("a plain restart made %d set updates, want 0", n)
+	}
+}
