@@ -130,14 +130,14 @@ type ipFamily struct {
 var families = []ipFamily{
 	{
 		nfproto: unix.NFPROTO_IPV4, kw: "ip", saddrOff: 12, daddrO: 16, addrLen: 4, secondReg: unix.NFT_REG32_01,
-		protoReg: unix.NFT_REG32_01, portReg: unix.NFT_REG32_02,
-		clusterIPs: SetClusterIPs4, podCIDRs: SetPodCIDRs4, loop: SetLoop4, ports: SetPorts4,
+		clusterIPs: SetClusterIPs4, podCIDRs: SetPodCIDRs4, loop: SetLoop4,
+		ports: SetPorts4, protoReg: unix.NFT_REG32_01, portReg: unix.NFT_REG32_02,
 		rejectCode: 3, rejectText: "reject with icmp port-unreachable", // ICMP_PORT_UNREACH
 	},
 	{
 		nfproto: unix.NFPROTO_IPV6, kw: "ip6", saddrOff: 8, daddrO: 24, addrLen: 16, secondReg: unix.NFT_REG_2,
-		protoReg: unix.NFT_REG_2, portReg: unix.NFT_REG32_05,
-		clusterIPs: SetClusterIPs6, podCIDRs: SetPodCIDRs6, loop: SetLoop6, ports: SetPorts6,
+		clusterIPs: SetClusterIPs6, podCIDRs: SetPodCIDRs6, loop: SetLoop6,
+		ports: SetPorts6, protoReg: unix.NFT_REG_2, portReg: unix.NFT_REG32_05,
 		rejectCode: 4, rejectText: "reject with icmpv6 port-unreachable", // ICMPV6_PORT_UNREACH
 	},
 }
