@@ -203,3 +203,27 @@ func TestAdoptOpensPortsOfATableWithoutThem(t *testing.T) {
 		t.Errorf("a plain restart made %d set updates, want 0", n)
 	}
 }
+
+// The audit's sweep closes an orphan's ports before it deletes the orphan (the watch checks the order).
+func TestSweepClosesPortsBeforeDeleting(t *testing.T) {
+	h := newHarness(t)
+	h.sync("ns/web", service(drain, tcp("10.96.0.10:80", "10.244.1.5:8080")))
+	h.sync("ns/gone", service(drain, tcp("10.96.0.99:80", "10.244.9.9:8080"), udp("10.96.0.99:53", "10.244.9.9:5353")))
+	// The agent restarts; ns/gone was deleted meanwhile.
+	w := &portWatch{t: t, IPVS: h.ipvs, rules: h.rules, vips: h.vips}
+	h.s = New(w, watchedVIPs{h.vips, w}, watchedRules{h.rules, w}, h.clock, Options{Metrics: h.metrics})
+	if err := h.s.Adopt(h.ctx); err != nil {
+		t.Fatal(err)
+	}
+	h.sync("ns/web", service(drain, tcp("10.96.0.10:80", "10.244.1.5:8080")))
+	if err := h.s.Audit(h.ctx); err != nil {
+		t.Fatal(err)
+	}
+	els, _ := h.rules.Elements()
+	if got, want := joinKeys(els.Ports), "-t 10.96.0.10:80"; got != want {
+		t.Errorf("after the sweep: ports %q, want %q", got, want)
+	}
+	if r := h.metrics.lastAudit(); r.Orphans != 2 {
+		t.Errorf("audit swept %d orphans, want 2", r.Orphans)
+	}
+}
