@@ -169,7 +169,7 @@ func TestElementOpsOrder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var got []string
+	got := make([]string, 0, len(ops))
 	for _, op := range ops {
 		verb := "add"
 		if op.remove {

@@ -349,16 +349,17 @@ func RegisterScenarios(driver func() Driver) {
 			}
 
 			By("the node's ports on a ClusterIP: refused at once, TCP and UDP")
-			var checks []func()
 			// (A UDP datagram that reaches the node's listener is answered from another source address, so
 			// without the filter the client sees a timeout; with it, refused.)
-			for _, r := range []request{
+			refusals := []request{
 				{proto: "tcp", addr: hostPort(lvip, nodeListenerPort)},
 				{proto: "tcp", addr: hostPort(vip, nodeListenerPort)},
 				{proto: "tcp", addr: hostPort(vip, agentMetricsPort)}, // the agent's own port
 				{proto: "udp", addr: hostPort(lvip, nodeListenerPort)},
 				{proto: "udp", addr: hostPort(uvip, nodeListenerPort)},
-			} {
+			}
+			checks := make([]func(), 0, len(refusals))
+			for _, r := range refusals {
 				r.count, r.timeout = 3, 5*time.Second
 				start := time.Now()
 				got := fromPod(ctx, drv, cli, r)
