@@ -103,7 +103,51 @@ func LoadRequiredModules() (missingSchedulers []string, err error) {
 
 // LoadRequired is LoadRequiredModules with this Loader.
 func (l *Loader) LoadRequired() (missingSchedulers []string, err error) {
-	err = l.Load(RequiredModules...)
+	return splitSchedulers(l.Load(RequiredModules...))
+}
+
+// ErrNotLoaded is the cause of a module that a check found neither loaded nor built in.
+var ErrNotLoaded = errors.New("not loaded")
+
+// CheckRequired is LoadRequired without loading anything: what a process without CAP_SYS_MODULE can know.
+// A module counts as present when /sys/module shows it or modules.builtin lists it. Schedulers that are
+// absent are returned as missing (a warning); any other absent module is in the error, a *ModuleError
+// whose causes wrap ErrNotLoaded, or ErrNoModuleTree when modules.builtin could not be read (a built-in
+// module without parameters cannot be told from a missing one then).
+func (l *Loader) CheckRequired() (missingSchedulers []string, err error) {
+	return splitSchedulers(l.Check(RequiredModules...))
+}
+
+// Check reports the modules among names that are neither loaded nor built in. Equivalent to:
+// `grep -qw NAME /proc/modules || grep -q /NAME.ko /lib/modules/$(uname -r)/modules.builtin`.
+func (l *Loader) Check(names ...string) error {
+	tree, treeErr := l.readTree()
+	if treeErr != nil {
+		treeErr = fmt.Errorf("%w to tell built-in modules from missing ones: %w", ErrNoModuleTree, treeErr)
+	}
+	failed := map[string]error{}
+	for _, name := range names {
+		name = normalize(name)
+		switch {
+		case l.loaded(name):
+		case treeErr != nil:
+			failed[name] = fmt.Errorf("module %s: %w", name, treeErr)
+		case tree.builtin[name]:
+		default:
+			failed[name] = fmt.Errorf("module %s: %w", name, ErrNotLoaded)
+		}
+	}
+	if len(failed) == 0 {
+		return nil
+	}
+	if treeErr != nil {
+		return &ModuleError{Failed: failed, noTree: treeErr}
+	}
+	return &ModuleError{Failed: failed}
+}
+
+// splitSchedulers separates missing schedulers (a warning) from the other failures in a *ModuleError.
+func splitSchedulers(err error) (missingSchedulers []string, _ error) {
 	var me *ModuleError
 	if !errors.As(err, &me) {
 		return nil, err
