@@ -124,7 +124,7 @@ func controlHandler(engine *agent.HaltableEngine, f flags) nodelock.Handler {
 // restoreSysctls puts back the node's values of the sysctls the agent changed where that is safe (see
 // host.Setting.Restore), and says what it did, one line each.
 func restoreSysctls(f flags) (string, error) {
-	report, err := host.Sysctl{Root: f.SysctlRoot, StateFile: host.DefaultStateFile}.Restore()
+	report, err := host.Sysctl{Root: f.SysctlRoot, StateFile: host.StateFile()}.Restore()
 	var b strings.Builder
 	for _, l := range report {
 		b.WriteString(l + "\n")

@@ -4,7 +4,6 @@ import (
 	"flag"
 	"io"
 	"net/netip"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -133,9 +132,9 @@ func TestRenderedInitContainerLoadsModules(t *testing.T) {
 	}
 	mounted := false
 	for _, m := range renderedAgent(t, ds).VolumeMounts {
-		mounted = mounted || (m.MountPath == filepath.Dir(host.DefaultStateFile) && !m.ReadOnly)
+		mounted = mounted || (m.MountPath == host.StateDir && !m.ReadOnly)
 	}
 	if !mounted {
-		t.Errorf("the agent records sysctls in %s, which the DaemonSet does not mount writable", filepath.Dir(host.DefaultStateFile))
+		t.Errorf("the agent records sysctls in %s, which the DaemonSet does not mount writable", host.StateDir)
 	}
 }

@@ -40,7 +40,7 @@ func prepareKernel(f flags, ipv6 bool) (*kernel, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading the kernel version: %w", err)
 	}
-	sysctl := host.Sysctl{Root: f.SysctlRoot, StateFile: host.DefaultStateFile}
+	sysctl := host.Sysctl{Root: f.SysctlRoot, StateFile: host.StateFile()}
 	if ipv6 && !sysctl.HasIPv6() {
 		log.Info("The node serves IPv6 but the kernel has no IPv6 in the host network namespace; IPv6 Services will fail")
 		ipv6 = false

@@ -126,10 +126,21 @@ func PlanSysctls(o SysctlOptions) []Setting {
 	return out
 }
 
-// DefaultStateFile is where the node's previous values of the settings the agent changed are kept, for
-// `agent --cleanup`. /run is a tmpfs: it empties at reboot, exactly when the sysctls return to the
-// node's own values.
-const DefaultStateFile = "/run/ipvs-operator/sysctl-previous.json"
+// StateDir is where the node's previous values of the settings the agent changed are kept, for
+// `agent --cleanup`. /run is a tmpfs: it empties at reboot, exactly when the sysctls return to the node's
+// own values.
+const StateDir = "/run/ipvs-operator"
+
+// StateFile is the record for the caller's network namespace: sysctls are per namespace, and a host can
+// hold several (the lab's nodes are namespaces of one VM). The namespace's inode number names it; it
+// stays the same until reboot, as /run's contents do.
+func StateFile() string {
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/self/ns/net", &st); err != nil {
+		return filepath.Join(StateDir, "sysctl-previous.json")
+	}
+	return filepath.Join(StateDir, fmt.Sprintf("sysctl-previous-net%d.json", st.Ino))
+}
 
 // Sysctl writes sysctls under Root, /proc/sys unless set (tests use a temporary tree), and records the
 // previous values of Restore settings in StateFile ("" means do not record).
