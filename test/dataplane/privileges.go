@@ -109,6 +109,7 @@ func RegisterPrivileges(driver func() Driver, unloadModule bool) {
 					g.Expect(procs).To(HaveLen(1), "one running agent process on %s:\n%s", node, raw)
 				}).WithTimeout(30 * time.Second).WithPolling(time.Second).Should(Succeed())
 				p := procs[0]
+				GinkgoWriter.Printf("%s: agent %s\n", node, p.Line)
 				Expect(p.has(p.CapEff, capSysModule)).To(BeFalse(), "the agent on %s holds CAP_SYS_MODULE: %s", node, p.Line)
 				Expect(p.has(p.CapBnd, capSysModule)).To(BeFalse(), "the agent on %s could regain CAP_SYS_MODULE (bounding set): %s", node, p.Line)
 				Expect(p.has(p.CapEff, capNetAdmin)).To(BeTrue(), "the agent on %s lacks CAP_NET_ADMIN: %s", node, p.Line)
