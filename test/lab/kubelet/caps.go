@@ -58,7 +58,14 @@ func securityFor(sc *corev1.SecurityContext) containerSecurity {
 				caps = slices.DeleteFunc(caps, func(c string) bool { return c == name })
 			}
 			for _, a := range sc.Capabilities.Add {
-				caps = append(caps, strings.TrimPrefix(strings.ToUpper(string(a)), "CAP_"))
+				name := strings.TrimPrefix(strings.ToUpper(string(a)), "CAP_")
+				if name == "ALL" {
+					for n := range capabilityNumbers {
+						caps = append(caps, n)
+					}
+					continue
+				}
+				caps = append(caps, name)
 			}
 		}
 		s.NoNewPrivs = sc.AllowPrivilegeEscalation != nil && !*sc.AllowPrivilegeEscalation
