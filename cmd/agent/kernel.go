@@ -12,7 +12,6 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 
 	"github.com/ipvs-operator/ipvs-operator/api/agentconfig"
-
 	"github.com/ipvs-operator/ipvs-operator/controllers/agent"
 
 	"github.com/ipvs-operator/ipvs-operator/ipvs"

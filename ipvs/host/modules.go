@@ -37,6 +37,8 @@ type ModuleError struct {
 	Failed map[string]error
 	// noTree is set when every failure is the same unreadable module tree: said once, not per module.
 	noTree error
+	// checked is set for Check's result: nothing was loaded, the modules are only absent.
+	checked bool
 }
 
 // Error implements error.
@@ -47,6 +49,9 @@ func (e *ModuleError) Error() string {
 	var parts []string
 	for _, name := range e.Modules() {
 		parts = append(parts, e.Failed[name].Error())
+	}
+	if e.checked {
+		return "host: kernel modules neither loaded nor built in: " + strings.Join(parts, "; ")
 	}
 	return "host: cannot load kernel modules: " + strings.Join(parts, "; ")
 }
@@ -141,9 +146,9 @@ func (l *Loader) Check(names ...string) error {
 		return nil
 	}
 	if treeErr != nil {
-		return &ModuleError{Failed: failed, noTree: treeErr}
+		return &ModuleError{Failed: failed, noTree: treeErr, checked: true}
 	}
-	return &ModuleError{Failed: failed}
+	return &ModuleError{Failed: failed, checked: true}
 }
 
 // splitSchedulers separates missing schedulers (a warning) from the other failures in a *ModuleError.
@@ -152,7 +157,7 @@ func splitSchedulers(err error) (missingSchedulers []string, _ error) {
 	if !errors.As(err, &me) {
 		return nil, err
 	}
-	fatal := &ModuleError{Failed: map[string]error{}, noTree: me.noTree}
+	fatal := &ModuleError{Failed: map[string]error{}, noTree: me.noTree, checked: me.checked}
 	for name, cause := range me.Failed {
 		if slices.Contains(Schedulers, name) {
 			missingSchedulers = append(missingSchedulers, name)
