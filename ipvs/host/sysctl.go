@@ -75,7 +75,7 @@ func (v KernelVersion) Less(w KernelVersion) bool {
 func ParseKernelRelease(release string) (KernelVersion, error) {
 	parts := strings.SplitN(release, ".", 3)
 	if len(parts) < 2 {
-		return KernelVersion{}, fmt.Errorf("host: kernel release %q: want MAJOR.MINOR...", release)
+		return KernelVersion{}, fmt.Errorf("host: kernel release %q is not MAJOR.MINOR[.PATCH][-SUFFIX]", release)
 	}
 	major, err := strconv.Atoi(parts[0])
 	if err != nil {
