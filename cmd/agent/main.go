@@ -23,6 +23,7 @@ import (
 	"github.com/ipvs-operator/ipvs-operator/controllers/agent"
 	"github.com/ipvs-operator/ipvs-operator/controllers/agent/desired"
 	"github.com/ipvs-operator/ipvs-operator/controllers/agent/nodelock"
+	"github.com/ipvs-operator/ipvs-operator/ipvs/host"
 )
 
 // flags are the agent's command line: the contract the operator renders the DaemonSet's arguments from.
@@ -60,13 +61,21 @@ func run(ctx context.Context, f flags) error {
 	if f.Cleanup {
 		return runCleanup(ctx, f, os.Stdout)
 	}
+	if f.LoadModules {
+		return loadModules(&host.Loader{}, os.Stdout)
+	}
 	// One agent per node, decided before anything touches the kernel: two would sweep each other's state.
 	lock, err := nodelock.Acquire(lockName)
 	if err != nil {
 		return err
 	}
 	defer goruntime.KeepAlive(lock) // held until the process ends, also while the manager shuts down
-	kernel, err := prepareKernel(f)
+	restConfig := ctrl.GetConfigOrDie()
+	ipv6, err := nodeServesIPv6(ctx, restConfig, f)
+	if err != nil {
+		return err
+	}
+	kernel, err := prepareKernel(f, ipv6)
 	if err != nil {
 		return err
 	}
@@ -87,7 +96,7 @@ func run(ctx context.Context, f flags) error {
 	if err := lbv1alpha1.AddToScheme(scheme); err != nil {
 		return err
 	}
-	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
+	mgr, err := ctrl.NewManager(restConfig, ctrl.Options{
 		Scheme:                 scheme,
 		Cache:                  agent.CacheOptions(),
 		HealthProbeBindAddress: f.HealthAddress,
@@ -148,7 +157,7 @@ func run(ctx context.Context, f flags) error {
 		return err
 	}
 	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
-		return lock.Serve(ctx, controlHandler(halting, f.Interface))
+		return lock.Serve(ctx, controlHandler(halting, f))
 	})); err != nil {
 		return err
 	}

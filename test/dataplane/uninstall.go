@@ -112,6 +112,7 @@ func RegisterUninstall(driver func() Driver) {
 				Expect(out).To(ContainSubstring("removed virtual server -t "+vip+":80\n"), "on %s", node)
 				Expect(out).To(ContainSubstring("removed interface "+agentInterface), "on %s", node)
 				Expect(out).To(ContainSubstring("nftables table inet ipvs-operator is gone"), "on %s", node)
+				expectSysctlsRestored(ctx, drv, node, out)
 			}
 			for _, node := range drv.Nodes() {
 				expectClean(ctx, node)
@@ -160,4 +161,25 @@ func agentPods(ctx context.Context, g Gomega, drv Driver) []corev1.Pod {
 	list := &corev1.PodList{}
 	g.Expect(drv.Client().List(ctx, list, client.InNamespace(AgentNamespace), client.MatchingLabels{agentLabel: agentLabelVal})).To(Succeed())
 	return list.Items
+}
+
+// expectSysctlsRestored checks what `agent --cleanup` says it restored ("restored sysctl NAME: a -> b") against
+// the node's values, and that forwarding, which the node's pod network needs, was left on.
+func expectSysctlsRestored(ctx context.Context, drv Driver, node, out string) {
+	GinkgoHelper()
+	for _, line := range strings.Split(out, "\n") {
+		rest, ok := strings.CutPrefix(line, "restored sysctl ")
+		if !ok {
+			continue
+		}
+		name, values, _ := strings.Cut(rest, ": ")
+		_, want, _ := strings.Cut(values, " -> ")
+		Expect(name).NotTo(ContainSubstring("forward"), "cleanup turned forwarding off on %s: %s", node, line)
+		got, err := drv.NodeExec(ctx, node, "cat", "/proc/sys/"+strings.ReplaceAll(name, ".", "/"))
+		Expect(err).NotTo(HaveOccurred(), got)
+		Expect(strings.TrimSpace(got)).To(Equal(want), "%s on %s after cleanup said %q", name, node, line)
+	}
+	got, err := drv.NodeExec(ctx, node, "cat", "/proc/sys/net/ipv4/ip_forward")
+	Expect(err).NotTo(HaveOccurred(), got)
+	Expect(strings.TrimSpace(got)).To(Equal("1"), "ip_forward on %s after cleanup", node)
 }

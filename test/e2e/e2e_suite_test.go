@@ -64,6 +64,8 @@ var _ = Describe("ipvs-operator", func() {
 	Describe("Data path", func() {
 		dataplane.RegisterScenarios(func() dataplane.Driver { return drv })
 		dataplane.RegisterAgentPorts(func() dataplane.Driver { return drv })
+		// Without unloading a module: a kind node shares the developer's kernel.
+		dataplane.RegisterPrivileges(func() dataplane.Driver { return drv }, false)
 	})
 	dataplane.RegisterUninstall(func() dataplane.Driver { return drv })
 })
