@@ -66,7 +66,7 @@ RACE_PKGS := ./ipvs/... ./controllers/...
 OTHER_PKGS = $(shell go list ./... | grep -v -E '^$(MODULE)/(ipvs|controllers)(/|$$)')
 
 .PHONY: test-unit
-test-unit: manifests generate fmt vet envtest ## Unit and envtest suites (ipvs and controllers with -race).
+test-unit: manifests generate fmt vet envtest kustomize ## Unit and envtest suites (ipvs and controllers with -race).
 	KUBEBUILDER_ASSETS=$(KUBE_BIN) go test -race -covermode=atomic -coverprofile cover.out $(RACE_PKGS)
 	KUBEBUILDER_ASSETS=$(KUBE_BIN) go test -covermode=atomic -coverprofile cover.other.out $(OTHER_PKGS)
 	tail -n +2 cover.other.out >> cover.out && rm cover.other.out
@@ -91,7 +91,7 @@ test: lint test-unit test-fuzz test-bundle test-e2e-compile test-lab ## Every te
 
 # The lab suites boot a VM each: run them one package at a time (-p 1) on a 2-core machine.
 .PHONY: test-lab
-test-lab: kustomize envtest lab-deps ## The real-kernel suites: lab smoke, ipvs kernel tests in the VM, dataplane scenarios.
+test-lab: kustomize envtest lab-deps ## The real-kernel suites: lab smoke, the root-only tests (ipvs, nftrules, sync, node lock) in the VM, dataplane scenarios.
 	go test -tags lab -p 1 -count=1 -timeout 60m ./test/lab/ ./test/lab/dataplane/ -ginkgo.v
 
 # The long run of the model-based churn test (test/dataplane/churn.go); `make test` runs a short one.

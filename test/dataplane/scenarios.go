@@ -508,6 +508,12 @@ func RegisterScenarios(driver func() Driver) {
 		})
 	})
 
+	Describe("the operator", func() {
+		It("warns once that a NodePort Service's node port is not served, and not again after its own restart", func(ctx SpecContext) {
+			expectNotServedOnce(ctx, drv, ns)
+		})
+	})
+
 	Describe("the agent", func() {
 		It("restarts under a steady request loop with zero failures and adopts the kernel state", func(ctx SpecContext) {
 			svc, _ := servedWeb(ctx, "steady", 2, "")

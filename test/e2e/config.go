@@ -9,15 +9,15 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ipvs-operator/ipvs-operator/test/install"
 )
 
-// The names config/default installs under (namespace and namePrefix) and the DaemonSet the operator renders
-// (controllers/operator.AgentName).
+// The names config/default installs under and the DaemonSet the operator renders, as test/install knows them.
 const (
-	operatorNamespace  = "ipvs-operator-system"
-	operatorDeployment = "ipvs-operator-controller-manager"
-	operatorContainer  = "manager"
-	agentDaemonSet     = "ipvs-operator-agent"
+	operatorNamespace  = install.Namespace
+	operatorDeployment = install.OperatorDeployment
+	agentDaemonSet     = install.AgentDaemonSet
 	packageName        = "ipvs-operator"
 	// defaultImage is the image config/manager and the committed bundle name; the OLM path rewrites it to IMG.
 	defaultImage = "ghcr.io/ipvs-operator/ipvs-operator:v0.1.0"
