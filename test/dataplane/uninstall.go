@@ -93,12 +93,16 @@ func RegisterUninstall(driver func() Driver) {
 
 		It("refuses a second agent on a node, naming the one that runs, and leaves the node's state alone", func(ctx SpecContext) {
 			for _, node := range drv.Nodes() {
-				_, before := ipvsSave(ctx, drv, node)
+				// Only this spec's Service is compared: Services of earlier specs may still be draining
+				// (weights going to 0, then deletion), which is the running agent's doing.
+				_, raw := ipvsSave(ctx, drv, node)
+				before := vsLines(raw, vip)
+				Expect(before).NotTo(BeEmpty(), "the Service's virtual server on %s", node)
 				out, err := drv.AgentExec(ctx, node, "--node-name="+node)
 				Expect(err).To(HaveOccurred(), "a second agent on %s started:\n%s", node, out)
 				Expect(out).To(MatchRegexp(`another agent holds the per-node lock %s \(pid [1-9][0-9]*\)`, agentLock), "on %s", node)
-				_, after := ipvsSave(ctx, drv, node)
-				Expect(after).To(Equal(before), "the refused agent changed the IPVS table on %s", node)
+				_, raw = ipvsSave(ctx, drv, node)
+				Expect(vsLines(raw, vip)).To(Equal(before), "the refused agent changed the IPVS table on %s", node)
 			}
 		})
 
