@@ -1,29 +1,49 @@
-# One image for the whole product: /operator (the Deployment OLM installs), /agent (the per-node DaemonSet the
-# operator renders) and /labvm (the echo server and client the data-path tests run as pods).
-# Build: make docker-build IMG=...   (BuildKit is needed for the cache mounts).
+# Two images from one Dockerfile:
+# - the product (stage `product`, the default target: the last stage): /operator (the Deployment OLM
+#   installs) and /agent (the per-node DaemonSet the operator renders, and its module-loading init container);
+# - a test image (stage `lab`): /labvm, the echo server and client that the kind suite's pods run. Test code
+#   never ships in the product.
+# Build: make docker-build IMG=...  and  make docker-build-lab LAB_IMG=...   (BuildKit is needed for the cache
+# mounts; it builds only the stages the chosen target needs).
 
-FROM golang:1.26 AS builder
-ARG TARGETOS
-ARG TARGETARCH
+FROM golang:1.26 AS deps
 WORKDIR /workspace
 
 # Download modules first: this layer is reused as long as go.mod and go.sum do not change.
 COPY go.mod go.sum ./
 RUN --mount=type=cache,target=/go/pkg/mod go mod download
 
-# The sources: .dockerignore admits only the Go packages the three programs are built from.
+# The sources: .dockerignore admits only the Go packages the programs are built from.
 COPY . .
 
-# Static binaries: the runtime image has no libc.
+# Static binaries: the runtime images have no libc.
 ENV CGO_ENABLED=0 GOTOOLCHAIN=local
+
+FROM deps AS lab-builder
+ARG TARGETOS
+ARG TARGETARCH
 RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
     GOOS=${TARGETOS:-linux} GOARCH=${TARGETARCH} \
-    go build -trimpath -ldflags="-s -w" -o /out/ ./cmd/agent ./cmd/operator ./test/lab/cmd/labvm
+    go build -trimpath -ldflags="-s -w" -o /out/ ./test/lab/cmd/labvm
 
-# distroless/static: CA certificates, /etc/passwd with the nonroot user, nothing else.
-FROM gcr.io/distroless/static:nonroot
+# The test image: only the echo server and client.
+FROM gcr.io/distroless/static:nonroot AS lab
 WORKDIR /
-COPY --from=builder /out/agent /out/operator /out/labvm /
+COPY --from=lab-builder /out/labvm /
+USER 65532:65532
+ENTRYPOINT ["/labvm"]
+
+FROM deps AS builder
+ARG TARGETOS
+ARG TARGETARCH
+RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
+    GOOS=${TARGETOS:-linux} GOARCH=${TARGETARCH} \
+    go build -trimpath -ldflags="-s -w" -o /out/ ./cmd/agent ./cmd/operator
+
+# The product. distroless/static: CA certificates, /etc/passwd with the nonroot user, nothing else.
+FROM gcr.io/distroless/static:nonroot AS product
+WORKDIR /
+COPY --from=builder /out/agent /out/operator /
 # The operator runs as this user; the agent's DaemonSet sets runAsUser 0 itself (its capabilities need root).
 USER 65532:65532
 ENTRYPOINT ["/operator"]

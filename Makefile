@@ -66,7 +66,7 @@ RACE_PKGS := ./ipvs/... ./controllers/...
 OTHER_PKGS = $(shell go list ./... | grep -v -E '^$(MODULE)/(ipvs|controllers)(/|$$)')
 
 .PHONY: test-unit
-test-unit: manifests generate fmt vet envtest ## Unit and envtest suites (ipvs and controllers with -race).
+test-unit: manifests generate fmt vet envtest kustomize ## Unit and envtest suites (ipvs and controllers with -race).
 	KUBEBUILDER_ASSETS=$(KUBE_BIN) go test -race -covermode=atomic -coverprofile cover.out $(RACE_PKGS)
 	KUBEBUILDER_ASSETS=$(KUBE_BIN) go test -covermode=atomic -coverprofile cover.other.out $(OTHER_PKGS)
 	tail -n +2 cover.other.out >> cover.out && rm cover.other.out
@@ -91,7 +91,7 @@ test: lint test-unit test-fuzz test-bundle test-e2e-compile test-lab ## Every te
 
 # The lab suites boot a VM each: run them one package at a time (-p 1) on a 2-core machine.
 .PHONY: test-lab
-test-lab: kustomize envtest lab-deps ## The real-kernel suites: lab smoke, ipvs kernel tests in the VM, dataplane scenarios, the cluster without Node pod CIDRs.
+test-lab: kustomize envtest lab-deps ## The real-kernel suites: lab smoke, the root-only tests (ipvs, nftrules, sync, node lock) in the VM, dataplane scenarios, the cluster without Node pod CIDRs.
 	go test -tags lab -p 1 -count=1 -timeout 60m ./test/lab/ ./test/lab/dataplane/ ./test/lab/detectlocal/ -ginkgo.v
 
 # The long run of the model-based churn test (test/dataplane/churn.go); `make test` runs a short one.
@@ -188,9 +188,16 @@ bundle-build: ## Build the bundle image BUNDLE_IMG from bundle/bundle.Dockerfile
 bundle-push: ## Push the bundle image.
 	$(CONTAINER_TOOL) push $(BUNDLE_IMG)
 
+# The test image: /labvm, the echo server and client the kind suite's pods run (never part of IMG).
+LAB_IMG ?= $(IMAGE_TAG_BASE)-lab:v$(VERSION)
+
 .PHONY: docker-build
-docker-build: ## Build the image IMG holding /operator, /agent and /labvm.
-	$(CONTAINER_TOOL) build -t $(IMG) .
+docker-build: ## Build the product image IMG holding /operator and /agent (Dockerfile target product).
+	$(CONTAINER_TOOL) build --target product -t $(IMG) .
+
+.PHONY: docker-build-lab
+docker-build-lab: ## Build the test image LAB_IMG holding /labvm (Dockerfile target lab), for the kind suite.
+	$(CONTAINER_TOOL) build --target lab -t $(LAB_IMG) .
 
 .PHONY: docker-push
 docker-push: ## Push the image IMG.
@@ -198,7 +205,7 @@ docker-push: ## Push the image IMG.
 
 .PHONY: docker-buildx
 docker-buildx: ## Build and push IMG for every platform in PLATFORMS.
-	$(CONTAINER_TOOL) buildx build --push --platform=$(PLATFORMS) --tag $(IMG) .
+	$(CONTAINER_TOOL) buildx build --push --platform=$(PLATFORMS) --target product --tag $(IMG) .
 
 .PHONY: build-installer
 build-installer: manifests kustomize ## Write dist/install.yaml: everything `make deploy` applies, in one file.
@@ -224,7 +231,7 @@ E2E_FLAGS ?=
 .PHONY: test-e2e
 test-e2e: manifests kustomize ## Run the data-path suite in a kind cluster (needs Docker and kind; E2E_OLM=true installs through OLM).
 	$(if $(filter true,$(E2E_OLM)),$(MAKE) operator-sdk,)
-	KIND=$(KIND) KIND_CLUSTER=$(KIND_CLUSTER) IMG=$(IMG) VERSION=$(VERSION) CONTAINER_TOOL=$(CONTAINER_TOOL) \
+	KIND=$(KIND) KIND_CLUSTER=$(KIND_CLUSTER) IMG=$(IMG) E2E_LAB_IMG=$(LAB_IMG) VERSION=$(VERSION) CONTAINER_TOOL=$(CONTAINER_TOOL) \
 	  KUSTOMIZE=$(KUSTOMIZE) OPERATOR_SDK=$(OPERATOR_SDK) \
 	  go test -tags e2e ./test/e2e/ -v -count=1 -timeout 90m -ginkgo.timeout=85m -ginkgo.v $(E2E_FLAGS)
 

@@ -34,7 +34,7 @@ func (e *Error) Error() string {
 // Unwrap returns the cause, usually a unix.Errno.
 func (e *Error) Unwrap() error { return e.Err }
 
-// Is reports whether the error means ErrExists or ErrNotFound.
+// Is reports whether the error means ErrExists, ErrNotFound or ErrSchedulerNotFound.
 func (e *Error) Is(target error) bool {
 	var errno unix.Errno
 	if !errors.As(e.Err, &errno) {
@@ -43,6 +43,8 @@ func (e *Error) Is(target error) bool {
 	switch target {
 	case ErrExists:
 		return errno == unix.EEXIST
+	case ErrSchedulerNotFound:
+		return e.schedulerMissing()
 	case ErrNotFound:
 		// ESRCH: no such virtual server; ENOENT: no such real server (except on the service verbs).
 		return errno == unix.ESRCH || (errno == unix.ENOENT && !e.schedulerMissing())

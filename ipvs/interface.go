@@ -66,10 +66,14 @@ var (
 	ErrNotFound = errors.New("ipvs: not found")
 	// ErrExists means the virtual or real server already exists.
 	ErrExists = errors.New("ipvs: already exists")
+	// ErrSchedulerNotFound means the kernel has no such scheduler (its ip_vs_<name> module is not loaded):
+	// a problem of the Services that ask for it, not of the node.
+	ErrSchedulerNotFound = errors.New("ipvs: scheduler not found")
 )
 
 // Rules is the agent's own nftables table (inet family, named "ipvs-operator"): masquerade for hairpin and
-// for non-pod sources reaching ClusterIPs, and a guard refusing new connections to ClusterIPs from outside.
+// for non-pod sources reaching ClusterIPs, a guard refusing new connections to ClusterIPs from outside, and
+// a filter refusing new connections to a ClusterIP on any (protocol, port) that has no virtual server.
 type Rules interface {
 	// Ensure creates or repairs the table, chains, rules and sets, and sets the pod CIDRs. Idempotent.
 	Ensure(podCIDRs []netip.Prefix) error
@@ -88,4 +92,8 @@ type Rules interface {
 type RuleElements struct {
 	ClusterIPs []netip.Addr // IPv4 and IPv6 VIPs
 	Endpoints  []netip.Addr // endpoint IPs; hairpin masquerade matches (endpoint . endpoint) pairs
+	// Ports are the virtual servers' keys: a new connection to a ClusterIP is accepted only on one of
+	// them. Without this filter IPVS hands a packet that matches no virtual server to the local stack, and a
+	// pod reaches whatever listens on the node (kubelet, sshd, the agent) at <any ClusterIP>:<port>.
+	Ports []ServiceKey
 }

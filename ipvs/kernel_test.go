@@ -94,13 +94,13 @@ func TestKernelServicesAndDestinations(t *testing.T) {
 		{"real server of missing service", i.AddDestination(key("10.96.0.99:80", ipvs.TCP), dst("10.244.1.2:8080", 1)), unix.ESRCH, ipvs.ErrNotFound},
 		{"update missing real server", i.UpdateDestination(k, dst("10.244.9.9:8080", 1)), unix.ENOENT, ipvs.ErrNotFound},
 		{"delete missing real server", i.DeleteDestination(k, dst("10.244.9.9:8080", 1).DestinationKey), unix.ENOENT, ipvs.ErrNotFound},
-		{"unknown scheduler", i.AddService(ipvs.Service{ServiceKey: key("10.96.0.98:80", ipvs.TCP), Scheduler: "nope"}), unix.ENOENT, nil},
+		{"unknown scheduler", i.AddService(ipvs.Service{ServiceKey: key("10.96.0.98:80", ipvs.TCP), Scheduler: "nope"}), unix.ENOENT, ipvs.ErrSchedulerNotFound},
 	}
 	for _, c := range errCases {
 		if !errors.Is(c.err, c.errno) {
 			t.Errorf("%s: err = %v, want errno %v", c.name, c.err, c.errno)
 		}
-		for _, s := range []error{ipvs.ErrExists, ipvs.ErrNotFound} {
+		for _, s := range []error{ipvs.ErrExists, ipvs.ErrNotFound, ipvs.ErrSchedulerNotFound} {
 			if got := errors.Is(c.err, s); got != errors.Is(s, c.sentinel) {
 				t.Errorf("%s: errors.Is(%v, %v) = %v", c.name, c.err, s, got)
 			}

@@ -38,6 +38,8 @@ const (
 	FlagWorkers          = "workers"
 	FlagSysctlRoot       = "sysctl-root"
 	FlagCleanup          = "cleanup"
+	FlagLoadModules      = "load-kernel-modules"
+	FlagStrictARP        = "strict-arp"
 )
 
 // NodeNameEnv is the environment variable the agent reads its node's name from when --node-name is not
@@ -102,6 +104,11 @@ const (
 	DefaultSysctlRoot = "/proc/sys"
 	// DefaultDetectLocalMode keeps the behaviour the agent had before the mode could be chosen.
 	DefaultDetectLocalMode = DetectLocalNodeCIDR
+	// DefaultStrictARP keeps nodes from answering ARP for the ClusterIPs on the dummy device
+	// (arp_ignore=1, arp_announce=2). kube-proxy leaves it off unless asked (strictARP); the agent has it on
+	// because a node answering ARP for ClusterIPs draws other hosts' traffic to it, and turning it off is
+	// for nodes whose other software needs the kernel's default ARP behaviour on every interface.
+	DefaultStrictARP = true
 )
 
 // Minimum periods: shorter ones would spend the node's CPU re-reading the kernel.
@@ -139,7 +146,8 @@ type Config struct {
 	// PodInterfaceNamePrefix starts the name of every pod's host interface; required by, and only used
 	// with, DetectLocalInterfaceNamePrefix (--pod-interface-name-prefix).
 	PodInterfaceNamePrefix string
-	// MetricsAddress serves Prometheus metrics and /debug/ipvs; "0" disables it (--metrics-bind-address).
+	// MetricsAddress serves Prometheus metrics and /debug/ipvs over authenticated HTTPS; "0" disables it
+	// (--metrics-bind-address).
 	MetricsAddress string
 	// HealthAddress serves /healthz and /readyz (--health-probe-bind-address).
 	HealthAddress string
@@ -147,9 +155,15 @@ type Config struct {
 	Workers int
 	// SysctlRoot is where the host network namespace's sysctls are writable (--sysctl-root).
 	SysctlRoot string
+	// StrictARP sets net.ipv4.conf.all.arp_ignore=1 and arp_announce=2 (--strict-arp).
+	StrictARP bool
 	// Cleanup makes the agent remove everything it owns from the kernel, print what it removed, then exit;
 	// a running agent on the node is asked to do it (--cleanup).
 	Cleanup bool
+	// LoadModules makes the agent load the kernel modules it needs and exit (--load-kernel-modules): the
+	// DaemonSet's init container, the only one holding CAP_SYS_MODULE, so the long-running agent needs no
+	// such capability.
+	LoadModules bool
 }
 
 // Default returns the agent's defaults. NodeName is left empty: it is per node.
@@ -165,6 +179,7 @@ func Default() Config {
 		Workers:          DefaultWorkers,
 		SysctlRoot:       DefaultSysctlRoot,
 		DetectLocalMode:  DefaultDetectLocalMode,
+		StrictARP:        DefaultStrictARP,
 	}
 }
 
@@ -196,18 +211,23 @@ func (c *Config) BindFlags(fs *flag.FlagSet) {
 		"Required with --"+FlagDetectLocalMode+"="+string(DetectLocalBridgeInterface)+", refused with the other modes.")
 	fs.StringVar(&c.PodInterfaceNamePrefix, FlagPodIfacePrefix, c.PodInterfaceNamePrefix, "The name prefix of every pod's host interface (e.g. cali, veth, eni). "+
 		"Required with --"+FlagDetectLocalMode+"="+string(DetectLocalInterfaceNamePrefix)+", refused with the other modes.")
-	fs.StringVar(&c.MetricsAddress, FlagMetricsAddress, c.MetricsAddress, "Address of the Prometheus metrics and /debug/ipvs endpoint; 0 disables it.")
+	fs.StringVar(&c.MetricsAddress, FlagMetricsAddress, c.MetricsAddress, "Address of the Prometheus metrics and /debug/ipvs endpoint (HTTPS; each request's bearer token is checked with the API server); 0 disables it.")
 	fs.StringVar(&c.HealthAddress, FlagHealthAddress, c.HealthAddress, "Address of the /healthz and /readyz endpoints.")
 	fs.IntVar(&c.Workers, FlagWorkers, c.Workers, "Services programmed concurrently.")
 	fs.StringVar(&c.SysctlRoot, FlagSysctlRoot, c.SysctlRoot, "Where the host network namespace's sysctls are writable. "+
 		"A container's /proc/sys is read-only, so the DaemonSet mounts the host's /proc/sys/net at <root>/net.")
+	fs.BoolVar(&c.StrictARP, FlagStrictARP, c.StrictARP, "Keep the node from answering ARP for addresses on other interfaces, "+
+		"such as the ClusterIPs on the dummy interface (net.ipv4.conf.all.arp_ignore=1, arp_announce=2).")
+	fs.BoolVar(&c.LoadModules, FlagLoadModules, c.LoadModules, "Load the kernel modules the agent needs (needs CAP_SYS_MODULE and the host's /lib/modules), then exit. "+
+		"The DaemonSet runs this as its init container, so that the agent itself runs without CAP_SYS_MODULE.")
 	fs.BoolVar(&c.Cleanup, FlagCleanup, c.Cleanup, "Remove everything the agent owns from the kernel (virtual servers on its ClusterIPs, the dummy interface, its nftables table), print what was removed, and exit. "+
 		"If an agent runs on this node, it is asked to do it and then programs nothing more until it ends.")
 }
 
 // Args renders c as the agent's arguments: every flag BindFlags defines, in its (sorted) order, except
-// --node-name, which differs per node and reaches the agent as $NODE_NAME; flags whose value is empty or
-// false are left out, their default being the same. Rendering the rest explicitly, defaults included, makes
+// --node-name, which differs per node and reaches the agent as $NODE_NAME, and the one-shot modes
+// (--cleanup, --load-kernel-modules), which are not settings; flags whose value is empty are left out,
+// their default being the same. A false boolean is rendered, as its default may be true. Rendering the rest explicitly, defaults included, makes
 // the DaemonSet say what the agents run with. The operator's test parses the result with BindFlags and
 // compares, so a flag added to BindFlags is rendered without a change here.
 func (c Config) Args() []string {
@@ -216,13 +236,19 @@ func (c Config) Args() []string {
 	var args []string
 	fs.VisitAll(func(f *flag.Flag) {
 		v := f.Value.String()
-		if f.Name == FlagNodeName || v == "" || v == "false" {
+		if f.Name == FlagNodeName || modeFlags[f.Name] || v == "" {
 			return
 		}
 		args = append(args, "--"+f.Name+"="+v)
 	})
 	return args
 }
+
+// modeFlags make the agent do one thing and exit instead of running.
+var modeFlags = map[string]bool{FlagCleanup: true, FlagLoadModules: true}
+
+// LoadModulesArgs are the arguments of the DaemonSet's init container: the module loading mode alone.
+func LoadModulesArgs() []string { return []string{"--" + FlagLoadModules} }
 
 // FlagError is one invalid setting: the flag, the value it had, and what a valid one looks like. The
 // operator maps Flag to its own setting (environment variable) to report it under the name its user set.
@@ -240,7 +266,10 @@ func (e *FlagError) Error() string {
 // Validate reports every invalid setting at once, each as a *FlagError (errors.Join).
 func (c Config) Validate() error {
 	errs := c.validate()
-	if c.NodeName == "" && !c.Cleanup {
+	if c.Cleanup && c.LoadModules {
+		errs = append(errs, &FlagError{FlagLoadModules, "true", "cannot be combined with --" + FlagCleanup})
+	}
+	if c.NodeName == "" && !c.Cleanup && !c.LoadModules {
 		errs = append([]error{&FlagError{FlagNodeName, c.NodeName, "required (or $" + NodeNameEnv + "): set it from the downward API (spec.nodeName)"}}, errs...)
 	}
 	return errors.Join(errs...)

@@ -17,9 +17,9 @@ import (
 	ipvssync "github.com/ipvs-operator/ipvs-operator/ipvs/sync"
 )
 
-// everyFieldSet differs from Default() in every field but NodeName (never rendered), Cleanup (the
-// DaemonSet never cleans up) and the settings of the other detect-local modes (see otherModes), so a
-// round trip through Args proves each flag is rendered and read back.
+// everyFieldSet differs from Default() in every field but NodeName (never rendered), Cleanup and
+// LoadModules (modes, never rendered as settings) and the settings of the other detect-local modes (see
+// otherModes), so a round trip through Args proves each flag is rendered and read back.
 func everyFieldSet() Config {
 	return Config{
 		DetectLocalMode:  DetectLocalClusterCIDR,
@@ -33,6 +33,7 @@ func everyFieldSet() Config {
 		HealthAddress:    "127.0.0.1:19101",
 		Workers:          9,
 		SysctlRoot:       "/host/proc/sys",
+		StrictARP:        false,
 	}
 }
 
@@ -63,7 +64,7 @@ func TestArgsRoundTrip(t *testing.T) {
 	dv := reflect.ValueOf(def)
 	for i := range dv.NumField() {
 		name := dv.Type().Field(i).Name
-		if name == "NodeName" || name == "Cleanup" {
+		if name == "NodeName" || name == "Cleanup" || name == "LoadModules" {
 			continue
 		}
 		changed := false
@@ -82,10 +83,17 @@ func TestArgsRoundTrip(t *testing.T) {
 			t.Errorf("Args() %q read back differently (-rendered +parsed):\n%s", c.Args(), diff)
 		}
 	}
-	for _, a := range all.Args() {
-		if strings.HasPrefix(a, "--"+FlagNodeName+"=") {
-			t.Errorf("Args() renders %s: the node name is per node", a)
+	modes := all
+	modes.Cleanup, modes.LoadModules = true, true
+	for _, a := range modes.Args() {
+		for _, f := range []string{FlagNodeName, FlagCleanup, FlagLoadModules} {
+			if strings.HasPrefix(a, "--"+f+"=") {
+				t.Errorf("Args() renders %s: %s is per node or a one-shot mode, not a setting", a, f)
+			}
 		}
+	}
+	if got := parse(t, LoadModulesArgs()); !got.LoadModules || got.Validate() != nil {
+		t.Errorf("LoadModulesArgs() %q parse to LoadModules=%v, Validate()=%v; want a valid module-loading run", LoadModulesArgs(), got.LoadModules, got.Validate())
 	}
 }
 
@@ -98,6 +106,9 @@ func TestValidateNamesTheFlag(t *testing.T) {
 		{"defaults", func(*Config) {}, ""},
 		{"no node name", func(c *Config) { c.NodeName = "" }, FlagNodeName},
 		{"cleanup needs no node name", func(c *Config) { c.NodeName = ""; c.Cleanup = true }, ""},
+		{"loading modules needs no node name", func(c *Config) { c.NodeName = ""; c.LoadModules = true }, ""},
+		{"two modes at once", func(c *Config) { c.LoadModules, c.Cleanup = true, true }, FlagLoadModules},
+		{"strict ARP off", func(c *Config) { c.StrictARP = false }, ""},
 		{"empty interface", func(c *Config) { c.Interface = "" }, FlagInterface},
 		{"interface too long", func(c *Config) { c.Interface = "sixteen-chars-xx" }, FlagInterface},
 		{"scope", func(c *Config) { c.Scope = "some" }, FlagScope},

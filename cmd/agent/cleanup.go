@@ -44,6 +44,11 @@ func runCleanup(ctx context.Context, f flags, out io.Writer) error {
 			fmt.Fprintln(out, "No agent runs on this node; cleaning up here.")
 			removed, err := cleanupHere(ctx, f)
 			fmt.Fprint(out, formatRemoved(removed, f.Interface))
+			if err != nil {
+				return err
+			}
+			restored, err := restoreSysctls(f)
+			fmt.Fprint(out, restored)
 			return err
 		}
 		var held *nodelock.HeldError
@@ -92,7 +97,7 @@ func cleanupHere(ctx context.Context, f flags) (ipvssync.Removed, error) {
 }
 
 // controlHandler answers commands on the node lock's socket in a running agent.
-func controlHandler(engine *agent.HaltableEngine, ifName string) nodelock.Handler {
+func controlHandler(engine *agent.HaltableEngine, f flags) nodelock.Handler {
 	return func(ctx context.Context, command string) (string, error) {
 		log := ctrl.Log.WithName("control")
 		if command != cleanupCommand {
@@ -100,13 +105,34 @@ func controlHandler(engine *agent.HaltableEngine, ifName string) nodelock.Handle
 		}
 		log.Info("Cleanup requested: halting all programming and removing what the agent owns")
 		removed, err := engine.Halt(ctrl.LoggerInto(ctx, log))
+		report := formatRemoved(removed, f.Interface)
+		if err == nil {
+			// Only once nothing of the agent's is left: IPVS state without its sysctls would misbehave.
+			var restored string
+			restored, err = restoreSysctls(f)
+			report += restored
+		}
 		if err != nil {
 			log.Error(err, "Cleanup failed; the agent stays halted, run the cleanup again")
 		} else {
 			log.Info("Cleanup done; halted until deleted", "virtualServers", len(removed.VirtualServers), "vips", len(removed.VIPs))
 		}
-		return formatRemoved(removed, ifName), err
+		return report, err
 	}
+}
+
+// restoreSysctls puts back the node's values of the sysctls the agent changed where that is safe (see
+// host.Setting.Restore), and says what it did, one line each.
+func restoreSysctls(f flags) (string, error) {
+	report, err := host.Sysctl{Root: f.SysctlRoot, StateFile: host.StateFile()}.Restore()
+	var b strings.Builder
+	for _, l := range report {
+		b.WriteString(l + "\n")
+	}
+	if err != nil {
+		return b.String(), fmt.Errorf("restoring sysctls: %w", err)
+	}
+	return b.String(), nil
 }
 
 // formatRemoved tells the user what left the kernel, one line each.

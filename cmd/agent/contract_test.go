@@ -14,6 +14,7 @@ import (
 	"github.com/ipvs-operator/ipvs-operator/api/agentconfig"
 	"github.com/ipvs-operator/ipvs-operator/api/v1alpha1"
 	"github.com/ipvs-operator/ipvs-operator/controllers/operator"
+	"github.com/ipvs-operator/ipvs-operator/ipvs/host"
 )
 
 // TestRenderedArgsParseAsConfigured is the operator-agent contract: for each operator setting, the
@@ -118,4 +119,29 @@ func downwardEnv(t *testing.T, c corev1.Container, node string) map[string]strin
 		t.Fatalf("the rendered env does not give the agent its node's name as $%s", agentconfig.NodeNameEnv)
 	}
 	return env
+}
+
+// TestRenderedInitContainerLoadsModules: the DaemonSet's init container runs the agent's module-loading mode
+// (parsed by the agent's own flags, valid without a node name), and the state directory the agent records
+// sysctls in is the one the DaemonSet mounts from the host.
+func TestRenderedInitContainerLoadsModules(t *testing.T) {
+	cfg := operator.AgentConfig{Namespace: "ipvs-operator-system", Image: "example.test/agent:1"}.WithDefaults()
+	ds := operator.RenderAgentDaemonSet(cfg)
+	inits := ds.Spec.Template.Spec.InitContainers
+	if len(inits) != 1 || len(inits[0].Command) != 1 || inits[0].Command[0] != "/agent" {
+		t.Fatalf("init containers %+v, want one running /agent", inits)
+	}
+	fs := flag.NewFlagSet("agent", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	got, err := parseFlags(fs, inits[0].Args, func(string) string { return "" })
+	if err != nil || !got.LoadModules || got.Cleanup {
+		t.Fatalf("the agent reads the init container's %q as LoadModules=%v Cleanup=%v, %v; want the module-loading mode", inits[0].Args, got.LoadModules, got.Cleanup, err)
+	}
+	mounted := false
+	for _, m := range renderedAgent(t, ds).VolumeMounts {
+		mounted = mounted || (m.MountPath == host.StateDir && !m.ReadOnly)
+	}
+	if !mounted {
+		t.Errorf("the agent records sysctls in %s, which the DaemonSet does not mount writable", host.StateDir)
+	}
 }

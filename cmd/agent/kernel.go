@@ -1,12 +1,16 @@
 package main
 
 import (
+	"errors"
 	"fmt"
-	"net/http"
+	"io"
+	"slices"
+	"strings"
 
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 
+	"github.com/ipvs-operator/ipvs-operator/api/agentconfig"
 	"github.com/ipvs-operator/ipvs-operator/controllers/agent"
 
 	"github.com/ipvs-operator/ipvs-operator/ipvs"
@@ -21,25 +25,30 @@ type kernel struct {
 	engine *ipvssync.Syncer
 }
 
-// prepareKernel loads the modules an IPVS proxy needs, sets its sysctls, and proves IPVS really works before
-// anything is programmed: a kernel without IPVS answers moby/ipvs with nil errors, so only a read-back tells.
-func prepareKernel(f flags) (*kernel, error) {
+// prepareKernel checks that the modules an IPVS proxy needs are there, sets its sysctls, and proves IPVS
+// really works before anything is programmed: a kernel without IPVS answers moby/ipvs with nil errors, so
+// only a read-back tells. It loads no module: the agent runs without CAP_SYS_MODULE, and the DaemonSet's
+// init container (`agent --load-kernel-modules`) has loaded them.
+func prepareKernel(f flags, ipv6 bool) (*kernel, error) {
 	log := ctrl.Log.WithName("kernel")
-	missing, err := host.LoadRequiredModules()
-	if len(missing) > 0 {
-		log.Info("Some IPVS schedulers are not available; Services using them will fail", "modules", missing)
+	if err := checkModules(&host.Loader{}); err != nil {
+		return nil, err
 	}
+	release, err := host.RunningKernel()
 	if err != nil {
-		// Not fatal by itself: modules may be built in, or loaded by the host. The probe below decides.
-		log.Info("Some kernel modules could not be loaded", "error", err.Error())
+		return nil, fmt.Errorf("reading the kernel version: %w", err)
 	}
-	changed, err := host.Sysctl{Root: f.SysctlRoot}.Apply()
+	sysctl := host.Sysctl{Root: f.SysctlRoot, StateFile: host.StateFile()}
+	if ipv6 && !sysctl.HasIPv6() {
+		log.Info("The node serves IPv6 but the kernel has no IPv6 in the host network namespace; IPv6 Services will fail")
+		ipv6 = false
+	}
+	settings := host.PlanSysctls(host.SysctlOptions{Kernel: release, IPv6: ipv6, StrictARP: f.StrictARP})
+	changed, err := sysctl.Apply(settings)
 	if err != nil {
 		return nil, fmt.Errorf("setting the sysctls an IPVS proxy needs: %w", err)
 	}
-	if len(changed) > 0 {
-		log.Info("Set sysctls", "changed", changed)
-	}
+	log.Info("Sysctls in place", "kernel", release.String(), "ipv6", ipv6, "strictARP", f.StrictARP, "changed", changed)
 	handle, err := ipvs.NewNetlink()
 	if err != nil {
 		return nil, fmt.Errorf("opening the IPVS netlink socket: %w", err)
@@ -62,16 +71,50 @@ func prepareKernel(f flags) (*kernel, error) {
 	return &kernel{ipvs: handle, engine: engine}, nil
 }
 
-// debugHandler serves the kernel's IPVS table in `ipvsadm -Sn` notation, so a user without ipvsadm on the
-// node can still see what the agent programmed.
-func (k *kernel) debugHandler() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		vs, err := ipvs.Snapshot(k.ipvs)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusInternalServerError)
-			return
-		}
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		_, _ = w.Write([]byte(ipvs.Render(vs)))
-	})
+// checkModules fails, naming them, when modules the agent needs are neither loaded nor built in. Missing
+// schedulers are only logged: Services using them fail, the rest works. Without a readable module tree a
+// built-in module cannot be told from a missing one, and the IPVS probe and the nftables programming that
+// follow decide.
+func checkModules(l *host.Loader) error {
+	log := ctrl.Log.WithName("kernel")
+	missing, err := l.CheckRequired()
+	if len(missing) > 0 {
+		log.Info("Some IPVS schedulers are not available; Services using them will fail", "modules", missing)
+	}
+	var me *host.ModuleError
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, host.ErrNoModuleTree):
+		log.Info("Cannot tell whether some kernel modules are built in; the IPVS probe decides", "error", err.Error())
+		return nil
+	case errors.As(err, &me):
+		return fmt.Errorf("kernel modules %s are not loaded, and the agent does not load modules itself (it runs without CAP_SYS_MODULE): "+
+			"the DaemonSet's init container `agent --%s` loads them (see its log), or load them on the host: %w",
+			strings.Join(me.Modules(), ", "), agentconfig.FlagLoadModules, err)
+	default:
+		return err
+	}
+}
+
+// loadModules is `agent --load-kernel-modules`, the DaemonSet's init container: it loads every module the
+// agent needs and exits, so that only this short-lived container holds CAP_SYS_MODULE. Missing schedulers
+// are a warning; a module tree it cannot read is too (the modules may be built in: the agent's probe
+// decides); any other module that fails to load fails the container, naming the module.
+func loadModules(l *host.Loader, out io.Writer) error {
+	missing, err := l.LoadRequired()
+	if len(missing) > 0 {
+		fmt.Fprintf(out, "warning: IPVS schedulers %s are not available; Services using them will fail\n", strings.Join(missing, ", "))
+	}
+	if errors.Is(err, host.ErrNoModuleTree) {
+		fmt.Fprintf(out, "warning: %v\n", err)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "kernel modules loaded: %s\n", strings.Join(slices.DeleteFunc(slices.Clone(host.RequiredModules), func(m string) bool {
+		return slices.Contains(missing, m)
+	}), " "))
+	return nil
 }

@@ -6,7 +6,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"net/http"
 	"os"
 	goruntime "runtime"
 
@@ -14,17 +13,16 @@ import (
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/ipvs-operator/ipvs-operator/api/agentconfig"
 	lbv1alpha1 "github.com/ipvs-operator/ipvs-operator/api/v1alpha1"
 	"github.com/ipvs-operator/ipvs-operator/controllers/agent"
 	"github.com/ipvs-operator/ipvs-operator/controllers/agent/desired"
 	"github.com/ipvs-operator/ipvs-operator/controllers/agent/nodelock"
+	"github.com/ipvs-operator/ipvs-operator/ipvs/host"
 )
 
 // flags are the agent's command line: the contract the operator renders the DaemonSet's arguments from.
@@ -62,18 +60,29 @@ func run(ctx context.Context, f flags) error {
 	if f.Cleanup {
 		return runCleanup(ctx, f, os.Stdout)
 	}
+	if f.LoadModules {
+		return loadModules(&host.Loader{}, os.Stdout)
+	}
 	// One agent per node, decided before anything touches the kernel: two would sweep each other's state.
 	lock, err := nodelock.Acquire(lockName)
 	if err != nil {
 		return err
 	}
 	defer goruntime.KeepAlive(lock) // held until the process ends, also while the manager shuts down
-	kernel, err := prepareKernel(f)
+	restConfig := ctrl.GetConfigOrDie()
+	ipv6, err := nodeServesIPv6(ctx, restConfig, f)
 	if err != nil {
 		return err
 	}
-	// Every controller programs through engine, so that `agent --cleanup` can halt them all at once.
-	engine := agent.NewHaltableEngine(kernel.engine, kernel.engine.CleanupReport)
+	kernel, err := prepareKernel(f, ipv6)
+	if err != nil {
+		return err
+	}
+	// Every controller programs through halting (inside engine), so that `agent --cleanup` can halt them all at once.
+	halting := agent.NewHaltableEngine(kernel.engine, kernel.engine.CleanupReport)
+	// The probes watch every call: liveness fails on a call stuck in the kernel, readiness on programming
+	// that keeps failing.
+	engine := agent.NewWatchedEngine(halting, agent.WatchConfig{Clock: clock.RealClock{}, AuditPeriod: f.AuditPeriod})
 
 	// The manager serves controller-runtime's registry on --metrics-bind-address.
 	if err := agent.RegisterMetrics(metrics.Registry); err != nil {
@@ -86,14 +95,13 @@ func run(ctx context.Context, f flags) error {
 	if err := lbv1alpha1.AddToScheme(scheme); err != nil {
 		return err
 	}
-	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
+	mgr, err := ctrl.NewManager(restConfig, ctrl.Options{
 		Scheme:                 scheme,
 		Cache:                  agent.CacheOptions(),
 		HealthProbeBindAddress: f.HealthAddress,
-		Metrics: metricsserver.Options{
-			BindAddress:   f.MetricsAddress,
-			ExtraHandlers: map[string]http.Handler{"/debug/ipvs": kernel.debugHandler()},
-		},
+		// Authenticated and authorized HTTPS; /healthz and /readyz stay on their own port, which tells only
+		// ok or not.
+		Metrics: agent.MetricsServerOptions(f.MetricsAddress, agent.DebugHandler(kernel.engine.Programmed)),
 		// Every node programs its own kernel: nothing to elect.
 		LeaderElection: false,
 	})
@@ -129,7 +137,7 @@ func run(ctx context.Context, f flags) error {
 	if err := mgr.Add(startup); err != nil {
 		return err
 	}
-	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+	if err := mgr.AddHealthzCheck("engine-not-wedged", engine.LiveCheck); err != nil {
 		return err
 	}
 	if err := mgr.AddReadyzCheck("synced", startup.ReadyCheck); err != nil {
@@ -138,11 +146,14 @@ func run(ctx context.Context, f flags) error {
 	if err := mgr.AddReadyzCheck("services-readable", services.ReadyCheck); err != nil {
 		return err
 	}
-	if err := mgr.AddReadyzCheck("not-halted", engine.ReadyCheck); err != nil {
+	if err := mgr.AddReadyzCheck("not-halted", halting.ReadyCheck); err != nil {
+		return err
+	}
+	if err := mgr.AddReadyzCheck("programming", engine.ReadyCheck); err != nil {
 		return err
 	}
 	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
-		return lock.Serve(ctx, controlHandler(engine, f.Interface))
+		return lock.Serve(ctx, controlHandler(halting, f))
 	})); err != nil {
 		return err
 	}

@@ -50,6 +50,7 @@ var agentSettings = map[string]string{
 	agentconfig.FlagClusterCIDR:      "AGENT_CLUSTER_CIDR (--agent-cluster-cidr)",
 	agentconfig.FlagPodBridge:        "AGENT_POD_BRIDGE_INTERFACE (--agent-pod-bridge-interface)",
 	agentconfig.FlagPodIfacePrefix:   "AGENT_POD_INTERFACE_NAME_PREFIX (--agent-pod-interface-name-prefix)",
+	agentconfig.FlagStrictARP:        "AGENT_STRICT_ARP (--agent-strict-arp)",
 }
 
 // envDefaults reads flag defaults from the environment and remembers which variables did not parse, so a
@@ -105,6 +106,19 @@ func (e *envDefaults) integer(name string, def int) int {
 	return n
 }
 
+func (e *envDefaults) boolean(name string, def bool) bool {
+	v := strings.TrimSpace(e.getenv(name))
+	if v == "" {
+		return def
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		e.errs = append(e.errs, fmt.Errorf("environment variable %s=%q: %w", name, v, err))
+		return def
+	}
+	return b
+}
+
 // bindFlags defines the operator's flags on fs, with defaults from getenv (os.Getenv in main). The returned
 // error reports environment variables that did not parse. It defines no -kubeconfig flag: controller-runtime
 // registers that one globally, and defining it again panics.
@@ -140,6 +154,8 @@ func bindFlags(fs *flag.FlagSet, getenv func(string) string) (*options, error) {
 		"How often the agents re-read the kernel's IPVS tables to repair drift (env AGENT_AUDIT_PERIOD).")
 	fs.DurationVar(&o.agent.DriftCheckPeriod, "agent-drift-check-period", env.duration("AGENT_DRIFT_CHECK_PERIOD", o.agent.DriftCheckPeriod),
 		"How often the agents check whether the kernel lost their state wholesale; 0 disables it (env AGENT_DRIFT_CHECK_PERIOD).")
+	fs.BoolVar(&o.agent.StrictARP, "agent-strict-arp", env.boolean("AGENT_STRICT_ARP", o.agent.StrictARP),
+		"Whether the agents keep nodes from answering ARP for the ClusterIPs (arp_ignore=1, arp_announce=2) (env AGENT_STRICT_ARP).")
 	fs.IntVar(&o.agentMetricsPort, "agent-metrics-port", env.integer("AGENT_METRICS_PORT", int(agentconfig.DefaultMetricsPort)),
 		"The agents' metrics port on each node (host network) (env AGENT_METRICS_PORT).")
 	fs.IntVar(&o.agentHealthPort, "agent-health-port", env.integer("AGENT_HEALTH_PORT", int(agentconfig.DefaultHealthPort)),

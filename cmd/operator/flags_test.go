@@ -48,12 +48,14 @@ func TestFlagsAndEnvironment(t *testing.T) {
 				"AGENT_IMAGE_PULL_POLICY": "Always", "AGENT_SCOPE": "all", "AGENT_DEFAULT_SCHEDULER": "wlc",
 				"AGENT_INTERFACE": "kube-ipvs1", "AGENT_AUDIT_PERIOD": "30s", "AGENT_METRICS_PORT": "20001",
 				"AGENT_HEALTH_PORT": "20002", "AGENT_APISERVER_ADDRESS": "10.0.0.1:6443", "AGENT_DRIFT_CHECK_PERIOD": "0",
+				"AGENT_STRICT_ARP": "false",
 			},
 			want: operator.AgentConfig{
 				Namespace: "ns", Image: "mirror/agent@sha256:1", ImagePullPolicy: corev1.PullAlways,
 				MetricsPort: 20001, HealthPort: 20002, APIServerAddress: "10.0.0.1:6443",
 				Agent: agent(func(a *agentconfig.Config) {
 					a.Interface, a.Scope, a.DefaultScheduler, a.AuditPeriod, a.DriftCheckPeriod = "kube-ipvs1", "all", "wlc", 30*time.Second, 0
+					a.StrictARP = false
 				}),
 			},
 		},
@@ -109,6 +111,11 @@ func TestFlagsAndEnvironment(t *testing.T) {
 			name:    "an environment variable that does not parse is an error, not a silent default",
 			env:     map[string]string{"RELATED_IMAGE_AGENT": "a", "POD_NAMESPACE": "ns", "AGENT_AUDIT_PERIOD": "every minute"},
 			wantErr: "AGENT_AUDIT_PERIOD",
+		},
+		{
+			name:    "a strict ARP setting that is not a boolean",
+			env:     map[string]string{"RELATED_IMAGE_AGENT": "a", "POD_NAMESPACE": "ns", "AGENT_STRICT_ARP": "sometimes"},
+			wantErr: "AGENT_STRICT_ARP",
 		},
 		{
 			name:    "a bad port in the environment",

@@ -23,6 +23,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	"github.com/ipvs-operator/ipvs-operator/api/agentconfig"
 	"github.com/ipvs-operator/ipvs-operator/api/v1alpha1"
 	"github.com/ipvs-operator/ipvs-operator/controllers/operator"
 )
@@ -107,6 +108,14 @@ func run(ctx context.Context, opts *options, envErr error) error {
 		Recorder: mgr.GetEventRecorder("ipvs-operator"),
 	}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the ServicePolicy controller: %w", err)
+	}
+	if err := (&operator.NotServedReconciler{
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+		Recorder:  mgr.GetEventRecorder("ipvs-operator"),
+		ManageAll: agentConfig.Agent.Scope == agentconfig.ScopeAll,
+	}).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("setting up the NotServed controller: %w", err)
 	}
 
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	authorizationv1 "k8s.io/api/authorization/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
@@ -34,8 +35,9 @@ import (
 // TestRunAgainstAPIServer runs the operator's run() as main does (leader election on, a kubeconfig from the
 // environment, the DaemonSet cache limited to its namespace) against envtest, AS the operator's ServiceAccount
 // with only the RBAC of config/rbac/role.yaml (generated from the markers by `make manifests`): it must take
-// the leader Lease, create the agent DaemonSet, write a ServicePolicy's status and record its events, then
-// stop cleanly. A missing permission fails here rather than in a cluster.
+// the leader Lease, create the agent DaemonSet, write a ServicePolicy's status and record its events, warn
+// that a NodePort Service's node port is not served, then stop cleanly. A missing permission fails here
+// rather than in a cluster.
 func TestRunAgainstAPIServer(t *testing.T) {
 	assets := os.Getenv("KUBEBUILDER_ASSETS")
 	if assets == "" {
@@ -99,6 +101,14 @@ func TestRunAgainstAPIServer(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
+	// Something for the NotServed reconciler to warn about: a node port the agents do not serve.
+	if err := c.Create(ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "nodeport",
+			Labels: map[string]string{v1alpha1.ServiceProxyNameLabel: v1alpha1.ServiceProxyName}},
+		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeNodePort, Ports: []corev1.ServicePort{{Port: 80}}},
+	}); err != nil {
+		t.Fatal(err)
+	}
 	if err := c.Create(ctx, &v1alpha1.ServicePolicy{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web"},
 		Spec:       v1alpha1.ServicePolicySpec{Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}}},
@@ -153,10 +163,28 @@ func TestRunAgainstAPIServer(t *testing.T) {
 		if err := c.List(ctx, &events, client.InNamespace("shop")); err != nil {
 			return false, err
 		}
-		return len(events.Items) > 0, nil
+		var policyEvent, notServed bool
+		for _, e := range events.Items {
+			policyEvent = policyEvent || e.Regarding.Kind == "ServicePolicy"
+			notServed = notServed || (e.Regarding.Name == "nodeport" && e.Reason == operator.EventReasonNotServed)
+		}
+		return policyEvent && notServed, nil
 	})
 	if err != nil {
-		t.Fatalf("waiting for the leader Lease, the agent DaemonSet, the policy's status and its event: %v", err)
+		t.Fatalf("waiting for the leader Lease, the agent DaemonSet, the policy's status and its event, and the NotServed event: %v", err)
+	}
+	// Without the list permission on events the operator still warns but repeats itself after a restart; so
+	// ask the API server whether the operator may read its NotServed events back.
+	sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
+		User:               "system:serviceaccount:" + ns + ":" + operatorServiceAccount,
+		Groups:             []string{"system:serviceaccounts", "system:serviceaccounts:" + ns},
+		ResourceAttributes: &authorizationv1.ResourceAttributes{Group: "events.k8s.io", Resource: "events", Verb: "list"},
+	}}
+	if err := c.Create(ctx, sar); err != nil {
+		t.Fatal(err)
+	}
+	if !sar.Status.Allowed {
+		t.Errorf("the operator may not list events.k8s.io events cluster-wide: %+v", sar.Status)
 	}
 
 	cancel()

@@ -30,7 +30,10 @@ var _ = Describe("The agent DaemonSet", Ordered, func() {
 		g.Expect(spec.ServiceAccountName).To(Equal("ipvs-operator-agent"))
 		g.Expect(spec.PriorityClassName).To(Equal("system-node-critical"))
 		g.Expect(spec.Tolerations).To(Equal(want.Spec.Template.Spec.Tolerations))
-		g.Expect(spec.Volumes).To(HaveLen(2))
+		g.Expect(spec.Volumes).To(HaveLen(3))
+		g.Expect(spec.InitContainers).To(HaveLen(1))
+		g.Expect(spec.InitContainers[0].SecurityContext).To(Equal(want.Spec.Template.Spec.InitContainers[0].SecurityContext))
+		g.Expect(spec.InitContainers[0].Args).To(Equal(want.Spec.Template.Spec.InitContainers[0].Args))
 		g.Expect(spec.Containers).To(HaveLen(1))
 		got, wantC := spec.Containers[0], want.Spec.Template.Spec.Containers[0]
 		g.Expect(got.Image).To(Equal(agentConfig.Image))

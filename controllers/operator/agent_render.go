@@ -25,6 +25,13 @@ const (
 	AgentServiceAccountName = "ipvs-operator-agent"
 	// AgentContainerName is the name of the agent's only container.
 	AgentContainerName = "agent"
+	// AgentModulesInitContainerName is the init container that loads the kernel modules, the only part of
+	// the pod holding CAP_SYS_MODULE.
+	AgentModulesInitContainerName = "load-kernel-modules"
+	// AgentStateDir is where the agent records the node's sysctl values before changing them, so that
+	// `agent --cleanup` can restore them: the host's /run/ipvs-operator (a tmpfs, emptied at reboot like the
+	// sysctls themselves), at the same path in the container.
+	AgentStateDir = "/run/ipvs-operator"
 
 	// AgentSysctlRoot is the agent's --sysctl-root: the host's /proc/sys/net is mounted writable at
 	// AgentSysctlRoot/net (see RenderAgentDaemonSet), so net.ipv4.vs.conntrack is written to
@@ -140,12 +147,14 @@ func AgentLabels() map[string]string {
 //   - runAsUser 0: Kubernetes grants added capabilities only to a root process (a non-root user gets an empty
 //     effective set; ambient capabilities are not offered). Netlink (IPVS, links, addresses, nftables) checks
 //     CAP_NET_ADMIN, and the host's net sysctls belong to root.
-//   - NET_ADMIN: every netlink write and net sysctl write.
-//   - SYS_MODULE: only to load ip_vs, its scheduler modules (ip_vs_rr, ...), dummy, br_netfilter and the
-//     nf_tables modules when the host has not loaded them and the kernel does not auto-load them; together
-//     with /lib/modules mounted read-only. A host that preloads them (modules-load.d) does not need it.
+//   - the agent container: NET_ADMIN only, for every netlink write and net sysctl write.
+//   - the init container (`agent --load-kernel-modules`): SYS_MODULE only, to load ip_vs, its scheduler
+//     modules (ip_vs_rr, ...), dummy and the nf_tables modules from the host's /lib/modules (read-only)
+//     when the host has not loaded them; it exits before the agent starts, so the long-running process, the
+//     one reachable over the network, can never load a module. The agent only checks that they are there
+//     (/sys/module, and modules.builtin from the same read-only mount) and names any that is missing.
 //   - everything else dropped, no privilege escalation, read-only root filesystem, RuntimeDefault seccomp
-//     (which permits module loading only to a process holding CAP_SYS_MODULE).
+//     (which permits module loading only to a process holding CAP_SYS_MODULE), in both containers.
 //
 // /proc/sys: the agent sets net sysctls (net.ipv4.vs.conntrack, net.ipv4.vs.expire_nodest_conn,
 // net.ipv4.ip_forward, arp_ignore, ...). With hostNetwork, /proc/sys/net shows the host's network namespace,
@@ -158,6 +167,21 @@ func AgentLabels() map[string]string {
 func RenderAgentDaemonSet(cfg AgentConfig) *appsv1.DaemonSet {
 	labels := AgentLabels()
 	hostPathDirectory := corev1.HostPathDirectory
+	hostPathDirectoryOrCreate := corev1.HostPathDirectoryOrCreate
+	libModules := corev1.VolumeMount{Name: "lib-modules", MountPath: "/lib/modules", ReadOnly: true}
+	// restricted is what both containers share: root for its capabilities, only those capabilities.
+	restricted := func(capability corev1.Capability) *corev1.SecurityContext {
+		return &corev1.SecurityContext{
+			RunAsUser:                ptr.To[int64](0),
+			Privileged:               ptr.To(false),
+			AllowPrivilegeEscalation: ptr.To(false),
+			ReadOnlyRootFilesystem:   ptr.To(true),
+			Capabilities: &corev1.Capabilities{
+				Add:  []corev1.Capability{capability},
+				Drop: []corev1.Capability{"ALL"},
+			},
+		}
+	}
 
 	env := []corev1.EnvVar{{
 		Name:      agentconfig.NodeNameEnv,
@@ -197,7 +221,7 @@ func RenderAgentDaemonSet(cfg AgentConfig) *appsv1.DaemonSet {
 				Spec: corev1.PodSpec{
 					ServiceAccountName: AgentServiceAccountName,
 					HostNetwork:        true,
-					DNSPolicy:          corev1.DNSClusterFirstWithHostNet,
+					DNSPolicy:          corev1.DNSDefault,
 					// The node's Services stop working without it: schedule it before, and evict it after,
 					// ordinary pods.
 					PriorityClassName: "system-node-critical",
@@ -205,6 +229,16 @@ func RenderAgentDaemonSet(cfg AgentConfig) *appsv1.DaemonSet {
 					Tolerations:     []corev1.Toleration{{Operator: corev1.TolerationOpExists}},
 					NodeSelector:    map[string]string{corev1.LabelOSStable: "linux"},
 					SecurityContext: &corev1.PodSecurityContext{SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}},
+					InitContainers: []corev1.Container{{
+						Name:                     AgentModulesInitContainerName,
+						Image:                    cfg.Image,
+						ImagePullPolicy:          cfg.ImagePullPolicy,
+						Command:                  []string{"/agent"},
+						Args:                     agentconfig.LoadModulesArgs(),
+						SecurityContext:          restricted("SYS_MODULE"),
+						VolumeMounts:             []corev1.VolumeMount{libModules},
+						TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+					}},
 					Containers: []corev1.Container{{
 						Name:            AgentContainerName,
 						Image:           cfg.Image,
@@ -236,19 +270,11 @@ func RenderAgentDaemonSet(cfg AgentConfig) *appsv1.DaemonSet {
 							corev1.ResourceCPU:    resource.MustParse("100m"),
 							corev1.ResourceMemory: resource.MustParse("128Mi"),
 						}},
-						SecurityContext: &corev1.SecurityContext{
-							RunAsUser:                ptr.To[int64](0),
-							Privileged:               ptr.To(false),
-							AllowPrivilegeEscalation: ptr.To(false),
-							ReadOnlyRootFilesystem:   ptr.To(true),
-							Capabilities: &corev1.Capabilities{
-								Add:  []corev1.Capability{"NET_ADMIN", "SYS_MODULE"},
-								Drop: []corev1.Capability{"ALL"},
-							},
-						},
+						SecurityContext: restricted("NET_ADMIN"),
 						VolumeMounts: []corev1.VolumeMount{
-							{Name: "lib-modules", MountPath: "/lib/modules", ReadOnly: true},
+							libModules, // modules.builtin, to tell a built-in module from a missing one
 							{Name: "host-proc-sys-net", MountPath: AgentSysctlRoot + "/net"},
+							{Name: "state", MountPath: AgentStateDir},
 						},
 						TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
 					}},
@@ -256,6 +282,7 @@ func RenderAgentDaemonSet(cfg AgentConfig) *appsv1.DaemonSet {
 						// No type check: hosts without loadable modules (everything built in) may lack it.
 						{Name: "lib-modules", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/lib/modules"}}},
 						{Name: "host-proc-sys-net", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/proc/sys/net", Type: &hostPathDirectory}}},
+						{Name: "state", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: AgentStateDir, Type: &hostPathDirectoryOrCreate}}},
 					},
 				},
 			},

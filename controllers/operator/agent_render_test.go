@@ -27,6 +27,7 @@ func customAgent() agentconfig.Config {
 	a := agentconfig.Default()
 	a.Interface, a.Scope, a.DefaultScheduler = "kube-ipvs1", agentconfig.ScopeAll, v1alpha1.SchedulerMaglevHashing
 	a.AuditPeriod, a.DriftCheckPeriod = 90*time.Second, 0
+	a.StrictARP = false // a false boolean must be rendered: its default is true
 	return a
 }
 
@@ -77,8 +78,10 @@ func TestRenderAgentDaemonSet(t *testing.T) {
 			cfg:  testAgentConfig(),
 			check: func(t *testing.T, ds *appsv1.DaemonSet) {
 				spec := ds.Spec.Template.Spec
-				if !spec.HostNetwork || spec.DNSPolicy != corev1.DNSClusterFirstWithHostNet {
-					t.Errorf("hostNetwork=%v dnsPolicy=%s, want true, ClusterFirstWithHostNet", spec.HostNetwork, spec.DNSPolicy)
+				// Default: the node's resolver. With scope all the agent programs the cluster DNS Service's
+				// ClusterIP itself, so it must never depend on it (ClusterFirstWithHostNet would).
+				if !spec.HostNetwork || spec.DNSPolicy != corev1.DNSDefault {
+					t.Errorf("hostNetwork=%v dnsPolicy=%s, want true, Default", spec.HostNetwork, spec.DNSPolicy)
 				}
 				if spec.ServiceAccountName != "ipvs-operator-agent" {
 					t.Errorf("serviceAccountName = %q", spec.ServiceAccountName)
@@ -116,6 +119,7 @@ func TestRenderAgentDaemonSet(t *testing.T) {
 					"--interface=ipvs0",
 					"--metrics-bind-address=:10271",
 					"--scope=labelled",
+					"--strict-arp=true",
 					"--sysctl-root=/host/proc/sys",
 					"--workers=4",
 				}
@@ -156,31 +160,53 @@ func TestRenderAgentDaemonSet(t *testing.T) {
 			name: "defaults: least privilege that still reaches the host's kernel",
 			cfg:  testAgentConfig(),
 			check: func(t *testing.T, ds *appsv1.DaemonSet) {
-				sc := agentContainer(t, ds).SecurityContext
-				if sc == nil || sc.RunAsUser == nil || *sc.RunAsUser != 0 {
-					t.Fatalf("securityContext = %+v, want runAsUser 0", sc)
+				spec := ds.Spec.Template.Spec
+				if len(spec.InitContainers) != 1 {
+					t.Fatalf("init containers = %d, want the module loader", len(spec.InitContainers))
 				}
-				if sc.Privileged == nil || *sc.Privileged {
-					t.Errorf("privileged = %v, want explicitly false", sc.Privileged)
+				init := spec.InitContainers[0]
+				if init.Name != AgentModulesInitContainerName || init.Image != agentContainer(t, ds).Image ||
+					!cmp.Equal(init.Command, []string{"/agent"}) || !cmp.Equal(init.Args, []string{"--load-kernel-modules"}) {
+					t.Errorf("init container %s runs %s %q %q, want the agent's image loading modules", init.Name, init.Image, init.Command, init.Args)
 				}
-				if sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation {
-					t.Errorf("allowPrivilegeEscalation = %v, want false", sc.AllowPrivilegeEscalation)
+				for _, c := range []struct {
+					name string
+					sc   *corev1.SecurityContext
+					caps []corev1.Capability
+				}{
+					// The long-running agent, reachable over the network, can never load a module.
+					{"agent", agentContainer(t, ds).SecurityContext, []corev1.Capability{"NET_ADMIN"}},
+					{"init", init.SecurityContext, []corev1.Capability{"SYS_MODULE"}},
+				} {
+					sc := c.sc
+					if sc == nil || sc.RunAsUser == nil || *sc.RunAsUser != 0 {
+						t.Fatalf("%s: securityContext = %+v, want runAsUser 0", c.name, sc)
+					}
+					if sc.Privileged == nil || *sc.Privileged {
+						t.Errorf("%s: privileged = %v, want explicitly false", c.name, sc.Privileged)
+					}
+					if sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation {
+						t.Errorf("%s: allowPrivilegeEscalation = %v, want false", c.name, sc.AllowPrivilegeEscalation)
+					}
+					if sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem {
+						t.Errorf("%s: readOnlyRootFilesystem = %v, want true", c.name, sc.ReadOnlyRootFilesystem)
+					}
+					want := &corev1.Capabilities{Add: c.caps, Drop: []corev1.Capability{"ALL"}}
+					if diff := cmp.Diff(want, sc.Capabilities); diff != "" {
+						t.Errorf("%s: capabilities (-want +got):\n%s", c.name, diff)
+					}
 				}
-				if sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem {
-					t.Errorf("readOnlyRootFilesystem = %v, want true", sc.ReadOnlyRootFilesystem)
-				}
-				want := &corev1.Capabilities{Add: []corev1.Capability{"NET_ADMIN", "SYS_MODULE"}, Drop: []corev1.Capability{"ALL"}}
-				if diff := cmp.Diff(want, sc.Capabilities); diff != "" {
-					t.Errorf("capabilities (-want +got):\n%s", diff)
-				}
-				pod := ds.Spec.Template.Spec.SecurityContext
+				pod := spec.SecurityContext
 				if pod == nil || pod.SeccompProfile == nil || pod.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
 					t.Errorf("pod securityContext = %+v, want RuntimeDefault seccomp", pod)
+				}
+				if diff := cmp.Diff([]corev1.VolumeMount{{Name: "lib-modules", MountPath: "/lib/modules", ReadOnly: true}}, init.VolumeMounts); diff != "" {
+					t.Errorf("init container mounts (-want +got):\n%s", diff)
 				}
 			},
 		},
 		{
-			name: "defaults: /lib/modules read-only, the host's /proc/sys/net writable",
+			name: "defaults: /lib/modules read-only, the host's /proc/sys/net and /run/ipvs-operator writable",
 			cfg:  testAgentConfig(),
 			check: func(t *testing.T, ds *appsv1.DaemonSet) {
 				mounts := map[string]corev1.VolumeMount{}
@@ -197,6 +223,7 @@ func TestRenderAgentDaemonSet(t *testing.T) {
 				}{
 					"lib-modules":       {"/lib/modules", "/lib/modules", true},
 					"host-proc-sys-net": {"/proc/sys/net", "/host/proc/sys/net", false},
+					"state":             {"/run/ipvs-operator", "/run/ipvs-operator", false},
 				} {
 					v, ok := vols[name]
 					if !ok || v.HostPath == nil || v.HostPath.Path != want.hostPath {
@@ -207,8 +234,8 @@ func TestRenderAgentDaemonSet(t *testing.T) {
 						t.Errorf("mount %s = %+v, want %s readOnly=%v", name, m, want.mountPath, want.readOnly)
 					}
 				}
-				if len(vols) != 2 || len(mounts) != 2 {
-					t.Errorf("volumes %v mounts %v, want exactly lib-modules and host-proc-sys-net", vols, mounts)
+				if len(vols) != 3 || len(mounts) != 3 {
+					t.Errorf("volumes %v mounts %v, want exactly lib-modules, host-proc-sys-net and state", vols, mounts)
 				}
 			},
 		},
@@ -232,6 +259,7 @@ func TestRenderAgentDaemonSet(t *testing.T) {
 					"--interface=kube-ipvs1",
 					"--metrics-bind-address=:19100",
 					"--scope=all",
+					"--strict-arp=false",
 					"--sysctl-root=/host/proc/sys",
 					"--workers=4",
 				}

@@ -1,6 +1,7 @@
 package fake
 
 import (
+	"cmp"
 	"fmt"
 	"maps"
 	"net/netip"
@@ -20,6 +21,7 @@ type Rules struct {
 	podCIDRs   []netip.Prefix
 	clusterIPs map[netip.Addr]bool
 	endpoints  map[netip.Addr]bool
+	ports      map[ipvs.ServiceKey]bool
 }
 
 var _ ipvs.Rules = (*Rules)(nil)
@@ -58,7 +60,7 @@ func (r *Rules) Ensure(podCIDRs []netip.Prefix) error {
 	slices.SortFunc(cidrs, func(a, b netip.Prefix) int { return a.Addr().Compare(b.Addr()) })
 	r.podCIDRs = slices.Compact(cidrs)
 	if !r.exists {
-		r.exists, r.clusterIPs, r.endpoints = true, map[netip.Addr]bool{}, map[netip.Addr]bool{}
+		r.exists, r.clusterIPs, r.endpoints, r.ports = true, map[netip.Addr]bool{}, map[netip.Addr]bool{}, map[ipvs.ServiceKey]bool{}
 	}
 	return nil
 }
@@ -79,6 +81,20 @@ func (r *Rules) Update(add, remove ipvs.RuleElements) error {
 				return fmt.Errorf("nftrules: invalid address %q: %w", a, unix.EINVAL)
 			}
 		}
+	}
+	for _, ks := range [][]ipvs.ServiceKey{add.Ports, remove.Ports} {
+		for _, k := range ks {
+			a := k.Address
+			if !a.IsValid() || a.Is4In6() || a.Zone() != "" || (k.Protocol != ipvs.TCP && k.Protocol != ipvs.UDP && k.Protocol != ipvs.SCTP) {
+				return fmt.Errorf("nftrules: invalid virtual server %q: %w", k, unix.EINVAL)
+			}
+		}
+	}
+	for _, k := range remove.Ports {
+		delete(r.ports, k)
+	}
+	for _, k := range add.Ports {
+		r.ports[k] = true
 	}
 	for _, a := range remove.ClusterIPs {
 		delete(r.clusterIPs, a)
@@ -105,7 +121,11 @@ func (r *Rules) Elements() (ipvs.RuleElements, error) {
 	if !r.exists {
 		return ipvs.RuleElements{}, noTable("list")
 	}
-	return ipvs.RuleElements{ClusterIPs: sortedKeys(r.clusterIPs), Endpoints: sortedKeys(r.endpoints)}, nil
+	ports := slices.Collect(maps.Keys(r.ports))
+	slices.SortFunc(ports, func(a, b ipvs.ServiceKey) int {
+		return cmp.Or(a.Address.Compare(b.Address), cmp.Compare(a.Port, b.Port), cmp.Compare(a.Protocol, b.Protocol))
+	})
+	return ipvs.RuleElements{ClusterIPs: sortedKeys(r.clusterIPs), Endpoints: sortedKeys(r.endpoints), Ports: ports}, nil
 }
 
 // Exists reports whether the table exists (counted, unlike TableExists).
@@ -125,7 +145,7 @@ func (r *Rules) Delete() error {
 	if err := r.rec.op(Delete); err != nil {
 		return err
 	}
-	r.exists, r.podCIDRs, r.clusterIPs, r.endpoints = false, nil, nil, nil
+	r.exists, r.podCIDRs, r.clusterIPs, r.endpoints, r.ports = false, nil, nil, nil, nil
 	return nil
 }
 

@@ -213,9 +213,11 @@ func TestLoadRequiredSplitsSchedulers(t *testing.T) {
 	}
 }
 
-func TestApplySysctls(t *testing.T) {
-	root := t.TempDir()
-	write := func(name, v string) {
+// sysctlTree is a fake /proc/sys with each name set to its value.
+func sysctlTree(t *testing.T, values map[string]string) (root string, read func(string) string, write func(string, string)) {
+	t.Helper()
+	root = t.TempDir()
+	write = func(name, v string) {
 		p := filepath.Join(root, strings.ReplaceAll(name, ".", "/"))
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 			t.Fatal(err)
@@ -224,39 +226,184 @@ func TestApplySysctls(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for _, s := range host.Settings {
-		write(s.Name, "0")
+	read = func(name string) string {
+		b, err := os.ReadFile(filepath.Join(root, strings.ReplaceAll(name, ".", "/")))
+		if err != nil {
+			return "<" + err.Error() + ">"
+		}
+		return strings.TrimSpace(string(b))
 	}
-	write("net.ipv4.ip_forward", "1") // already right: not reported
+	for n, v := range values {
+		write(n, v)
+	}
+	return root, read, write
+}
+
+func TestApplySysctls(t *testing.T) {
+	all := host.PlanSysctls(host.SysctlOptions{Kernel: host.KernelVersion{Major: 5, Minor: 4}, StrictARP: true, IPv6: true})
+	values := map[string]string{}
+	for _, s := range all {
+		values[s.Name] = "0"
+	}
+	values["net.ipv4.ip_forward"] = "1" // already right: not reported
+	values["net.ipv4.vs.conn_reuse_mode"] = "1"
+	root, read, write := sysctlTree(t, values)
 	s := host.Sysctl{Root: root}
-	changed, err := s.Apply()
+	changed, err := s.Apply(all)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(changed) != len(host.Settings)-1 || !slices.Contains(changed, "net.ipv4.vs.conntrack: 0 -> 1") {
+	if len(changed) != len(all)-1 || !slices.Contains(changed, "net.ipv4.vs.conntrack: 0 -> 1") {
 		t.Errorf("changed = %v", changed)
 	}
-	for _, st := range host.Settings {
-		b, _ := os.ReadFile(filepath.Join(root, strings.ReplaceAll(st.Name, ".", "/")))
-		if strings.TrimSpace(string(b)) != st.Value {
-			t.Errorf("%s = %q, want %s", st.Name, b, st.Value)
+	for _, st := range all {
+		if got := read(st.Name); got != st.Value {
+			t.Errorf("%s = %q, want %s", st.Name, got, st.Value)
 		}
 	}
-	if changed, err := s.Apply(); err != nil || len(changed) != 0 {
+	if changed, err := s.Apply(all); err != nil || len(changed) != 0 {
 		t.Errorf("second Apply = %v, %v; want nothing to change", changed, err)
 	}
 
-	// With IPv6 present, forwarding is set too; without ip_vs the vs settings fail with a hint.
-	write("net.ipv6.conf.all.forwarding", "0")
+	// Without ip_vs the vs settings fail with a hint, and the others are still written.
+	write("net.ipv4.conf.all.arp_ignore", "0")
 	if err := os.RemoveAll(filepath.Join(root, "net", "ipv4", "vs")); err != nil {
 		t.Fatal(err)
 	}
-	changed, err = s.Apply()
-	if !slices.Contains(changed, "net.ipv6.conf.all.forwarding: 0 -> 1") {
-		t.Errorf("changed = %v, want IPv6 forwarding", changed)
+	changed, err = s.Apply(all)
+	if !slices.Contains(changed, "net.ipv4.conf.all.arp_ignore: 0 -> 1") {
+		t.Errorf("changed = %v, want arp_ignore", changed)
 	}
 	if !errors.Is(err, fs.ErrNotExist) || !strings.Contains(err.Error(), "load ip_vs first") {
 		t.Errorf("err = %v, want missing net.ipv4.vs with a hint", err)
+	}
+}
+
+func TestParseKernelRelease(t *testing.T) {
+	tests := []struct {
+		release string
+		want    host.KernelVersion
+		wantErr bool
+	}{
+		{"6.1.0-56-amd64", host.KernelVersion{Major: 6, Minor: 1}, false},
+		{"5.4.0-1103-aws", host.KernelVersion{Major: 5, Minor: 4}, false},
+		{"4.19.91-27.al7.x86_64", host.KernelVersion{Major: 4, Minor: 19}, false},
+		{"5.8+", host.KernelVersion{Major: 5, Minor: 8}, false},
+		{"6.18", host.KernelVersion{Major: 6, Minor: 18}, false},
+		{"linux", host.KernelVersion{}, true},
+		{"x.1", host.KernelVersion{}, true},
+	}
+	for _, tt := range tests {
+		got, err := host.ParseKernelRelease(tt.release)
+		if (err != nil) != tt.wantErr || got != tt.want {
+			t.Errorf("ParseKernelRelease(%q) = %v, %v; want %v, error %v", tt.release, got, err, tt.want, tt.wantErr)
+		}
+	}
+}
+
+// TestPlanSysctls is kube-proxy's decision for conn_reuse_mode by kernel version, IPv6 forwarding only for a
+// node that serves IPv6, and strict ARP as a setting.
+func TestPlanSysctls(t *testing.T) {
+	base := []string{"net.ipv4.vs.conntrack=1", "net.ipv4.vs.expire_nodest_conn=1", "net.ipv4.vs.expire_quiescent_template=1", "net.ipv4.ip_forward=1"}
+	arp := []string{"net.ipv4.conf.all.arp_ignore=1", "net.ipv4.conf.all.arp_announce=2"}
+	reuse := []string{"net.ipv4.vs.conn_reuse_mode=0"}
+	v6 := []string{"net.ipv6.conf.all.forwarding=1"}
+	join := func(parts ...[]string) []string { return slices.Concat(parts...) }
+	tests := []struct {
+		name string
+		o    host.SysctlOptions
+		want []string
+	}{
+		{"4.0: conn_reuse_mode does not exist yet", host.SysctlOptions{Kernel: host.KernelVersion{Major: 4, Minor: 0}, StrictARP: true}, join(base, arp)},
+		{"4.1: first kernel with the sysctl", host.SysctlOptions{Kernel: host.KernelVersion{Major: 4, Minor: 1}, StrictARP: true}, join(base, reuse, arp)},
+		{"4.19", host.SysctlOptions{Kernel: host.KernelVersion{Major: 4, Minor: 19}, StrictARP: true}, join(base, reuse, arp)},
+		{"5.4 dual-stack", host.SysctlOptions{Kernel: host.KernelVersion{Major: 5, Minor: 4}, StrictARP: true, IPv6: true}, join(base, reuse, arp, v6)},
+		{"5.8: last kernel with the stall", host.SysctlOptions{Kernel: host.KernelVersion{Major: 5, Minor: 8}, StrictARP: true}, join(base, reuse, arp)},
+		{"5.9: fixed, left alone", host.SysctlOptions{Kernel: host.KernelVersion{Major: 5, Minor: 9}, StrictARP: true}, join(base, arp)},
+		{"6.1 IPv4-only: no IPv6 forwarding", host.SysctlOptions{Kernel: host.KernelVersion{Major: 6, Minor: 1}, StrictARP: true}, join(base, arp)},
+		{"6.1 IPv6", host.SysctlOptions{Kernel: host.KernelVersion{Major: 6, Minor: 1}, StrictARP: true, IPv6: true}, join(base, arp, v6)},
+		{"6.12 strict ARP off", host.SysctlOptions{Kernel: host.KernelVersion{Major: 6, Minor: 12}}, base},
+		{"3.10 strict ARP off, IPv6", host.SysctlOptions{Kernel: host.KernelVersion{Major: 3, Minor: 10}, IPv6: true}, join(base, v6)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got []string
+			for _, s := range host.PlanSysctls(tt.o) {
+				got = append(got, s.Name+"="+s.Value)
+			}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("PlanSysctls(%+v) =\n %v\nwant\n %v", tt.o, got, tt.want)
+			}
+		})
+	}
+}
+
+// TestRestoreSysctls: the first Apply records the node's values, a restarted agent's Apply keeps that
+// record, and Restore puts back what still holds the agent's value, never forwarding, then forgets.
+func TestRestoreSysctls(t *testing.T) {
+	plan := host.PlanSysctls(host.SysctlOptions{Kernel: host.KernelVersion{Major: 5, Minor: 4}, StrictARP: true})
+	root, read, write := sysctlTree(t, map[string]string{
+		"net.ipv4.vs.conntrack": "0", "net.ipv4.vs.expire_nodest_conn": "0", "net.ipv4.vs.expire_quiescent_template": "0",
+		"net.ipv4.vs.conn_reuse_mode": "1", "net.ipv4.ip_forward": "0",
+		"net.ipv4.conf.all.arp_ignore": "0", "net.ipv4.conf.all.arp_announce": "1",
+	})
+	s := host.Sysctl{Root: root, StateFile: filepath.Join(t.TempDir(), "run", "state.json")}
+	if _, err := s.Apply(plan); err != nil {
+		t.Fatal(err)
+	}
+	// A restart: everything already holds the agent's values, and the record must survive.
+	if changed, err := s.Apply(plan); err != nil || len(changed) != 0 {
+		t.Fatalf("second Apply = %v, %v", changed, err)
+	}
+	write("net.ipv4.conf.all.arp_announce", "0") // an administrator's change since
+	report, err := s.Restore()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{
+		"net.ipv4.vs.conntrack": "0", "net.ipv4.vs.expire_nodest_conn": "0", "net.ipv4.vs.expire_quiescent_template": "0",
+		"net.ipv4.vs.conn_reuse_mode": "1", "net.ipv4.conf.all.arp_ignore": "0",
+		"net.ipv4.conf.all.arp_announce": "0", // theirs: left
+		"net.ipv4.ip_forward":            "1", // the pod network needs it: never restored
+	}
+	for name, v := range want {
+		if got := read(name); got != v {
+			t.Errorf("after Restore %s = %s, want %s", name, got, v)
+		}
+	}
+	if !slices.Contains(report, "restored sysctl net.ipv4.vs.conntrack: 1 -> 0") ||
+		!slices.ContainsFunc(report, func(l string) bool { return strings.HasPrefix(l, "sysctl net.ipv4.conf.all.arp_announce left at 0") }) {
+		t.Errorf("report = %q", report)
+	}
+	if _, err := os.Stat(s.StateFile); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("state file after Restore: %v, want it removed", err)
+	}
+	if report, err := s.Restore(); err != nil || len(report) != 0 {
+		t.Errorf("second Restore = %q, %v; want nothing", report, err)
+	}
+}
+
+func TestCheckRequired(t *testing.T) {
+	l, order := modulesTree(t, map[string]string{
+		"modules.dep":     debianDep,
+		"modules.builtin": "kernel/net/netfilter/nf_tables.ko\nkernel/net/netfilter/nft_ct.ko\n",
+	}, "ip_vs", "ip_vs_rr", "ip_vs_wrr", "ip_vs_lc", "ip_vs_wlc", "ip_vs_sh", "ip_vs_dh", "ip_vs_mh", "ip_vs_sed",
+		"nf_conntrack", "dummy", "nft_masq", "nft_nat", "nft_chain_nat", "nft_reject_inet")
+	missing, err := l.CheckRequired()
+	if !reflect.DeepEqual(missing, []string{"ip_vs_nq"}) {
+		t.Errorf("missing schedulers = %v", missing)
+	}
+	var me *host.ModuleError
+	if !errors.As(err, &me) || !reflect.DeepEqual(me.Modules(), []string{"nft_fib_inet"}) || !errors.Is(err, host.ErrNotLoaded) {
+		t.Errorf("err = %v, want nft_fib_inet not loaded (nf_tables and nft_ct are built in)", err)
+	}
+	if len(*order) != 0 {
+		t.Errorf("a check loaded %v", *order)
+	}
+	// Without a module tree, a module /sys/module does not show may be built in: said so, not guessed.
+	l.ModulesDir = filepath.Join(t.TempDir(), "none")
+	if _, err := l.CheckRequired(); !errors.Is(err, host.ErrNoModuleTree) {
+		t.Errorf("without a tree: %v, want ErrNoModuleTree", err)
 	}
 }
 

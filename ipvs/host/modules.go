@@ -37,6 +37,8 @@ type ModuleError struct {
 	Failed map[string]error
 	// noTree is set when every failure is the same unreadable module tree: said once, not per module.
 	noTree error
+	// checked is set for Check's result: nothing was loaded, the modules are only absent.
+	checked bool
 }
 
 // Error implements error.
@@ -47,6 +49,9 @@ func (e *ModuleError) Error() string {
 	var parts []string
 	for _, name := range e.Modules() {
 		parts = append(parts, e.Failed[name].Error())
+	}
+	if e.checked {
+		return "host: kernel modules neither loaded nor built in: " + strings.Join(parts, "; ")
 	}
 	return "host: cannot load kernel modules: " + strings.Join(parts, "; ")
 }
@@ -103,12 +108,56 @@ func LoadRequiredModules() (missingSchedulers []string, err error) {
 
 // LoadRequired is LoadRequiredModules with this Loader.
 func (l *Loader) LoadRequired() (missingSchedulers []string, err error) {
-	err = l.Load(RequiredModules...)
+	return splitSchedulers(l.Load(RequiredModules...))
+}
+
+// ErrNotLoaded is the cause of a module that a check found neither loaded nor built in.
+var ErrNotLoaded = errors.New("not loaded")
+
+// CheckRequired is LoadRequired without loading anything: what a process without CAP_SYS_MODULE can know.
+// A module counts as present when /sys/module shows it or modules.builtin lists it. Schedulers that are
+// absent are returned as missing (a warning); any other absent module is in the error, a *ModuleError
+// whose causes wrap ErrNotLoaded, or ErrNoModuleTree when modules.builtin could not be read (a built-in
+// module without parameters cannot be told from a missing one then).
+func (l *Loader) CheckRequired() (missingSchedulers []string, err error) {
+	return splitSchedulers(l.Check(RequiredModules...))
+}
+
+// Check reports the modules among names that are neither loaded nor built in. Equivalent to:
+// `grep -qw NAME /proc/modules || grep -q /NAME.ko /lib/modules/$(uname -r)/modules.builtin`.
+func (l *Loader) Check(names ...string) error {
+	tree, treeErr := l.readTree()
+	if treeErr != nil {
+		treeErr = fmt.Errorf("%w to tell built-in modules from missing ones: %w", ErrNoModuleTree, treeErr)
+	}
+	failed := map[string]error{}
+	for _, name := range names {
+		name = normalize(name)
+		switch {
+		case l.loaded(name):
+		case treeErr != nil:
+			failed[name] = fmt.Errorf("module %s: %w", name, treeErr)
+		case tree.builtin[name]:
+		default:
+			failed[name] = fmt.Errorf("module %s: %w", name, ErrNotLoaded)
+		}
+	}
+	if len(failed) == 0 {
+		return nil
+	}
+	if treeErr != nil {
+		return &ModuleError{Failed: failed, noTree: treeErr, checked: true}
+	}
+	return &ModuleError{Failed: failed, checked: true}
+}
+
+// splitSchedulers separates missing schedulers (a warning) from the other failures in a *ModuleError.
+func splitSchedulers(err error) (missingSchedulers []string, _ error) {
 	var me *ModuleError
 	if !errors.As(err, &me) {
 		return nil, err
 	}
-	fatal := &ModuleError{Failed: map[string]error{}, noTree: me.noTree}
+	fatal := &ModuleError{Failed: map[string]error{}, noTree: me.noTree, checked: me.checked}
 	for name, cause := range me.Failed {
 		if slices.Contains(Schedulers, name) {
 			missingSchedulers = append(missingSchedulers, name)

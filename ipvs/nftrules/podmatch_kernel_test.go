@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"runtime"
@@ -82,7 +83,10 @@ func TestGuardAgainstKernel(t *testing.T) {
 			if err := tb.Ensure(prefixes(m.cidrs...)); err != nil {
 				t.Fatal(err)
 			}
-			if err := tb.Update(ipvs.RuleElements{ClusterIPs: addrs(guardVIP)}, ipvs.RuleElements{}); err != nil {
+			// The Service's port is open (the port filter); the guard alone decides who may use it.
+			vip := netip.MustParseAddr(guardVIP)
+			open := ipvs.RuleElements{ClusterIPs: []netip.Addr{vip}, Ports: []ipvs.ServiceKey{{Address: vip, Protocol: ipvs.TCP, Port: 80}}}
+			if err := tb.Update(open, ipvs.RuleElements{}); err != nil {
 				t.Fatal(err)
 			}
 

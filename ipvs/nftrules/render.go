@@ -1,8 +1,10 @@
 package nftrules
 
 import (
+	"bytes"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/ipvs-operator/ipvs-operator/ipvs"
@@ -27,6 +29,7 @@ func Render(podCIDRs []netip.Prefix, elements ipvs.RuleElements, opts ...Option)
 	cidr4, cidr6, _ := splitRanges(valid)
 	c4, c6 := validAddrs(elements.ClusterIPs)
 	e4, e6 := validAddrs(elements.Endpoints)
+	p4, p6 := validPorts(elements.Ports)
 
 	var b strings.Builder
 	b.WriteString("table inet " + TableName + " {\n")
@@ -45,6 +48,10 @@ func Render(podCIDRs []netip.Prefix, elements ipvs.RuleElements, opts ...Option)
 			items = rangeStrings(cidr4)
 		case SetPodCIDRs6:
 			items = rangeStrings(cidr6)
+		case SetPorts4:
+			items = portStrings(p4)
+		case SetPorts6:
+			items = portStrings(p6)
 		}
 		b.WriteString("\tset " + d.name + " {\n")
 		b.WriteString("\t\ttype " + d.typ + "\n")
@@ -99,6 +106,40 @@ func validAddrs(addrs []netip.Addr) (v4, v6 []netip.Addr) {
 	}
 	v4, v6, _ = splitAddrs(append(v4, v6...)) // sort and deduplicate
 	return v4, v6
+}
+
+func validPorts(keys []ipvs.ServiceKey) (v4, v6 []ipvs.ServiceKey) {
+	var valid []ipvs.ServiceKey
+	for _, k := range keys {
+		if _, _, err := splitPorts([]ipvs.ServiceKey{k}); err == nil {
+			valid = append(valid, k)
+		}
+	}
+	v4, v6, _ = splitPorts(valid)
+	return v4, v6
+}
+
+// portStrings prints (address . protocol . port) elements in the order nft lists them. nft sorts a
+// concatenation's elements as one integer read from its key in host byte order, little-endian here, so the
+// last key byte weighs most: the port's low byte, then its high byte, then the protocol, then the address
+// from its last byte back.
+func portStrings(keys []ipvs.ServiceKey) []string {
+	type item struct {
+		rev []byte
+		s   string
+	}
+	items := make([]item, 0, len(keys))
+	for i, key := range portKeys(keys) {
+		slices.Reverse(key)
+		k := keys[i]
+		items = append(items, item{rev: key, s: k.Address.String() + " . " + strings.ToLower(k.Protocol.String()) + " . " + strconv.Itoa(int(k.Port))})
+	}
+	slices.SortFunc(items, func(a, b item) int { return bytes.Compare(a.rev, b.rev) })
+	out := make([]string, 0, len(items))
+	for _, it := range items {
+		out = append(out, it.s)
+	}
+	return out
 }
 
 func addrStrings(addrs []netip.Addr, pair bool) []string {

@@ -23,6 +23,11 @@ func TestRenderGolden(t *testing.T) {
 			el: ipvs.RuleElements{
 				ClusterIPs: []netip.Addr{netip.MustParseAddr("10.96.0.10"), netip.MustParseAddr("10.96.0.1"), netip.MustParseAddr("fd00::a"), netip.MustParseAddr("10.96.0.1")},
 				Endpoints:  []netip.Addr{netip.MustParseAddr("10.244.2.3"), netip.MustParseAddr("10.244.1.2"), netip.MustParseAddr("fd00:10:244::5")},
+				Ports: []ipvs.ServiceKey{
+					key("10.96.0.10", ipvs.UDP, 53), key("10.96.0.10", ipvs.TCP, 53), key("10.96.0.10", ipvs.TCP, 9153),
+					key("10.96.0.1", ipvs.TCP, 443), key("10.96.0.1", ipvs.TCP, 443),
+					key("fd00::a", ipvs.TCP, 80), key("fd00::a", ipvs.SCTP, 80), key("fd00::a", ipvs.UDP, 5353),
+				},
 			},
 		},
 		{
@@ -41,7 +46,11 @@ func TestRenderGolden(t *testing.T) {
 			// Invalid input is left out, as Ensure and Update refuse it.
 			name:  "invalid-left-out",
 			cidrs: []string{"10.244.0.0/16"},
-			el:    ipvs.RuleElements{ClusterIPs: []netip.Addr{{}, netip.MustParseAddr("10.96.0.10")}},
+			el: ipvs.RuleElements{
+				ClusterIPs: []netip.Addr{{}, netip.MustParseAddr("10.96.0.10")},
+				// Only TCP, UDP and SCTP virtual servers exist; an invalid address is refused too.
+				Ports: []ipvs.ServiceKey{key("10.96.0.10", ipvs.Protocol(1), 0), {Protocol: ipvs.TCP, Port: 80}, key("10.96.0.10", ipvs.TCP, 80)},
+			},
 		},
 	}
 	for _, tt := range tests {
@@ -55,6 +64,40 @@ func TestRenderGolden(t *testing.T) {
 			}
 			golden.Check(t, filepath.Join("testdata", "render-"+tt.name+".golden"), []byte(Render(cidrs, tt.el, tt.opts...)))
 		})
+	}
+}
+
+func key(addr string, p ipvs.Protocol, port uint16) ipvs.ServiceKey {
+	return ipvs.ServiceKey{Address: netip.MustParseAddr(addr), Protocol: p, Port: port}
+}
+
+// TestPortKeys: the set key layout nft uses for (address . inet_proto . inet_service), as
+// `nft --debug=netlink` prints it, and back.
+func TestPortKeys(t *testing.T) {
+	tests := []struct {
+		key  ipvs.ServiceKey
+		want []byte
+	}{
+		{key("10.96.0.10", ipvs.TCP, 80), []byte{10, 96, 0, 10, 6, 0, 0, 0, 0, 80, 0, 0}},
+		{key("10.96.0.1", ipvs.SCTP, 443), []byte{10, 96, 0, 1, 132, 0, 0, 0, 0x01, 0xbb, 0, 0}},
+		{key("fd00::a", ipvs.UDP, 53), []byte{0xfd, 15: 0x0a, 16: 17, 21: 53, 23: 0}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.key.String(), func(t *testing.T) {
+			got := portKeys([]ipvs.ServiceKey{tt.key})[0]
+			if string(got) != string(tt.want) {
+				t.Fatalf("portKeys = % x, want % x", got, tt.want)
+			}
+			back, ok := parsePortKey(got)
+			if !ok || back != tt.key {
+				t.Errorf("parsePortKey = %v, %v; want %v", back, ok, tt.key)
+			}
+		})
+	}
+	for _, bad := range [][]byte{nil, make([]byte, 13), {10, 96, 0, 10, 1, 0, 0, 0, 0, 80, 0, 0}, {10, 96, 0, 10, 6, 1, 0, 0, 0, 80, 0, 0}} {
+		if k, ok := parsePortKey(bad); ok {
+			t.Errorf("parsePortKey(% x) = %v, want not ok", bad, k)
+		}
 	}
 }
 
@@ -125,5 +168,31 @@ func TestElementOpsChunks(t *testing.T) {
 	}
 	if k := ops[2].elems[0].Key; len(k) != 32 {
 		t.Errorf("loop6 key has %d bytes, want 32 (endpoint . endpoint)", len(k))
+	}
+}
+
+// TestElementOpsOrder: a ClusterIP is added before its ports and removed after them, so an update split
+// into batches never leaves a ClusterIP in the set without its ports' filter.
+func TestElementOpsOrder(t *testing.T) {
+	el := ipvs.RuleElements{
+		ClusterIPs: []netip.Addr{netip.MustParseAddr("10.96.0.10"), netip.MustParseAddr("fd00::a")},
+		Ports:      []ipvs.ServiceKey{key("10.96.0.10", ipvs.TCP, 80), key("fd00::a", ipvs.UDP, 53)},
+	}
+	ops, err := elementOps(el, el)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make([]string, 0, len(ops))
+	for _, op := range ops {
+		verb := "add"
+		if op.remove {
+			verb = "remove"
+		}
+		got = append(got, verb+" "+op.set)
+	}
+	want := []string{"remove clusterports4", "remove clusterports6", "remove clusterips4", "remove clusterips6",
+		"add clusterips4", "add clusterips6", "add clusterports4", "add clusterports6"}
+	if !equal(got, want) {
+		t.Errorf("ops %v, want %v", got, want)
 	}
 }

@@ -1,6 +1,7 @@
 package nftrules
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -182,18 +183,29 @@ func elementOps(add, remove ipvs.RuleElements) ([]setOp, error) {
 		if err != nil {
 			return nil, err
 		}
-		for _, s := range []struct {
-			name  string
-			addrs []netip.Addr
-			pair  bool
-		}{{SetClusterIPs4, c4, false}, {SetClusterIPs6, c6, false}, {SetLoop4, e4, true}, {SetLoop6, e6, true}} {
-			els := make([]nftables.SetElement, 0, len(s.addrs))
-			for _, a := range s.addrs {
-				key := a.AsSlice()
-				if s.pair {
-					key = append(key, key...)
-				}
-				els = append(els, nftables.SetElement{Key: key})
+		p4, p6, err := splitPorts(step.els.Ports)
+		if err != nil {
+			return nil, err
+		}
+		type setKeys struct {
+			name string
+			keys [][]byte
+		}
+		// An update too large for one batch is seen half-done: ClusterIPs are added before their ports and
+		// removed after them, so a ClusterIP in the set never lacks its ports' filter (its new connections
+		// are refused meanwhile, never passed to the node).
+		ports := []setKeys{{SetPorts4, portKeys(p4)}, {SetPorts6, portKeys(p6)}}
+		order := append([]setKeys{
+			{SetClusterIPs4, addrKeys(c4, false)}, {SetClusterIPs6, addrKeys(c6, false)},
+			{SetLoop4, addrKeys(e4, true)}, {SetLoop6, addrKeys(e6, true)},
+		}, ports...)
+		if step.remove {
+			order = append(ports, order[:4]...)
+		}
+		for _, s := range order {
+			els := make([]nftables.SetElement, 0, len(s.keys))
+			for _, k := range s.keys {
+				els = append(els, nftables.SetElement{Key: k})
 			}
 			for len(els) > 0 {
 				n := min(len(els), maxElemsPerBatch)
@@ -205,13 +217,56 @@ func elementOps(add, remove ipvs.RuleElements) ([]setOp, error) {
 	return ops, nil
 }
 
-// Elements reads back the ClusterIP and endpoint elements, each list sorted (IPv4 first).
+// addrKeys encodes addresses as set keys: the address, or (address . address) for the loop sets.
+func addrKeys(addrs []netip.Addr, pair bool) [][]byte {
+	out := make([][]byte, 0, len(addrs))
+	for _, a := range addrs {
+		key := a.AsSlice()
+		if pair {
+			key = append(key, key...)
+		}
+		out = append(out, key)
+	}
+	return out
+}
+
+// portKeys encodes virtual server keys as (address . inet_proto . inet_service) keys: in a concatenation
+// every field takes a multiple of four bytes, the protocol's one byte and the port's two (network order)
+// padded with zeros after them.
+func portKeys(keys []ipvs.ServiceKey) [][]byte {
+	out := make([][]byte, 0, len(keys))
+	for _, k := range keys {
+		key := k.Address.AsSlice()
+		key = append(key, byte(k.Protocol), 0, 0, 0, byte(k.Port>>8), byte(k.Port), 0, 0)
+		out = append(out, key)
+	}
+	return out
+}
+
+// parsePortKey is portKeys' inverse; ok is false for a key this agent would not have written.
+func parsePortKey(key []byte) (k ipvs.ServiceKey, ok bool) {
+	n := len(key) - 8
+	if n != 4 && n != 16 {
+		return k, false
+	}
+	a, _ := netip.AddrFromSlice(key[:n])
+	t := key[n:]
+	if t[1]|t[2]|t[3]|t[6]|t[7] != 0 {
+		return k, false
+	}
+	k = ipvs.ServiceKey{Address: a, Protocol: ipvs.Protocol(t[0]), Port: uint16(t[4])<<8 | uint16(t[5])}
+	return k, validProtocol(k.Protocol)
+}
+
+func validProtocol(p ipvs.Protocol) bool { return p == ipvs.TCP || p == ipvs.UDP || p == ipvs.SCTP }
+
+// Elements reads back the ClusterIP, endpoint and port elements, each list sorted (IPv4 first).
 // Equivalent to: `nft list set inet ipvs-operator clusterips4` and the other element sets.
 func (t *Table) Elements() (ipvs.RuleElements, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	var out ipvs.RuleElements
-	for _, name := range []string{SetClusterIPs4, SetClusterIPs6, SetLoop4, SetLoop6} {
+	for _, name := range []string{SetClusterIPs4, SetClusterIPs6, SetLoop4, SetLoop6, SetPorts4, SetPorts6} {
 		els, err := t.conn.GetSetElements(&nftables.Set{Table: t.table, Name: name})
 		if err != nil {
 			if !t.exists() {
@@ -225,6 +280,10 @@ func (t *Table) Elements() (ipvs.RuleElements, error) {
 				if a, ok := netip.AddrFromSlice(e.Key); ok {
 					out.ClusterIPs = append(out.ClusterIPs, a)
 				}
+			case SetPorts4, SetPorts6:
+				if k, ok := parsePortKey(e.Key); ok {
+					out.Ports = append(out.Ports, k)
+				}
 			default:
 				// Only well-formed (ep . ep) pairs are ours to report.
 				h := len(e.Key) / 2
@@ -236,6 +295,7 @@ func (t *Table) Elements() (ipvs.RuleElements, error) {
 	}
 	slices.SortFunc(out.ClusterIPs, netip.Addr.Compare)
 	slices.SortFunc(out.Endpoints, netip.Addr.Compare)
+	slices.SortFunc(out.Ports, compareKeys)
 	return out, nil
 }
 
@@ -299,4 +359,33 @@ func splitAddrs(addrs []netip.Addr) (v4, v6 []netip.Addr, err error) {
 	slices.SortFunc(v4, netip.Addr.Compare)
 	slices.SortFunc(v6, netip.Addr.Compare)
 	return slices.Compact(v4), slices.Compact(v6), nil
+}
+
+// splitPorts validates virtual server keys and splits them by family, sorted and without duplicates.
+func splitPorts(keys []ipvs.ServiceKey) (v4, v6 []ipvs.ServiceKey, err error) {
+	for _, k := range keys {
+		a := k.Address
+		switch {
+		case !a.IsValid() || a.Is4In6() || a.Zone() != "" || !validProtocol(k.Protocol):
+			return nil, nil, fmt.Errorf("nftrules: invalid virtual server %q: %w", k, unix.EINVAL)
+		case a.Is4():
+			v4 = append(v4, k)
+		default:
+			v6 = append(v6, k)
+		}
+	}
+	slices.SortFunc(v4, compareKeys)
+	slices.SortFunc(v6, compareKeys)
+	return slices.Compact(v4), slices.Compact(v6), nil
+}
+
+// compareKeys orders virtual server keys by address, port, then protocol.
+func compareKeys(a, b ipvs.ServiceKey) int {
+	if c := a.Address.Compare(b.Address); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(a.Port, b.Port); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.Protocol, b.Protocol)
 }

@@ -99,6 +99,10 @@ func addrs(s ...string) []netip.Addr {
 	return out
 }
 
+func svcKey(addr string, p ipvs.Protocol, port uint16) ipvs.ServiceKey {
+	return ipvs.ServiceKey{Address: netip.MustParseAddr(addr), Protocol: p, Port: port}
+}
+
 func prefixes(s ...string) []netip.Prefix {
 	out := make([]netip.Prefix, 0, len(s))
 	for _, p := range s {
@@ -116,9 +120,15 @@ func TestTableAgainstKernel(t *testing.T) {
 	want := ipvs.RuleElements{
 		ClusterIPs: addrs("10.96.0.1", "10.96.0.10", "10.96.0.11", "192.168.0.1", "fd00::1", "fd00::10"),
 		Endpoints:  addrs("10.244.1.2", "10.244.2.3", "10.244.2.4", "fd00:10:244::2", "fd00:10:244::3"),
+		Ports: []ipvs.ServiceKey{
+			svcKey("10.96.0.1", ipvs.TCP, 443), svcKey("10.96.0.10", ipvs.TCP, 53), svcKey("10.96.0.10", ipvs.UDP, 53),
+			svcKey("10.96.0.10", ipvs.TCP, 9153), svcKey("10.96.0.11", ipvs.SCTP, 9999), svcKey("192.168.0.1", ipvs.TCP, 65535),
+			svcKey("fd00::1", ipvs.UDP, 53), svcKey("fd00::10", ipvs.TCP, 80), svcKey("fd00::10", ipvs.SCTP, 80),
+		},
 	}
 	// Removing absent elements in the same update is not an error.
-	if err := tb.Update(want, ipvs.RuleElements{ClusterIPs: addrs("10.96.9.9"), Endpoints: addrs("fd00::99")}); err != nil {
+	absent := ipvs.RuleElements{ClusterIPs: addrs("10.96.9.9"), Endpoints: addrs("fd00::99"), Ports: []ipvs.ServiceKey{svcKey("10.96.9.9", ipvs.TCP, 1)}}
+	if err := tb.Update(want, absent); err != nil {
 		t.Fatal(err)
 	}
 	check := func(step string, want ipvs.RuleElements) {
@@ -142,13 +152,18 @@ func TestTableAgainstKernel(t *testing.T) {
 	}
 	check("after second Ensure", want)
 
-	remove := ipvs.RuleElements{ClusterIPs: addrs("10.96.0.11", "fd00::1"), Endpoints: addrs("10.244.2.4")}
+	remove := ipvs.RuleElements{ClusterIPs: addrs("10.96.0.11", "fd00::1"), Endpoints: addrs("10.244.2.4"),
+		Ports: []ipvs.ServiceKey{svcKey("10.96.0.11", ipvs.SCTP, 9999), svcKey("10.96.0.10", ipvs.UDP, 53), svcKey("fd00::1", ipvs.UDP, 53)}}
 	if err := tb.Update(ipvs.RuleElements{}, remove); err != nil {
 		t.Fatal(err)
 	}
 	want = ipvs.RuleElements{
 		ClusterIPs: addrs("10.96.0.1", "10.96.0.10", "192.168.0.1", "fd00::10"),
 		Endpoints:  addrs("10.244.1.2", "10.244.2.3", "fd00:10:244::2", "fd00:10:244::3"),
+		Ports: []ipvs.ServiceKey{
+			svcKey("10.96.0.1", ipvs.TCP, 443), svcKey("10.96.0.10", ipvs.TCP, 53), svcKey("10.96.0.10", ipvs.TCP, 9153),
+			svcKey("192.168.0.1", ipvs.TCP, 65535), svcKey("fd00::10", ipvs.TCP, 80), svcKey("fd00::10", ipvs.SCTP, 80),
+		},
 	}
 	check("after removal", want)
 
@@ -233,6 +248,9 @@ func TestInvalidInput(t *testing.T) {
 	}
 	if err := tb.Update(ipvs.RuleElements{ClusterIPs: []netip.Addr{{}}}, ipvs.RuleElements{}); !errors.Is(err, unix.EINVAL) {
 		t.Errorf("Update(invalid address) = %v, want EINVAL", err)
+	}
+	if err := tb.Update(ipvs.RuleElements{Ports: []ipvs.ServiceKey{svcKey("10.96.0.1", ipvs.Protocol(1), 0)}}, ipvs.RuleElements{}); !errors.Is(err, unix.EINVAL) {
+		t.Errorf("Update(ICMP virtual server) = %v, want EINVAL", err)
 	}
 }
 

@@ -23,15 +23,19 @@ type Plan struct {
 // Compute diffs one Service's desired state against what the kernel holds for it. Ops come in this order,
 // so that no packet meets a half-built virtual server and no desired endpoint loses traffic to a removal:
 //
-//  1. bind new VIPs (IPVS only sees packets for addresses the node accepts);
-//  2. add virtual servers, and update the scheduler or persistence of existing ones in place;
-//  3. add new real servers and restore the weight of desired ones (including ones draining or adopted at
+//  1. add virtual servers, and update the scheduler or persistence of existing ones in place (IPVS takes a
+//     virtual server on an address the node does not hold yet);
+//  2. add new real servers and restore the weight of desired ones (including ones draining or adopted at
 //     weight 0);
+//  3. bind new VIPs: only now does the node accept packets for them, and only VIPs with at least one
+//     desired virtual server are bound. A bound VIP passes the packets IPVS does not take to the local
+//     stack (the nftables port filter refuses new ones), so a VIP whose virtual servers all failed to be
+//     created, or that has none, must not be bound (the caller holds back a bind whose AddService failed);
 //  4. retire real servers that are no longer desired: TCP ones with connections go to weight 0 first and are
 //     deleted once their connections are gone or their drain deadline (DrainingSince + timeout) has passed
 //     at now; UDP and SCTP ones, ones without connections, and any when the timeout is 0 are deleted at once;
 //  5. delete virtual servers whose port went away (with their real servers);
-//  6. unbind VIPs that are no longer desired.
+//  6. unbind VIPs that are no longer desired, or no longer have a desired virtual server.
 //
 // Within a phase, ops follow want's order (Desired keeps it sorted) and then the sorted observed keys, so
 // the same input always gives the same plan. Connection counts are taken from have as given: the caller
@@ -41,10 +45,10 @@ func Compute(want Desired, have Observed, now time.Time) Plan {
 		binds, services, adds, retires, unbinds []Op
 		recheck                                 time.Time
 	)
-	wantVIPs := sets.New(want.VIPs...)
+	wantVIPs := BindableVIPs(want)
 	haveVIPs := sets.New(have.VIPs...)
 	for _, v := range want.VIPs {
-		if !haveVIPs.Has(v) {
+		if wantVIPs.Has(v) && !haveVIPs.Has(v) {
 			binds = append(binds, Op{Kind: BindVIP, VIP: v})
 			haveVIPs.Insert(v) // a duplicate in want binds once
 		}
@@ -115,10 +119,19 @@ func Compute(want Desired, have Observed, now time.Time) Plan {
 	}
 
 	ops := make([]Op, 0, len(binds)+len(services)+len(adds)+len(retires)+len(deletes)+len(unbinds))
-	for _, phase := range [][]Op{binds, services, adds, retires, deletes, unbinds} {
+	for _, phase := range [][]Op{services, adds, binds, retires, deletes, unbinds} {
 		ops = append(ops, phase...)
 	}
 	return Plan{Ops: ops, RecheckAt: recheck}
+}
+
+// BindableVIPs are the desired VIPs that have at least one desired virtual server: the only ones bound.
+func BindableVIPs(want Desired) sets.Set[netip.Addr] {
+	out := sets.New[netip.Addr]()
+	for _, sv := range want.Servers {
+		out.Insert(sv.Address)
+	}
+	return out.Intersection(sets.New(want.VIPs...))
 }
 
 // retire decides what happens to a real server that is no longer desired: an op (Kind 0 for none: it keeps

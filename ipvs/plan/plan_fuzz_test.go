@@ -267,7 +267,7 @@ func checkSafe(t *testing.T, want Desired, ops []Op) {
 		k, dk := op.Service.ServiceKey, op.Destination.DestinationKey
 		w, desired := weights[k][dk]
 		switch {
-		case op.Kind == UnbindVIP && slices.Contains(want.VIPs, op.VIP),
+		case op.Kind == UnbindVIP && BindableVIPs(want).Has(op.VIP),
 			op.Kind == DeleteService && weights[k] != nil,
 			op.Kind == DeleteDestination && desired,
 			op.Kind == UpdateDestination && desired && op.Destination.Weight != w:
@@ -280,7 +280,7 @@ func checkSafe(t *testing.T, want Desired, ops []Op) {
 // connections, TCP with a positive timeout, and a deadline after now; recheck must be the earliest deadline.
 func checkConverged(t *testing.T, want Desired, got Observed, now, recheck time.Time) {
 	t.Helper()
-	if wantVIPs := slices.Compact(slices.Clone(want.VIPs)); !slices.Equal(got.VIPs, wantVIPs) {
+	if wantVIPs := sortedAddrs(BindableVIPs(want).UnsortedList()); !slices.Equal(got.VIPs, wantVIPs) {
 		t.Fatalf("VIPs %v, want %v", got.VIPs, wantVIPs)
 	}
 	if len(got.Servers) != len(want.Servers) {

@@ -59,18 +59,35 @@ var computeCases = []struct {
 }{{
 	name: "nothing desired, nothing there",
 }, {
-	name: "new Service: bind, add virtual servers, then their real servers",
+	// The VIP is bound last: until then the node does not accept packets for it, so no packet meets a
+	// ClusterIP without its virtual servers.
+	name: "new Service: add virtual servers, then their real servers, then bind",
 	want: Desired{VIPs: []netip.Addr{vip4}, Servers: []ipvs.VirtualServer{
 		vs(rr(http), dest("10.244.1.5", 8080, 1), dest("10.244.2.5", 8080, 1)),
 		vs(rr(https), dest("10.244.1.5", 8443, 1)),
 	}},
 	ops: []string{
-		"ip addr add 10.96.0.10/32",
 		"ipvsadm -A -t 10.96.0.10:80 -s rr",
 		"ipvsadm -A -t 10.96.0.10:443 -s rr",
 		"ipvsadm -a -t 10.96.0.10:80 -r 10.244.1.5:8080 -m -w 1",
 		"ipvsadm -a -t 10.96.0.10:80 -r 10.244.2.5:8080 -m -w 1",
 		"ipvsadm -a -t 10.96.0.10:443 -r 10.244.1.5:8443 -m -w 1",
+		"ip addr add 10.96.0.10/32",
+	},
+}, {
+	name: "a VIP with no virtual server is not bound",
+	want: Desired{VIPs: []netip.Addr{vip4, vip6}, Servers: []ipvs.VirtualServer{vs(rr(http6))}},
+	ops: []string{
+		"ipvsadm -A -t [fd00::10]:80 -s rr",
+		"ip addr add fd00::10/128",
+	},
+}, {
+	name: "a bound VIP whose last virtual server goes is unbound, though still desired",
+	want: Desired{VIPs: []netip.Addr{vip4}},
+	have: Observed{VIPs: []netip.Addr{vip4}, Servers: []ObservedServer{osrv(rr(http))}},
+	ops: []string{
+		"ipvsadm -D -t 10.96.0.10:80",
+		"ip addr del 10.96.0.10/32",
 	},
 }, {
 	name: "dual-stack Service binds both families",
@@ -79,12 +96,12 @@ var computeCases = []struct {
 		vs(rr(http6), dest("fd00:244::5", 8080, 1)),
 	}},
 	ops: []string{
-		"ip addr add 10.96.0.10/32",
-		"ip addr add fd00::10/128",
 		"ipvsadm -A -t 10.96.0.10:80 -s rr",
 		"ipvsadm -A -t [fd00::10]:80 -s rr",
 		"ipvsadm -a -t 10.96.0.10:80 -r 10.244.1.5:8080 -m -w 1",
 		"ipvsadm -a -t [fd00::10]:80 -r [fd00:244::5]:8080 -m -w 1",
+		"ip addr add 10.96.0.10/32",
+		"ip addr add fd00::10/128",
 	},
 }, {
 	name: "unchanged: no ops",
@@ -216,11 +233,11 @@ var computeCases = []struct {
 	}},
 	now: t0,
 	ops: []string{
-		"ip addr add 10.96.0.10/32",
 		"ipvsadm -E -t 10.96.0.10:80 -s lc",
 		"ipvsadm -A -t 10.96.0.10:443 -s rr",
 		"ipvsadm -a -t 10.96.0.10:80 -r 10.244.3.5:8080 -m -w 1",
 		"ipvsadm -a -t 10.96.0.10:443 -r 10.244.3.5:8443 -m -w 1",
+		"ip addr add 10.96.0.10/32",
 		"ipvsadm -e -t 10.96.0.10:80 -r 10.244.1.5:8080 -m -w 0",
 		"ipvsadm -D -t [fd00::10]:80",
 		"ip addr del fd00::10/128",
@@ -253,9 +270,9 @@ func TestComputeOpsCarryWhatTheKernelNeeds(t *testing.T) {
 	svc := ipvs.Service{ServiceKey: http, Scheduler: "sh", Persistence: time.Minute}
 	p := Compute(Desired{VIPs: []netip.Addr{vip4}, Servers: []ipvs.VirtualServer{vs(svc, dest("10.244.1.5", 8080, 1))}}, Observed{}, t0)
 	want := []Op{
-		{Kind: BindVIP, VIP: vip4},
 		{Kind: AddService, Service: svc},
 		{Kind: AddDestination, Service: svc, Destination: dest("10.244.1.5", 8080, 1)},
+		{Kind: BindVIP, VIP: vip4},
 	}
 	if diff := cmp.Diff(want, p.Ops, cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
 		t.Errorf("ops (-want +got):\n%s", diff)

@@ -3,6 +3,10 @@ package sync
 import (
 	"context"
 	"fmt"
+	"slices"
+
+	"github.com/ipvs-operator/ipvs-operator/ipvs"
+	"github.com/ipvs-operator/ipvs-operator/ipvs/plan"
 )
 
 // Adopt prepares the kernel (creates the dummy interface and the nftables table if missing, never flushing
@@ -25,8 +29,35 @@ func (s *Syncer) Adopt(_ context.Context) error {
 		return fmt.Errorf("sync: reading the kernel's state: %w", err)
 	}
 	s.install(snap, s.clock.Now())
+	if err := s.openAdoptedPorts(snap); err != nil {
+		return fmt.Errorf("sync: nftables sets: %w", err)
+	}
 	s.adopted.Store(true)
 	return nil
+}
+
+// openAdoptedPorts puts the virtual servers found in the kernel into the port sets where they are missing:
+// a table made by an agent without the port filter has the ClusterIPs but no port sets, and once Ensure
+// has added the filter every new connection to those ClusterIPs would be refused until each Service is
+// synced again. Each of them has its virtual server, so opening it keeps the sets' promise; the first audit
+// removes those no Service claims.
+func (s *Syncer) openAdoptedPorts(snap snapshot) error {
+	if s.rules == nil {
+		return nil
+	}
+	r := &s.elements
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var add ipvs.RuleElements
+	for _, svs := range snap.servers {
+		for k := range svs {
+			if !r.have.ports.Has(k) {
+				add.Ports = append(add.Ports, k)
+			}
+		}
+	}
+	slices.SortFunc(add.Ports, plan.CompareServiceKeys)
+	return s.applyElements(add, ipvs.RuleElements{})
 }
 
 // prepare creates or repairs the dummy interface and the nftables table. Both calls are idempotent.

@@ -75,6 +75,11 @@ func (a *applier) apply(op plan.Op) {
 	}
 	switch op.Kind {
 	case plan.BindVIP:
+		if !serversOn(a.e.servers, op.VIP) {
+			// Its virtual servers could not be created (the error is recorded): a bound VIP would pass
+			// every packet to the local stack. The next sync binds it once one exists.
+			return
+		}
 		if a.fail(a.exec(op)) {
 			return
 		}
@@ -89,9 +94,10 @@ func (a *applier) apply(op plan.Op) {
 		if a.fail(a.exec(op)) {
 			return
 		}
+		// Ownership stays: the VIP may still be desired (with no virtual server left); release gives up
+		// the ones that are not.
 		a.s.mu.Lock()
 		a.s.bound.Delete(op.VIP)
-		a.s.releaseVIPLocked(a.e, op.VIP)
 		a.s.mu.Unlock()
 
 	case plan.AddService:

@@ -195,6 +195,15 @@ func (s *Syncer) sweep(ctx context.Context, snap snapshot, rep *AuditReport) err
 		bound := snap.bound.Has(v) || s.bound.Has(v)
 		s.mu.Unlock()
 
+		// Their ports close before they go (a bound VIP would pass them to the node meanwhile); if that
+		// fails, they stay for the next audit.
+		if err := s.closePorts(sortedKeys(left)); err != nil {
+			errs = append(errs, fmt.Errorf("sync: audit: nftables sets: %w", err))
+			s.mu.Lock()
+			delete(s.vipOwner, v)
+			s.mu.Unlock()
+			continue
+		}
 		for _, k := range sortedKeys(left) {
 			op := plan.Op{Kind: plan.DeleteService, Service: left[k].svc}
 			err := s.execOp(log, "", op)
@@ -245,6 +254,23 @@ func (s *Syncer) sweep(ctx context.Context, snap snapshot, rep *AuditReport) err
 	s.publishLocked()
 	s.mu.Unlock()
 	return errors.Join(errs...)
+}
+
+// closePorts removes the port elements of virtual servers no Service counts (orphans about to be swept).
+func (s *Syncer) closePorts(keys []ipvs.ServiceKey) error {
+	if s.rules == nil {
+		return nil
+	}
+	r := &s.elements
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var remove ipvs.RuleElements
+	for _, k := range keys {
+		if r.ports[k] == 0 && r.have.ports.Has(k) {
+			remove.Ports = append(remove.Ports, k)
+		}
+	}
+	return s.applyElements(ipvs.RuleElements{}, remove)
 }
 
 // execOp makes one kernel call for op outside a Service's sync, counts it and reports it.

@@ -208,6 +208,7 @@ func TestSweepNeverRemovesWhatAServiceClaims(t *testing.T) {
 	}
 	newSvc := service(drain, tcp("10.96.0.99:443", "10.244.5.5:8443"))
 	const want = "# vips: 10.96.0.10 10.96.0.99\n# nft clusterIPs: 10.96.0.10 10.96.0.99\n# nft endpoints: 10.244.1.5 10.244.5.5\n" +
+		"# nft ports: -t 10.96.0.10:80, -t 10.96.0.99:443\n" +
 		"-A -t 10.96.0.10:80 -s rr\n-a -t 10.96.0.10:80 -r 10.244.1.5:8080 -m -w 1\n" +
 		"-A -t 10.96.0.99:443 -s rr\n-a -t 10.96.0.99:443 -r 10.244.5.5:8443 -m -w 1\n"
 

@@ -87,7 +87,8 @@ func (s *Syncer) CleanupReport(ctx context.Context) (Removed, error) {
 	s.publishLocked()
 	s.mu.Unlock()
 	s.elements.mu.Lock()
-	s.elements.clusterIPs, s.elements.endpoints, s.elements.have = map[netip.Addr]int{}, map[netip.Addr]int{}, newElementSet()
+	fresh := newRuleSets()
+	s.elements.clusterIPs, s.elements.endpoints, s.elements.ports, s.elements.have = fresh.clusterIPs, fresh.endpoints, fresh.ports, fresh.have
 	s.elements.mu.Unlock()
 	// What the agent programmed is gone: a later SyncService must Adopt again first.
 	s.adopted.Store(false)

@@ -89,7 +89,7 @@ func (h *harness) state() string {
 	if els, err := h.rules.Elements(); err != nil {
 		fmt.Fprintf(&b, "# nft: %v\n", err)
 	} else {
-		fmt.Fprintf(&b, "# nft clusterIPs: %s\n# nft endpoints: %s\n", joinAddrs(els.ClusterIPs), joinAddrs(els.Endpoints))
+		fmt.Fprintf(&b, "# nft clusterIPs: %s\n# nft endpoints: %s\n# nft ports: %s\n", joinAddrs(els.ClusterIPs), joinAddrs(els.Endpoints), joinKeys(els.Ports))
 	}
 	vs, err := ipvs.Snapshot(h.ipvs)
 	if err != nil {
@@ -110,6 +110,14 @@ func joinAddrs(a []netip.Addr) string {
 		s[i] = x.String()
 	}
 	return strings.Join(s, " ")
+}
+
+func joinKeys(k []ipvs.ServiceKey) string {
+	s := make([]string, len(k))
+	for i, x := range k {
+		s[i] = x.String()
+	}
+	return strings.Join(s, ", ")
 }
 
 // Desired-state builders.

@@ -124,7 +124,8 @@ func TestKernelSyncerLifecycle(t *testing.T) {
 	if bound, _ := k.vips.List(); len(bound) != 1 || bound[0] != vip {
 		t.Fatalf("VIPs on the dummy interface: %v", bound)
 	}
-	if els, _ := k.rules.Elements(); len(els.ClusterIPs) != 1 || len(els.Endpoints) != 2 {
+	if els, _ := k.rules.Elements(); len(els.ClusterIPs) != 1 || len(els.Endpoints) != 2 ||
+		len(els.Ports) != 1 || els.Ports[0] != want.Servers[0].ServiceKey {
 		t.Fatalf("nftables elements: %+v", els)
 	}
 
@@ -138,10 +139,14 @@ func TestKernelSyncerLifecycle(t *testing.T) {
 		t.Fatalf("a restarted engine made %d kernel operations for an unchanged Service; want adoption, 0", res.Ops)
 	}
 
-	// Drift: someone deletes a real server and the VIP by hand; the audit puts them back.
+	// Drift: someone deletes a real server, the VIP and the port element by hand; the audit puts them back.
 	must(t, k.ipvs.DeleteDestination(want.Servers[0].ServiceKey, dst("10.244.1.3").DestinationKey))
 	must(t, k.vips.Unbind(vip))
+	must(t, k.rules.Update(ipvs.RuleElements{}, ipvs.RuleElements{Ports: []ipvs.ServiceKey{want.Servers[0].ServiceKey}}))
 	must(t, s2.Audit(ctx))
+	if els, _ := k.rules.Elements(); len(els.Ports) != 1 {
+		t.Fatalf("the audit did not restore the port element: %+v", els)
+	}
 	if got := table(); !strings.Contains(got, programmed) {
 		t.Fatalf("the audit did not repair the table:\n%s", got)
 	}
@@ -164,6 +169,41 @@ func TestKernelSyncerLifecycle(t *testing.T) {
 	}
 	if _, err := k2.rules.Elements(); err == nil {
 		t.Fatal("Cleanup left the nftables table")
+	}
+}
+
+// TestKernelFailedAddServiceBindsNoVIP: the kernel refuses a virtual server (an unknown scheduler): its VIP
+// is not bound, so the node does not start accepting every port on it, and its port is not opened; once the
+// Service is fixed, both follow.
+func TestKernelFailedAddServiceBindsNoVIP(t *testing.T) {
+	ctx := context.Background()
+	ns, path := kernelNS(t)
+	k := openKernel(t, ns, path)
+	must(t, host.Probe(k.ipvs))
+	vip := netip.MustParseAddr("10.96.0.20")
+	want := func(sched string) plan.Desired {
+		return plan.Desired{VIPs: []netip.Addr{vip}, Servers: []ipvs.VirtualServer{{
+			Service: ipvs.Service{ServiceKey: ipvs.ServiceKey{Address: vip, Port: 443, Protocol: ipvs.TCP}, Scheduler: sched},
+		}}}
+	}
+	s := ipvssync.New(k.ipvs, k.vips, k.rules, clock.RealClock{}, ipvssync.Options{})
+	must(t, s.Adopt(ctx))
+	if _, err := s.SyncService(ctx, "ns/bad", want("no-such-scheduler")); err == nil {
+		t.Fatal("the kernel took a virtual server with an unknown scheduler")
+	}
+	if bound, _ := k.vips.List(); len(bound) != 0 {
+		t.Fatalf("VIPs bound after the failed AddService: %v", bound)
+	}
+	if els, _ := k.rules.Elements(); len(els.Ports) != 0 || len(els.ClusterIPs) != 1 {
+		t.Fatalf("nftables elements after the failed AddService: %+v; want the ClusterIP guarded, no port open", els)
+	}
+	_, err := s.SyncService(ctx, "ns/bad", want("rr"))
+	must(t, err)
+	if bound, _ := k.vips.List(); len(bound) != 1 || bound[0] != vip {
+		t.Fatalf("VIPs after the fix: %v", bound)
+	}
+	if els, _ := k.rules.Elements(); len(els.Ports) != 1 {
+		t.Fatalf("nftables elements after the fix: %+v", els)
 	}
 }
 

@@ -11,40 +11,46 @@ import (
 	"github.com/ipvs-operator/ipvs-operator/ipvs/plan"
 )
 
-// elementSet is a set of nftables set elements: ClusterIPs and endpoint IPs.
+// elementSet is a set of nftables set elements: ClusterIPs, endpoint IPs, and virtual server keys.
 type elementSet struct {
 	clusterIPs, endpoints sets.Set[netip.Addr]
+	ports                 sets.Set[ipvs.ServiceKey]
 }
 
 func newElementSet() elementSet {
-	return elementSet{clusterIPs: sets.New[netip.Addr](), endpoints: sets.New[netip.Addr]()}
+	return elementSet{clusterIPs: sets.New[netip.Addr](), endpoints: sets.New[netip.Addr](), ports: sets.New[ipvs.ServiceKey]()}
 }
 
 func elementSetOf(e ipvs.RuleElements) elementSet {
-	return elementSet{clusterIPs: sets.New(e.ClusterIPs...), endpoints: sets.New(e.Endpoints...)}
+	return elementSet{clusterIPs: sets.New(e.ClusterIPs...), endpoints: sets.New(e.Endpoints...), ports: sets.New(e.Ports...)}
 }
 
-func (e elementSet) len() int { return e.clusterIPs.Len() + e.endpoints.Len() }
+func (e elementSet) len() int { return e.clusterIPs.Len() + e.endpoints.Len() + e.ports.Len() }
 
 // ruleSets tracks the nftables sets: how many Services need each element, and what the kernel holds. An
 // element is added when its first Service needs it and removed when its last one stops: an endpoint IP is
-// often shared by several Services, and must stay while any of them uses it.
+// often shared by several Services, and must stay while any of them uses it. (A ClusterIP and its ports
+// belong to one Service, the VIP's owner; they are counted the same way.)
 type ruleSets struct {
 	// mu is held across Rules.Update so that the kernel and the counts change together.
 	mu                    sync.Mutex
 	clusterIPs, endpoints map[netip.Addr]int
+	ports                 map[ipvs.ServiceKey]int
 	have                  elementSet
 	// gen counts Rules.Update calls, so the audit can tell whether the sets changed while it read them.
 	gen uint64
 }
 
 func newRuleSets() ruleSets {
-	return ruleSets{clusterIPs: map[netip.Addr]int{}, endpoints: map[netip.Addr]int{}, have: newElementSet()}
+	return ruleSets{clusterIPs: map[netip.Addr]int{}, endpoints: map[netip.Addr]int{}, ports: map[ipvs.ServiceKey]int{}, have: newElementSet()}
 }
 
-// contribution is what a Service needs in the sets: its VIPs, and the addresses of its real servers,
-// draining ones included (their connections still hairpin).
-func contribution(e *entry) elementSet {
+// contribution is what a Service needs in the sets: its VIPs, the addresses of its real servers, draining
+// ones included (their connections still hairpin), and the keys of the virtual servers it holds and still
+// wants. A port is open only while its virtual server exists: it joins the set after AddService succeeded
+// and leaves it before DeleteService, so a ClusterIP never passes a new connection to the local stack
+// (fail closed: in between, a new connection is refused).
+func contribution(e *entry, want plan.Desired) elementSet {
 	c := newElementSet()
 	c.clusterIPs.Insert(e.vips.UnsortedList()...)
 	for _, sv := range e.servers {
@@ -52,10 +58,16 @@ func contribution(e *entry) elementSet {
 			c.endpoints.Insert(k.Address)
 		}
 	}
+	for _, w := range want.Servers {
+		if _, ok := e.servers[w.ServiceKey]; ok {
+			c.ports.Insert(w.ServiceKey)
+		}
+	}
 	return c
 }
 
-// wanted is what a Service's desired state will need in the sets once it is programmed.
+// wanted is what a Service's desired state will need in the sets once it is programmed, before the
+// operations: its ClusterIPs and endpoints. Ports are not in it: they follow the virtual servers.
 func wanted(want plan.Desired) elementSet {
 	c := newElementSet()
 	c.clusterIPs.Insert(want.VIPs...)
@@ -69,13 +81,14 @@ func wanted(want plan.Desired) elementSet {
 
 // growElements adds, before any kernel operation, the elements the desired state will need: a new endpoint
 // must be in the hairpin set before IPVS sends it traffic, because NAT is decided on a connection's first
-// packet and a hairpin connection that starts unmasqueraded stays broken. Removals wait for updateElements,
-// after the operations.
+// packet and a hairpin connection that starts unmasqueraded stays broken. Removals of ClusterIPs and
+// endpoints wait for updateElements, after the operations; the ports of virtual servers about to be deleted
+// leave now (see contribution).
 func (s *Syncer) growElements(e *entry, want plan.Desired) error {
 	if s.rules == nil {
 		return nil
 	}
-	next := contribution(e)
+	next := contribution(e, want)
 	w := wanted(want)
 	next.clusterIPs.Insert(w.clusterIPs.UnsortedList()...)
 	next.endpoints.Insert(w.endpoints.UnsortedList()...)
@@ -84,18 +97,19 @@ func (s *Syncer) growElements(e *entry, want plan.Desired) error {
 
 // updateElements brings the sets in step with e's contribution, incrementally. On failure nothing changes,
 // so the next sync retries the same difference.
-func (s *Syncer) updateElements(e *entry) error {
+func (s *Syncer) updateElements(e *entry, want plan.Desired) error {
 	if s.rules == nil {
 		return nil
 	}
-	return s.setElements(e, contribution(e))
+	return s.setElements(e, contribution(e, want))
 }
 
 // setElements makes e contribute next to the sets.
 func (s *Syncer) setElements(e *entry, next elementSet) error {
 	addC, remC := next.clusterIPs.Difference(e.elements.clusterIPs), e.elements.clusterIPs.Difference(next.clusterIPs)
 	addE, remE := next.endpoints.Difference(e.elements.endpoints), e.elements.endpoints.Difference(next.endpoints)
-	if addC.Len()+remC.Len()+addE.Len()+remE.Len() == 0 {
+	addP, remP := next.ports.Difference(e.elements.ports), e.elements.ports.Difference(next.ports)
+	if addC.Len()+remC.Len()+addE.Len()+remE.Len()+addP.Len()+remP.Len() == 0 {
 		return nil
 	}
 	r := &s.elements
@@ -104,10 +118,12 @@ func (s *Syncer) setElements(e *entry, next elementSet) error {
 	var add, remove ipvs.RuleElements
 	add.ClusterIPs, remove.ClusterIPs = adjust(r.clusterIPs, r.have.clusterIPs, addC, remC)
 	add.Endpoints, remove.Endpoints = adjust(r.endpoints, r.have.endpoints, addE, remE)
+	add.Ports, remove.Ports = adjust(r.ports, r.have.ports, addP, remP)
 	if err := s.applyElements(add, remove); err != nil {
 		// Undo the counts: the kernel did not change, and e.elements still says what e contributes.
 		adjust(r.clusterIPs, r.have.clusterIPs, remC, addC)
 		adjust(r.endpoints, r.have.endpoints, remE, addE)
+		adjust(r.ports, r.have.ports, remP, addP)
 		return err
 	}
 	e.elements = next
@@ -115,7 +131,7 @@ func (s *Syncer) setElements(e *entry, next elementSet) error {
 }
 
 // adjust counts inc up and dec down, and returns the elements the kernel must gain and lose.
-func adjust(refs map[netip.Addr]int, have sets.Set[netip.Addr], inc, dec sets.Set[netip.Addr]) (add, remove []netip.Addr) {
+func adjust[T element](refs map[T]int, have sets.Set[T], inc, dec sets.Set[T]) (add, remove []T) {
 	for a := range inc {
 		refs[a]++
 		if refs[a] == 1 && !have.Has(a) {
@@ -130,14 +146,30 @@ func adjust(refs map[netip.Addr]int, have sets.Set[netip.Addr], inc, dec sets.Se
 			}
 		}
 	}
-	slices.SortFunc(add, netip.Addr.Compare)
-	slices.SortFunc(remove, netip.Addr.Compare)
+	slices.SortFunc(add, compareElements)
+	slices.SortFunc(remove, compareElements)
 	return add, remove
+}
+
+// element is what the sets hold: an address, or a virtual server's key.
+type element interface {
+	netip.Addr | ipvs.ServiceKey
+}
+
+// compareElements orders elements, so that updates are deterministic.
+func compareElements[T element](a, b T) int {
+	switch a := any(a).(type) {
+	case netip.Addr:
+		return a.Compare(any(b).(netip.Addr))
+	case ipvs.ServiceKey:
+		return plan.CompareServiceKeys(a, any(b).(ipvs.ServiceKey))
+	}
+	return 0
 }
 
 // applyElements calls Rules.Update and records the result in have. Called with s.elements.mu held.
 func (s *Syncer) applyElements(add, remove ipvs.RuleElements) error {
-	if len(add.ClusterIPs)+len(add.Endpoints)+len(remove.ClusterIPs)+len(remove.Endpoints) == 0 {
+	if len(add.ClusterIPs)+len(add.Endpoints)+len(add.Ports)+len(remove.ClusterIPs)+len(remove.Endpoints)+len(remove.Ports) == 0 {
 		return nil
 	}
 	s.elements.gen++ // even on failure: a batched update may have changed part of the sets
@@ -147,6 +179,7 @@ func (s *Syncer) applyElements(add, remove ipvs.RuleElements) error {
 	h := s.elements.have
 	h.clusterIPs.Delete(remove.ClusterIPs...).Insert(add.ClusterIPs...)
 	h.endpoints.Delete(remove.Endpoints...).Insert(add.Endpoints...)
+	h.ports.Delete(remove.Ports...).Insert(add.Ports...)
 	return nil
 }
 
@@ -203,14 +236,15 @@ func (s *Syncer) reconcileElementsLocked(sweep bool) (int, error) {
 	var add, remove ipvs.RuleElements
 	add.ClusterIPs, remove.ClusterIPs = missingAndExtra(r.clusterIPs, r.have.clusterIPs, sweep)
 	add.Endpoints, remove.Endpoints = missingAndExtra(r.endpoints, r.have.endpoints, sweep)
-	n := len(add.ClusterIPs) + len(add.Endpoints) + len(remove.ClusterIPs) + len(remove.Endpoints)
+	add.Ports, remove.Ports = missingAndExtra(r.ports, r.have.ports, sweep)
+	n := len(add.ClusterIPs) + len(add.Endpoints) + len(add.Ports) + len(remove.ClusterIPs) + len(remove.Endpoints) + len(remove.Ports)
 	if err := s.applyElements(add, remove); err != nil {
 		return 0, err
 	}
 	return n, nil
 }
 
-func missingAndExtra(refs map[netip.Addr]int, have sets.Set[netip.Addr], sweep bool) (missing, extra []netip.Addr) {
+func missingAndExtra[T element](refs map[T]int, have sets.Set[T], sweep bool) (missing, extra []T) {
 	for a := range refs {
 		if !have.Has(a) {
 			missing = append(missing, a)
@@ -223,7 +257,7 @@ func missingAndExtra(refs map[netip.Addr]int, have sets.Set[netip.Addr], sweep b
 			}
 		}
 	}
-	slices.SortFunc(missing, netip.Addr.Compare)
-	slices.SortFunc(extra, netip.Addr.Compare)
+	slices.SortFunc(missing, compareElements)
+	slices.SortFunc(extra, compareElements)
 	return missing, extra
 }

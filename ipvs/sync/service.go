@@ -60,7 +60,7 @@ func (s *Syncer) syncLocked(ctx context.Context, key string, want plan.Desired) 
 		// elements are not in the sets. Operations that need only what the sets already hold (removals,
 		// drains, weights of known endpoints) still run; the error makes the caller retry.
 		errs = append(errs, err)
-		a.inSets = &elementSet{clusterIPs: e.elements.clusterIPs, endpoints: e.elements.endpoints}
+		a.inSets = &elementSet{clusterIPs: e.elements.clusterIPs, endpoints: e.elements.endpoints, ports: e.elements.ports}
 	}
 	p := plan.Compute(effective, s.observed(e), now)
 	a.run(ctx, p.Ops)
@@ -69,11 +69,12 @@ func (s *Syncer) syncLocked(ctx context.Context, key string, want plan.Desired) 
 		a.run(ctx, p.Ops)
 	}
 	errs = append(errs, a.errs...)
-	if err := s.updateElements(e); err != nil {
+	// Release first: a VIP given up leaves the ClusterIP set with it.
+	s.release(e, effective)
+	if err := s.updateElements(e, effective); err != nil {
 		errs = append(errs, err)
 	}
 	e.dirty = len(errs) > 0
-	s.release(e, effective)
 	s.recount(e)
 	s.forgetIfEmpty(e)
 

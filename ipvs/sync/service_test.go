@@ -361,10 +361,10 @@ func TestSyncServiceAppliesInSafeOrder(t *testing.T) {
 	log.calls = nil
 	h.sync("ns/web", service(drain, tcp("10.96.0.10:80", "10.244.2.5:8080"), tcp("10.96.0.11:80", "10.244.2.5:8080")))
 	want := []string{
-		"bind 10.96.0.11",
 		"add -t 10.96.0.11:80",
 		"add -t 10.96.0.10:80 -r 10.244.2.5:8080",
 		"add -t 10.96.0.11:80 -r 10.244.2.5:8080",
+		"bind 10.96.0.11",
 		"weight -t 10.96.0.10:80 -r 10.244.1.5:8080 0",
 		"delete -t [fd00::10]:80",
 		"unbind fd00::10",

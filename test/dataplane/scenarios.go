@@ -22,6 +22,13 @@ import (
 	"github.com/ipvs-operator/ipvs-operator/ipvs"
 )
 
+// Ports on every node that are no Service port: a test listener's in the host network, and the agent's
+// metrics port (agentconfig.DefaultMetricsPort).
+const (
+	nodeListenerPort int32 = 9191
+	agentMetricsPort int32 = 10271
+)
+
 // Where the operator runs the agent (config/default): used to restart an agent under load.
 const (
 	AgentNamespace = "ipvs-operator-system"
@@ -306,6 +313,72 @@ func RegisterScenarios(driver func() Driver) {
 			Expect(err).To(HaveOccurred(), "arping %s got an answer: %s", vip, out)
 		})
 
+		It("refuses a pod at once on a ClusterIP port that is no Service port, though its node listens there", func(ctx SpecContext) {
+			// A listener in node B's host network on every address, TCP and UDP, as the kubelet or sshd
+			// listen; the client pod is on node B, where the ClusterIPs are bound. A Service on that
+			// listener makes its ClusterIP serve port 80, and a UDP Service serves port 53 from a pod.
+			p := &corev1.Pod{
+				ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "listener", Labels: map[string]string{"role": "listener"}},
+				Spec:       echoPodSpec(drv, echoPort{"http", nodeListenerPort, corev1.ProtocolTCP}, echoPort{"udp", nodeListenerPort, corev1.ProtocolUDP}),
+			}
+			p.Spec.HostNetwork = true
+			p.Spec.NodeName = nodeB
+			p.Spec.Containers[0].ReadinessProbe.HTTPGet.Port = intstr.FromInt32(nodeListenerPort)
+			Expect(drv.Client().Create(ctx, p)).To(Succeed())
+			echoDeployment(ctx, drv, ns, "udp", 1, nodeA, httpPort, udpPort)
+			listener := waitPodsReady(ctx, drv, ns, map[string]string{"role": "listener"}, 1)[0]
+			nodeIP := listener.Status.HostIP
+			lsvc := newService(ctx, drv, ns, "listener", map[string]string{"role": "listener"}, nil,
+				svcPort("http", 80, intstr.FromInt32(nodeListenerPort), corev1.ProtocolTCP))
+			usvc := newService(ctx, drv, ns, "udp", map[string]string{"app": "udp"}, nil,
+				svcPort("dns", 53, intstr.FromString("dns"), corev1.ProtocolUDP))
+			upods := waitPodsReady(ctx, drv, ns, map[string]string{"app": "udp"}, 1)
+			lvip, uvip := lsvc.Spec.ClusterIP, usvc.Spec.ClusterIP
+			expectServed(ctx, lvip, 80, ipvs.TCP, []string{hostPort(nodeIP, nodeListenerPort)})
+			expectServed(ctx, uvip, 53, ipvs.UDP, endpoints(podIPs(upods), udpPort.port))
+
+			By("positive controls: the node listens, and the Service ports work")
+			for _, r := range []request{
+				{proto: "tcp", addr: hostPort(nodeIP, nodeListenerPort), count: 2},
+				{proto: "tcp", addr: hostPort(lvip, 80), count: 2},
+				{proto: "tcp", addr: hostPort(vip, 80), count: 2},
+				{proto: "udp", addr: hostPort(uvip, 53), count: 2},
+			} {
+				got := fromPod(ctx, drv, cli, r)
+				Expect(got.Failed).To(BeZero(), "%s %s: %s", r.proto, r.addr, got)
+			}
+
+			By("the node's ports on a ClusterIP: refused at once, TCP and UDP")
+			// (A UDP datagram that reaches the node's listener is answered from another source address, so
+			// without the filter the client sees a timeout; with it, refused.)
+			refusals := []request{
+				{proto: "tcp", addr: hostPort(lvip, nodeListenerPort)},
+				{proto: "tcp", addr: hostPort(vip, nodeListenerPort)},
+				{proto: "tcp", addr: hostPort(vip, agentMetricsPort)}, // the agent's own port
+				{proto: "udp", addr: hostPort(lvip, nodeListenerPort)},
+				{proto: "udp", addr: hostPort(uvip, nodeListenerPort)},
+			}
+			checks := make([]func(), 0, len(refusals))
+			for _, r := range refusals {
+				r.count, r.timeout = 3, 5*time.Second
+				start := time.Now()
+				got := fromPod(ctx, drv, cli, r)
+				took := time.Since(start)
+				// Every outcome is printed before any is judged, so a failure shows them all.
+				GinkgoWriter.Printf("%s %s: %s in %s\n", r.proto, r.addr, got, took.Round(time.Millisecond))
+				AddReportEntry(r.proto+" "+r.addr, fmt.Sprintf("%s in %s", got, took.Round(time.Millisecond)))
+				checks = append(checks, func() {
+					Expect(got.OK).To(BeZero(), "%s %s reached the node through a ClusterIP: %s", r.proto, r.addr, got)
+					Expect(got.Sequence).To(HaveEach(ContainSubstring("refused")), "%s %s: refused, not lost: %s", r.proto, r.addr, got)
+					// Three requests: one SYN retransmission (1 s) each would already break this bound.
+					Expect(took).To(BeNumerically("<", 3*time.Second), "%s %s: refused at once, not after a retry", r.proto, r.addr)
+				})
+			}
+			for _, check := range checks {
+				check()
+			}
+		})
+
 		It("serves a pod whose endpoints are all on the other node", func(ctx SpecContext) {
 			// client runs on node B, both pods on node A.
 			got := fromPod(ctx, drv, cli, request{addr: hostPort(vip, 80), count: 4})
@@ -432,6 +505,12 @@ func RegisterScenarios(driver func() Driver) {
 			Expect(realServers(virtualServer(table, vip, 53, ipvs.UDP))).To(HaveLen(1), "UDP real servers are deleted, not drained:\n%s", raw)
 			after := fromPod(ctx, drv, cli, flow)
 			Expect(after.Answers).To(Equal(map[string]int{survivor.Name: 3}), "the same flow moves at once: %s", after.Raw)
+		})
+	})
+
+	Describe("the operator", func() {
+		It("warns once that a NodePort Service's node port is not served, and not again after its own restart", func(ctx SpecContext) {
+			expectNotServedOnce(ctx, drv, ns)
 		})
 	})
 

@@ -87,6 +87,7 @@ type request struct {
 	timeout  time.Duration
 	hold     time.Duration
 	srcPort  int
+	token    string // http: a bearer token
 }
 
 func (r request) argv(drv Driver) []string {
@@ -118,6 +119,9 @@ func (r request) argv(drv Driver) []string {
 	}
 	if r.srcPort > 0 {
 		argv = append(argv, "--source-port="+strconv.Itoa(r.srcPort))
+	}
+	if r.token != "" {
+		argv = append(argv, "--bearer-token="+r.token)
 	}
 	return append(argv, r.addr)
 }

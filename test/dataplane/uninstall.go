@@ -93,12 +93,16 @@ func RegisterUninstall(driver func() Driver) {
 
 		It("refuses a second agent on a node, naming the one that runs, and leaves the node's state alone", func(ctx SpecContext) {
 			for _, node := range drv.Nodes() {
-				_, before := ipvsSave(ctx, drv, node)
+				// Only this spec's Service is compared: Services of earlier specs may still be draining
+				// (weights going to 0, then deletion), which is the running agent's doing.
+				_, raw := ipvsSave(ctx, drv, node)
+				before := vsLines(raw, vip)
+				Expect(before).NotTo(BeEmpty(), "the Service's virtual server on %s", node)
 				out, err := drv.AgentExec(ctx, node, "--node-name="+node)
 				Expect(err).To(HaveOccurred(), "a second agent on %s started:\n%s", node, out)
 				Expect(out).To(MatchRegexp(`another agent holds the per-node lock %s \(pid [1-9][0-9]*\)`, agentLock), "on %s", node)
-				_, after := ipvsSave(ctx, drv, node)
-				Expect(after).To(Equal(before), "the refused agent changed the IPVS table on %s", node)
+				_, raw = ipvsSave(ctx, drv, node)
+				Expect(vsLines(raw, vip)).To(Equal(before), "the refused agent changed the IPVS table on %s", node)
 			}
 		})
 
@@ -112,6 +116,7 @@ func RegisterUninstall(driver func() Driver) {
 				Expect(out).To(ContainSubstring("removed virtual server -t "+vip+":80\n"), "on %s", node)
 				Expect(out).To(ContainSubstring("removed interface "+agentInterface), "on %s", node)
 				Expect(out).To(ContainSubstring("nftables table inet ipvs-operator is gone"), "on %s", node)
+				expectSysctlsRestored(ctx, drv, node, out)
 			}
 			for _, node := range drv.Nodes() {
 				expectClean(ctx, node)
@@ -160,4 +165,25 @@ func agentPods(ctx context.Context, g Gomega, drv Driver) []corev1.Pod {
 	list := &corev1.PodList{}
 	g.Expect(drv.Client().List(ctx, list, client.InNamespace(AgentNamespace), client.MatchingLabels{agentLabel: agentLabelVal})).To(Succeed())
 	return list.Items
+}
+
+// expectSysctlsRestored checks what `agent --cleanup` says it restored ("restored sysctl NAME: a -> b") against
+// the node's values, and that forwarding, which the node's pod network needs, was left on.
+func expectSysctlsRestored(ctx context.Context, drv Driver, node, out string) {
+	GinkgoHelper()
+	for _, line := range strings.Split(out, "\n") {
+		rest, ok := strings.CutPrefix(line, "restored sysctl ")
+		if !ok {
+			continue
+		}
+		name, values, _ := strings.Cut(rest, ": ")
+		_, want, _ := strings.Cut(values, " -> ")
+		Expect(name).NotTo(ContainSubstring("forward"), "cleanup turned forwarding off on %s: %s", node, line)
+		got, err := drv.NodeExec(ctx, node, "cat", "/proc/sys/"+strings.ReplaceAll(name, ".", "/"))
+		Expect(err).NotTo(HaveOccurred(), got)
+		Expect(strings.TrimSpace(got)).To(Equal(want), "%s on %s after cleanup said %q", name, node, line)
+	}
+	got, err := drv.NodeExec(ctx, node, "cat", "/proc/sys/net/ipv4/ip_forward")
+	Expect(err).NotTo(HaveOccurred(), got)
+	Expect(strings.TrimSpace(got)).To(Equal("1"), "ip_forward on %s after cleanup", node)
 }

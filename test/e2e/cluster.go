@@ -86,12 +86,20 @@ func (c *cluster) checkTools(context.Context) error {
 	return errors.Join(errs...)
 }
 
+// buildImage builds the product image (IMG) and the test image (E2E_LAB_IMG) from their Dockerfile targets.
 func (c *cluster) buildImage(ctx context.Context) error {
-	if c.cfg.SkipBuild {
-		_, err := run(ctx, nil, nil, c.cfg.Docker, "image", "inspect", c.cfg.Image)
-		return err
+	for _, img := range []struct{ target, ref string }{{productTarget, c.cfg.Image}, {labTarget, c.cfg.LabImage}} {
+		if c.cfg.SkipBuild {
+			if _, err := run(ctx, nil, nil, c.cfg.Docker, "image", "inspect", img.ref); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := runStreaming(ctx, c.cfg.Docker, "build", "--target", img.target, "-t", img.ref, c.cfg.RepoRoot); err != nil {
+			return err
+		}
 	}
-	return runStreaming(ctx, c.cfg.Docker, "build", "-t", c.cfg.Image, c.cfg.RepoRoot)
+	return nil
 }
 
 func (c *cluster) exists(ctx context.Context) (bool, error) {
@@ -201,11 +209,13 @@ func (c *cluster) containerIP(ctx context.Context, name string) (string, error) 
 	return ip, nil
 }
 
-// loadImage puts the image into every node, and /labvm (the echo client) onto every node's file system, so
-// that ClientCommand works in NodeExec as it does in pods.
+// loadImage puts the product and test images into every node, and /labvm (the echo client) onto every
+// node's file system, so that ClientCommand works in NodeExec as it does in pods.
 func (c *cluster) loadImage(ctx context.Context) error {
-	if err := runStreaming(ctx, c.cfg.Kind, "load", "docker-image", c.cfg.Image, "--name", c.cfg.Cluster); err != nil {
-		return err
+	for _, img := range []string{c.cfg.Image, c.cfg.LabImage} {
+		if err := c.kindLoad(ctx, img); err != nil {
+			return err
+		}
 	}
 	labvm, err := c.extractLabvm(ctx)
 	if err != nil {
@@ -219,19 +229,24 @@ func (c *cluster) loadImage(ctx context.Context) error {
 	return nil
 }
 
-// extractLabvm copies /labvm out of the image (it is static, so it runs on the nodes and the outside host).
+// kindLoad copies a local image into every node of the cluster.
+func (c *cluster) kindLoad(ctx context.Context, image string) error {
+	return runStreaming(ctx, c.cfg.Kind, "load", "docker-image", image, "--name", c.cfg.Cluster)
+}
+
+// extractLabvm copies /labvm out of the test image (it is static, so it runs on the nodes and the outside host).
 func (c *cluster) extractLabvm(ctx context.Context) (string, error) {
 	path := filepath.Join(c.tmp, "labvm")
 	if _, err := os.Stat(path); err == nil {
 		return path, nil
 	}
-	out, err := run(ctx, nil, nil, c.cfg.Docker, "create", c.cfg.Image)
+	out, err := run(ctx, nil, nil, c.cfg.Docker, "create", c.cfg.LabImage)
 	if err != nil {
 		return "", err
 	}
 	id := strings.TrimSpace(out)
 	defer run(context.WithoutCancel(ctx), nil, nil, c.cfg.Docker, "rm", id) //nolint:errcheck // best effort
-	if _, err := run(ctx, nil, nil, c.cfg.Docker, "cp", id+":/labvm", path); err != nil {
+	if _, err := run(ctx, nil, nil, c.cfg.Docker, "cp", id+":"+labvmPath, path); err != nil {
 		return "", err
 	}
 	return path, nil

@@ -9,15 +9,15 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ipvs-operator/ipvs-operator/test/install"
 )
 
-// The names config/default installs under (namespace and namePrefix) and the DaemonSet the operator renders
-// (controllers/operator.AgentName).
+// The names config/default installs under and the DaemonSet the operator renders, as test/install knows them.
 const (
-	operatorNamespace  = "ipvs-operator-system"
-	operatorDeployment = "ipvs-operator-controller-manager"
-	operatorContainer  = "manager"
-	agentDaemonSet     = "ipvs-operator-agent"
+	operatorNamespace  = install.Namespace
+	operatorDeployment = install.OperatorDeployment
+	agentDaemonSet     = install.AgentDaemonSet
 	packageName        = "ipvs-operator"
 	// defaultImage is the image config/manager and the committed bundle name; the OLM path rewrites it to IMG.
 	defaultImage = "ghcr.io/ipvs-operator/ipvs-operator:v0.1.0"
@@ -44,6 +44,9 @@ type config struct {
 	// untainted, so every node runs workloads: the scenarios pin pods to the first two nodes, sorted by name.
 	Workers int
 	Image   string // IMG: the product image, built and loaded into the nodes
+	// LabImage is E2E_LAB_IMG (default: IMG's repository + "-lab", same tag): the test image, built from the
+	// Dockerfile's lab target and loaded into the nodes; the scenarios' echo pods run it.
+	LabImage string
 	// KubeProxyMode is kind's networking.kubeProxyMode: "none" (the agents replace kube-proxy, scope all) or
 	// "iptables"/"nftables" (kube-proxy runs, the agents serve only labelled Services).
 	KubeProxyMode string
@@ -52,7 +55,7 @@ type config struct {
 	OLMVersion    string // E2E_OLM_VERSION
 	Reuse         bool   // E2E_REUSE_CLUSTER: use an existing cluster of that name, skip creating it
 	Keep          bool   // E2E_KEEP_CLUSTER: leave the cluster (and helpers) running afterwards
-	SkipBuild     bool   // E2E_SKIP_BUILD: IMG exists locally already; do not `docker build`
+	SkipBuild     bool   // E2E_SKIP_BUILD: IMG and E2E_LAB_IMG exist locally already; do not `docker build`
 	Artifacts     string // E2E_ARTIFACTS: directory for `kind export logs` when the suite fails
 	Timeout       time.Duration
 
@@ -73,6 +76,7 @@ func loadConfig() (config, error) {
 		Cluster:       env("KIND_CLUSTER", "ipvs-operator-e2e"),
 		NodeImage:     os.Getenv("KIND_NODE_IMAGE"),
 		Image:         env("IMG", defaultImage),
+		LabImage:      os.Getenv("E2E_LAB_IMG"),
 		OLM:           boolEnv("E2E_OLM"),
 		OLMVersion:    env("E2E_OLM_VERSION", "0.28.0"),
 		Reuse:         boolEnv("E2E_REUSE_CLUSTER"),
@@ -122,6 +126,12 @@ func loadConfig() (config, error) {
 	}
 	if strings.HasSuffix(c.Image, ":latest") || !strings.Contains(c.Image[strings.LastIndex(c.Image, "/")+1:], ":") {
 		return c, fmt.Errorf("IMG=%q: use an explicit tag other than latest, so that nodes use the loaded image instead of pulling", c.Image)
+	}
+	if c.LabImage == "" {
+		c.LabImage = labImageFor(c.Image)
+	}
+	if strings.HasSuffix(c.LabImage, ":latest") || !strings.Contains(c.LabImage[strings.LastIndex(c.LabImage, "/")+1:], ":") {
+		return c, fmt.Errorf("E2E_LAB_IMG=%q: use an explicit tag other than latest, so that nodes use the loaded image instead of pulling", c.LabImage)
 	}
 	c.Timeout = 10 * time.Minute
 	if s := os.Getenv("E2E_SETUP_TIMEOUT"); s != "" {

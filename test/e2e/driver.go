@@ -74,7 +74,7 @@ func (d kindDriver) OutsideExec(ctx context.Context, argv ...string) (string, er
 	return run(ctx, nil, nil, append([]string{d.c.cfg.Docker, "exec", d.c.outside}, argv...)...)
 }
 
-// Image is the product image: it holds /labvm, the echo server and client.
-func (d kindDriver) Image() string { return d.c.cfg.Image }
+// Image is the test image: it holds /labvm, the echo server and client (the product image does not).
+func (d kindDriver) Image() string { return d.c.cfg.LabImage }
 
-func (d kindDriver) ClientCommand() []string { return []string{"/labvm", "client"} }
+func (d kindDriver) ClientCommand() []string { return []string{labvmPath, "client"} }

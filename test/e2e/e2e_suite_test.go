@@ -63,6 +63,9 @@ var _ = Describe("ipvs-operator", func() {
 	// The data-path scenarios the lab runs too (test/dataplane), against this cluster.
 	Describe("Data path", func() {
 		dataplane.RegisterScenarios(func() dataplane.Driver { return drv })
+		dataplane.RegisterAgentPorts(func() dataplane.Driver { return drv })
+		// Without unloading a module: a kind node shares the developer's kernel.
+		dataplane.RegisterPrivileges(func() dataplane.Driver { return drv }, false)
 	})
 	dataplane.RegisterUninstall(func() dataplane.Driver { return drv })
 })

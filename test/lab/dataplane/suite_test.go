@@ -15,8 +15,8 @@ import (
 	. "github.com/onsi/gomega"
 
 	"github.com/ipvs-operator/ipvs-operator/test/dataplane"
+	"github.com/ipvs-operator/ipvs-operator/test/install"
 	"github.com/ipvs-operator/ipvs-operator/test/lab"
-	"github.com/ipvs-operator/ipvs-operator/test/lab/deploy"
 )
 
 var theLab *lab.Lab
@@ -38,15 +38,16 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 	GinkgoWriter.Printf("lab started in %s: %s\n", time.Since(t0).Round(time.Millisecond), theLab.Timings)
 
 	t1 := time.Now()
-	Expect(deploy.Install(ctx, theLab.Client(), deploy.Options{
+	// The kind suite installs and waits with the same two calls (test/install).
+	Expect(install.Kustomize(ctx, theLab.Client(), install.Options{
 		RepoRoot:  root,
 		Kustomize: filepath.Join(root, "bin", "kustomize"),
 		Image:     labImage,
 		// The scenarios restart agents and look at the table right after: audit often.
-		OperatorArgs: []string{"--agent-audit-period=10s"},
-		Log:          GinkgoWriter,
+		Args: []string{"--agent-audit-period=10s"},
+		Log:  GinkgoWriter,
 	})).To(Succeed())
-	Expect(deploy.WaitAgents(ctx, theLab.Client(), theLab.Nodes(), 3*time.Minute)).To(Succeed(), "agents rendered by the operator")
+	Expect(install.WaitReady(ctx, theLab.Client(), theLab.Nodes(), 3*time.Minute)).To(Succeed(), "operator and the agents it renders")
 	GinkgoWriter.Printf("operator installed and agents ready in %s\n", time.Since(t1).Round(time.Millisecond))
 }, NodeTimeout(20*time.Minute))
 
@@ -66,6 +67,8 @@ const labImage = "ghcr.io/ipvs-operator/ipvs-operator:lab"
 
 var _ = Describe("the lab", Ordered, func() {
 	dataplane.RegisterScenarios(func() dataplane.Driver { return theLab })
+	dataplane.RegisterAgentPorts(func() dataplane.Driver { return theLab })
+	dataplane.RegisterPrivileges(func() dataplane.Driver { return theLab }, true)
 	dataplane.RegisterPodDetection(func() dataplane.Driver { return theLab })
 	// Last: it removes the install.
 	dataplane.RegisterUninstall(func() dataplane.Driver { return theLab })

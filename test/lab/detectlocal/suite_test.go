@@ -20,8 +20,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/ipvs-operator/ipvs-operator/test/dataplane"
+	"github.com/ipvs-operator/ipvs-operator/test/install"
 	"github.com/ipvs-operator/ipvs-operator/test/lab"
-	"github.com/ipvs-operator/ipvs-operator/test/lab/deploy"
 )
 
 var theLab *lab.Lab
@@ -41,16 +41,16 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 	Expect(err).NotTo(HaveOccurred())
 	theLab, err = lab.Start(ctx, lab.Options{RepoRoot: root, Out: GinkgoWriter, KubeletArgs: []string{"--no-node-pod-cidr"}})
 	Expect(err).NotTo(HaveOccurred())
-	Expect(deploy.Install(ctx, theLab.Client(), deploy.Options{
+	Expect(install.Kustomize(ctx, theLab.Client(), install.Options{
 		RepoRoot:  root,
 		Kustomize: filepath.Join(root, "bin", "kustomize"),
 		Image:     labImage,
-		OperatorArgs: []string{"--agent-audit-period=10s",
+		Args: []string{"--agent-audit-period=10s",
 			"--agent-detect-local-mode=ClusterCIDR", "--agent-cluster-cidr=" + lab.PodCIDR},
 		Log: GinkgoWriter,
 	})).To(Succeed())
 	// Ready agents: in the default NodeCIDR mode they would not be (no pod CIDRs on their Nodes).
-	Expect(deploy.WaitAgents(ctx, theLab.Client(), theLab.Nodes(), 3*time.Minute)).To(Succeed(), "agents rendered by the operator")
+	Expect(install.WaitReady(ctx, theLab.Client(), theLab.Nodes(), 3*time.Minute)).To(Succeed(), "agents rendered by the operator")
 }, NodeTimeout(20*time.Minute))
 
 var _ = AfterSuite(func() {
@@ -72,7 +72,7 @@ var _ = Describe("a lab whose Nodes have no pod CIDRs", Ordered, func() {
 			Expect(n.Spec.PodCIDR).To(BeEmpty(), "node %s", name)
 		}
 		ds := &appsv1.DaemonSet{}
-		Expect(theLab.Client().Get(ctx, client.ObjectKey{Namespace: deploy.Namespace, Name: deploy.AgentDaemonSet}, ds)).To(Succeed())
+		Expect(theLab.Client().Get(ctx, client.ObjectKey{Namespace: install.Namespace, Name: install.AgentDaemonSet}, ds)).To(Succeed())
 		Expect(ds.Spec.Template.Spec.Containers[0].Args).To(ContainElements(
 			"--detect-local-mode=ClusterCIDR", "--cluster-cidr="+lab.PodCIDR))
 	})

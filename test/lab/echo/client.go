@@ -3,6 +3,7 @@ package echo
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -40,6 +41,11 @@ type ClientConfig struct {
 	Hold time.Duration
 	// SourcePort binds a fixed local port (TCP and UDP) so that a flow keeps its identity across requests.
 	SourcePort int
+	// BearerToken (HTTP only) is sent as "Authorization: Bearer <token>", as Prometheus does with its
+	// ServiceAccount's token. An https:// address is fetched without verifying the server's certificate:
+	// the lab's servers (the agent's metrics port) serve self-signed ones, and what a test checks is who may
+	// read, not who serves.
+	BearerToken string
 	// OnResult, when set, sees each result as soon as it is known (the command prints it at once).
 	OnResult func(Result)
 }
@@ -109,6 +115,9 @@ func (c ClientConfig) Validate() error {
 	}
 	if c.Hold > 0 && c.Proto != ProtocolTCP {
 		return errors.New("hold works with tcp only")
+	}
+	if c.BearerToken != "" && c.Proto != ProtocolHTTP {
+		return errors.New("a bearer token works with http only")
 	}
 	if c.Hold > 0 && c.Duration > 0 {
 		return errors.New("hold needs a count, not a duration")
@@ -304,6 +313,7 @@ var httpClientOnce = sync.OnceValue(func() *http.Client {
 		Transport: &http.Transport{
 			DisableKeepAlives: true, // each request is a new connection, so IPVS schedules each one
 			Proxy:             nil,
+			TLSClientConfig:   &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // see ClientConfig.BearerToken
 		},
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
@@ -313,6 +323,9 @@ func httpRequest(ctx context.Context, cfg ClientConfig) Result {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, HTTPURL(cfg.Addr), nil)
 	if err != nil {
 		return Result{Err: "bad-url"}
+	}
+	if cfg.BearerToken != "" {
+		req.Header.Set("Authorization", "Bearer "+cfg.BearerToken)
 	}
 	resp, err := httpClientOnce().Do(req)
 	if err != nil {

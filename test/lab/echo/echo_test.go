@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"strings"
 	"testing"
@@ -217,12 +219,39 @@ func TestValidate(t *testing.T) {
 		{"hold tcp", func(c *ClientConfig) { c.Proto = ProtocolTCP; c.Hold = time.Second }, true},
 		{"source port on http", func(c *ClientConfig) { c.SourcePort = 4000 }, false},
 		{"source port on udp", func(c *ClientConfig) { c.Proto = ProtocolUDP; c.SourcePort = 4000 }, true},
+		{"bearer token on http", func(c *ClientConfig) { c.BearerToken = "t" }, true},
+		{"bearer token needs http", func(c *ClientConfig) { c.Proto = ProtocolTCP; c.BearerToken = "t" }, false},
 	}
 	for _, c := range cases {
 		cfg := base
 		c.mutate(&cfg)
 		if err := cfg.Validate(); (err == nil) != c.ok {
 			t.Errorf("%s: Validate() = %v", c.name, err)
+		}
+	}
+}
+
+// TestClientBearerTokenOverHTTPS: the client reads an authenticated HTTPS endpoint with a self-signed
+// certificate, as the lab reads the agent's metrics port.
+func TestClientBearerTokenOverHTTPS(t *testing.T) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer s3cret" {
+			http.Error(w, "Unauthorized", http.StatusUnauthorized)
+			return
+		}
+		_, _ = w.Write([]byte("metrics\n"))
+	}))
+	defer srv.Close()
+	for _, c := range []struct {
+		token, want string
+	}{
+		{"", "ERR http-401\nSUMMARY ok=0 err=1\n"},
+		{"wrong", "ERR http-401\nSUMMARY ok=0 err=1\n"},
+		{"s3cret", "OK metrics\nSUMMARY ok=1 err=0\nCOUNT metrics 1\n"},
+	} {
+		_, out := run(ClientConfig{Proto: ProtocolHTTP, Addr: srv.URL + "/metrics", BearerToken: c.token})
+		if out != c.want {
+			t.Errorf("token %q: output\n%s\nwant\n%s", c.token, out, c.want)
 		}
 	}
 }

@@ -179,25 +179,43 @@ func TestKubeletRunsAMappedBinary(t *testing.T) {
 	hostDir := filepath.Join(dir, "hostdir")
 	_ = os.MkdirAll(hostDir, 0o755)
 	_ = os.WriteFile(filepath.Join(hostDir, "file"), []byte("node-file"), 0o644)
-	reportPath := filepath.Join(dir, "report")
+	outDir := filepath.Join(dir, "out")
+	_ = os.MkdirAll(outDir, 0o755)
+	reportPath, initReportPath := filepath.Join(outDir, "report"), filepath.Join(outDir, "init-report")
 
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: "agent-x", Namespace: "ipvs-system", UID: "uid-agent", ResourceVersion: "1"},
 		Spec: corev1.PodSpec{
 			NodeName: "node-a", HostNetwork: true, ServiceAccountName: "agent",
+			// The init container must have run, with its own capabilities, before the agent starts.
+			InitContainers: []corev1.Container{{
+				Name: "load", Image: "ghcr.io/ipvs-operator/ipvs-operator:v0.1.0",
+				Command: []string{"/" + fakeAgentName, initReportPath},
+				Env:     []corev1.EnvVar{{Name: "FAKE_AGENT_EXIT", Value: "1"}},
+				SecurityContext: &corev1.SecurityContext{
+					Capabilities: &corev1.Capabilities{Add: []corev1.Capability{"SYS_MODULE"}, Drop: []corev1.Capability{"ALL"}},
+				},
+				VolumeMounts: []corev1.VolumeMount{{Name: "out", MountPath: outDir}},
+			}},
 			Containers: []corev1.Container{{
 				Name: "agent", Image: "ghcr.io/ipvs-operator/ipvs-operator:v0.1.0",
 				Command: []string{"/" + fakeAgentName, reportPath},
 				Args:    []string{"--node=$(NODE_NAME)"},
 				Env: []corev1.EnvVar{{Name: "NODE_NAME", ValueFrom: &corev1.EnvVarSource{
 					FieldRef: &corev1.ObjectFieldSelector{FieldPath: "spec.nodeName"}}}},
+				SecurityContext: &corev1.SecurityContext{
+					AllowPrivilegeEscalation: ptr.To(false), ReadOnlyRootFilesystem: ptr.To(true),
+					Capabilities: &corev1.Capabilities{Add: []corev1.Capability{"NET_ADMIN"}, Drop: []corev1.Capability{"ALL"}},
+				},
 				VolumeMounts: []corev1.VolumeMount{
 					{Name: "host", MountPath: "/host/lab-kubelet-test", ReadOnly: true},
 					{Name: "kube-api-access-x", MountPath: "/var/run/secrets/kubernetes.io/serviceaccount", ReadOnly: true},
+					{Name: "out", MountPath: outDir},
 				},
 			}},
 			Volumes: []corev1.Volume{
 				{Name: "host", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: hostDir}}},
+				{Name: "out", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: outDir}}},
 				{Name: "kube-api-access-x", VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
 					Sources: []corev1.VolumeProjection{{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{Path: "token"}}}}}},
 			},
@@ -250,9 +268,21 @@ func TestKubeletRunsAMappedBinary(t *testing.T) {
 		"hostpath=node-file",
 		"token=agent-token",
 		"namespace=ipvs-system",
+		"capeff=0000000000001000", // CAP_NET_ADMIN alone
+		"nonewprivs=1",
+		"rootwritable=false",
 	} {
 		if !strings.Contains(report, want+"\n") {
 			t.Errorf("report lacks %q:\n%s", want, report)
+		}
+	}
+	b, err := os.ReadFile(initReportPath)
+	if err != nil {
+		t.Fatalf("the init container did not run before the agent: %v", err)
+	}
+	for _, want := range []string{"capeff=0000000000010000", "nonewprivs=0", "rootwritable=true"} { // CAP_SYS_MODULE alone
+		if !strings.Contains(string(b), want+"\n") {
+			t.Errorf("init report lacks %q:\n%s", want, b)
 		}
 	}
 	if tokenRequests.Load() != 1 {
@@ -262,9 +292,11 @@ func TestKubeletRunsAMappedBinary(t *testing.T) {
 	if err != nil || rc.Host != "https://10.0.2.100:6443" || rc.BearerTokenFile != files.Token {
 		t.Errorf("pod kubeconfig: %+v, %v", rc, err)
 	}
-	waitFor(t, 10*time.Second, "the pod Ready (no probes: ready once started)", func() bool {
+	waitFor(t, 10*time.Second, "the pod Ready (no probes: ready once started) and Initialized", func() bool {
 		p, err := client.CoreV1().Pods("ipvs-system").Get(context.Background(), "agent-x", metav1.GetOptions{})
-		c := findCondition(p.Status.Conditions, corev1.PodReady)
-		return err == nil && c != nil && c.Status == corev1.ConditionTrue
+		c, i := findCondition(p.Status.Conditions, corev1.PodReady), findCondition(p.Status.Conditions, corev1.PodInitialized)
+		return err == nil && c != nil && c.Status == corev1.ConditionTrue && i != nil && i.Status == corev1.ConditionTrue &&
+			len(p.Status.InitContainerStatuses) == 1 && p.Status.InitContainerStatuses[0].State.Terminated != nil &&
+			p.Status.InitContainerStatuses[0].State.Terminated.Reason == "Completed"
 	})
 }

@@ -3,6 +3,7 @@ package kubelet
 import (
 	"context"
 	"flag"
+	"fmt"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -29,6 +30,16 @@ func TestMain(m *testing.M) {
 		os.Exit(127)
 	}
 	os.Exit(m.Run())
+}
+
+// statusField is one field of /proc/<pid>/status.
+func statusField(status, name string) string {
+	for _, line := range strings.Split(status, "\n") {
+		if v, ok := strings.CutPrefix(line, name+":"); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "?"
 }
 
 func fakeLabvmEcho(args []string) int {
@@ -80,9 +91,16 @@ func fakeAgent(args []string) int {
 		"hostpath=" + read("/host/lab-kubelet-test/file"),
 		"token=" + read("/var/run/secrets/kubernetes.io/serviceaccount/token"),
 		"namespace=" + read("/var/run/secrets/kubernetes.io/serviceaccount/namespace"),
+		"capeff=" + statusField(read("/proc/self/status"), "CapEff"),
+		"nonewprivs=" + statusField(read("/proc/self/status"), "NoNewPrivs"),
+		"rootwritable=" + fmt.Sprint(os.WriteFile("/.lab-kubelet-test-root", nil, 0o644) == nil),
 	}
+	_ = os.Remove("/.lab-kubelet-test-root")
 	if err := os.WriteFile(args[0], []byte(strings.Join(report, "\n")+"\n"), 0o644); err != nil {
 		return 1
+	}
+	if os.Getenv("FAKE_AGENT_EXIT") != "" {
+		return 0 // an init container: done
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 	defer stop()

@@ -86,33 +86,54 @@ func isServiceAccountVolume(v corev1.Volume) bool {
 	return false
 }
 
-// containerArgv wraps argv so that it runs with binds: `LABVM container --bind S:T[:ro]... -- ARGV`.
-func containerArgv(labvm string, binds []bindMount, argv []string) []string {
-	if len(binds) == 0 {
+// containerArgv wraps argv so that it runs with binds and, unless sec is nil or privileged, the container's
+// security settings: `LABVM container [--bind S:T[:ro]]... [--caps=A,B] [--no-new-privs] [--read-only-root] -- ARGV`.
+func containerArgv(labvm string, binds []bindMount, sec *containerSecurity, argv []string) []string {
+	if len(binds) == 0 && (sec == nil || sec.Privileged) {
 		return argv
 	}
 	out := []string{labvm, ContainerCommand}
 	for _, b := range binds {
 		out = append(out, "--bind", b.String())
 	}
+	if sec != nil && !sec.Privileged {
+		out = append(out, sec.args()...)
+	}
 	return append(append(out, "--"), argv...)
 }
 
 // ExecInMountNamespace is `labvm container`: it makes a private mount namespace that receives but never
-// sends mount events, bind-mounts each --bind, and execs the rest of the command line in place (the pid
-// stays the kubelet's child, so signals and exit codes are the process's own). It returns only on error.
+// sends mount events, bind-mounts each --bind, makes the root read-only (--read-only-root), sets
+// no_new_privs (--no-new-privs), keeps only the --caps capabilities, and execs the rest of the command line
+// in place (the pid stays the kubelet's child, so signals and exit codes are the process's own). It returns
+// only on error.
 func ExecInMountNamespace(args []string) error {
 	var binds []bindMount
+	var caps []string
+	restrictCaps, noNewPrivs, readOnlyRoot := false, false, false
 	for len(args) > 0 && args[0] != "--" {
-		if args[0] != "--bind" || len(args) < 2 {
-			return fmt.Errorf("usage: labvm %s [--bind SOURCE:TARGET[:ro]]... -- COMMAND [ARG ...]", ContainerCommand)
+		switch {
+		case args[0] == "--bind" && len(args) >= 2:
+			b, err := parseBindMount(args[1])
+			if err != nil {
+				return err
+			}
+			binds = append(binds, b)
+			args = args[2:]
+			continue
+		case strings.HasPrefix(args[0], "--caps="):
+			restrictCaps = true
+			if v := strings.TrimPrefix(args[0], "--caps="); v != "" {
+				caps = strings.Split(v, ",")
+			}
+		case args[0] == "--no-new-privs":
+			noNewPrivs = true
+		case args[0] == "--read-only-root":
+			readOnlyRoot = true
+		default:
+			return fmt.Errorf("usage: labvm %s [--bind SOURCE:TARGET[:ro]]... [--caps=CAP,...] [--no-new-privs] [--read-only-root] -- COMMAND [ARG ...]", ContainerCommand)
 		}
-		b, err := parseBindMount(args[1])
-		if err != nil {
-			return err
-		}
-		binds = append(binds, b)
-		args = args[2:]
+		args = args[1:]
 	}
 	if len(args) < 2 {
 		return errors.New("no command after --")
@@ -133,6 +154,22 @@ func ExecInMountNamespace(args []string) error {
 	}
 	for _, b := range binds {
 		if err := bind(b); err != nil {
+			return err
+		}
+	}
+	if readOnlyRoot {
+		// Only the root mount: the binds above are mounts of their own and keep their mode.
+		if err := unix.Mount("", "/", "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
+			return fmt.Errorf("read-only root: %w", err)
+		}
+	}
+	if noNewPrivs {
+		if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+			return fmt.Errorf("no_new_privs: %w", err)
+		}
+	}
+	if restrictCaps {
+		if err := restrictCapabilities(caps); err != nil {
 			return err
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/utils/ptr"
 )
 
 func TestParseBindMount(t *testing.T) {
@@ -71,12 +72,20 @@ func TestContainerMounts(t *testing.T) {
 	if len(binds) != 3 {
 		t.Errorf("binds without token = %+v", binds)
 	}
-	argv := containerArgv("/bin/labvm", want[:1], []string{"/bin/agent", "--x"})
+	argv := containerArgv("/bin/labvm", want[:1], nil, []string{"/bin/agent", "--x"})
 	if strings.Join(argv, " ") != "/bin/labvm container --bind /lib/modules:/lib/modules:ro -- /bin/agent --x" {
 		t.Errorf("containerArgv = %q", argv)
 	}
-	if got := containerArgv("/bin/labvm", nil, []string{"/bin/agent"}); !reflect.DeepEqual(got, []string{"/bin/agent"}) {
+	if got := containerArgv("/bin/labvm", nil, nil, []string{"/bin/agent"}); !reflect.DeepEqual(got, []string{"/bin/agent"}) {
 		t.Errorf("containerArgv without binds = %q", got)
+	}
+	sec := containerSecurity{Capabilities: []string{"NET_ADMIN"}, NoNewPrivs: true, ReadOnlyRoot: true}
+	argv = containerArgv("/bin/labvm", nil, &sec, []string{"/bin/agent"})
+	if strings.Join(argv, " ") != "/bin/labvm container --caps=NET_ADMIN --no-new-privs --read-only-root -- /bin/agent" {
+		t.Errorf("containerArgv with a securityContext = %q", argv)
+	}
+	if got := containerArgv("/bin/labvm", nil, &containerSecurity{Privileged: true}, []string{"/bin/agent"}); !reflect.DeepEqual(got, []string{"/bin/agent"}) {
+		t.Errorf("containerArgv privileged = %q", got)
 	}
 }
 
@@ -105,5 +114,52 @@ func TestExecInMountNamespace(t *testing.T) {
 	out, err = exec.Command(self, ContainerCommand, "--bind", "nonsense", "--", "true").CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "bind") {
 		t.Errorf("bad bind accepted: %v %s", err, out)
+	}
+}
+
+func TestSecurityFor(t *testing.T) {
+	tests := []struct {
+		name string
+		sc   *corev1.SecurityContext
+		want containerSecurity
+	}{
+		{"none: the runtime's defaults", nil, containerSecurity{Capabilities: []string{"AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE",
+			"FOWNER", "FSETID", "KILL", "MKNOD", "NET_BIND_SERVICE", "NET_RAW", "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT"}}},
+		{"the agent: drop ALL, add NET_ADMIN", &corev1.SecurityContext{
+			AllowPrivilegeEscalation: ptr.To(false), ReadOnlyRootFilesystem: ptr.To(true),
+			Capabilities: &corev1.Capabilities{Add: []corev1.Capability{"NET_ADMIN"}, Drop: []corev1.Capability{"ALL"}},
+		}, containerSecurity{Capabilities: []string{"NET_ADMIN"}, NoNewPrivs: true, ReadOnlyRoot: true}},
+		{"drop one, add one with its CAP_ prefix", &corev1.SecurityContext{
+			Capabilities: &corev1.Capabilities{Add: []corev1.Capability{"CAP_SYS_MODULE"}, Drop: []corev1.Capability{"NET_RAW", "MKNOD", "SETPCAP",
+				"SETFCAP", "KILL", "AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "SETGID", "SETUID", "SYS_CHROOT"}},
+		}, containerSecurity{Capabilities: []string{"NET_BIND_SERVICE", "SYS_MODULE"}}},
+		{"privileged", &corev1.SecurityContext{Privileged: ptr.To(true)}, containerSecurity{Privileged: true}},
+	}
+	for _, tt := range tests {
+		if got := securityFor(tt.sc); !reflect.DeepEqual(got, tt.want) {
+			t.Errorf("%s: securityFor = %+v, want %+v", tt.name, got, tt.want)
+		}
+	}
+}
+
+// TestExecWithCapabilities runs `labvm container --caps=...` (this test binary plays labvm): the process
+// keeps exactly the granted capabilities, in every set, and runs with no_new_privs.
+func TestExecWithCapabilities(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to hold capabilities to drop")
+	}
+	self, _ := os.Executable()
+	out, err := exec.Command(self, ContainerCommand, "--caps=NET_ADMIN", "--no-new-privs", "--",
+		"/bin/sh", "-c", "grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs):' /proc/self/status").CombinedOutput()
+	if err != nil {
+		t.Fatalf("labvm container: %v: %s", err, out)
+	}
+	want := "CapInh:\t0000000000001000\nCapPrm:\t0000000000001000\nCapEff:\t0000000000001000\nCapBnd:\t0000000000001000\nCapAmb:\t0000000000000000\nNoNewPrivs:\t1\n"
+	if string(out) != want {
+		t.Errorf("the container's process has\n%s\nwant\n%s", out, want)
+	}
+	out, err = exec.Command(self, ContainerCommand, "--caps=", "--", "/bin/sh", "-c", "grep ^CapEff: /proc/self/status").CombinedOutput()
+	if err != nil || string(out) != "CapEff:\t0000000000000000\n" {
+		t.Errorf("--caps= (none): %v %q", err, out)
 	}
 }

@@ -42,8 +42,10 @@ type podWorker struct {
 	networkReady bool
 	startTime    time.Time
 	containers   []*container
-	needsToken   bool
-	tokenWritten bool
+	// initContainers run to completion, in order, before containers start.
+	initContainers []*container
+	needsToken     bool
+	tokenWritten   bool
 
 	kick          chan struct{} // a status update is wanted
 	deleteOnce    sync.Once
@@ -312,10 +314,13 @@ func (w *podWorker) snapshot() podSnapshot {
 		NetworkReady: w.networkReady,
 		StartTime:    w.startTime,
 	}
-	containers := w.containers
+	containers, inits := w.containers, w.initContainers
 	w.mu.Unlock()
 	for _, c := range containers {
 		snap.Containers = append(snap.Containers, c.snapshot(string(w.uid)))
+	}
+	for _, c := range inits {
+		snap.InitContainers = append(snap.InitContainers, c.snapshot(string(w.uid)))
 	}
 	return snap
 }
@@ -445,15 +450,29 @@ func (w *podWorker) refreshToken(ctx context.Context) (time.Time, error) {
 
 var errTokenPending = errors.New("waiting for the service account token")
 
-// startContainers starts a supervisor for every container.
+// startContainers runs the init containers one after the other, each until it succeeds (retried with
+// backoff, as with restartPolicy Always), then starts a supervisor for every container, as the kubelet does.
+// The init containers run at every start of the worker, also after a kubelet restart (a real kubelet runs
+// them again whenever it makes a new pod sandbox).
 func (w *podWorker) startContainers(ctx context.Context) {
 	pod := w.currentPod()
-	if len(pod.Spec.InitContainers) > 0 {
-		w.log.Info("Init containers are not run by the lab kubelet", "count", len(pod.Spec.InitContainers))
-	}
 	previous := map[string]corev1.ContainerStatus{}
 	for _, cs := range pod.Status.ContainerStatuses {
 		previous[cs.Name] = cs
+	}
+	inits := make([]*container, 0, len(pod.Spec.InitContainers))
+	for i := range pod.Spec.InitContainers {
+		spec := pod.Spec.InitContainers[i]
+		if spec.RestartPolicy != nil && *spec.RestartPolicy == corev1.ContainerRestartPolicyAlways {
+			w.log.Info("Sidecar init containers are not run by the lab kubelet", "container", spec.Name)
+			continue
+		}
+		kind, dir := classifyImage(spec.Image, w.k.cfg.EchoImage, w.k.cfg.ImageMap)
+		c := &container{spec: spec, kind: kind, binDir: dir, log: w.log.WithValues("initContainer", spec.Name)}
+		c.sup = newSupervisor(c.log, 0, w.k.cfg.KillGracePeriod,
+			func(ctx context.Context) (processSpec, error) { return w.processSpec(ctx, c) }, nil, w.requestStatusSync)
+		c.sup.untilSuccess = true
+		inits = append(inits, c)
 	}
 	containers := make([]*container, 0, len(pod.Spec.Containers))
 	for i := range pod.Spec.Containers {
@@ -479,11 +498,20 @@ func (w *podWorker) startContainers(ctx context.Context) {
 		containers = append(containers, c)
 	}
 	w.mu.Lock()
+	w.initContainers = inits
 	w.containers = containers
 	w.mu.Unlock()
-	for _, c := range containers {
-		w.containersRun.Go(func() { c.sup.Run(ctx) })
-	}
+	w.containersRun.Go(func() {
+		for _, c := range inits {
+			c.sup.Run(ctx)
+			if !c.sup.State().Succeeded {
+				return // the pod is stopping: the containers never start
+			}
+		}
+		for _, c := range containers {
+			w.containersRun.Go(func() { c.sup.Run(ctx) })
+		}
+	})
 }
 
 // processSpec is what to run for container c now.
@@ -535,7 +563,8 @@ func (w *podWorker) processSpec(ctx context.Context, c *container) (processSpec,
 		if len(skipped) > 0 {
 			c.log.Info("Volume mounts not provided by the lab kubelet", "volumes", skipped)
 		}
-		argv = containerArgv(w.k.cfg.LabvmBinary, binds, argv)
+		sec := securityFor(c.spec.SecurityContext)
+		argv = containerArgv(w.k.cfg.LabvmBinary, binds, &sec, argv)
 	default:
 		tcp, udp, unsupported := echoPorts(&c.spec)
 		if len(unsupported) > 0 {

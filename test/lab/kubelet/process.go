@@ -46,6 +46,7 @@ type processState struct {
 	WaitingMessage string
 	LastExit       *exitInfo
 	Stopped        bool // the pod is terminating and the process has ended for good
+	Succeeded      bool // an init container's process exited 0: it is done
 }
 
 // restartBackoff is CrashLoopBackOff, scaled down for a lab: 1 s doubling to 20 s, reset after a process
@@ -65,6 +66,8 @@ type supervisor struct {
 	// onStart runs for each started process with a context that ends when that process does (probes).
 	onStart  func(ctx context.Context, pid int)
 	onChange func()
+	// untilSuccess makes Run end once a process exits 0 (an init container); failures are retried.
+	untilSuccess bool
 
 	mu    sync.Mutex
 	state processState
@@ -123,6 +126,11 @@ func (s *supervisor) Run(ctx context.Context) {
 		}
 		if ctx.Err() != nil {
 			s.update(func(st *processState) { st.LastExit, st.Stopped = exit, true })
+			return
+		}
+		if s.untilSuccess && exit.ExitCode == 0 {
+			s.log.Info("Init container completed")
+			s.update(func(st *processState) { st.LastExit, st.Stopped, st.Succeeded = exit, true, true })
 			return
 		}
 		if exit.FinishedAt.Sub(exit.StartedAt) > backoffResetAfter {

@@ -23,6 +23,8 @@ type podSnapshot struct {
 	NetworkReady bool
 	StartTime    time.Time
 	Containers   []containerSnapshot // in spec order
+	// InitContainers are the init containers the lab runs, in spec order; empty before they are made.
+	InitContainers []containerSnapshot
 }
 
 // computePodStatus is the status a kubelet would report for pod in this state. It starts from the pod's
@@ -44,6 +46,20 @@ func computePodStatus(pod *corev1.Pod, snap podSnapshot, now metav1.Time) corev1
 		status.StartTime = &t
 	}
 
+	// Before the worker made its containers (both lists at once), a pod with init containers is not
+	// initialized; afterwards it is once each init container completed.
+	initialized := len(snap.Containers) > 0 || len(pod.Spec.InitContainers) == 0
+	if len(snap.InitContainers) > 0 {
+		status.InitContainerStatuses = make([]corev1.ContainerStatus, 0, len(snap.InitContainers))
+	}
+	for _, c := range snap.InitContainers {
+		cs := containerStatus(c)
+		cs.Ready = c.Process.Succeeded // an init container is ready once it completed
+		status.InitContainerStatuses = append(status.InitContainerStatuses, cs)
+		if !c.Process.Succeeded {
+			initialized = false
+		}
+	}
 	anyStarted := false
 	allReady := len(snap.Containers) > 0
 	status.ContainerStatuses = make([]corev1.ContainerStatus, 0, len(snap.Containers))
@@ -71,8 +87,12 @@ func computePodStatus(pod *corev1.Pod, snap podSnapshot, now metav1.Time) corev1
 	}
 	setCondition(&status, corev1.PodScheduled, true, "", now)
 	setCondition(&status, corev1.PodReadyToStartContainers, snap.NetworkReady, "", now)
-	setCondition(&status, corev1.PodInitialized, true, "", now)
 	reason := ""
+	if !initialized {
+		reason = "ContainersNotInitialized"
+	}
+	setCondition(&status, corev1.PodInitialized, initialized, reason, now)
+	reason = ""
 	if !allReady {
 		reason = "ContainersNotReady"
 	}

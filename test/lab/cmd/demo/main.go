@@ -26,8 +26,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	lbv1alpha1 "github.com/ipvs-operator/ipvs-operator/api/v1alpha1"
+	"github.com/ipvs-operator/ipvs-operator/test/install"
 	"github.com/ipvs-operator/ipvs-operator/test/lab"
-	"github.com/ipvs-operator/ipvs-operator/test/lab/deploy"
 )
 
 const (
@@ -78,13 +78,13 @@ func run(ctx context.Context, keep bool) (err error) {
 	c := l.Client()
 
 	step("Installing the operator from config/ (kustomize build config/default, server-side apply)")
-	if err := deploy.Install(ctx, c, deploy.Options{RepoRoot: root, Kustomize: filepath.Join(root, "bin", "kustomize"), Image: image, Log: os.Stdout}); err != nil {
+	if err := install.Kustomize(ctx, c, install.Options{RepoRoot: root, Kustomize: filepath.Join(root, "bin", "kustomize"), Image: image, Log: os.Stdout}); err != nil {
 		return err
 	}
-	if err := deploy.WaitAgents(ctx, c, l.Nodes(), 3*time.Minute); err != nil {
+	if err := install.WaitReady(ctx, c, l.Nodes(), 3*time.Minute); err != nil {
 		return err
 	}
-	fmt.Printf("    the operator rendered the agent DaemonSet; an agent is Ready on %v\n", l.Nodes())
+	fmt.Printf("    the operator is Available, rendered the agent DaemonSet, and an agent is Ready on %v\n", l.Nodes())
 
 	step("Applying a 3-replica backend Deployment, a Service (80 -> 8080) and a ServicePolicy (scheduler lc)")
 	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); client.IgnoreAlreadyExists(err) != nil {

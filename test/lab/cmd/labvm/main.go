@@ -3,7 +3,7 @@
 //
 //	labvm kubelet --node NAME --kubeconfig FILE --node-ip IP --pod-cidr CIDR [--bridge cbr0] [--image-map MATCH=DIR]...
 //	labvm echo [--name NAME] [--tcp PORTS] [--udp PORTS]
-//	labvm client [--proto http|tcp|udp] [--count N | --duration D] [--interval D] [--timeout D] [--hold D] [--source-port P] ADDR
+//	labvm client [--proto http|tcp|udp] [--count N | --duration D] [--interval D] [--timeout D] [--hold D] [--source-port P] [--bearer-token T] ADDR
 //	labvm labd --listen ADDR
 //	labvm container [--bind SRC:DST[:ro]]... -- COMMAND...   (used by the kubelet for volume mounts)
 package main
@@ -232,6 +232,7 @@ func runClient(ctx context.Context, args []string, out io.Writer) int {
 	fs.DurationVar(&cfg.Timeout, "timeout", 2*time.Second, "per-request timeout")
 	fs.DurationVar(&cfg.Hold, "hold", 0, "tcp: open --count connections, keep all of them open this long, then close")
 	fs.IntVar(&cfg.SourcePort, "source-port", 0, "tcp/udp: bind this local port (a UDP flow keeps its identity)")
+	fs.StringVar(&cfg.BearerToken, "bearer-token", "", "http: send this bearer token (https:// addresses are fetched without verifying the certificate)")
 	fs.SetOutput(os.Stderr)
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
