@@ -167,14 +167,16 @@ func newGuardTopology(t *testing.T) *guardTopology {
 	ip("-n", pd, "route", "add", "default", "via", "10.244.1.1")
 	ip("-n", od, "route", "add", "10.96.0.0/16", "via", guardNodeIP)
 	// Counters behind the guard (priority 10 runs after its priority 0).
+	// The counters are declared before the rules that name them: the lab's 6.1 kernel refuses (ENOENT) a
+	// rule whose named counter comes later in the same transaction.
 	probe := `table inet probe {
+	counter forged-to-vip { }
+	counter forged-to-node { }
 	chain in {
 		type filter hook input priority 10; policy accept;
 		ip saddr ` + guardForged + ` ip daddr ` + guardVIP + ` counter name forged-to-vip
 		ip saddr ` + guardForged + ` ip daddr ` + guardNodeIP + ` counter name forged-to-node
 	}
-	counter forged-to-vip { }
-	counter forged-to-node { }
 }`
 	if out, err := exec.Command("ip", "netns", "exec", nd, "nft", probe).CombinedOutput(); err != nil {
 		t.Fatalf("nft probe table: %v\n%s", err, out)

@@ -452,7 +452,10 @@ func RegisterScenarios(driver func() Driver) {
 					idle = p.Name
 				}
 			}
-			got := fromPod(ctx, drv, cli, request{addr: hostPort(vip, 80), count: 8})
+			// A pause between requests: lc weighs an active connection 256 times an inactive one, so one
+			// request whose close IPVS has not yet seen (a FIN still queued on the other vCPU when the next
+			// SYN is scheduled) would tip the idle pod's count over a held pod's (256 + 7 > 256).
+			got := fromPod(ctx, drv, cli, request{addr: hostPort(vip, 80), count: 8, interval: 200 * time.Millisecond})
 			out, err = drv.NodeExec(ctx, nodeB, "ipvsadm", "-Ln", "-t", hostPort(vip, 80))
 			Expect(err).NotTo(HaveOccurred())
 			Expect(activeConnections(out)).To(Equal(2), "the held connections outlived the check, or it proves nothing:\n%s", out)
