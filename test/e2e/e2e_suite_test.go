@@ -35,8 +35,11 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 	var err error
 	cfg, err = loadConfig()
 	Expect(err).NotTo(HaveOccurred())
-	c, err = setUp(ctx, cfg)
+	c, err = newCluster(cfg, execRunner{log: GinkgoWriter}, GinkgoWriter)
 	drv = kindDriver{c: c}
+	if err == nil {
+		err = c.setUp(ctx, func(step string) { By(step) })
+	}
 	if err != nil {
 		failed = true
 	}
