@@ -321,11 +321,22 @@ func TestDryRunDriver(t *testing.T) {
 	f.calls = nil
 	d := kindDriver{c: c}
 	ctx := context.Background()
-	d.NodeExec(ctx, "e2e-worker", "ipvsadm", "-Sn")                                       //nolint:errcheck // recorded only
-	d.NodeExec(ctx, "e2e-worker", "ip", "-o", "addr", "show", "dev", "ipvs0")             //nolint:errcheck
-	d.NodeExec(ctx, "e2e-worker", append(d.ClientCommand(), "10.96.0.10:80")...)          //nolint:errcheck
-	d.NodeExec(ctx, "e2e-control-plane", "nft", "list", "table", "inet", "ipvs-operator") //nolint:errcheck
-	d.OutsideExec(ctx, "arping", "-c", "2", "10.96.0.10")                                 //nolint:errcheck
+	// The fake answers every command; only the command lines matter here.
+	for _, argv := range [][]string{
+		{"ipvsadm", "-Sn"},
+		{"ip", "-o", "addr", "show", "dev", "ipvs0"},
+		append(d.ClientCommand(), "10.96.0.10:80"),
+	} {
+		if _, err := d.NodeExec(ctx, "e2e-worker", argv...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := d.NodeExec(ctx, "e2e-control-plane", "nft", "list", "table", "inet", "ipvs-operator"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.OutsideExec(ctx, "arping", "-c", "2", "10.96.0.10"); err != nil {
+		t.Fatal(err)
+	}
 	want := []string{
 		"docker exec e2e-worker-tools ipvsadm -Sn",
 		"docker exec e2e-worker ip -o addr show dev ipvs0",
