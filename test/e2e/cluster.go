@@ -93,7 +93,10 @@ func (c *cluster) runSteps(ctx context.Context, steps []setUpStep, step func(str
 	return nil
 }
 
-func (c *cluster) checkTools(context.Context) error {
+// checkTools finds the tools and refuses a rootless Docker engine at once (README, "Host requirements"): its
+// containers live in a user namespace, where the kernel refuses IPVS's netlink commands, so every agent would
+// fail much later with a less clear error.
+func (c *cluster) checkTools(ctx context.Context) error {
 	tools := []string{c.cfg.Docker, c.cfg.Kind, c.cfg.Kubectl, c.cfg.Kustomize}
 	if c.cfg.OLM {
 		tools = append(tools, c.cfg.OperatorSDK)
@@ -104,7 +107,19 @@ func (c *cluster) checkTools(context.Context) error {
 			errs = append(errs, err)
 		}
 	}
-	return errors.Join(errs...)
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	// Docker lists "name=rootless" among its security options when the engine runs rootless.
+	out, err := c.cmd.Run(ctx, nil, nil, c.cfg.Docker, "info", "--format", "{{json .SecurityOptions}}")
+	if err != nil {
+		return fmt.Errorf("is the Docker engine running? %w", err)
+	}
+	if strings.Contains(out, "name=rootless") {
+		return errors.New("the Docker engine runs rootless: kind nodes would live in a user namespace, where the " +
+			"kernel refuses IPVS's netlink commands; use rootful Docker (see README, End-to-end tests in kind)")
+	}
+	return nil
 }
 
 // buildImage builds the product image (IMG) and the test image (E2E_LAB_IMG) from their Dockerfile targets.

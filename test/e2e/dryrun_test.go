@@ -59,9 +59,14 @@ func (f *fakeRunner) LookPath(file string) (string, error) {
 	return "/usr/bin/" + filepath.Base(file), nil
 }
 
-// laptop answers as docker and kind do on a machine with no cluster named cluster yet (existing: one with
-// that name), nodes <cluster>-control-plane and <cluster>-worker.
+// laptop answers as docker and kind do on a machine with rootful Docker and no cluster named cluster yet
+// (existing: one with that name), nodes <cluster>-control-plane and <cluster>-worker.
 func laptop(cluster string, existing bool) func(argv []string) (string, error) {
+	return answers(cluster, existing, false)
+}
+
+// answers is laptop, with a rootless Docker engine if rootless.
+func answers(cluster string, existing, rootless bool) func(argv []string) (string, error) {
 	return func(argv []string) (string, error) {
 		cmd := strings.Join(argv, " ")
 		switch {
@@ -87,6 +92,11 @@ func laptop(cluster string, existing bool) func(argv []string) (string, error) {
 			return `{"bridge":{}}` + "\n", nil
 		case strings.HasPrefix(cmd, "docker image inspect -f "+platformFormat):
 			return "linux/amd64\n", nil
+		case cmd == "docker info --format {{json .SecurityOptions}}":
+			if rootless {
+				return `["name=seccomp,profile=builtin","name=rootless","name=cgroupns"]` + "\n", nil
+			}
+			return `["name=apparmor","name=seccomp,profile=builtin","name=cgroupns"]` + "\n", nil
 		}
 		return "", nil
 	}
@@ -158,6 +168,7 @@ var helpers = []string{
 }
 
 func TestDryRunSetUp(t *testing.T) {
+	info := "docker info --format {{json .SecurityOptions}}"
 	connect := []string{"kind get kubeconfig --name e2e", "kind get nodes --name e2e", inspectIP + "e2e-control-plane", taint}
 	build := []string{"docker build --target product -t op:v1 $REPO", "docker build --target lab -t op-lab:v1 $REPO"}
 	load := []string{"kind load docker-image op:v1 --name e2e", "kind load docker-image op-lab:v1 --name e2e"}
@@ -173,7 +184,7 @@ func TestDryRunSetUp(t *testing.T) {
 	}{
 		{
 			name: "defaults: no kube-proxy, kustomize (stops before the install applies objects)",
-			want: cat(build, []string{"kind get clusters", "kind create cluster --name e2e --config $TMP/kind.yaml"}, connect, load, helpers),
+			want: cat([]string{info}, build, []string{"kind get clusters", "kind create cluster --name e2e --config $TMP/kind.yaml"}, connect, load, helpers),
 			kind: []string{`  kubeProxyMode: "none"`, "- role: control-plane", "- role: worker"},
 		},
 		{
@@ -182,14 +193,14 @@ func TestDryRunSetUp(t *testing.T) {
 				c.Reuse, c.SkipBuild, c.KubeProxyMode, c.Scope = true, true, "iptables", scopeLabelled
 			},
 			existing: true,
-			want:     cat([]string{"docker image inspect op:v1", "docker image inspect op-lab:v1", "kind get clusters"}, connect, load, helpers),
+			want:     cat([]string{info, "docker image inspect op:v1", "docker image inspect op-lab:v1", "kind get clusters"}, connect, load, helpers),
 		},
 		{
 			name: "kind load docker-image fails (Docker's containerd image store): a single-platform archive is loaded",
 			answer: func(a func([]string) (string, error)) func([]string) (string, error) {
 				return failing(a, "kind load docker-image")
 			},
-			want: cat(build, []string{"kind get clusters", "kind create cluster --name e2e --config $TMP/kind.yaml"}, connect, []string{
+			want: cat([]string{info}, build, []string{"kind get clusters", "kind create cluster --name e2e --config $TMP/kind.yaml"}, connect, []string{
 				"kind load docker-image op:v1 --name e2e",
 				"docker image inspect -f " + platformFormat + " op:v1",
 				"docker image save --platform linux/amd64 -o $TMP/op_v1.tar op:v1",
@@ -203,7 +214,7 @@ func TestDryRunSetUp(t *testing.T) {
 		{
 			name: "OLM: local registry, bundle image pushed, operator-sdk run bundle (stops before waiting for the agents)",
 			edit: func(c *config) { c.OLM, c.KubeProxyMode, c.Scope, c.Workers = true, "nftables", scopeLabelled, 1 },
-			want: cat(build, []string{
+			want: cat([]string{info}, build, []string{
 				"docker rm -f e2e-registry",
 				"docker run -d --name e2e-registry -p 127.0.0.1::5000 " + registryImage,
 				"docker port e2e-registry 5000/tcp",
@@ -265,6 +276,17 @@ func TestDryRunSetUp(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestDryRunRootless: a rootless Docker engine is refused before anything is built or created.
+func TestDryRunRootless(t *testing.T) {
+	_, calls, err := dryRun(t, dryRunConfig(t, nil), answers("e2e", false, true))
+	if err == nil || !strings.Contains(err.Error(), "rootless") {
+		t.Errorf("got %v, want a rootless Docker engine refused", err)
+	}
+	if want := []string{"docker info --format {{json .SecurityOptions}}"}; !slices.Equal(calls, want) {
+		t.Errorf("commands %q, want only %q", calls, want)
 	}
 }
 
