@@ -91,8 +91,8 @@ test: lint test-unit test-fuzz test-bundle test-e2e-compile test-e2e-dryrun test
 
 # The lab suites boot a VM each: run them one package at a time (-p 1) on a 2-core machine.
 .PHONY: test-lab
-test-lab: kustomize envtest lab-deps ## The real-kernel suites: lab smoke, the root-only tests (ipvs, nftrules, sync, node lock) in the VM, dataplane scenarios.
-	go test -tags lab -p 1 -count=1 -timeout 60m ./test/lab/ ./test/lab/dataplane/ -ginkgo.v
+test-lab: kustomize envtest lab-deps ## The real-kernel suites: lab smoke, the root-only tests (ipvs, nftrules, sync, node lock) in the VM, dataplane scenarios, the cluster without Node pod CIDRs.
+	go test -tags lab -p 1 -count=1 -timeout 60m ./test/lab/ ./test/lab/dataplane/ ./test/lab/detectlocal/ -ginkgo.v
 
 # The long run of the model-based churn test (test/dataplane/churn.go); `make test` runs a short one.
 CHURN_STEPS ?= 300

@@ -30,6 +30,9 @@ const (
 	FlagAuditPeriod      = "audit-period"
 	FlagDriftCheckPeriod = "drift-check-period"
 	FlagClusterCIDR      = "cluster-cidr"
+	FlagDetectLocalMode  = "detect-local-mode"
+	FlagPodBridge        = "pod-bridge-interface"
+	FlagPodIfacePrefix   = "pod-interface-name-prefix"
 	FlagMetricsAddress   = "metrics-bind-address"
 	FlagHealthAddress    = "health-probe-bind-address"
 	FlagWorkers          = "workers"
@@ -53,6 +56,31 @@ const (
 	ScopeAll = "all"
 )
 
+// DetectLocalMode is how the agent tells its node's pods from every other source (--detect-local-mode): the
+// guard lets only pods (and the node itself) open connections to ClusterIPs, and the masquerade rule
+// rewrites the source of everything else. The modes and their names are kube-proxy's, so a cluster's
+// existing kube-proxy setting carries over.
+type DetectLocalMode string
+
+// The detect-local modes.
+const (
+	// DetectLocalClusterCIDR: sources in --cluster-cidr are pods. For CNIs whose Nodes carry no
+	// spec.podCIDRs (Calico IPAM, Cilium cluster-pool, AWS VPC CNI) when the pod ranges are known.
+	DetectLocalClusterCIDR DetectLocalMode = "ClusterCIDR"
+	// DetectLocalNodeCIDR: sources in this Node's spec.podCIDRs are pods (the default; what the agent
+	// always did). Until the Node has pod CIDRs the agent is not ready.
+	DetectLocalNodeCIDR DetectLocalMode = "NodeCIDR"
+	// DetectLocalBridgeInterface: packets arriving on --pod-bridge-interface are from pods (bridge CNIs
+	// such as kubenet's cbr0 or the bridge plugin's cni0).
+	DetectLocalBridgeInterface DetectLocalMode = "BridgeInterface"
+	// DetectLocalInterfaceNamePrefix: packets arriving on an interface whose name starts with
+	// --pod-interface-name-prefix are from pods (one host veth per pod: Calico's cali, AWS VPC CNI's eni).
+	DetectLocalInterfaceNamePrefix DetectLocalMode = "InterfaceNamePrefix"
+)
+
+// DetectLocalModes lists every mode, in the order the flag's help names them.
+var DetectLocalModes = []DetectLocalMode{DetectLocalNodeCIDR, DetectLocalClusterCIDR, DetectLocalBridgeInterface, DetectLocalInterfaceNamePrefix}
+
 // Defaults of the agent's settings.
 const (
 	// DefaultInterface is the dummy device the agent binds ClusterIPs to (kube-proxy's is kube-ipvs0; a
@@ -74,6 +102,8 @@ const (
 	DefaultWorkers = 4
 	// DefaultSysctlRoot is where the agent writes sysctls when not told otherwise.
 	DefaultSysctlRoot = "/proc/sys"
+	// DefaultDetectLocalMode keeps the behaviour the agent had before the mode could be chosen.
+	DefaultDetectLocalMode = DetectLocalNodeCIDR
 	// DefaultStrictARP keeps nodes from answering ARP for the ClusterIPs on the dummy device
 	// (arp_ignore=1, arp_announce=2). kube-proxy leaves it off unless asked (strictARP); the agent has it on
 	// because a node answering ARP for ClusterIPs draws other hosts' traffic to it, and turning it off is
@@ -105,8 +135,17 @@ type Config struct {
 	AuditPeriod time.Duration
 	// DriftCheckPeriod is how often the drift canary runs; 0 disables it (--drift-check-period).
 	DriftCheckPeriod time.Duration
-	// ClusterCIDRs are the cluster's pod CIDRs; empty means read them from the Node objects (--cluster-cidr).
+	// DetectLocalMode says how pods are told from other sources (--detect-local-mode).
+	DetectLocalMode DetectLocalMode
+	// ClusterCIDRs are the cluster's pod CIDRs, one or more per IP family; required by, and only used with,
+	// DetectLocalClusterCIDR (--cluster-cidr).
 	ClusterCIDRs []netip.Prefix
+	// PodBridgeInterface is the pods' bridge; required by, and only used with, DetectLocalBridgeInterface
+	// (--pod-bridge-interface).
+	PodBridgeInterface string
+	// PodInterfaceNamePrefix starts the name of every pod's host interface; required by, and only used
+	// with, DetectLocalInterfaceNamePrefix (--pod-interface-name-prefix).
+	PodInterfaceNamePrefix string
 	// MetricsAddress serves Prometheus metrics and /debug/ipvs over authenticated HTTPS; "0" disables it
 	// (--metrics-bind-address).
 	MetricsAddress string
@@ -139,6 +178,7 @@ func Default() Config {
 		HealthAddress:    PortAddress(DefaultHealthPort),
 		Workers:          DefaultWorkers,
 		SysctlRoot:       DefaultSysctlRoot,
+		DetectLocalMode:  DefaultDetectLocalMode,
 		StrictARP:        DefaultStrictARP,
 	}
 }
@@ -160,7 +200,17 @@ func (c *Config) BindFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.DriftCheckPeriod, FlagDriftCheckPeriod, c.DriftCheckPeriod, "How often to check, with a few O(1) kernel reads, "+
 		"whether the kernel lost the agent's state wholesale (IPVS flushed, dummy interface or nftables table deleted) "+
 		"and re-sync at once; 0 disables it (the audit repairs it then).")
-	fs.Var((*prefixList)(&c.ClusterCIDRs), FlagClusterCIDR, "Comma-separated pod CIDRs of the cluster. Empty: read them from the Node objects.")
+	fs.StringVar((*string)(&c.DetectLocalMode), FlagDetectLocalMode, string(c.DetectLocalMode), fmt.Sprintf("How to tell this node's pods from other sources, "+
+		"which may not open connections to ClusterIPs and are masqueraded: one of %v (kube-proxy's modes). "+
+		"%s: this Node's spec.podCIDRs (not ready until it has some); %s: --%s; %s: packets from --%s; %s: packets from interfaces named --%s*.",
+		DetectLocalModes, DetectLocalNodeCIDR, DetectLocalClusterCIDR, FlagClusterCIDR, DetectLocalBridgeInterface, FlagPodBridge,
+		DetectLocalInterfaceNamePrefix, FlagPodIfacePrefix))
+	fs.Var((*prefixList)(&c.ClusterCIDRs), FlagClusterCIDR, "Comma-separated pod CIDRs of the cluster (dual-stack: one per family). "+
+		"Required with --"+FlagDetectLocalMode+"="+string(DetectLocalClusterCIDR)+", refused with the other modes.")
+	fs.StringVar(&c.PodBridgeInterface, FlagPodBridge, c.PodBridgeInterface, "The pods' bridge interface (e.g. cbr0, cni0). "+
+		"Required with --"+FlagDetectLocalMode+"="+string(DetectLocalBridgeInterface)+", refused with the other modes.")
+	fs.StringVar(&c.PodInterfaceNamePrefix, FlagPodIfacePrefix, c.PodInterfaceNamePrefix, "The name prefix of every pod's host interface (e.g. cali, veth, eni). "+
+		"Required with --"+FlagDetectLocalMode+"="+string(DetectLocalInterfaceNamePrefix)+", refused with the other modes.")
 	fs.StringVar(&c.MetricsAddress, FlagMetricsAddress, c.MetricsAddress, "Address of the Prometheus metrics and /debug/ipvs endpoint (HTTPS; each request's bearer token is checked with the API server); 0 disables it.")
 	fs.StringVar(&c.HealthAddress, FlagHealthAddress, c.HealthAddress, "Address of the /healthz and /readyz endpoints.")
 	fs.IntVar(&c.Workers, FlagWorkers, c.Workers, "Services programmed concurrently.")
@@ -236,8 +286,8 @@ func (c Config) validate() []error {
 	bad := func(name string, value any, want string) {
 		errs = append(errs, &FlagError{Flag: name, Value: fmt.Sprint(value), Want: want})
 	}
-	if c.Interface == "" || len(c.Interface) > MaxInterfaceNameLen || strings.ContainsAny(c.Interface, "/ \t\n:") {
-		bad(FlagInterface, c.Interface, fmt.Sprintf("must be a link name of 1 to %d characters without '/', ':' or spaces (IFNAMSIZ)", MaxInterfaceNameLen))
+	if !validLinkName(c.Interface) {
+		bad(FlagInterface, c.Interface, fmt.Sprintf("must be a link name of 1 to %d characters without '/', ':', '*' or spaces (IFNAMSIZ)", MaxInterfaceNameLen))
 	}
 	if c.Scope != ScopeLabelled && c.Scope != ScopeAll {
 		bad(FlagScope, c.Scope, fmt.Sprintf("must be %q or %q", ScopeLabelled, ScopeAll))
@@ -265,7 +315,53 @@ func (c Config) validate() []error {
 	if !path.IsAbs(c.SysctlRoot) {
 		bad(FlagSysctlRoot, c.SysctlRoot, "must be an absolute path")
 	}
+	return append(errs, c.validateDetectLocal()...)
+}
+
+// validateDetectLocal checks --detect-local-mode and the one setting each mode needs. A setting given for
+// another mode is refused rather than ignored: an agent that silently ignores --cluster-cidr would refuse
+// every pod on a CNI whose Nodes have no pod CIDRs, which is what the setting was meant to fix.
+func (c Config) validateDetectLocal() []error {
+	var errs []error
+	bad := func(name string, value any, want string) {
+		errs = append(errs, &FlagError{Flag: name, Value: fmt.Sprint(value), Want: want})
+	}
+	if !slices.Contains(DetectLocalModes, c.DetectLocalMode) {
+		bad(FlagDetectLocalMode, c.DetectLocalMode, fmt.Sprintf("must be one of %v", DetectLocalModes))
+	}
+	mode := func(m DetectLocalMode) string { return "--" + FlagDetectLocalMode + "=" + string(m) }
+	needs := func(m DetectLocalMode, flag, value string, set bool, example string) {
+		switch {
+		case c.DetectLocalMode == m && !set:
+			bad(flag, value, "required with "+mode(m)+": "+example)
+		case c.DetectLocalMode != m && set:
+			bad(flag, value, "only used with "+mode(m)+": set that mode, or drop --"+flag+" (the mode is "+string(c.DetectLocalMode)+")")
+		}
+	}
+	cidrs := (*prefixList)(&c.ClusterCIDRs).String()
+	needs(DetectLocalClusterCIDR, FlagClusterCIDR, cidrs, len(c.ClusterCIDRs) > 0,
+		"the cluster's pod CIDRs, comma-separated, one per IP family (e.g. 10.244.0.0/16,fd00:10:244::/56)")
+	needs(DetectLocalBridgeInterface, FlagPodBridge, c.PodBridgeInterface, c.PodBridgeInterface != "", "the pods' bridge (e.g. cbr0 or cni0)")
+	needs(DetectLocalInterfaceNamePrefix, FlagPodIfacePrefix, c.PodInterfaceNamePrefix, c.PodInterfaceNamePrefix != "",
+		"the name prefix of the pods' host interfaces (e.g. cali or veth)")
+	for _, p := range c.ClusterCIDRs {
+		if !p.IsValid() || p.Addr().Is4In6() || p.Addr().Zone() != "" {
+			bad(FlagClusterCIDR, cidrs, "must be CIDRs of IPv4 or IPv6 networks")
+			break
+		}
+	}
+	for _, n := range []struct{ flag, name string }{{FlagPodBridge, c.PodBridgeInterface}, {FlagPodIfacePrefix, c.PodInterfaceNamePrefix}} {
+		if n.name != "" && !validLinkName(n.name) {
+			bad(n.flag, n.name, fmt.Sprintf("must be a link name (or its start) of 1 to %d characters without '/', ':', '*' or spaces", MaxInterfaceNameLen))
+		}
+	}
 	return errs
+}
+
+// validLinkName reports whether name can be (the start of) a link name: the kernel's rules (IFNAMSIZ, no
+// '/', ':' or white space), and no '*', which nftables would read as a wildcard.
+func validLinkName(name string) bool {
+	return name != "" && len(name) <= MaxInterfaceNameLen && !strings.ContainsAny(name, "/ \t\n:*")
 }
 
 // checkBindAddress accepts what controller-runtime's servers accept: "0" (disabled) or [host]:port with a
@@ -285,6 +381,10 @@ func port(addr string) string {
 	_, p, _ := net.SplitHostPort(addr)
 	return p
 }
+
+// CIDRsValue is the flag.Value of --cluster-cidr over p, for a program that sets it under another name
+// (the operator's --agent-cluster-cidr and AGENT_CLUSTER_CIDR): the same syntax, read the same way.
+func CIDRsValue(p *[]netip.Prefix) flag.Value { return (*prefixList)(p) }
 
 // prefixList is a comma-separated list of CIDRs as a flag.Value; each is stored masked.
 type prefixList []netip.Prefix

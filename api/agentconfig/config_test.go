@@ -18,9 +18,11 @@ import (
 )
 
 // everyFieldSet differs from Default() in every field but NodeName (never rendered), Cleanup and
-// LoadModules (modes, never rendered as settings), so a round trip through Args proves each flag is rendered and read back.
+// LoadModules (modes, never rendered as settings) and the settings of the other detect-local modes (see
+// otherModes), so a round trip through Args proves each flag is rendered and read back.
 func everyFieldSet() Config {
 	return Config{
+		DetectLocalMode:  DetectLocalClusterCIDR,
 		Interface:        "kube-ipvs1",
 		Scope:            ScopeAll,
 		DefaultScheduler: v1alpha1.SchedulerMaglevHashing,
@@ -33,6 +35,15 @@ func everyFieldSet() Config {
 		SysctlRoot:       "/host/proc/sys",
 		StrictARP:        false,
 	}
+}
+
+// otherModes are everyFieldSet with each other detect-local mode and its setting: the settings of the
+// modes exclude each other.
+func otherModes() []Config {
+	bridge, prefix := everyFieldSet(), everyFieldSet()
+	bridge.ClusterCIDRs, bridge.DetectLocalMode, bridge.PodBridgeInterface = nil, DetectLocalBridgeInterface, "cni0"
+	prefix.ClusterCIDRs, prefix.DetectLocalMode, prefix.PodInterfaceNamePrefix = nil, DetectLocalInterfaceNamePrefix, "cali"
+	return []Config{bridge, prefix}
 }
 
 func parse(t *testing.T, args []string) Config {
@@ -49,17 +60,22 @@ func parse(t *testing.T, args []string) Config {
 
 func TestArgsRoundTrip(t *testing.T) {
 	def, all := Default(), everyFieldSet()
-	dv, av := reflect.ValueOf(def), reflect.ValueOf(all)
+	set := append([]Config{all}, otherModes()...)
+	dv := reflect.ValueOf(def)
 	for i := range dv.NumField() {
 		name := dv.Type().Field(i).Name
 		if name == "NodeName" || name == "Cleanup" || name == "LoadModules" {
 			continue
 		}
-		if reflect.DeepEqual(dv.Field(i).Interface(), av.Field(i).Interface()) {
-			t.Errorf("everyFieldSet().%s is its default: set it, or the round trip proves nothing for its flag", name)
+		changed := false
+		for _, c := range set {
+			changed = changed || !reflect.DeepEqual(dv.Field(i).Interface(), reflect.ValueOf(c).Field(i).Interface())
+		}
+		if !changed {
+			t.Errorf("%s is its default in everyFieldSet() and otherModes(): set it, or the round trip proves nothing for its flag", name)
 		}
 	}
-	for _, c := range []Config{def, all} {
+	for _, c := range append([]Config{def}, set...) {
 		if err := c.ValidateForDaemonSet(); err != nil {
 			t.Fatal(err)
 		}
@@ -107,6 +123,25 @@ func TestValidateNamesTheFlag(t *testing.T) {
 		{"same address", func(c *Config) { c.HealthAddress = c.MetricsAddress }, FlagHealthAddress},
 		{"workers", func(c *Config) { c.Workers = 0 }, FlagWorkers},
 		{"sysctl root relative", func(c *Config) { c.SysctlRoot = "proc/sys" }, FlagSysctlRoot},
+		{"detect-local mode unknown", func(c *Config) { c.DetectLocalMode = "nodecidr" }, FlagDetectLocalMode},
+		{"ClusterCIDR without CIDRs", func(c *Config) { c.DetectLocalMode = DetectLocalClusterCIDR }, FlagClusterCIDR},
+		{"ClusterCIDR dual-stack", func(c *Config) {
+			c.DetectLocalMode, c.ClusterCIDRs = DetectLocalClusterCIDR, []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("fd00::/48")}
+		}, ""},
+		{"CIDRs with NodeCIDR", func(c *Config) { c.ClusterCIDRs = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")} }, FlagClusterCIDR},
+		{"invalid CIDR", func(c *Config) { c.DetectLocalMode, c.ClusterCIDRs = DetectLocalClusterCIDR, []netip.Prefix{{}} }, FlagClusterCIDR},
+		{"bridge", func(c *Config) { c.DetectLocalMode, c.PodBridgeInterface = DetectLocalBridgeInterface, "cbr0" }, ""},
+		{"bridge missing", func(c *Config) { c.DetectLocalMode = DetectLocalBridgeInterface }, FlagPodBridge},
+		{"bridge with a wildcard", func(c *Config) { c.DetectLocalMode, c.PodBridgeInterface = DetectLocalBridgeInterface, "cbr*" }, FlagPodBridge},
+		{"bridge with NodeCIDR", func(c *Config) { c.PodBridgeInterface = "cbr0" }, FlagPodBridge},
+		{"prefix", func(c *Config) { c.DetectLocalMode, c.PodInterfaceNamePrefix = DetectLocalInterfaceNamePrefix, "veth" }, ""},
+		{"prefix missing", func(c *Config) { c.DetectLocalMode = DetectLocalInterfaceNamePrefix }, FlagPodIfacePrefix},
+		{"prefix too long", func(c *Config) {
+			c.DetectLocalMode, c.PodInterfaceNamePrefix = DetectLocalInterfaceNamePrefix, "sixteen-chars-xx"
+		}, FlagPodIfacePrefix},
+		{"prefix with BridgeInterface", func(c *Config) {
+			c.DetectLocalMode, c.PodBridgeInterface, c.PodInterfaceNamePrefix = DetectLocalBridgeInterface, "cbr0", "veth"
+		}, FlagPodIfacePrefix},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -123,6 +158,12 @@ func TestValidateNamesTheFlag(t *testing.T) {
 			var fe *FlagError
 			if !errors.As(err, &fe) || fe.Flag != tt.flag || !strings.HasPrefix(err.Error(), "--"+tt.flag+"=") {
 				t.Fatalf("Validate() = %v, want a *FlagError naming --%s", err, tt.flag)
+			}
+			if strings.Contains(tt.name, "without") || strings.Contains(tt.name, "missing") {
+				// The fix is in the message: the mode that needs the setting.
+				if !strings.Contains(err.Error(), "required with --"+FlagDetectLocalMode+"=") {
+					t.Errorf("Validate() = %v, want it to say which mode requires --%s", err, tt.flag)
+				}
 			}
 		})
 	}

@@ -37,9 +37,16 @@ func TestRenderedArgsParseAsConfigured(t *testing.T) {
 			Agent: agent(func(a *agentconfig.Config) {
 				a.Interface, a.Scope, a.DefaultScheduler = "kube-ipvs1", agentconfig.ScopeAll, v1alpha1.SchedulerMaglevHashing
 				a.AuditPeriod, a.DriftCheckPeriod, a.Workers = 90*time.Second, 250*time.Millisecond, 9
+				a.DetectLocalMode = agentconfig.DetectLocalClusterCIDR
 				a.ClusterCIDRs = []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16"), netip.MustParsePrefix("fd00:10:244::/56")}
 			}),
 		}},
+		{"pods by bridge", operator.AgentConfig{Agent: agent(func(a *agentconfig.Config) {
+			a.DetectLocalMode, a.PodBridgeInterface = agentconfig.DetectLocalBridgeInterface, "cni0"
+		})}},
+		{"pods by interface name prefix", operator.AgentConfig{Agent: agent(func(a *agentconfig.Config) {
+			a.DetectLocalMode, a.PodInterfaceNamePrefix = agentconfig.DetectLocalInterfaceNamePrefix, "cali"
+		})}},
 		{"drift canary off", operator.AgentConfig{Agent: agent(func(a *agentconfig.Config) { a.DriftCheckPeriod = 0 })}},
 		{"odd but valid durations", operator.AgentConfig{Agent: agent(func(a *agentconfig.Config) {
 			a.AuditPeriod, a.DriftCheckPeriod = 1500*time.Millisecond+time.Nanosecond, 100*time.Millisecond

@@ -63,7 +63,7 @@ func prepareKernel(f flags, ipv6 bool) (*kernel, error) {
 	if err := vips.EnsureInterface(); err != nil {
 		return nil, fmt.Errorf("creating dummy interface %s: %w", f.Interface, err)
 	}
-	rules, err := nftrules.New()
+	rules, err := nftrules.New(podMatchOptions(f)...)
 	if err != nil {
 		return nil, fmt.Errorf("opening nftables: %w", err)
 	}

@@ -6,7 +6,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"net/netip"
 	"os"
 	goruntime "runtime"
 
@@ -124,11 +123,8 @@ func run(ctx context.Context, f flags) error {
 		Recorder: mgr.GetEventRecorder("ipvs-operator-agent"),
 		Clock:    clock.RealClock{},
 	}
-	// Pod CIDRs come from the flag, or else from the Nodes (and then follow them).
-	podCIDRs := func(ctx context.Context) ([]netip.Prefix, error) { return agent.ListPodCIDRs(ctx, mgr.GetClient()) }
-	if cidrs := f.ClusterCIDRs; len(cidrs) > 0 {
-		podCIDRs = func(context.Context) ([]netip.Prefix, error) { return cidrs, nil }
-	} else if err := (&agent.PodCIDRReconciler{Client: mgr.GetClient(), Engine: engine}).SetupWithManager(mgr); err != nil {
+	podCIDRs, err := setupPodDetection(mgr, f, engine)
+	if err != nil {
 		return err
 	}
 	startup := agent.NewStartup(agent.StartupConfig{
@@ -162,6 +158,6 @@ func run(ctx context.Context, f flags) error {
 		return err
 	}
 	log.Info("Starting", "node", f.NodeName, "interface", f.Interface, "scope", f.Scope,
-		"defaultScheduler", f.DefaultScheduler, "auditPeriod", f.AuditPeriod)
+		"defaultScheduler", f.DefaultScheduler, "auditPeriod", f.AuditPeriod, "detectLocalMode", f.DetectLocalMode)
 	return mgr.Start(ctx)
 }

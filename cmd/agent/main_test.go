@@ -14,7 +14,13 @@ func TestParseFlags(t *testing.T) {
 		wantErr string // a substring naming the flag and the fix; "" means valid
 	}{
 		{"minimal", []string{"--node-name=n1"}, ""},
-		{"all options", []string{"--node-name=n1", "--scope=all", "--default-scheduler=lc", "--audit-period=30s", "--cluster-cidr=10.244.0.0/16, fd00:10:244::/56"}, ""},
+		{"all options", []string{"--node-name=n1", "--scope=all", "--default-scheduler=lc", "--audit-period=30s", "--detect-local-mode=ClusterCIDR", "--cluster-cidr=10.244.0.0/16, fd00:10:244::/56"}, ""},
+		{"ClusterCIDR needs CIDRs", []string{"--node-name=n1", "--detect-local-mode=ClusterCIDR"}, `--cluster-cidr="": required with --detect-local-mode=ClusterCIDR: the cluster's pod CIDRs`},
+		{"CIDRs need ClusterCIDR", []string{"--node-name=n1", "--cluster-cidr=10.244.0.0/16"}, `--cluster-cidr="10.244.0.0/16": only used with --detect-local-mode=ClusterCIDR`},
+		{"bridge", []string{"--node-name=n1", "--detect-local-mode=BridgeInterface", "--pod-bridge-interface=cni0"}, ""},
+		{"prefix", []string{"--node-name=n1", "--detect-local-mode=InterfaceNamePrefix", "--pod-interface-name-prefix=cali"}, ""},
+		{"prefix missing", []string{"--node-name=n1", "--detect-local-mode=InterfaceNamePrefix"}, `--pod-interface-name-prefix="": required with --detect-local-mode=InterfaceNamePrefix`},
+		{"unknown mode", []string{"--node-name=n1", "--detect-local-mode=LocalCIDR"}, `--detect-local-mode="LocalCIDR": must be one of [NodeCIDR ClusterCIDR BridgeInterface InterfaceNamePrefix]`},
 		{"cleanup needs no node", []string{"--cleanup"}, ""},
 		{"no node name", nil, `--node-name="": required (or $NODE_NAME)`},
 		{"bad scope", []string{"--node-name=n1", "--scope=some"}, `--scope="some": must be "labelled" or "all"`},

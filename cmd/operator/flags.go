@@ -46,6 +46,10 @@ var agentSettings = map[string]string{
 	agentconfig.FlagDriftCheckPeriod: "AGENT_DRIFT_CHECK_PERIOD (--agent-drift-check-period)",
 	agentconfig.FlagMetricsAddress:   "AGENT_METRICS_PORT (--agent-metrics-port)",
 	agentconfig.FlagHealthAddress:    "AGENT_HEALTH_PORT (--agent-health-port)",
+	agentconfig.FlagDetectLocalMode:  "AGENT_DETECT_LOCAL_MODE (--agent-detect-local-mode)",
+	agentconfig.FlagClusterCIDR:      "AGENT_CLUSTER_CIDR (--agent-cluster-cidr)",
+	agentconfig.FlagPodBridge:        "AGENT_POD_BRIDGE_INTERFACE (--agent-pod-bridge-interface)",
+	agentconfig.FlagPodIfacePrefix:   "AGENT_POD_INTERFACE_NAME_PREFIX (--agent-pod-interface-name-prefix)",
 	agentconfig.FlagStrictARP:        "AGENT_STRICT_ARP (--agent-strict-arp)",
 }
 
@@ -77,6 +81,16 @@ func (e *envDefaults) duration(name string, def time.Duration) time.Duration {
 		return def
 	}
 	return d
+}
+
+// value sets v from the variable name, if set.
+func (e *envDefaults) value(name string, v flag.Value) flag.Value {
+	if s := strings.TrimSpace(e.getenv(name)); s != "" {
+		if err := v.Set(s); err != nil {
+			e.errs = append(e.errs, fmt.Errorf("environment variable %s=%q: %w", name, s, err))
+		}
+	}
+	return v
 }
 
 func (e *envDefaults) integer(name string, def int) int {
@@ -146,6 +160,16 @@ func bindFlags(fs *flag.FlagSet, getenv func(string) string) (*options, error) {
 		"The agents' metrics port on each node (host network) (env AGENT_METRICS_PORT).")
 	fs.IntVar(&o.agentHealthPort, "agent-health-port", env.integer("AGENT_HEALTH_PORT", int(agentconfig.DefaultHealthPort)),
 		"The agents' health probe port on each node (host network) (env AGENT_HEALTH_PORT).")
+	fs.StringVar((*string)(&o.agent.DetectLocalMode), "agent-detect-local-mode", env.str(string(o.agent.DetectLocalMode), "AGENT_DETECT_LOCAL_MODE"),
+		fmt.Sprintf("How the agents tell their node's pods from other sources: one of %v, as kube-proxy's --detect-local-mode "+
+			"(env AGENT_DETECT_LOCAL_MODE). NodeCIDR needs Nodes with spec.podCIDRs; for CNIs without them (Calico IPAM, "+
+			"Cilium cluster-pool, AWS VPC CNI) use ClusterCIDR with --agent-cluster-cidr, or an interface mode.", agentconfig.DetectLocalModes))
+	fs.Var(env.value("AGENT_CLUSTER_CIDR", agentconfig.CIDRsValue(&o.agent.ClusterCIDRs)), "agent-cluster-cidr",
+		"The cluster's pod CIDRs, comma-separated, one per IP family, for --agent-detect-local-mode=ClusterCIDR (env AGENT_CLUSTER_CIDR).")
+	fs.StringVar(&o.agent.PodBridgeInterface, "agent-pod-bridge-interface", env.str("", "AGENT_POD_BRIDGE_INTERFACE"),
+		"The pods' bridge on every node, for --agent-detect-local-mode=BridgeInterface (env AGENT_POD_BRIDGE_INTERFACE).")
+	fs.StringVar(&o.agent.PodInterfaceNamePrefix, "agent-pod-interface-name-prefix", env.str("", "AGENT_POD_INTERFACE_NAME_PREFIX"),
+		"The name prefix of the pods' host interfaces, for --agent-detect-local-mode=InterfaceNamePrefix (env AGENT_POD_INTERFACE_NAME_PREFIX).")
 	fs.StringVar(&o.agentAPIServerAddress, "agent-apiserver-address", env.str("", "AGENT_APISERVER_ADDRESS"),
 		"host:port of the API server for the agents, instead of the kubernetes Service's ClusterIP; needed with "+
 			"--agent-scope=all when no kube-proxy runs (env AGENT_APISERVER_ADDRESS).")

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"io"
 	"io/fs"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -67,6 +68,44 @@ func TestFlagsAndEnvironment(t *testing.T) {
 				MetricsPort: 10271, HealthPort: 10272,
 				Agent: agent(func(a *agentconfig.Config) { a.AuditPeriod = 5 * time.Minute }),
 			},
+		},
+		{
+			name: "detect-local mode ClusterCIDR from the environment, dual-stack",
+			env: map[string]string{"RELATED_IMAGE_AGENT": "a", "POD_NAMESPACE": "ns",
+				"AGENT_DETECT_LOCAL_MODE": "ClusterCIDR", "AGENT_CLUSTER_CIDR": "10.244.0.0/16, fd00:10:244::/56"},
+			want: operator.AgentConfig{
+				Namespace: "ns", Image: "a", ImagePullPolicy: corev1.PullIfNotPresent, MetricsPort: 10271, HealthPort: 10272,
+				Agent: agent(func(a *agentconfig.Config) {
+					a.DetectLocalMode = agentconfig.DetectLocalClusterCIDR
+					a.ClusterCIDRs = []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16"), netip.MustParsePrefix("fd00:10:244::/56")}
+				}),
+			},
+		},
+		{
+			name: "detect-local mode InterfaceNamePrefix by flag",
+			env:  map[string]string{"RELATED_IMAGE_AGENT": "a", "POD_NAMESPACE": "ns", "AGENT_DETECT_LOCAL_MODE": "ClusterCIDR"},
+			args: []string{"--agent-detect-local-mode=InterfaceNamePrefix", "--agent-pod-interface-name-prefix=cali"},
+			want: operator.AgentConfig{
+				Namespace: "ns", Image: "a", ImagePullPolicy: corev1.PullIfNotPresent, MetricsPort: 10271, HealthPort: 10272,
+				Agent: agent(func(a *agentconfig.Config) {
+					a.DetectLocalMode, a.PodInterfaceNamePrefix = agentconfig.DetectLocalInterfaceNamePrefix, "cali"
+				}),
+			},
+		},
+		{
+			name:    "ClusterCIDR without a CIDR names the operator's setting and the fix",
+			env:     map[string]string{"RELATED_IMAGE_AGENT": "a", "POD_NAMESPACE": "ns", "AGENT_DETECT_LOCAL_MODE": "ClusterCIDR"},
+			wantErr: `AGENT_CLUSTER_CIDR (--agent-cluster-cidr): --cluster-cidr="": required with --detect-local-mode=ClusterCIDR`,
+		},
+		{
+			name:    "a CIDR that does not parse",
+			env:     map[string]string{"RELATED_IMAGE_AGENT": "a", "POD_NAMESPACE": "ns", "AGENT_CLUSTER_CIDR": "10.244.0.0"},
+			wantErr: `environment variable AGENT_CLUSTER_CIDR="10.244.0.0"`,
+		},
+		{
+			name:    "an unknown mode",
+			env:     map[string]string{"RELATED_IMAGE_AGENT": "a", "POD_NAMESPACE": "ns", "AGENT_DETECT_LOCAL_MODE": "Auto"},
+			wantErr: `AGENT_DETECT_LOCAL_MODE (--agent-detect-local-mode): --detect-local-mode="Auto": must be one of`,
 		},
 		{
 			name:    "an environment variable that does not parse is an error, not a silent default",
@@ -150,7 +189,7 @@ func TestFlagsAndEnvironment(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if diff := cmp.Diff(tt.want, cfg); diff != "" {
+			if diff := cmp.Diff(tt.want, cfg, cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
 				t.Errorf("agent config (-want +got):\n%s", diff)
 			}
 		})

@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"flag"
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -114,9 +116,16 @@ func TestRunAgainstAPIServer(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// The agent settings come from the operator's environment, as a Subscription's spec.config.env sets them.
+	fromEnv, err := bindFlags(flag.NewFlagSet("operator", flag.ContinueOnError), func(k string) string {
+		return map[string]string{"AGENT_DETECT_LOCAL_MODE": "ClusterCIDR", "AGENT_CLUSTER_CIDR": "10.244.0.0/16,fd00:10:244::/56"}[k]
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	opts := &options{
 		metricsAddr: "0", probeAddr: "127.0.0.1:0", secureMetrics: true, leaderElect: true, namespace: ns,
-		agentImage: "example.test/ipvs-operator:smoke", agent: agentconfig.Default(),
+		agentImage: "example.test/ipvs-operator:smoke", agent: fromEnv.agent,
 		agentMetricsPort: int(agentconfig.DefaultMetricsPort), agentHealthPort: int(agentconfig.DefaultHealthPort),
 	}
 	done := make(chan error, 1)
@@ -138,6 +147,10 @@ func TestRunAgainstAPIServer(t *testing.T) {
 		}
 		if ds.Spec.Template.Spec.Containers[0].Image != "example.test/ipvs-operator:smoke" {
 			return false, nil
+		}
+		if args := ds.Spec.Template.Spec.Containers[0].Args; !slices.Contains(args, "--detect-local-mode=ClusterCIDR") ||
+			!slices.Contains(args, "--cluster-cidr=10.244.0.0/16,fd00:10:244::/56") {
+			t.Fatalf("the agent DaemonSet's args %q do not carry the detect-local mode set in the environment", args)
 		}
 		var p v1alpha1.ServicePolicy
 		if err := c.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "web"}, &p); err != nil {

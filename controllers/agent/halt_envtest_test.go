@@ -53,12 +53,14 @@ var _ = Describe("an agent halted for an uninstall", func() {
 			Client: mgr.GetClient(), Engine: halting, Recorder: mgr.GetEventRecorder("halt-test"), Clock: clock.RealClock{},
 			Options: desired.Options{NodeName: nodeName, DefaultScheduler: "rr", ManageAll: true},
 		}
+		// Its Node, halt-node, appears (with a pod CIDR) only once the agent is halted.
+		podCIDRs := &agent.PodCIDRReconciler{Client: mgr.GetClient(), Engine: halting, NodeName: "halt-node"}
 		st := agent.NewStartup(agent.StartupConfig{
 			Cache: mgr.GetCache(), Client: mgr.GetClient(), Engine: halting, Services: services, AuditPeriod: time.Second,
-			PodCIDRs: func(ctx context.Context) ([]netip.Prefix, error) { return agent.ListPodCIDRs(ctx, mgr.GetClient()) },
+			PodCIDRs: podCIDRs.PodCIDRs,
 		})
 		Expect(services.SetupWithManager(mgr, 2)).To(Succeed())
-		Expect((&agent.PodCIDRReconciler{Client: mgr.GetClient(), Engine: halting}).SetupWithManager(mgr)).To(Succeed())
+		Expect(podCIDRs.SetupWithManager(mgr)).To(Succeed())
 		Expect(mgr.Add(st)).To(Succeed())
 		go func() {
 			defer GinkgoRecover()

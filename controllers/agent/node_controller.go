@@ -6,6 +6,8 @@ import (
 	"slices"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -16,19 +18,23 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 )
 
-// PodCIDRReconciler keeps the data-path rules' idea of "pod sources" equal to the pod CIDRs of every Node.
-// It is used when the cluster CIDRs are not given by flag.
+// PodCIDRReconciler keeps the data-path rules' idea of "pod sources" equal to this Node's pod CIDRs
+// (--detect-local-mode=NodeCIDR, kube-proxy's meaning: only this node's pods reach this node's IPVS with a
+// ClusterIP destination, so other nodes' ranges are not let through the guard), and says through
+// Detection, with a Warning Event on the Node, when there are none.
 type PodCIDRReconciler struct {
 	client.Client
-	Engine Engine
+	Engine   Engine
+	NodeName string
+	// Detection receives whether pods can be told apart; nil records nothing.
+	Detection *PodDetection
+	// Recorder emits the Warning Event on the Node; nil emits none.
+	Recorder events.EventRecorder
 }
 
-// allNodes is the one request every Node event maps to: the answer depends on all Nodes at once.
-var allNodes = reconcile.Request{}
-
-// Reconcile collects every Node's pod CIDRs and hands them to the engine.
+// Reconcile hands this Node's pod CIDRs to the engine.
 func (r *PodCIDRReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result, error) {
-	cidrs, err := ListPodCIDRs(ctx, r)
+	cidrs, err := r.PodCIDRs(ctx)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -36,13 +42,36 @@ func (r *PodCIDRReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl
 	return ctrl.Result{}, r.Engine.SetPodCIDRs(ctx, cidrs)
 }
 
-// ListPodCIDRs returns the pod CIDRs of every Node.
-func ListPodCIDRs(ctx context.Context, c client.Reader) ([]netip.Prefix, error) {
-	nodes := &corev1.NodeList{}
-	if err := c.List(ctx, nodes); err != nil {
+// PodCIDRs reads this Node's pod CIDRs and records whether there are any. The start-up asks it before the
+// kernel is adopted, so the guard knows the pods from the first rule it programs.
+func (r *PodCIDRReconciler) PodCIDRs(ctx context.Context) ([]netip.Prefix, error) {
+	node := &corev1.Node{}
+	err := r.Get(ctx, client.ObjectKey{Name: r.NodeName}, node)
+	if apierrors.IsNotFound(err) {
+		r.record(ctx, nil, noPodCIDRsError(r.NodeName, "has no Node object"))
+		return nil, nil
+	}
+	if err != nil {
 		return nil, err
 	}
-	return PodCIDRs(nodes.Items), nil
+	cidrs := PodCIDRs([]corev1.Node{*node})
+	if len(cidrs) == 0 {
+		r.record(ctx, node, noPodCIDRsError(r.NodeName, "has no spec.podCIDRs"))
+	} else {
+		r.record(ctx, node, nil)
+	}
+	return cidrs, nil
+}
+
+// record sets the detection state and, when it turns to a new failure, says so on the Node.
+func (r *PodCIDRReconciler) record(ctx context.Context, node *corev1.Node, err error) {
+	if r.Detection == nil || !r.Detection.Set(err) {
+		return
+	}
+	logf.FromContext(ctx).Error(err, "Pods reaching ClusterIPs are refused; the agent reports not ready")
+	if r.Recorder != nil && node != nil {
+		r.Recorder.Eventf(node, nil, corev1.EventTypeWarning, "PodCIDRsMissing", "DetectLocal", "%s", err.Error())
+	}
 }
 
 // PodCIDRs returns the sorted, de-duplicated pod CIDRs of the nodes; unparsable ones are skipped.
@@ -68,8 +97,9 @@ func PodCIDRs(nodes []corev1.Node) []netip.Prefix {
 	return slices.Compact(out)
 }
 
-// SetupWithManager watches Nodes whose pod CIDRs change.
+// SetupWithManager watches this Node, when it appears, goes or its pod CIDRs change.
 func (r *PodCIDRReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	thisNode := predicate.NewPredicateFuncs(func(o client.Object) bool { return o.GetName() == r.NodeName })
 	podCIDRChanged := predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
 		o, n := e.ObjectOld.(*corev1.Node), e.ObjectNew.(*corev1.Node)
 		return o.Spec.PodCIDR != n.Spec.PodCIDR || !slices.Equal(o.Spec.PodCIDRs, n.Spec.PodCIDRs)
@@ -77,7 +107,7 @@ func (r *PodCIDRReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("podcidrs").
 		Watches(&corev1.Node{}, handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
-			return []reconcile.Request{allNodes}
-		}), builder.WithPredicates(podCIDRChanged)).
+			return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: r.NodeName}}}
+		}), builder.WithPredicates(thisNode, podCIDRChanged)).
 		Complete(r)
 }

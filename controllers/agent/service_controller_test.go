@@ -165,9 +165,12 @@ var _ = Describe("the agent's controllers", func() {
 		eventuallyTable(ctx, ContainSubstring(svc.Spec.ClusterIP+":80 -r 10.244.1.30:8080 -m -w 1"))
 	})
 
-	It("reads the pod CIDRs of the data-path rules from the Nodes", func(ctx SpecContext) {
+	It("takes the pod CIDRs of the data-path rules from its own Node only (NodeCIDR)", func(ctx SpecContext) {
+		Eventually(rules.PodCIDRs).WithTimeout(10 * time.Second).Should(Equal([]netip.Prefix{netip.MustParsePrefix("10.244.9.0/24")}))
+		// Another node's pods never reach this node's IPVS with a ClusterIP destination: their range
+		// stays out of the guard.
 		node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "cidr-node"}, Spec: corev1.NodeSpec{PodCIDR: "10.244.7.0/24", PodCIDRs: []string{"10.244.7.0/24"}}}
 		Expect(k8s.Create(ctx, node)).To(Succeed())
-		Eventually(rules.PodCIDRs).WithTimeout(10 * time.Second).Should(ContainElement(netip.MustParsePrefix("10.244.7.0/24")))
+		Consistently(rules.PodCIDRs).WithTimeout(2 * time.Second).Should(Equal([]netip.Prefix{netip.MustParsePrefix("10.244.9.0/24")}))
 	})
 })

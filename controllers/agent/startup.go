@@ -38,7 +38,7 @@ type StartupConfig struct {
 	// DriftCheckPeriod is how often the drift canary runs (a few O(1) kernel reads); 0 disables it, leaving
 	// a flushed kernel to the next audit.
 	DriftCheckPeriod time.Duration
-	// PodCIDRs says which sources are pods. It is asked once the caches are filled and before the kernel
+	// PodCIDRs says which sources are pods; nil when pods are told by interface. It is asked once the caches are filled and before the kernel
 	// state is adopted: adopting re-ensures the nftables table, and a guard that does not yet know the pod
 	// CIDRs would refuse pods' new connections to ClusterIPs until it learns them.
 	PodCIDRs func(ctx context.Context) ([]netip.Prefix, error)
@@ -64,8 +64,8 @@ func (s *Startup) Start(ctx context.Context) error {
 			return err
 		}
 		if len(cidrs) == 0 {
-			log.Info("No pod CIDRs known (no --cluster-cidr, no Node has spec.podCIDRs): pods reaching " +
-				"ClusterIPs are refused by the outside guard; set --cluster-cidr")
+			log.Info("No pod CIDRs known: pods reaching ClusterIPs are refused by the outside guard " +
+				"until there are (the readiness check pod-detection says why)")
 		}
 		if err := s.Engine.SetPodCIDRs(ctx, cidrs); err != nil {
 			return err

@@ -124,7 +124,7 @@ var _ = BeforeSuite(func() {
 	ctx, c := context.WithCancel(context.Background())
 	cancel = c
 	// A Node with a pod CIDR exists before the agent starts, as in any cluster.
-	Expect(k8s.Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "startup-node"},
+	Expect(k8s.Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: nodeName},
 		Spec: corev1.NodeSpec{PodCIDR: "10.244.9.0/24", PodCIDRs: []string{"10.244.9.0/24"}}})).To(Succeed())
 	engine = &orderedEngine{Engine: ipvssync.New(kernel, vips, rules, clock.RealClock{}, ipvssync.Options{Metrics: agent.EngineMetrics{}})}
 	a := startAgent(ctx, agentConfig{rest: cfg, scheme: scheme, engine: engine, podCIDRReconciler: true})
@@ -169,13 +169,14 @@ func startAgent(ctx context.Context, ac agentConfig) runningAgent {
 		Clock:           clock.RealClock{},
 		CRDPollInterval: 500 * time.Millisecond,
 	}
+	podCIDRs := &agent.PodCIDRReconciler{Client: c, Engine: ac.engine, NodeName: nodeName}
 	st := agent.NewStartup(agent.StartupConfig{
 		Cache: mgr.GetCache(), Client: c, Engine: ac.engine, Services: services, AuditPeriod: time.Second,
-		DriftCheckPeriod: 100 * time.Millisecond, PodCIDRs: func(ctx context.Context) ([]netip.Prefix, error) { return agent.ListPodCIDRs(ctx, c) },
+		DriftCheckPeriod: 100 * time.Millisecond, PodCIDRs: podCIDRs.PodCIDRs,
 	})
 	Expect(services.SetupWithManager(mgr, 2)).To(Succeed())
 	if ac.podCIDRReconciler {
-		Expect((&agent.PodCIDRReconciler{Client: c, Engine: ac.engine}).SetupWithManager(mgr)).To(Succeed())
+		Expect(podCIDRs.SetupWithManager(mgr)).To(Succeed())
 	}
 	Expect(mgr.Add(st)).To(Succeed())
 	done := make(chan struct{})

@@ -113,6 +113,7 @@ func TestRenderAgentDaemonSet(t *testing.T) {
 				wantArgs := []string{
 					"--audit-period=1m0s",
 					"--default-scheduler=rr",
+					"--detect-local-mode=NodeCIDR",
 					"--drift-check-period=1s",
 					"--health-probe-bind-address=:10272",
 					"--interface=ipvs0",
@@ -252,6 +253,7 @@ func TestRenderAgentDaemonSet(t *testing.T) {
 				wantArgs := []string{
 					"--audit-period=1m30s",
 					"--default-scheduler=mh",
+					"--detect-local-mode=NodeCIDR",
 					"--drift-check-period=0s",
 					"--health-probe-bind-address=:19101",
 					"--interface=kube-ipvs1",

@@ -57,7 +57,7 @@ func nftMessage(msgType uint16, flags netlink.HeaderFlags, attrs []netlink.Attri
 
 // ruleMessages flushes both chains and appends every rule: the kernel applies them in one transaction,
 // so the chains are never seen empty.
-func ruleMessages() ([]netlink.Message, error) {
+func ruleMessages(pods podMatch) ([]netlink.Message, error) {
 	var msgs []netlink.Message
 	for _, c := range chainDefs {
 		msgs = append(msgs, nftMessage(unix.NFT_MSG_DELRULE, netlink.Request|netlink.Acknowledge, []netlink.Attribute{
@@ -65,7 +65,7 @@ func ruleMessages() ([]netlink.Message, error) {
 			{Type: unix.NFTA_RULE_CHAIN, Data: []byte(c.name + "\x00")},
 		}))
 	}
-	for _, r := range ruleDefs() {
+	for _, r := range ruleDefs(pods) {
 		var list []netlink.Attribute
 		for _, e := range r.exprs {
 			var b []byte

@@ -10,11 +10,16 @@ import (
 	"github.com/ipvs-operator/ipvs-operator/ipvs"
 )
 
-// Render prints the table that Ensure(podCIDRs) followed by Update(elements, {}) programs, exactly as
+// Render prints the table that a Table made with opts programs with Ensure(podCIDRs) followed by
+// Update(elements, {}) (only the pod-matching options count), exactly as
 // `nft list table inet ipvs-operator` (nftables 1.0.x) prints it: sets in creation order with sorted
 // elements (two IPv4 addresses per line, nft's layout), then the chains and their rules. Invalid pod CIDRs
 // and addresses, which Ensure and Update refuse, are left out.
-func Render(podCIDRs []netip.Prefix, elements ipvs.RuleElements) string {
+func Render(podCIDRs []netip.Prefix, elements ipvs.RuleElements, opts ...Option) string {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	var valid []netip.Prefix
 	for _, p := range podCIDRs {
 		if _, _, err := splitRanges([]netip.Prefix{p}); err == nil {
@@ -75,7 +80,7 @@ func Render(podCIDRs []netip.Prefix, elements ipvs.RuleElements) string {
 		}
 		b.WriteString("\t}\n\n")
 	}
-	rules := ruleDefs()
+	rules := ruleDefs(o.pods)
 	for i, c := range chainDefs {
 		b.WriteString("\tchain " + c.name + " {\n")
 		b.WriteString("\t\t" + c.header + "\n")

@@ -14,6 +14,7 @@ func TestRenderGolden(t *testing.T) {
 		name  string
 		cidrs []string
 		el    ipvs.RuleElements
+		opts  []Option
 	}{
 		{name: "empty"},
 		{
@@ -28,6 +29,18 @@ func TestRenderGolden(t *testing.T) {
 					key("fd00::a", ipvs.TCP, 80), key("fd00::a", ipvs.SCTP, 80), key("fd00::a", ipvs.UDP, 5353),
 				},
 			},
+		},
+		{
+			// --detect-local-mode=BridgeInterface: the pod CIDR sets stay empty, the bridge is the match.
+			name: "bridge-interface",
+			el:   ipvs.RuleElements{ClusterIPs: []netip.Addr{netip.MustParseAddr("10.96.0.10"), netip.MustParseAddr("fd00::a")}},
+			opts: []Option{WithPodInterface("cbr0")},
+		},
+		{
+			// --detect-local-mode=InterfaceNamePrefix: nft's wildcard, one host veth per pod.
+			name: "interface-name-prefix",
+			el:   ipvs.RuleElements{ClusterIPs: []netip.Addr{netip.MustParseAddr("10.96.0.10"), netip.MustParseAddr("fd00::a")}},
+			opts: []Option{WithPodInterfacePrefix("cali")},
 		},
 		{
 			// Invalid input is left out, as Ensure and Update refuse it.
@@ -49,7 +62,7 @@ func TestRenderGolden(t *testing.T) {
 			if tt.name == "invalid-left-out" {
 				cidrs = append(cidrs, netip.Prefix{})
 			}
-			golden.Check(t, filepath.Join("testdata", "render-"+tt.name+".golden"), []byte(Render(cidrs, tt.el)))
+			golden.Check(t, filepath.Join("testdata", "render-"+tt.name+".golden"), []byte(Render(cidrs, tt.el, tt.opts...)))
 		})
 	}
 }

@@ -5,12 +5,15 @@
 //   - non-pod sources (the node, host-network pods) reaching a ClusterIP are masqueraded, else a real server
 //     on another node answers to the ClusterIP, which that node delivers to its own dummy interface;
 //   - new connections to ClusterIPs from outside the cluster are refused: once IPVS, forwarding or masquerade
-//     are on, the node would otherwise serve them;
+//     are on, the node would otherwise serve them; pod addresses forged from the node network are dropped;
 //   - new connections to a ClusterIP on a (protocol, port) that has no virtual server are refused, from
 //     anyone: IPVS hands such packets to the local stack, so a pod would reach whatever listens on the node
 //     (kubelet, sshd, the agent's own port) at <any ClusterIP>:<port> (kubernetes#72236; kube-proxy's
 //     KUBE-IPVS-FILTER does the same). ICMP echo to a ClusterIP is refused as well, as in kube-proxy's
 //     modes: a ClusterIP is a Service's ports, not a host.
+//
+// Pods are told from other sources by address (the pod CIDR sets) or by the interface they arrive on
+// (WithPodInterface, WithPodInterfacePrefix): kube-proxy's detect-local modes.
 //
 // It talks netlink through github.com/google/nftables (no `nft` binary), and Render prints the table as
 // `nft list table inet ipvs-operator` does, so golden files and a live kernel can be compared.
@@ -142,9 +145,10 @@ var families = []ipFamily{
 	},
 }
 
-// ruleDefs returns the rules in the order they are programmed and listed.
-func ruleDefs() []ruleDef {
-	out := make([]ruleDef, 0, 5*len(families)) // two rules per family, then three more each
+// ruleDefs returns the rules in the order they are programmed and listed; pods says how pods are told
+// from other sources.
+func ruleDefs(pods podMatch) []ruleDef {
+	out := make([]ruleDef, 0, 6*len(families)) // two rules per family, then the guard (one or two each) and the port filter (three)
 	for _, f := range families {
 		out = append(out, ruleDef{
 			// Hairpin: after IPVS's DNAT a pod talking to itself has saddr == daddr == an endpoint.
@@ -157,47 +161,41 @@ func ruleDefs() []ruleDef {
 				&expr.Masq{},
 			),
 		})
+		notPod := pods.notPodSource(f)
 		out = append(out, ruleDef{
 			// The node itself and other non-pod sources: the conntrack entry IPVS made (vs.conntrack=1) still
 			// has the ClusterIP as its original destination.
 			chain: ChainPostrouting,
-			text:  "ct original " + f.kw + " daddr @" + f.clusterIPs + " " + f.kw + " saddr != @" + f.podCIDRs + " masquerade",
+			text:  "ct original " + f.kw + " daddr @" + f.clusterIPs + " " + notPod.text + " masquerade",
 			exprs: concat(
 				[]any{
 					ctOriginalDaddr(f.nfproto),
 					&expr.Lookup{SourceRegister: unix.NFT_REG_1, SetName: f.clusterIPs},
 				},
-				nfproto(f.nfproto),
-				&expr.Payload{DestRegister: unix.NFT_REG_1, Base: expr.PayloadBaseNetworkHeader, Offset: f.saddrOff, Len: f.addrLen},
-				&expr.Lookup{SourceRegister: unix.NFT_REG_1, SetName: f.podCIDRs, Invert: true},
+				notPod.exprs,
 				&expr.Masq{},
 			),
 		})
 	}
 	for _, f := range families {
-		out = append(out, ruleDef{
-			// The guard. Pods on this node come from a pod CIDR; the node itself and host-network pods reach
-			// their local ClusterIP through lo; pods on other nodes never get here with a ClusterIP
-			// destination, their own node's IPVS has rewritten it. Everything else is outside.
-			chain: ChainInput,
-			text:  "ct state new " + f.kw + " daddr @" + f.clusterIPs + ` iifname != "lo" ` + f.kw + " saddr != @" + f.podCIDRs + " " + f.rejectText,
-			exprs: concat(
-				[]any{
-					&expr.Ct{Register: unix.NFT_REG_1, Key: expr.CtKeySTATE},
-					&expr.Bitwise{SourceRegister: unix.NFT_REG_1, DestRegister: unix.NFT_REG_1, Len: 4,
-						Mask: binaryutil.NativeEndian.PutUint32(expr.CtStateBitNEW), Xor: make([]byte, 4)},
-					&expr.Cmp{Op: expr.CmpOpNeq, Register: unix.NFT_REG_1, Data: make([]byte, 4)},
-				},
-				nfproto(f.nfproto),
-				&expr.Payload{DestRegister: unix.NFT_REG_1, Base: expr.PayloadBaseNetworkHeader, Offset: f.daddrO, Len: f.addrLen},
-				&expr.Lookup{SourceRegister: unix.NFT_REG_1, SetName: f.clusterIPs},
-				&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: unix.NFT_REG_1},
-				&expr.Cmp{Op: expr.CmpOpNeq, Register: unix.NFT_REG_1, Data: ifname("lo")},
-				&expr.Payload{DestRegister: unix.NFT_REG_1, Base: expr.PayloadBaseNetworkHeader, Offset: f.saddrOff, Len: f.addrLen},
-				&expr.Lookup{SourceRegister: unix.NFT_REG_1, SetName: f.podCIDRs, Invert: true},
-				&expr.Reject{Type: unix.NFT_REJECT_ICMP_UNREACH, Code: f.rejectCode},
-			),
-		})
+		// The guard. Pods on this node are told apart by the pod match (podmatch.go); the node itself and
+		// host-network pods reach their local ClusterIP through lo; pods on other nodes never get here
+		// with a ClusterIP destination, their own node's IPVS has rewritten it. Everything else is outside.
+		for _, tail := range pods.guardTails(f) {
+			out = append(out, ruleDef{
+				chain: ChainInput,
+				text:  "ct state new " + f.kw + " daddr @" + f.clusterIPs + ` iifname != "lo" ` + tail.text,
+				exprs: concat(
+					ctStateNew(),
+					nfproto(f.nfproto),
+					&expr.Payload{DestRegister: unix.NFT_REG_1, Base: expr.PayloadBaseNetworkHeader, Offset: f.daddrO, Len: f.addrLen},
+					&expr.Lookup{SourceRegister: unix.NFT_REG_1, SetName: f.clusterIPs},
+					&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: unix.NFT_REG_1},
+					&expr.Cmp{Op: expr.CmpOpNeq, Register: unix.NFT_REG_1, Data: ifname("lo")},
+					tail.exprs,
+				),
+			})
+		}
 	}
 	for _, f := range families {
 		// The port filter, for every source (pods, the node, lo): a ClusterIP accepts new connections only

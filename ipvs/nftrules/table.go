@@ -24,6 +24,7 @@ type Table struct {
 	conn    *nftables.Conn
 	table   *nftables.Table
 	netnsFD int // 0: the caller's namespace
+	pods    podMatch
 }
 
 var _ ipvs.Rules = (*Table)(nil)
@@ -31,7 +32,10 @@ var _ ipvs.Rules = (*Table)(nil)
 // Option configures New.
 type Option func(*options)
 
-type options struct{ netnsFD int }
+type options struct {
+	netnsFD int
+	pods    podMatch
+}
 
 // WithNetNS makes the table live in the network namespace the file descriptor refers to (e.g. from
 // netns.Get or an open /var/run/netns/NAME), instead of the caller's.
@@ -51,7 +55,7 @@ func New(opts ...Option) (*Table, error) {
 	if err != nil {
 		return nil, fmt.Errorf("nftrules: open netlink: %w", err)
 	}
-	return &Table{conn: conn, table: &nftables.Table{Name: TableName, Family: nftables.TableFamilyINet}, netnsFD: o.netnsFD}, nil
+	return &Table{conn: conn, table: &nftables.Table{Name: TableName, Family: nftables.TableFamilyINet}, netnsFD: o.netnsFD, pods: o.pods}, nil
 }
 
 // Close closes the netlink socket. The table stays in the kernel.
@@ -69,7 +73,7 @@ func (t *Table) Ensure(podCIDRs []netip.Prefix) error {
 	if err != nil {
 		return err
 	}
-	rules, err := ruleMessages()
+	rules, err := ruleMessages(t.pods)
 	if err != nil {
 		return err
 	}

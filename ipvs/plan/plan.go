@@ -30,7 +30,9 @@ type Plan struct {
 //  3. bind new VIPs: only now does the node accept packets for them, and only VIPs with at least one
 //     desired virtual server are bound. A bound VIP passes the packets IPVS does not take to the local
 //     stack (the nftables port filter refuses new ones), so a VIP whose virtual servers all failed to be
-//     created, or that has none, must not be bound (the caller holds back a bind whose AddService failed);
+//     created, or that has none, must not be bound (the caller holds back a bind whose AddService failed). The
+//     engine runs the binds after it has opened the new virtual servers' ports in the filter, so that the
+//     first client of a new VIP is not refused;
 //  4. retire real servers that are no longer desired: TCP ones with connections go to weight 0 first and are
 //     deleted once their connections are gone or their drain deadline (DrainingSince + timeout) has passed
 //     at now; UDP and SCTP ones, ones without connections, and any when the timeout is 0 are deleted at once;

@@ -16,7 +16,9 @@ import (
 
 // portWatch checks, at every kernel call, the two promises that keep a ClusterIP from passing new
 // connections to the local stack: a port element exists only while its virtual server does (added after
-// AddService, removed before DeleteService), and a VIP is bound only once one of its virtual servers exists.
+// AddService, removed before DeleteService), and a VIP is bound only once one of its virtual servers exists;
+// and the promise that keeps its first clients from being refused: a VIP is bound only once the ports of its
+// virtual servers are open.
 type portWatch struct {
 	t *testing.T
 	*fake.IPVS
@@ -65,8 +67,20 @@ func (w *portWatch) Update(add, remove ipvs.RuleElements) error {
 
 func (w *portWatch) Bind(a netip.Addr) error {
 	found := false
+	var open []ipvs.ServiceKey
+	if els, err := w.rules.Elements(); err == nil {
+		open = els.Ports
+	}
 	for k := range w.servers() {
-		found = found || k.Address == a
+		if k.Address != a {
+			continue
+		}
+		found = true
+		if !slices.Contains(open, k) {
+			// The first client of a new Service would be refused by the port filter (a reset), although
+			// the kernel already shows the Service served.
+			w.t.Errorf("Bind(%s) before the port of its virtual server %s is open", a, k)
+		}
 	}
 	if !found {
 		w.t.Errorf("Bind(%s) before any of its virtual servers exists", a)

@@ -63,17 +63,22 @@ func (s *Syncer) syncLocked(ctx context.Context, key string, want plan.Desired) 
 		a.inSets = &elementSet{clusterIPs: e.elements.clusterIPs, endpoints: e.elements.endpoints, ports: e.elements.ports}
 	}
 	p := plan.Compute(effective, s.observed(e), now)
-	a.run(ctx, p.Ops)
+	ops, binds := splitBinds(p.Ops)
+	a.run(ctx, ops)
 	if a.replan && len(a.errs) == 0 {
 		p = plan.Compute(effective, s.observed(e), now)
-		a.run(ctx, p.Ops)
+		ops, binds = splitBinds(p.Ops)
+		a.run(ctx, ops)
 	}
-	errs = append(errs, a.errs...)
 	// Release first: a VIP given up leaves the ClusterIP set with it.
 	s.release(e, effective)
 	if err := s.updateElements(e, effective); err != nil {
 		errs = append(errs, err)
 	}
+	// Bind last: the ports of the new virtual servers are open now, so the first client of a new VIP is
+	// served, not refused by the port filter.
+	a.run(ctx, binds)
+	errs = append(errs, a.errs...)
 	e.dirty = len(errs) > 0
 	s.recount(e)
 	s.forgetIfEmpty(e)
@@ -284,4 +289,18 @@ func validate(want plan.Desired) error {
 		return fmt.Errorf("%w: %w", ErrInvalidDesired, err)
 	}
 	return nil
+}
+
+// splitBinds separates a plan's BindVIP ops from the rest, keeping the order of each. The engine runs the
+// binds after the nftables sets are updated (see plan.Compute, phase 3): a VIP is only bound once its
+// virtual servers and their port elements exist.
+func splitBinds(ops []plan.Op) (rest, binds []plan.Op) {
+	for _, op := range ops {
+		if op.Kind == plan.BindVIP {
+			binds = append(binds, op)
+		} else {
+			rest = append(rest, op)
+		}
+	}
+	return rest, binds
 }

@@ -364,10 +364,10 @@ func TestSyncServiceAppliesInSafeOrder(t *testing.T) {
 		"add -t 10.96.0.11:80",
 		"add -t 10.96.0.10:80 -r 10.244.2.5:8080",
 		"add -t 10.96.0.11:80 -r 10.244.2.5:8080",
-		"bind 10.96.0.11",
 		"weight -t 10.96.0.10:80 -r 10.244.1.5:8080 0",
 		"delete -t [fd00::10]:80",
 		"unbind fd00::10",
+		"bind 10.96.0.11", // last: after the nftables sets opened its port
 	}
 	if diff := cmp.Diff(want, log.calls); diff != "" {
 		t.Errorf("kernel calls (-want +got):\n%s", diff)

@@ -69,6 +69,7 @@ var _ = Describe("the lab", Ordered, func() {
 	dataplane.RegisterScenarios(func() dataplane.Driver { return theLab })
 	dataplane.RegisterAgentPorts(func() dataplane.Driver { return theLab })
 	dataplane.RegisterPrivileges(func() dataplane.Driver { return theLab }, true)
+	dataplane.RegisterPodDetection(func() dataplane.Driver { return theLab })
 	// Last: it removes the install.
 	dataplane.RegisterUninstall(func() dataplane.Driver { return theLab })
 	It("runs agent --cleanup by itself when no agent runs, and creates nothing", func(ctx SpecContext) {

@@ -25,6 +25,10 @@ type Config struct {
 	APIServer string
 	NodeIP    net.IP
 	PodCIDR   *net.IPNet
+	// NoNodePodCIDR keeps PodCIDR off the Node object (spec.podCIDRs stays empty), as with CNIs that
+	// allocate pod addresses themselves (Calico IPAM, Cilium cluster-pool, AWS VPC CNI); pods still get
+	// their addresses from PodCIDR on the bridge.
+	NoNodePodCIDR bool
 	// Bridge is the pod bridge in the node's network namespace; its address is the pods' gateway.
 	Bridge string
 	// ImageMap maps a substring of an image to a directory of binaries: such a container runs

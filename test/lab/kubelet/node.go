@@ -46,6 +46,9 @@ func localNodeFacts(cfg Config) nodeFacts {
 		Name: cfg.NodeName, IP: cfg.NodeIP.String(), PodCIDR: cfg.PodCIDR.String(),
 		CPU: runtime.NumCPU(), MemoryBytes: memTotal(), Arch: runtime.GOARCH, OSImage: "ipvs-operator lab VM",
 	}
+	if cfg.NoNodePodCIDR {
+		f.PodCIDR = "" // applyNodeSpec then leaves spec.podCIDRs alone
+	}
 	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
 		f.KernelVersion = strings.TrimSpace(string(b))
 	}
@@ -94,6 +97,9 @@ func applyNodeSpec(node *corev1.Node, f nodeFacts) error {
 	}
 	for k, v := range desiredNodeLabels(f) {
 		node.Labels[k] = v
+	}
+	if f.PodCIDR == "" {
+		return nil
 	}
 	if node.Spec.PodCIDR == "" {
 		node.Spec.PodCIDR = f.PodCIDR

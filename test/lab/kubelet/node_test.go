@@ -104,3 +104,27 @@ func TestRegisterRefusesAnotherPodCIDR(t *testing.T) {
 		t.Error("a node whose pod CIDR differs was accepted")
 	}
 }
+
+// With --no-node-pod-cidr the Node carries no pod CIDR, as with CNIs that allocate pod addresses themselves.
+func TestRegisterWithoutNodePodCIDR(t *testing.T) {
+	client := fake.NewClientset()
+	f := testFacts()
+	f.PodCIDR = ""
+	r := &nodeRegistrar{client: client, facts: f, log: logr.Discard(), now: time.Now}
+	ctx := context.Background()
+	for range 2 { // registering again changes nothing
+		if err := r.Register(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	node, err := client.CoreV1().Nodes().Get(ctx, "node-a", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if node.Spec.PodCIDR != "" || len(node.Spec.PodCIDRs) != 0 {
+		t.Errorf("spec = %+v, want no pod CIDR", node.Spec)
+	}
+	if got := localNodeFacts(Config{NodeName: "n", NodeIP: []byte{192, 168, 100, 11}, PodCIDR: mustCIDR(t, "10.244.1.0/24"), NoNodePodCIDR: true}); got.PodCIDR != "" {
+		t.Errorf("localNodeFacts with NoNodePodCIDR: PodCIDR %q", got.PodCIDR)
+	}
+}

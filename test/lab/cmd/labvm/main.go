@@ -143,6 +143,7 @@ func runKubelet(ctx context.Context, args []string) int {
 	fs.StringVar(&nodeIP, "node-ip", "", "node IP (required)")
 	fs.StringVar(&podCIDR, "pod-cidr", "", "the node's pod CIDR (required)")
 	fs.StringVar(&cfg.Bridge, "bridge", "cbr0", "pod bridge in the node's network namespace")
+	fs.BoolVar(&cfg.NoNodePodCIDR, "no-node-pod-cidr", false, "leave the Node's spec.podCIDRs empty (pods still use --pod-cidr)")
 	fs.Var(&imageMap, "image-map", "MATCH=DIR: images containing MATCH run DIR/<basename of command[0]> (repeatable)")
 	fs.StringVar(&cfg.EchoImage, "echo-image", "echo", "images whose repository name contains this run the echo server")
 	fs.StringVar(&cfg.LabvmBinary, "labvm", "", "labvm binary run for echo containers and volume mounts (default: this binary)")
