@@ -87,7 +87,7 @@ test-fuzz: ## Run each fuzz target briefly (about 10 s each; FUZZTIME=<duration 
 	go test -run '^$$' -fuzz '^FuzzParseSave$$' -fuzztime $(FUZZ_PARSESAVE) ./ipvs/
 
 .PHONY: test
-test: lint test-unit test-fuzz test-bundle test-e2e-compile test-lab ## Every test: lint, unit, envtest, fuzz (briefly), bundle, e2e (compiled), lab (real kernel).
+test: lint test-unit test-fuzz test-bundle test-e2e-compile test-e2e-dryrun test-lab ## Every test: lint, unit, envtest, fuzz (briefly), bundle, e2e (compiled, dry run), lab (real kernel).
 
 # The lab suites boot a VM each: run them one package at a time (-p 1) on a 2-core machine.
 .PHONY: test-lab
@@ -239,3 +239,12 @@ test-e2e: manifests kustomize ## Run the data-path suite in a kind cluster (need
 test-e2e-compile: ## Compile and vet the e2e suite without running it (what `make test` can do without Docker).
 	go vet -tags e2e ./test/e2e/...
 	go test -tags e2e -c -o /dev/null ./test/e2e/
+
+# The dry run: setUp up to the first step that needs the cluster's API server, and tearDown, against a fake
+# command runner; it checks every docker/kind/kubectl/operator-sdk command line the suite would run (seconds,
+# no Docker engine). -v prints TestDryRunPlan: the commands `make test-e2e` would run with these settings.
+.PHONY: test-e2e-dryrun
+test-e2e-dryrun: kustomize ## Check the kind suite's command lines against a fake docker/kind (no Docker needed).
+	KIND=$(KIND) KIND_CLUSTER=$(KIND_CLUSTER) IMG=$(IMG) E2E_LAB_IMG=$(LAB_IMG) VERSION=$(VERSION) CONTAINER_TOOL=$(CONTAINER_TOOL) \
+	  KUSTOMIZE=$(KUSTOMIZE) OPERATOR_SDK=$(OPERATOR_SDK) \
+	  go test -tags e2e ./test/e2e/ -count=1 -run '^TestDryRun' -v

@@ -54,7 +54,9 @@ func echoPodSpec(drv Driver, ports ...echoPort) corev1.PodSpec {
 		args = append(args, "--udp="+strings.Join(udp, ","))
 	}
 	return corev1.PodSpec{
-		TerminationGracePeriodSeconds: ptr.To[int64](2),
+		// Longer than the echo server's shutdown delay after SIGTERM (test/lab/echo.DefaultShutdownDelay, 3 s),
+		// so that a real kubelet (kind) lets it end by itself. The lab kubelet caps the grace at 2 s anyway.
+		TerminationGracePeriodSeconds: ptr.To[int64](5),
 		Containers: []corev1.Container{{
 			Name:    "echo",
 			Image:   drv.Image(),

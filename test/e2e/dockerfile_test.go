@@ -103,6 +103,15 @@ func TestDockerfileTargets(t *testing.T) {
 	if !strings.Contains(strings.Join(chain(labTarget, map[string]bool{}), "\n"), "./test/lab/cmd/labvm") {
 		t.Errorf("the lab target does not build ./test/lab/cmd/labvm")
 	}
+	// The kind suite's helper containers run the test image and need these, since nothing is installed
+	// into the nodes (test/e2e/cluster.go, nodeExecContainer).
+	for _, pkg := range []string{"ipvsadm", "iputils-arping", "iproute2"} {
+		if !slices.ContainsFunc(byName[labTarget].lines, func(l string) bool {
+			return strings.HasPrefix(l, "RUN ") && strings.Contains(l, "apt-get install") && strings.Contains(l, " "+pkg)
+		}) {
+			t.Errorf("the lab target does not install %s", pkg)
+		}
+	}
 
 	mk, err := os.ReadFile(filepath.Join(root, "Makefile"))
 	if err != nil {

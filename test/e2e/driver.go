@@ -43,10 +43,10 @@ func (d kindDriver) Client() client.Client { return d.c.client }
 
 func (d kindDriver) Nodes() []string { return append([]string(nil), d.c.nodes...) }
 
-// NodeExec runs argv in the node container, i.e. in the node's host network namespace. The node image has
-// iproute2, iptables and nft; /labvm is copied in by setUp.
+// NodeExec runs argv in the node's host network namespace: in the node container, or for ipvsadm and the echo
+// client (which the kind node image lacks) in the node's tools container (nodeExecContainer).
 func (d kindDriver) NodeExec(ctx context.Context, node string, argv ...string) (string, error) {
-	return run(ctx, nil, nil, append([]string{d.c.cfg.Docker, "exec", node}, argv...)...)
+	return d.c.cmd.Run(ctx, nil, nil, append([]string{d.c.cfg.Docker, "exec", nodeExecContainer(node, argv)}, argv...)...)
 }
 
 // PodExec runs argv in the pod's first container with `kubectl exec`.
@@ -71,7 +71,7 @@ func (d kindDriver) AgentExec(ctx context.Context, node string, args ...string) 
 
 // OutsideExec runs argv on the outside host container.
 func (d kindDriver) OutsideExec(ctx context.Context, argv ...string) (string, error) {
-	return run(ctx, nil, nil, append([]string{d.c.cfg.Docker, "exec", d.c.outside}, argv...)...)
+	return d.c.cmd.Run(ctx, nil, nil, append([]string{d.c.cfg.Docker, "exec", d.c.outside}, argv...)...)
 }
 
 // Image is the test image: it holds /labvm, the echo server and client (the product image does not).

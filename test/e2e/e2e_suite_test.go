@@ -4,8 +4,10 @@
 // (with kustomize, or through OLM with E2E_OLM=true), waits for an agent on every node, checks the installation,
 // and runs the data-path scenarios of test/dataplane through a Driver for kind.
 //
-// It needs Docker, kind and kubectl, and a Docker host whose kernel has IPVS; run it with `make test-e2e`. The
-// environment variables it reads are described in config.go.
+// It needs rootful Docker, kind and kubectl, and a Docker host whose kernel has IPVS; run it with `make
+// test-e2e`. The environment variables it reads are described in config.go. `make test-e2e-dryrun`
+// (dryrun_test.go) checks its command lines without Docker; the README's kind section lists the assumptions
+// about kind, Docker and the kubelet that only a run on such a host can confirm.
 package e2e
 
 import (
@@ -35,8 +37,11 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 	var err error
 	cfg, err = loadConfig()
 	Expect(err).NotTo(HaveOccurred())
-	c, err = setUp(ctx, cfg)
+	c, err = newCluster(cfg, execRunner{log: GinkgoWriter}, GinkgoWriter)
 	drv = kindDriver{c: c}
+	if err == nil {
+		err = c.setUp(ctx, func(step string) { By(step) })
+	}
 	if err != nil {
 		failed = true
 	}

@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 
-	. "github.com/onsi/ginkgo/v2"
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/ipvs-operator/ipvs-operator/test/install"
@@ -28,10 +27,15 @@ func (c *cluster) install(ctx context.Context) error {
 }
 
 // installWithKustomize installs config/default as `make deploy` does, through test/install (the lab installs
-// with the same code), with the operator Deployment adjusted to this run: the image under test (loaded into
-// the nodes, so never pulled), the agent scope, and without kube-proxy the API server's address for the
-// operator and the agents.
+// with the same code), with the operator Deployment adjusted to this run (kustomizeOptions).
 func (c *cluster) installWithKustomize(ctx context.Context) error {
+	return install.Kustomize(ctx, c.client, c.kustomizeOptions())
+}
+
+// kustomizeOptions adjust the operator Deployment to this run: the image under test (loaded into the nodes,
+// so never pulled), the agent scope, and without kube-proxy the API server's address for the operator and
+// the agents.
+func (c *cluster) kustomizeOptions() install.Options {
 	env := map[string]string{"AGENT_SCOPE": c.cfg.Scope}
 	if c.cfg.KubeProxyMode == "none" {
 		host, port, _ := net.SplitHostPort(c.apiServer)
@@ -39,14 +43,14 @@ func (c *cluster) installWithKustomize(ctx context.Context) error {
 		env["KUBERNETES_SERVICE_PORT"] = port
 		env[apiServerAddressEnv] = c.apiServer // for the agents
 	}
-	return install.Kustomize(ctx, c.client, install.Options{
+	return install.Options{
 		RepoRoot:        c.cfg.RepoRoot,
 		Kustomize:       c.cfg.Kustomize,
 		Image:           c.cfg.Image,
 		ImagePullPolicy: corev1.PullIfNotPresent,
 		Env:             env,
-		Log:             GinkgoWriter,
-	})
+		Log:             c.log,
+	}
 }
 
 // operatorNamespaceManifest is the install namespace the OLM path creates first. It must admit privileged pods,
@@ -66,7 +70,7 @@ metadata:
 // in AllNamespaces mode, the only one the CSV supports.
 func (c *cluster) installWithOLM(ctx context.Context) error {
 	sdkEnv := []string{"KUBECONFIG=" + c.kubeconfig}
-	if _, err := run(ctx, sdkEnv, nil, c.cfg.OperatorSDK, "olm", "install", "--version", c.cfg.OLMVersion, "--timeout", "5m"); err != nil {
+	if _, err := c.cmd.Run(ctx, sdkEnv, nil, c.cfg.OperatorSDK, "olm", "install", "--version", c.cfg.OLMVersion, "--timeout", "5m"); err != nil {
 		return err
 	}
 	bundleImage, err := c.pushBundle(ctx)
@@ -76,7 +80,7 @@ func (c *cluster) installWithOLM(ctx context.Context) error {
 	if _, err := c.kubectl(ctx, operatorNamespaceManifest, "apply", "-f", "-"); err != nil {
 		return err
 	}
-	_, err = run(ctx, sdkEnv, nil, c.cfg.OperatorSDK, "run", "bundle", bundleImage,
+	_, err = c.cmd.Run(ctx, sdkEnv, nil, c.cfg.OperatorSDK, "run", "bundle", bundleImage,
 		"--namespace", operatorNamespace, "--install-mode", "AllNamespaces", "--use-http", "--timeout", "10m")
 	return err
 }
@@ -104,10 +108,10 @@ func (c *cluster) pushBundle(ctx context.Context) (string, error) {
 		}
 	}
 	image := c.registryHost + "/ipvs-operator-bundle:e2e"
-	if err := runStreaming(ctx, c.cfg.Docker, "build", "-f", filepath.Join(dir, "bundle.Dockerfile"), "-t", image, dir); err != nil {
+	if err := c.cmd.Stream(ctx, c.cfg.Docker, "build", "-f", filepath.Join(dir, "bundle.Dockerfile"), "-t", image, dir); err != nil {
 		return "", err
 	}
-	return image, runStreaming(ctx, c.cfg.Docker, "push", image)
+	return image, c.cmd.Stream(ctx, c.cfg.Docker, "push", image)
 }
 
 // waitForAgents waits until the install is ready by the same check as the lab's (test/install.WaitReady): the
@@ -115,9 +119,9 @@ func (c *cluster) pushBundle(ctx context.Context) (string, error) {
 func (c *cluster) waitForAgents(ctx context.Context) error {
 	if err := install.WaitReady(ctx, c.client, c.nodes, c.cfg.Timeout); err != nil {
 		out, _ := c.kubectl(context.WithoutCancel(ctx), "", "get", "pods", "-A", "-o", "wide")
-		fmt.Fprintf(GinkgoWriter, "pods:\n%s\n", out)
+		fmt.Fprintf(c.log, "pods:\n%s\n", out)
 		out, _ = c.kubectl(context.WithoutCancel(ctx), "", "logs", "-n", operatorNamespace, "deploy/"+operatorDeployment, "--tail", "100")
-		fmt.Fprintf(GinkgoWriter, "operator log:\n%s\n", out)
+		fmt.Fprintf(c.log, "operator log:\n%s\n", out)
 		return err
 	}
 	return nil

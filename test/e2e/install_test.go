@@ -92,7 +92,7 @@ func servicePolicySpecs() bool {
 		})
 
 		It("accepts the samples and reports their status", func(ctx SpecContext) {
-			samples, err := run(ctx, nil, nil, cfg.Kustomize, "build", filepath.Join(cfg.RepoRoot, "config", "samples"))
+			samples, err := c.cmd.Run(ctx, nil, nil, cfg.Kustomize, "build", filepath.Join(cfg.RepoRoot, "config", "samples"))
 			Expect(err).NotTo(HaveOccurred())
 			_, err = c.kubectl(ctx, samples, "apply", "-n", ns, "-f", "-")
 			Expect(err).NotTo(HaveOccurred())

@@ -274,3 +274,60 @@ func TestIsHTTPRequestLine(t *testing.T) {
 		}
 	}
 }
+
+// TestServeShutdownDelay: once Shutdown closes the server still answers (the kubelet's SIGTERM comes while the
+// endpoint is still in rotation), stops by itself after ShutdownDelay, and ctx ending cuts the delay short.
+func TestServeShutdownDelay(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		delay     time.Duration
+		cancelAt  time.Duration // cancel ctx this long after Shutdown closes; 0: never
+		wantStop  time.Duration // Serve returns no earlier than this after Shutdown closes
+		wantAfter bool          // a request 100 ms after Shutdown closes is answered
+	}{
+		{name: "answers during the delay, then stops", delay: 600 * time.Millisecond, wantStop: 600 * time.Millisecond, wantAfter: true},
+		{name: "no delay stops at once", delay: 0, wantAfter: false},
+		{name: "ctx cuts the delay short", delay: time.Minute, cancelAt: 300 * time.Millisecond, wantStop: 300 * time.Millisecond, wantAfter: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			shutdown := make(chan struct{})
+			bound := make(chan string, 1)
+			done := make(chan error, 1)
+			go func() {
+				done <- Serve(ctx, Config{Name: "draining", Host: "127.0.0.1", TCP: []int{0},
+					Shutdown: shutdown, ShutdownDelay: tc.delay,
+					Listening: func(tcp, _ []net.Addr) { bound <- tcp[0].String() }})
+			}()
+			addr := <-bound
+			if got, _ := run(ClientConfig{Proto: ProtocolHTTP, Addr: addr}); got[0].Answer != "draining" {
+				t.Fatalf("before shutdown: %v", got)
+			}
+			t0 := time.Now()
+			close(shutdown)
+			if tc.cancelAt > 0 {
+				time.AfterFunc(tc.cancelAt, cancel)
+			}
+			time.Sleep(100 * time.Millisecond)
+			got, _ := run(ClientConfig{Proto: ProtocolHTTP, Addr: addr, Timeout: time.Second})
+			if answered := got[0].Err == ""; answered != tc.wantAfter {
+				t.Errorf("100 ms after shutdown: %v, want answered=%v", got, tc.wantAfter)
+			}
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatal(err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("Serve did not stop")
+			}
+			if took := time.Since(t0); took < tc.wantStop || took > tc.wantStop+2*time.Second {
+				t.Errorf("stopped %v after shutdown, want about %v", took, tc.wantStop)
+			}
+			if got, _ := run(ClientConfig{Proto: ProtocolHTTP, Addr: addr, Timeout: time.Second}); got[0].Err == "" {
+				t.Errorf("answered after stopping: %v", got)
+			}
+		})
+	}
+}

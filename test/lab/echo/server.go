@@ -12,9 +12,20 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/go-logr/logr"
 )
+
+// DefaultShutdownDelay is how long `labvm echo` goes on answering after SIGTERM. A real kubelet sends SIGTERM
+// as soon as a pod is deleted, while the EndpointSlice controller marks the endpoint terminating and the
+// agents take its real server out of rotation (weight 0) at the same time, not before: a server that stopped
+// at once would refuse the connections still scheduled to it in that window (Kubernetes' docs, "Termination
+// of Pods"). Kubernetes' own e2e images keep serving for a while after SIGTERM for the same reason (agnhost
+// netexec --delay-shutdown). Assumption: 3 s covers the EndpointSlice update plus the agents' programming on a
+// laptop's kind cluster (normally well under a second); the scenarios' pods allow 5 s of grace
+// (test/dataplane.echoPodSpec) so that the kubelet does not SIGKILL the server before the delay ends.
+const DefaultShutdownDelay = 3 * time.Second
 
 // Config says what the echo server answers and where.
 type Config struct {
@@ -28,6 +39,12 @@ type Config struct {
 	Ready *bool
 	// Listening, when set, is called once every socket is bound, with their actual addresses (useful with port 0).
 	Listening func(tcp, udp []net.Addr)
+	// Shutdown, when set, asks for a graceful stop when it is closed (the program closes it on SIGTERM): the
+	// server goes on answering everything, /readyz included, for ShutdownDelay, then stops as if ctx were
+	// done. ctx ending stops the server at once, during the delay too.
+	Shutdown <-chan struct{}
+	// ShutdownDelay is how long the server answers after Shutdown closes (DefaultShutdownDelay in labvm).
+	ShutdownDelay time.Duration
 }
 
 // DefaultName is what a server answers when no name is configured, as in a kind pod: $POD_NAME, then the
@@ -105,12 +122,28 @@ func Serve(ctx context.Context, cfg Config) error {
 	for _, c := range udpConns {
 		wg.Go(func() { serveUDP(c, cfg.Name, log) })
 	}
-	<-ctx.Done()
+	waitForStop(ctx, cfg, log)
 	closeAll()
 	conns.closeAll()
 	wg.Wait()
 	log.Info("Echo server stopped")
 	return nil
+}
+
+// waitForStop returns when ctx is done, or ShutdownDelay after Shutdown closes, whichever comes first.
+func waitForStop(ctx context.Context, cfg Config, log logr.Logger) {
+	select {
+	case <-ctx.Done():
+		return
+	case <-cfg.Shutdown: // a nil channel never closes
+	}
+	log.Info("Shutdown requested; answering until the delay ends", "delay", cfg.ShutdownDelay.String())
+	t := time.NewTimer(cfg.ShutdownDelay)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
 }
 
 // connSet tracks open TCP connections so that shutdown closes held (line protocol) connections too.

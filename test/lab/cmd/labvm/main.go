@@ -2,7 +2,7 @@
 // pods run, and the guest exec daemon.
 //
 //	labvm kubelet --node NAME --kubeconfig FILE --node-ip IP --pod-cidr CIDR [--bridge cbr0] [--image-map MATCH=DIR]...
-//	labvm echo [--name NAME] [--tcp PORTS] [--udp PORTS]
+//	labvm echo [--name NAME] [--tcp PORTS] [--udp PORTS] [--shutdown-delay D]
 //	labvm client [--proto http|tcp|udp] [--count N | --duration D] [--interval D] [--timeout D] [--hold D] [--source-port P] [--bearer-token T] ADDR
 //	labvm labd --listen ADDR
 //	labvm container [--bind SRC:DST[:ro]]... -- COMMAND...   (used by the kubelet for volume mounts)
@@ -47,7 +47,8 @@ func main() {
 	case "kubelet":
 		code = runKubelet(ctx, os.Args[2:])
 	case "echo":
-		code = runEcho(ctx, os.Args[2:])
+		// The echo server tells SIGTERM from SIGINT itself (see runEcho).
+		code = runEcho(os.Args[2:])
 	case "client":
 		code = runClient(ctx, os.Args[2:], os.Stdout)
 	case "labd":
@@ -195,13 +196,15 @@ func runKubelet(ctx context.Context, args []string) int {
 	return 0
 }
 
-func runEcho(ctx context.Context, args []string) int {
+func runEcho(args []string) int {
 	fs := flag.NewFlagSet("echo", flag.ContinueOnError)
 	var cfg echo.Config
 	var tcp, udp portList
 	fs.StringVar(&cfg.Name, "name", "", "answer to every request (default $POD_NAME, then the hostname)")
 	fs.Var(&tcp, "tcp", "TCP ports: HTTP or line protocol, detected per connection (comma-separated, repeatable)")
 	fs.Var(&udp, "udp", "UDP ports (comma-separated, repeatable)")
+	fs.DurationVar(&cfg.ShutdownDelay, "shutdown-delay", echo.DefaultShutdownDelay,
+		"keep answering this long after SIGTERM, as a pod does while its endpoint is taken out of rotation (SIGINT or a second SIGTERM stops at once)")
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
 	}
@@ -215,11 +218,33 @@ func runEcho(ctx context.Context, args []string) int {
 		return 1
 	}
 	defer flush()
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	ctx, shutdown := echoStops(sigs)
+	cfg.Shutdown = shutdown
 	if err := echo.Serve(logr.NewContext(ctx, log), cfg); err != nil {
 		log.Error(err, "Echo server failed")
 		return 1
 	}
 	return 0
+}
+
+// echoStops turns signals into the echo server's two ways to stop: the first SIGTERM (what a kubelet sends)
+// closes shutdown, so the server answers for its shutdown delay; SIGINT (Ctrl-C), or any signal after that,
+// cancels ctx, so it stops at once. agnhost netexec does the same with --delay-shutdown.
+func echoStops(sigs <-chan os.Signal) (context.Context, <-chan struct{}) {
+	ctx, cancel := context.WithCancel(context.Background())
+	shutdown := make(chan struct{})
+	go func() {
+		defer cancel()
+		if s := <-sigs; s != syscall.SIGTERM {
+			return
+		}
+		close(shutdown)
+		<-sigs
+	}()
+	return ctx, shutdown
 }
 
 func runClient(ctx context.Context, args []string, out io.Writer) int {
