@@ -167,15 +167,13 @@ func newGuardTopology(t *testing.T) *guardTopology {
 	ip("-n", pd, "route", "add", "default", "via", "10.244.1.1")
 	ip("-n", od, "route", "add", "10.96.0.0/16", "via", guardNodeIP)
 	// Counters behind the guard (priority 10 runs after its priority 0).
-	// The counters are declared before the rules that name them: the lab's 6.1 kernel refuses (ENOENT) a
-	// rule whose named counter comes later in the same transaction.
+	// Anonymous counters told apart by their comments: the lab's 6.1 guest refuses (ENOENT) rules that
+	// reference named counter objects.
 	probe := `table inet probe {
-	counter forged-to-vip { }
-	counter forged-to-node { }
 	chain in {
 		type filter hook input priority 10; policy accept;
-		ip saddr ` + guardForged + ` ip daddr ` + guardVIP + ` counter name forged-to-vip
-		ip saddr ` + guardForged + ` ip daddr ` + guardNodeIP + ` counter name forged-to-node
+		ip saddr ` + guardForged + ` ip daddr ` + guardVIP + ` counter comment "forged-to-vip"
+		ip saddr ` + guardForged + ` ip daddr ` + guardNodeIP + ` counter comment "forged-to-node"
 	}
 }`
 	if out, err := exec.Command("ip", "netns", "exec", nd, "nft", probe).CombinedOutput(); err != nil {
@@ -246,20 +244,27 @@ func (g *guardTopology) dial(ns netns.NsHandle, src, addr string, timeout time.D
 	return err
 }
 
-// counter reads a named counter of the probe table in the node's namespace.
+// counter reads the packets counted by the probe rule commented name, in the node's namespace.
 func (g *guardTopology) counter(t *testing.T, name string) int {
 	t.Helper()
-	out, err := exec.Command("ip", "netns", "exec", g.nodeName, "nft", "list", "counter", "inet", "probe", name).CombinedOutput()
+	out, err := exec.Command("ip", "netns", "exec", g.nodeName, "nft", "list", "chain", "inet", "probe", "in").CombinedOutput()
 	if err != nil {
-		t.Fatalf("nft list counter %s: %v\n%s", name, err, out)
+		t.Fatalf("nft list chain inet probe in: %v\n%s", err, out)
 	}
-	_, after, ok := strings.Cut(string(out), "packets ")
-	if !ok {
-		t.Fatalf("no packet count in:\n%s", out)
+	for _, line := range strings.Split(string(out), "\n") {
+		if !strings.Contains(line, `comment "`+name+`"`) {
+			continue
+		}
+		_, after, ok := strings.Cut(line, "packets ")
+		if !ok {
+			t.Fatalf("no packet count in %q", line)
+		}
+		n, err := strconv.Atoi(strings.Fields(after)[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
 	}
-	n, err := strconv.Atoi(strings.Fields(after)[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
+	t.Fatalf("no rule commented %q in:\n%s", name, out)
+	return 0
 }
