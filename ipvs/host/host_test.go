@@ -636,7 +636,7 @@ kernel/net/netfilter/ipvs/ip_vs_corrupt.ko: kernel/net/netfilter/ipvs/ip_vs.ko
 			}
 			k.refuseFlag = tt.refuseFlag
 			var logged []string
-			l.OnInsert = func(name, file, how string) { logged = append(logged, name+" "+file) }
+			l.OnInsert = func(name, file, _ string) { logged = append(logged, name+" "+file) }
 			err := l.Load(tt.load...)
 			if !reflect.DeepEqual(k.how, tt.want) && (len(k.how) > 0 || len(tt.want) > 0) {
 				t.Errorf("loaded = %v, want %v", k.how, tt.want)

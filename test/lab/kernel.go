@@ -172,30 +172,14 @@ func prepareKernelTree(ctx context.Context, cache string, choice kernelChoice, o
 			return nil, err
 		}
 	}
-	var load bytes.Buffer
-	for _, rel := range agentOrder {
-		if err := copyFile(filepath.Join(modSrc, rel), filepath.Join(modDst, rel), 0o644); err != nil {
-			return nil, err
-		}
-	}
-	for _, rel := range order {
-		// busybox's insmod loads what the guest needs at boot: decompressed here (.ko.xz -> .ko).
-		src := filepath.Join(modSrc, rel)
-		rel = strings.TrimSuffix(rel, ".xz")
-		if err := copyModule(src, filepath.Join(modDst, rel)); err != nil {
-			return nil, err
-		}
-		name := strings.TrimSuffix(filepath.Base(rel), ".ko")
-		line := rel
-		if opt := moduleOptions[strings.ReplaceAll(name, "-", "_")]; opt != "" {
-			line += " " + opt
-		}
-		load.WriteString(line + "\n")
+	load, err := copyModules(modSrc, modDst, order, agentOrder)
+	if err != nil {
+		return nil, err
 	}
 	if _, err := run(ctx, "", depmodPath(), "-b", dst, kver); err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(filepath.Join(dst, "modules.load"), load.Bytes(), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dst, "modules.load"), load, 0o644); err != nil {
 		return nil, err
 	}
 	if err := copyFile(filepath.Join(kroot, "boot", "config-"+kver), filepath.Join(dst, "config"), 0o644); err != nil {
@@ -218,6 +202,32 @@ func prepareKernelTree(ctx context.Context, cache string, choice kernelChoice, o
 	}
 	progress(out, "kernel %s ready: %d modules at boot, %d left to the agent, %s", kver, len(order), len(agentOrder), time.Since(t0).Round(time.Second))
 	return kernelAt(final)
+}
+
+// copyModules copies the boot modules (order) uncompressed and without signatures, and the modules left to
+// the agent (agentOrder) as they are; it returns the boot load list, "relative/path.ko [options]" lines.
+func copyModules(modSrc, modDst string, order, agentOrder []string) ([]byte, error) {
+	var load bytes.Buffer
+	for _, rel := range agentOrder {
+		if err := copyFile(filepath.Join(modSrc, rel), filepath.Join(modDst, rel), 0o644); err != nil {
+			return nil, err
+		}
+	}
+	for _, rel := range order {
+		// busybox's insmod loads what the guest needs at boot: decompressed here (.ko.xz -> .ko).
+		src := filepath.Join(modSrc, rel)
+		rel = strings.TrimSuffix(rel, ".xz")
+		if err := copyModule(src, filepath.Join(modDst, rel)); err != nil {
+			return nil, err
+		}
+		name := strings.TrimSuffix(filepath.Base(rel), ".ko")
+		line := rel
+		if opt := moduleOptions[strings.ReplaceAll(name, "-", "_")]; opt != "" {
+			line += " " + opt
+		}
+		load.WriteString(line + "\n")
+	}
+	return load.Bytes(), nil
 }
 
 func findPreparedKernel(root, inputs string) (*Kernel, error) {
