@@ -40,11 +40,12 @@ var _ = Describe("the agent's init container", func() {
 			Expect(all.String()).NotTo(ContainSubstring("inserted "))
 			return
 		}
-		// Both nodes share the VM's kernel: the first init container inserted them, the second found them.
+		// Both nodes share the VM's kernel. Their init containers run at once, and since 6.4 concurrent
+		// finit_module calls on one file share the first call's result, so each may report the insert.
 		for _, m := range []string{"ip_vs kernel/net/netfilter/ipvs/ip_vs.ko.xz", "ip_vs_rr kernel/net/netfilter/ipvs/ip_vs_rr.ko.xz",
 			"ip_vs_mh kernel/net/netfilter/ipvs/ip_vs_mh.ko.xz", "dummy kernel/drivers/net/dummy.ko.xz"} {
 			name, file, _ := strings.Cut(m, " ")
-			Expect(strings.Count(all.String(), "inserted "+name+" ("+file+", finit_module, decompressed by the kernel)")).To(Equal(1), "%s", name)
+			Expect(all.String()).To(ContainSubstring("inserted "+name+" ("+file+", finit_module, decompressed by the kernel)"), "%s", name)
 		}
 	})
 })
