@@ -20,8 +20,8 @@ var Schedulers = []string{"ip_vs_rr", "ip_vs_wrr", "ip_vs_lc", "ip_vs_wlc", "ip_
 
 // RequiredModules are the modules the agent loads at start: IPVS and its schedulers, conntrack, the dummy
 // device and what the nftables rules use. All exist as loadable modules in Debian's 6.1 kernels
-// (CONFIG_MODULE_COMPRESS_NONE, so uncompressed .ko files); dependencies such as nf_nat, nf_reject_ipv4,
-// libcrc32c come from modules.dep.
+// (uncompressed .ko files) and 6.12 kernels (.ko.xz, CONFIG_MODULE_DECOMPRESS=y), both proven in the lab;
+// dependencies such as nf_nat, nf_reject_ipv4, libcrc32c come from modules.dep.
 var RequiredModules = append([]string{"ip_vs"}, append(slices.Clone(Schedulers),
 	"nf_conntrack", "dummy", "nf_tables", "nft_ct", "nft_masq", "nft_nat", "nft_chain_nat", "nft_reject_inet", "nft_fib_inet")...)
 
