@@ -214,7 +214,9 @@ func copyModules(modSrc, modDst string, order, agentOrder []string) ([]byte, err
 		}
 	}
 	for _, rel := range order {
-		// busybox's insmod loads what the guest needs at boot: decompressed here (.ko.xz -> .ko).
+		// What the guest loads at boot is decompressed here (.ko.xz -> .ko). busybox's insmod (1.35) would
+		// decompress .ko.xz itself, but only an uncompressed copy can lose its signature (copyModule),
+		// which the kernel would otherwise check under TCG at every boot.
 		src := filepath.Join(modSrc, rel)
 		rel = strings.TrimSuffix(rel, ".xz")
 		if err := copyModule(src, filepath.Join(modDst, rel)); err != nil {
