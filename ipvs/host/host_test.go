@@ -514,6 +514,9 @@ func TestCheckRequired(t *testing.T) {
 	if !errors.As(err, &me) || !reflect.DeepEqual(me.Modules(), []string{"nft_fib_inet"}) || !errors.Is(err, host.ErrNotLoaded) {
 		t.Errorf("err = %v, want nft_fib_inet not loaded (nf_tables and nft_ct are built in)", err)
 	}
+	if err == nil || !strings.Contains(err.Error(), "built without it (CONFIG_NFT_FIB_INET is not set") {
+		t.Errorf("err = %v, want it to say the kernel lacks nft_fib_inet, naming its option", err)
+	}
 	if len(*order) != 0 {
 		t.Errorf("a check loaded %v", *order)
 	}
