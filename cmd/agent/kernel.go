@@ -31,8 +31,16 @@ type kernel struct {
 // init container (`agent --load-kernel-modules`) has loaded them.
 func prepareKernel(f flags, ipv6 bool) (*kernel, error) {
 	log := ctrl.Log.WithName("kernel")
+	// IPVS's netlink family is looked up before anything else: on a node whose ip_vs is loadable but not
+	// loaded, that lookup makes the kernel load it by itself (the module's genl family alias), so its
+	// sysctls exist when they are set below. A kernel without IPVS fails here; the module check then
+	// says what exactly is missing, which is the more useful error.
+	handle, openErr := ipvs.NewNetlink()
 	if err := checkModules(&host.Loader{}); err != nil {
 		return nil, err
+	}
+	if openErr != nil {
+		return nil, fmt.Errorf("opening the IPVS netlink socket: %w", openErr)
 	}
 	release, err := host.RunningKernel()
 	if err != nil {
@@ -49,10 +57,6 @@ func prepareKernel(f flags, ipv6 bool) (*kernel, error) {
 		return nil, fmt.Errorf("setting the sysctls an IPVS proxy needs: %w", err)
 	}
 	log.Info("Sysctls in place", "kernel", release.String(), "ipv6", ipv6, "strictARP", f.StrictARP, "changed", changed)
-	handle, err := ipvs.NewNetlink()
-	if err != nil {
-		return nil, fmt.Errorf("opening the IPVS netlink socket: %w", err)
-	}
 	if err := host.Probe(handle); err != nil {
 		return nil, err
 	}
@@ -102,6 +106,9 @@ func checkModules(l *host.Loader) error {
 // are a warning; a module tree it cannot read is too (the modules may be built in: the agent's probe
 // decides); any other module that fails to load fails the container, naming the module.
 func loadModules(l *host.Loader, out io.Writer) error {
+	// Each module inserted, with its file and how (the kernel or the agent decompressing it): what an
+	// administrator needs to see on a node whose modules are compressed.
+	l.OnInsert = func(name, file, how string) { fmt.Fprintf(out, "inserted %s (%s, %s)\n", name, file, how) }
 	missing, err := l.LoadRequired()
 	if len(missing) > 0 {
 		fmt.Fprintf(out, "warning: IPVS schedulers %s are not available; Services using them will fail\n", strings.Join(missing, ", "))

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -61,16 +62,30 @@ func moduleDirs(t *testing.T, loaded ...string) *host.Loader {
 	if err := os.WriteFile(filepath.Join(mods, "modules.dep"), []byte(dep.String()), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	if err := os.MkdirAll(filepath.Join(mods, "kernel"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range host.RequiredModules {
+		if err := os.WriteFile(filepath.Join(mods, "kernel", m+".ko"), []byte("\x7fELF"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 	for _, m := range loaded {
 		if err := os.Mkdir(filepath.Join(sys, m), 0o755); err != nil {
 			t.Fatal(err)
 		}
 	}
-	return &host.Loader{ModulesDir: mods, SysModuleDir: sys, Insert: func(path, _ string) error {
-		// What the kernel does: the module shows in /sys/module.
-		return os.Mkdir(filepath.Join(sys, strings.TrimSuffix(filepath.Base(path), ".ko")), 0o755)
-	}}
+	return &host.Loader{ModulesDir: mods, SysModuleDir: sys, Syscalls: sysModule(sys)}
 }
+
+// sysModule is a kernel whose module loading only makes the module show in /sys/module.
+type sysModule string
+
+func (s sysModule) FinitModule(f *os.File, _ string, _ int) error {
+	return os.Mkdir(filepath.Join(string(s), strings.TrimSuffix(filepath.Base(f.Name()), ".ko")), 0o755)
+}
+
+func (s sysModule) InitModule([]byte, string) error { return errors.New("not expected") }
 
 // TestModulesWithoutSysModule: the agent starts when the init container loaded the modules, and fails
 // naming the missing module otherwise; the init container's mode loads them.
@@ -106,7 +121,7 @@ func TestModulesWithoutSysModule(t *testing.T) {
 	if err := checkModules(l); err != nil {
 		t.Errorf("after the init container's load: %v", err)
 	}
-	if !strings.Contains(out.String(), "kernel modules loaded: ip_vs ") {
+	if !strings.Contains(out.String(), "kernel modules loaded: ip_vs ") || !strings.Contains(out.String(), "inserted ip_vs (kernel/ip_vs.ko, finit_module)") {
 		t.Errorf("output %q", out.String())
 	}
 }

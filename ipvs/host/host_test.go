@@ -1,7 +1,10 @@
 package host_test
 
 import (
+	"bytes"
+	"compress/gzip"
 	"errors"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -10,6 +13,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/klauspost/compress/zstd"
+	"github.com/ulikunitz/xz"
 	"golang.org/x/sys/unix"
 
 	"github.com/ipvs-operator/ipvs-operator/ipvs"
@@ -17,12 +22,126 @@ import (
 	"github.com/ipvs-operator/ipvs-operator/ipvs/host"
 )
 
-// modulesTree writes a module tree shaped like Debian 6.1's (depmod output) and returns a Loader on it
-// whose Insert records load order instead of calling finit_module.
+// modulesTree writes a module tree shaped like Debian's (depmod output), with a file for every module
+// modules.dep lists (compressed as its name says), and returns a Loader on it whose system calls are a
+// fake kernel that records load order instead of loading.
 func modulesTree(t *testing.T, files map[string]string, loaded ...string) (*host.Loader, *[]string) {
 	t.Helper()
+	l, k := modulesTreeKernel(t, files, loaded...)
+	return l, &k.order
+}
+
+// fakeKernel is finit_module and init_module as a kernel answers them. A module file holds "\x7fELF"
+// and its name, compressed as its extension says; the fake reads the name back from what it was handed,
+// so a module decompressed wrongly does not load.
+type fakeKernel struct {
+	sys string
+	// decompresses are the formats finit_module with MODULE_INIT_COMPRESSED_FILE takes (".xz", ...);
+	// refuseFlag is its answer for the others (EINVAL before 5.17, EOPNOTSUPP without
+	// CONFIG_MODULE_DECOMPRESS).
+	decompresses map[string]bool
+	refuseFlag   error
+	order        []string
+	how          []string // "name finit", "name finit-compressed", "name init"
+}
+
+func (k *fakeKernel) FinitModule(f *os.File, params string, flags int) error {
+	data, err := io.ReadAll(f)
+	if err != nil {
+		return err
+	}
+	ext := filepath.Ext(f.Name())
+	if flags&unix.MODULE_INIT_COMPRESSED_FILE != 0 {
+		if !k.decompresses[ext] {
+			return k.refuseFlag
+		}
+		if data, err = unpack(ext, data); err != nil {
+			return unix.EINVAL
+		}
+		return k.load(data, params, "finit-compressed")
+	}
+	return k.load(data, params, "finit")
+}
+
+func (k *fakeKernel) InitModule(image []byte, params string) error {
+	return k.load(image, params, "init")
+}
+
+func (k *fakeKernel) load(image []byte, params, how string) error {
+	name, ok := strings.CutPrefix(string(image), "\x7fELF")
+	if !ok {
+		return unix.ENOEXEC // what the kernel says of a compressed file handed over as is
+	}
+	if strings.Contains(name, "fails") {
+		return unix.ENODEV
+	}
+	if name == "already" {
+		return unix.EEXIST
+	}
+	k.how = append(k.how, name+" "+how)
+	if params != "" {
+		name += " " + params
+	}
+	k.order = append(k.order, name)
+	// What the kernel does: the module now shows in /sys/module.
+	return os.MkdirAll(filepath.Join(k.sys, strings.Fields(strings.ReplaceAll(name, "-", "_"))[0]), 0o755)
+}
+
+// pack compresses a module file's content as its extension says.
+func pack(t *testing.T, ext string, data []byte) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	var w io.WriteCloser
+	var err error
+	switch ext {
+	case ".xz":
+		w, err = xz.NewWriter(&b)
+	case ".zst":
+		w, err = zstd.NewWriter(&b)
+	case ".gz":
+		w = gzip.NewWriter(&b)
+	default:
+		return data
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+func unpack(ext string, data []byte) ([]byte, error) {
+	var r io.Reader
+	var err error
+	switch ext {
+	case ".xz":
+		r, err = xz.NewReader(bytes.NewReader(data))
+	case ".zst":
+		var z *zstd.Decoder
+		z, err = zstd.NewReader(bytes.NewReader(data))
+		if err == nil {
+			defer z.Close()
+		}
+		r = z
+	case ".gz":
+		r, err = gzip.NewReader(bytes.NewReader(data))
+	}
+	if err != nil {
+		return nil, err
+	}
+	return io.ReadAll(r)
+}
+
+// modulesTreeKernel is modulesTree with the fake kernel exposed; by default it decompresses every format.
+func modulesTreeKernel(t *testing.T, files map[string]string, loaded ...string) (*host.Loader, *fakeKernel) {
+	t.Helper()
 	root := t.TempDir()
-	mods := filepath.Join(root, "lib", "modules", "6.1.0-99-amd64")
+	mods := filepath.Join(root, "lib", "modules", "6.12.0-99-amd64")
 	sys := filepath.Join(root, "sys", "module")
 	for _, d := range []string{mods, sys} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
@@ -34,33 +153,32 @@ func modulesTree(t *testing.T, files map[string]string, loaded ...string) (*host
 			t.Fatal(err)
 		}
 	}
+	for _, line := range strings.Split(files["modules.dep"], "\n") {
+		file, _, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		name := filepath.Base(file)
+		name = name[:strings.Index(name, ".ko")]
+		data := []byte("\x7fELF" + name)
+		if strings.Contains(name, "corrupt") {
+			data = []byte("not a module")
+		}
+		p := filepath.Join(mods, file)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, pack(t, filepath.Ext(file), data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 	for _, m := range loaded {
 		if err := os.Mkdir(filepath.Join(sys, m), 0o755); err != nil {
 			t.Fatal(err)
 		}
 	}
-	var order []string
-	l := &host.Loader{
-		ModulesDir:   mods,
-		SysModuleDir: sys,
-		Modprobe:     filepath.Join(root, "no-modprobe"),
-		Insert: func(path, params string) error {
-			name := strings.TrimSuffix(filepath.Base(path), ".ko")
-			if strings.Contains(name, "fails") {
-				return unix.ENODEV
-			}
-			if name == "already" {
-				return unix.EEXIST
-			}
-			if params != "" {
-				name += " " + params
-			}
-			order = append(order, name)
-			// What the kernel does: the module now shows in /sys/module.
-			return os.MkdirAll(filepath.Join(sys, strings.Fields(strings.ReplaceAll(name, "-", "_"))[0]), 0o755)
-		},
-	}
-	return l, &order
+	k := &fakeKernel{sys: sys, decompresses: map[string]bool{".xz": true, ".zst": true, ".gz": true}, refuseFlag: unix.EINVAL}
+	return &host.Loader{ModulesDir: mods, SysModuleDir: sys, Syscalls: k}, k
 }
 
 const debianDep = `kernel/net/netfilter/ipvs/ip_vs.ko: kernel/net/netfilter/nf_conntrack.ko kernel/net/ipv6/netfilter/nf_defrag_ipv6.ko kernel/net/ipv4/netfilter/nf_defrag_ipv4.ko kernel/lib/libcrc32c.ko
@@ -133,12 +251,11 @@ func TestLoad(t *testing.T) {
 			failedIs: fs.ErrNotExist,
 		},
 		{
-			name:     "compressed module without modprobe",
-			files:    map[string]string{"modules.dep": debianDep},
-			loaded:   base,
-			load:     []string{"ip_vs_mh"},
-			failed:   []string{"ip_vs_mh"},
-			failedIs: unix.ENOEXEC,
+			name:   "a compressed module among uncompressed ones",
+			files:  map[string]string{"modules.dep": debianDep},
+			loaded: base,
+			load:   []string{"ip_vs_mh"},
+			want:   []string{"ip_vs_mh"},
 		},
 		{
 			name:     "insert fails",
@@ -397,6 +514,9 @@ func TestCheckRequired(t *testing.T) {
 	if !errors.As(err, &me) || !reflect.DeepEqual(me.Modules(), []string{"nft_fib_inet"}) || !errors.Is(err, host.ErrNotLoaded) {
 		t.Errorf("err = %v, want nft_fib_inet not loaded (nf_tables and nft_ct are built in)", err)
 	}
+	if err == nil || !strings.Contains(err.Error(), "built without it (CONFIG_NFT_FIB_INET is not set") {
+		t.Errorf("err = %v, want it to say the kernel lacks nft_fib_inet, naming its option", err)
+	}
 	if len(*order) != 0 {
 		t.Errorf("a check loaded %v", *order)
 	}
@@ -448,6 +568,100 @@ func TestProbe(t *testing.T) {
 				if svcs, _ := f.Services(); len(svcs) != 0 {
 					t.Errorf("probe left %v behind", svcs)
 				}
+			}
+		})
+	}
+}
+
+// TestLoadCompressed loads IPVS from trees whose modules are compressed as distributions ship them, on
+// kernels that decompress them, kernels that cannot (older than 5.17, or without
+// CONFIG_MODULE_DECOMPRESS, or built for another format), and kernels with IPVS built in or missing.
+func TestLoadCompressed(t *testing.T) {
+	dep := func(ext string) string {
+		return strings.NewReplacer(".ko", ".ko"+ext).Replace(`kernel/net/netfilter/ipvs/ip_vs.ko: kernel/net/netfilter/nf_conntrack.ko kernel/lib/libcrc32c.ko
+kernel/net/netfilter/ipvs/ip_vs_rr.ko: kernel/net/netfilter/ipvs/ip_vs.ko kernel/net/netfilter/nf_conntrack.ko kernel/lib/libcrc32c.ko
+kernel/net/netfilter/nf_conntrack.ko: kernel/lib/libcrc32c.ko
+kernel/lib/libcrc32c.ko:
+kernel/crypto/crc32c_generic.ko:
+kernel/net/netfilter/ipvs/ip_vs_corrupt.ko: kernel/net/netfilter/ipvs/ip_vs.ko
+`)
+	}
+	order := []string{"crc32c_generic", "libcrc32c", "nf_conntrack", "ip_vs", "ip_vs_rr"}
+	each := func(how string) []string {
+		out := make([]string, len(order))
+		for i, m := range order {
+			out[i] = m + " " + how
+		}
+		return out
+	}
+	tests := []struct {
+		name         string
+		ext          string
+		decompresses []string // formats the kernel's finit_module decompresses
+		refuseFlag   error
+		builtin      string
+		load         []string
+		want         []string // "module how", in load order
+		failed       []string
+		failedIs     error
+		errSays      string
+	}{
+		{name: ".ko.xz, kernel decompresses (Debian 6.12)", ext: ".xz", decompresses: []string{".xz"}, load: []string{"ip_vs_rr"}, want: each("finit-compressed")},
+		{name: ".ko.zst, kernel decompresses (Ubuntu 24.04, Fedora, Arch)", ext: ".zst", decompresses: []string{".zst"}, load: []string{"ip_vs_rr"}, want: each("finit-compressed")},
+		{name: ".ko.gz, kernel decompresses", ext: ".gz", decompresses: []string{".gz"}, load: []string{"ip_vs_rr"}, want: each("finit-compressed")},
+		{name: ".ko.xz, kernel before 5.17: EINVAL, decompressed here", ext: ".xz", refuseFlag: unix.EINVAL, load: []string{"ip_vs_rr"}, want: each("init")},
+		{name: ".ko.zst, no CONFIG_MODULE_DECOMPRESS: EOPNOTSUPP, decompressed here", ext: ".zst", refuseFlag: unix.EOPNOTSUPP, load: []string{"ip_vs_rr"}, want: each("init")},
+		{name: ".ko.gz, no finit_module: ENOSYS, decompressed here", ext: ".gz", refuseFlag: unix.ENOSYS, load: []string{"ip_vs_rr"}, want: each("init")},
+		{name: ".ko.zst on a kernel that decompresses only xz", ext: ".zst", decompresses: []string{".xz"}, refuseFlag: unix.EINVAL, load: []string{"ip_vs_rr"}, want: each("init")},
+		{name: "uncompressed .ko: plain finit_module", ext: "", load: []string{"ip_vs_rr"}, want: each("finit")},
+		{
+			name: "IPVS built in: nothing to load", ext: ".xz", decompresses: []string{".xz"},
+			builtin: "kernel/net/netfilter/ipvs/ip_vs.ko\nkernel/net/netfilter/ipvs/ip_vs_rr.ko\nkernel/net/netfilter/nf_conntrack.ko\nkernel/lib/libcrc32c.ko\nkernel/crypto/crc32c_generic.ko\n",
+			load:    []string{"ip_vs", "ip_vs_rr"},
+		},
+		{
+			name: "a kernel without IPVS: said so, with the option", ext: ".xz", decompresses: []string{".xz"},
+			load: []string{"ip_vs_wlc", "nf_conntrack"}, want: []string{"crc32c_generic finit-compressed", "libcrc32c finit-compressed", "nf_conntrack finit-compressed"},
+			failed: []string{"ip_vs_wlc"}, failedIs: fs.ErrNotExist, errSays: "built without it (CONFIG_IP_VS_WLC is not set",
+		},
+		{
+			name: "a corrupt .ko.xz: named, nothing else is hurt", ext: ".xz", refuseFlag: unix.EOPNOTSUPP,
+			load: []string{"ip_vs_corrupt", "ip_vs_rr"}, want: each("init"),
+			failed: []string{"ip_vs_corrupt"}, errSays: "decompressing ip_vs_corrupt.ko.xz",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			l, k := modulesTreeKernel(t, map[string]string{"modules.dep": dep(tt.ext), "modules.builtin": tt.builtin})
+			k.decompresses = map[string]bool{}
+			for _, f := range tt.decompresses {
+				k.decompresses[f] = true
+			}
+			k.refuseFlag = tt.refuseFlag
+			var logged []string
+			l.OnInsert = func(name, file, _ string) { logged = append(logged, name+" "+file) }
+			err := l.Load(tt.load...)
+			if !reflect.DeepEqual(k.how, tt.want) && (len(k.how) > 0 || len(tt.want) > 0) {
+				t.Errorf("loaded = %v, want %v", k.how, tt.want)
+			}
+			if len(logged) != len(tt.want) || (len(logged) > 0 && !strings.HasSuffix(logged[0], ".ko"+tt.ext)) {
+				t.Errorf("OnInsert saw %v", logged)
+			}
+			if tt.failed == nil {
+				if err != nil {
+					t.Fatalf("Load: %v", err)
+				}
+				return
+			}
+			var me *host.ModuleError
+			if !errors.As(err, &me) || !reflect.DeepEqual(me.Modules(), tt.failed) {
+				t.Fatalf("Load err = %v, want %v failed", err, tt.failed)
+			}
+			if tt.failedIs != nil && !errors.Is(err, tt.failedIs) {
+				t.Errorf("err = %v, want it to wrap %v", err, tt.failedIs)
+			}
+			if !strings.Contains(err.Error(), tt.errSays) {
+				t.Errorf("err = %v, want it to say %q", err, tt.errSays)
 			}
 		})
 	}

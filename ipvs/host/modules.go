@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -21,8 +20,8 @@ var Schedulers = []string{"ip_vs_rr", "ip_vs_wrr", "ip_vs_lc", "ip_vs_wlc", "ip_
 
 // RequiredModules are the modules the agent loads at start: IPVS and its schedulers, conntrack, the dummy
 // device and what the nftables rules use. All exist as loadable modules in Debian's 6.1 kernels
-// (CONFIG_MODULE_COMPRESS_NONE, so uncompressed .ko files); dependencies such as nf_nat, nf_reject_ipv4,
-// libcrc32c come from modules.dep.
+// (uncompressed .ko files) and 6.12 kernels (.ko.xz, CONFIG_MODULE_DECOMPRESS=y), both proven in the lab;
+// dependencies such as nf_nat, nf_reject_ipv4, libcrc32c come from modules.dep.
 var RequiredModules = append([]string{"ip_vs"}, append(slices.Clone(Schedulers),
 	"nf_conntrack", "dummy", "nf_tables", "nft_ct", "nft_masq", "nft_nat", "nft_chain_nat", "nft_reject_inet", "nft_fib_inet")...)
 
@@ -78,19 +77,24 @@ func (e *ModuleError) Modules() []string {
 
 // Loader loads kernel modules without a modprobe binary (the agent's image is distroless): it resolves
 // dependencies from modules.dep and pre-soft-dependencies from modules.softdep, skips built-in and
-// already loaded modules, and calls finit_module. The zero value loads from the running kernel's tree.
+// already loaded modules, and calls finit_module; compressed modules (.ko.xz, .ko.zst, .ko.gz, what
+// Ubuntu, Fedora, Arch and Debian since 6.x ship) are decompressed by the kernel where it can, by the
+// Loader otherwise. The zero value loads from the running kernel's tree.
 type Loader struct {
 	// ModulesDir holds modules.dep and the .ko files; "" means /lib/modules/$(uname -r).
 	ModulesDir string
 	// SysModuleDir lists loaded modules; "" means /sys/module.
 	SysModuleDir string
-	// Insert loads one module file with parameters; nil means finit_module(2). Tests inject a fake.
-	Insert func(path, params string) error
-	// Modprobe is run for compressed modules, which finit_module cannot take on these kernels; ""
-	// means /sbin/modprobe when it exists.
-	Modprobe string
+	// Syscalls loads module files; nil means finit_module(2) and init_module(2). Tests inject a fake.
+	Syscalls ModuleSyscalls
+	// OnInsert, when set, is told of each module inserted: its name, its file (relative to ModulesDir)
+	// and how it went in ("finit_module, decompressed by the kernel", ...).
+	OnInsert func(name, file, how string)
 	// Params are module parameters by module name; nil means DefaultParams.
 	Params map[string]string
+
+	// noKernelDecompress is set once the kernel refused MODULE_INIT_COMPRESSED_FILE.
+	noKernelDecompress bool
 }
 
 // DefaultParams are the module parameters used when Params is nil: without numdummies=0, loading dummy also creates an unused dummy0.
@@ -138,6 +142,8 @@ func (l *Loader) Check(names ...string) error {
 		case treeErr != nil:
 			failed[name] = fmt.Errorf("module %s: %w", name, treeErr)
 		case tree.builtin[name]:
+		case tree.paths[name] == "" && len(tree.aliases[name]) == 0:
+			failed[name] = fmt.Errorf("module %s: %w, and %w", name, ErrNotLoaded, notBuilt(name, tree.dir))
 		default:
 			failed[name] = fmt.Errorf("module %s: %w", name, ErrNotLoaded)
 		}
@@ -283,7 +289,7 @@ func (l *Loader) loadWithDeps(t *moduleTree, name string, seen map[string]bool) 
 		if targets := t.aliases[name]; len(targets) > 0 {
 			return l.loadAlias(t, name, targets, seen)
 		}
-		return fmt.Errorf("module %s: not found in %s/modules.dep (is it built for this kernel?): %w", name, t.dir, fs.ErrNotExist)
+		return fmt.Errorf("module %s: %w", name, notBuilt(name, t.dir))
 	}
 	// Soft dependencies are best effort, as in modprobe: a candidate that does not load (crc32c_intel on
 	// a CPU without SSE4.2) is skipped.
@@ -296,7 +302,7 @@ func (l *Loader) loadWithDeps(t *moduleTree, name string, seen map[string]bool) 
 			return fmt.Errorf("module %s: dependency: %w", name, err)
 		}
 	}
-	return l.insert(name, filepath.Join(t.dir, file))
+	return l.insert(name, t.dir, file)
 }
 
 // loadAlias loads every module an alias names (crc32c is crc32c_generic and crc32c_intel); one is enough.
@@ -313,42 +319,23 @@ func (l *Loader) loadAlias(t *moduleTree, alias string, targets []string, seen m
 	return nil
 }
 
-func (l *Loader) insert(name, path string) error {
+func (l *Loader) insert(name, dir, file string) error {
 	params := l.Params
 	if params == nil {
 		params = DefaultParams
 	}
-	if isCompressed(path) {
-		modprobe := l.Modprobe
-		if modprobe == "" {
-			modprobe = "/sbin/modprobe"
-		}
-		if _, err := os.Stat(modprobe); err != nil {
-			return fmt.Errorf("module %s: %s is compressed and there is no %s to decompress it (load %s on the host): %w", name, filepath.Base(path), modprobe, name, unix.ENOEXEC)
-		}
-		args := append([]string{name}, strings.Fields(params[name])...)
-		if out, err := exec.Command(modprobe, args...).CombinedOutput(); err != nil {
-			return fmt.Errorf("module %s: %s: %w: %s", name, modprobe, err, strings.TrimSpace(string(out)))
-		}
+	path := filepath.Join(dir, file)
+	how, err := l.insertFile(path, params[name])
+	if errors.Is(err, unix.EEXIST) { // loaded meanwhile (or by the kernel's own autoload)
 		return nil
 	}
-	insert := l.Insert
-	if insert == nil {
-		insert = finitModule
-	}
-	if err := insert(path, params[name]); err != nil && !errors.Is(err, unix.EEXIST) { // EEXIST: loaded meanwhile
+	if err != nil {
 		return fmt.Errorf("module %s: load %s: %w", name, path, err)
 	}
-	return nil
-}
-
-func finitModule(path, params string) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return err
+	if l.OnInsert != nil {
+		l.OnInsert(name, file, how)
 	}
-	defer f.Close()
-	return unix.FinitModule(int(f.Fd()), params, 0)
+	return nil
 }
 
 // loaded reports whether /sys/module has the module (loaded, or built in with parameters).
@@ -359,15 +346,6 @@ func (l *Loader) loaded(name string) bool {
 	}
 	_, err := os.Stat(filepath.Join(dir, name))
 	return err == nil
-}
-
-func isCompressed(path string) bool {
-	for _, ext := range []string{".ko.xz", ".ko.zst", ".ko.gz"} {
-		if strings.HasSuffix(path, ext) {
-			return true
-		}
-	}
-	return false
 }
 
 // moduleName turns "kernel/net/netfilter/ipvs/ip_vs-rr.ko.xz" into "ip_vs_rr".
@@ -396,4 +374,27 @@ func eachLine(path string, fn func(string)) error {
 		}
 	}
 	return s.Err()
+}
+
+// kconfig names the kernel option that builds each required module, for the message of a kernel that
+// lacks one (schedulers follow the CONFIG_IP_VS_<NAME> pattern).
+var kconfig = map[string]string{
+	"ip_vs": "CONFIG_IP_VS", "nf_conntrack": "CONFIG_NF_CONNTRACK", "dummy": "CONFIG_DUMMY",
+	"nf_tables": "CONFIG_NF_TABLES", "nft_ct": "CONFIG_NFT_CT", "nft_masq": "CONFIG_NFT_MASQ",
+	"nft_nat": "CONFIG_NFT_NAT", "nft_chain_nat": "CONFIG_NFT_NAT", "nft_reject_inet": "CONFIG_NFT_REJECT_INET",
+	"nft_fib_inet": "CONFIG_NFT_FIB_INET", "libcrc32c": "CONFIG_LIBCRC32C",
+}
+
+// notBuilt is the cause for a module that is neither in modules.dep nor in modules.builtin: the kernel
+// was built without it, and no loading can help. It wraps fs.ErrNotExist.
+func notBuilt(name, dir string) error {
+	opt := kconfig[name]
+	if opt == "" && strings.HasPrefix(name, "ip_vs_") {
+		opt = "CONFIG_IP_VS_" + strings.ToUpper(strings.TrimPrefix(name, "ip_vs_"))
+	}
+	if opt == "" {
+		return fmt.Errorf("neither in %s/modules.dep nor in modules.builtin: this kernel was built without it: %w", dir, fs.ErrNotExist)
+	}
+	return fmt.Errorf("neither in %s/modules.dep nor in modules.builtin: this kernel was built without it (%s is not set; it needs =m or =y): %w",
+		dir, opt, fs.ErrNotExist)
 }

@@ -317,7 +317,7 @@ func buildInitramfs(ctx context.Context, cache string, k *Kernel, out io.Writer)
 	if err != nil {
 		return "", err
 	}
-	dir := filepath.Join(cache, "initramfs")
+	dir := filepath.Join(cache, k.initramfsDir)
 	outFile := filepath.Join(dir, "initramfs.cpio")
 	sumFile := filepath.Join(dir, "inputs.sha256")
 	if old, err := os.ReadFile(sumFile); err == nil && strings.TrimSpace(string(old)) == sum && fileExists(outFile) {

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -53,6 +54,11 @@ type Kernel struct {
 	ModulesRoot string
 	// LoadList is the file listing, in load order, "relative/path.ko [options]" lines.
 	LoadList string
+	// Choice is the lab's name of this kernel ("6.1", "6.12"; LAB_KERNEL).
+	Choice string
+
+	// initramfsDir is the cache subdirectory of the initramfs made with this kernel.
+	initramfsDir string
 }
 
 var kernelPkgRe = regexp.MustCompile(`Depends:\s+(linux-image-[0-9][^\s]*)`)
@@ -75,10 +81,19 @@ func kernelInputs() string {
 
 // prepareKernel returns the cached kernel, or unpacks and trims Debian's current one (downloading its
 // .deb once; the .deb stays in the cache).
-func prepareKernel(ctx context.Context, cache string, out io.Writer) (*Kernel, error) {
-	root := filepath.Join(cache, "kernel")
+func prepareKernel(ctx context.Context, cache string, choice kernelChoice, out io.Writer) (*Kernel, error) {
+	k, err := prepareKernelTree(ctx, cache, choice, out)
+	if err != nil {
+		return nil, err
+	}
+	k.Choice, k.initramfsDir = choice.name, choice.initramfsDir
+	return k, nil
+}
+
+func prepareKernelTree(ctx context.Context, cache string, choice kernelChoice, out io.Writer) (*Kernel, error) {
+	root := filepath.Join(cache, choice.dir)
 	// A prepared kernel wins: the warm path must not need apt.
-	if k, err := findPreparedKernel(root); err == nil && k != nil {
+	if k, err := findPreparedKernel(root, choice.inputs()); err == nil && k != nil {
 		return k, nil
 	}
 	if err := os.MkdirAll(root, 0o755); err != nil {
@@ -92,8 +107,8 @@ func prepareKernel(ctx context.Context, cache string, out io.Writer) (*Kernel, e
 		deb = debs[len(debs)-1]
 		progress(out, "preparing the guest kernel from %s", filepath.Base(deb))
 	} else {
-		progress(out, "preparing the guest kernel (Debian linux-image-amd64; first run only)")
-		pkg, err := kernelPackage(ctx, out)
+		progress(out, "preparing the guest kernel %s (Debian; first run only)", choice.name)
+		pkg, err := choice.pkg(ctx, out)
 		if err != nil {
 			return nil, err
 		}
@@ -133,9 +148,18 @@ func prepareKernel(ctx context.Context, cache string, out io.Writer) (*Kernel, e
 	if _, err := run(ctx, "", depmodPath(), "-b", kroot, kver); err != nil {
 		return nil, err
 	}
-	order, err := moduleClosure(ctx, kroot, kver)
+	order, err := moduleClosure(ctx, kroot, kver, choice.bootModules())
 	if err != nil {
 		return nil, err
+	}
+	// Modules left to the agent: copied as Debian ships them (compressed), not in the boot list.
+	var agentOrder []string
+	if len(choice.agentLoads) > 0 {
+		all, err := moduleClosure(ctx, kroot, kver, choice.agentLoads)
+		if err != nil {
+			return nil, err
+		}
+		agentOrder = slices.DeleteFunc(all, func(rel string) bool { return slices.Contains(order, rel) })
 	}
 	dst := filepath.Join(work, "out")
 	modDst := filepath.Join(dst, "lib", "modules", kver)
@@ -148,22 +172,14 @@ func prepareKernel(ctx context.Context, cache string, out io.Writer) (*Kernel, e
 			return nil, err
 		}
 	}
-	var load bytes.Buffer
-	for _, rel := range order {
-		if err := copyModule(filepath.Join(modSrc, rel), filepath.Join(modDst, rel)); err != nil {
-			return nil, err
-		}
-		name := strings.TrimSuffix(filepath.Base(rel), ".ko")
-		line := rel
-		if opt := moduleOptions[strings.ReplaceAll(name, "-", "_")]; opt != "" {
-			line += " " + opt
-		}
-		load.WriteString(line + "\n")
+	load, err := copyModules(modSrc, modDst, order, agentOrder)
+	if err != nil {
+		return nil, err
 	}
 	if _, err := run(ctx, "", depmodPath(), "-b", dst, kver); err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(filepath.Join(dst, "modules.load"), load.Bytes(), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dst, "modules.load"), load, 0o644); err != nil {
 		return nil, err
 	}
 	if err := copyFile(filepath.Join(kroot, "boot", "config-"+kver), filepath.Join(dst, "config"), 0o644); err != nil {
@@ -173,7 +189,7 @@ func prepareKernel(ctx context.Context, cache string, out io.Writer) (*Kernel, e
 	if err := extractVmlinux(ctx, filepath.Join(kroot, "boot", "vmlinuz-"+kver), filepath.Join(dst, "vmlinux")); err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(filepath.Join(dst, "inputs"), []byte(kernelInputs()+"\n"), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dst, "inputs"), []byte(choice.inputs()+"\n"), 0o644); err != nil {
 		return nil, err
 	}
 	if err := os.WriteFile(filepath.Join(dst, "version"), []byte(kver+"\n"), 0o644); err != nil {
@@ -184,11 +200,39 @@ func prepareKernel(ctx context.Context, cache string, out io.Writer) (*Kernel, e
 	if err := os.Rename(dst, final); err != nil {
 		return nil, err
 	}
-	progress(out, "kernel %s ready: %d modules, %s", kver, len(order), time.Since(t0).Round(time.Second))
+	progress(out, "kernel %s ready: %d modules at boot, %d left to the agent, %s", kver, len(order), len(agentOrder), time.Since(t0).Round(time.Second))
 	return kernelAt(final)
 }
 
-func findPreparedKernel(root string) (*Kernel, error) {
+// copyModules copies the boot modules (order) uncompressed and without signatures, and the modules left to
+// the agent (agentOrder) as they are; it returns the boot load list, "relative/path.ko [options]" lines.
+func copyModules(modSrc, modDst string, order, agentOrder []string) ([]byte, error) {
+	var load bytes.Buffer
+	for _, rel := range agentOrder {
+		if err := copyFile(filepath.Join(modSrc, rel), filepath.Join(modDst, rel), 0o644); err != nil {
+			return nil, err
+		}
+	}
+	for _, rel := range order {
+		// What the guest loads at boot is decompressed here (.ko.xz -> .ko). busybox's insmod (1.35) would
+		// decompress .ko.xz itself, but only an uncompressed copy can lose its signature (copyModule),
+		// which the kernel would otherwise check under TCG at every boot.
+		src := filepath.Join(modSrc, rel)
+		rel = strings.TrimSuffix(rel, ".xz")
+		if err := copyModule(src, filepath.Join(modDst, rel)); err != nil {
+			return nil, err
+		}
+		name := strings.TrimSuffix(filepath.Base(rel), ".ko")
+		line := rel
+		if opt := moduleOptions[strings.ReplaceAll(name, "-", "_")]; opt != "" {
+			line += " " + opt
+		}
+		load.WriteString(line + "\n")
+	}
+	return load.Bytes(), nil
+}
+
+func findPreparedKernel(root, inputs string) (*Kernel, error) {
 	entries, err := os.ReadDir(root)
 	if err != nil {
 		return nil, err
@@ -198,7 +242,7 @@ func findPreparedKernel(root string) (*Kernel, error) {
 		if !e.IsDir() || strings.HasPrefix(e.Name(), ".") || !fileExists(filepath.Join(root, e.Name(), "version")) {
 			continue
 		}
-		if in, err := os.ReadFile(filepath.Join(root, e.Name(), "inputs")); err != nil || strings.TrimSpace(string(in)) != kernelInputs() {
+		if in, err := os.ReadFile(filepath.Join(root, e.Name(), "inputs")); err != nil || strings.TrimSpace(string(in)) != inputs {
 			continue // made from other inputs: redo
 		}
 		names = append(names, e.Name())
@@ -270,7 +314,7 @@ func modprobePath() string {
 // moduleClosure resolves guestModules and their dependencies into module paths (relative to
 // lib/modules/<kver>) in load order. crc32c_generic goes before libcrc32c: that is only a softdep, which
 // busybox's insmod ignores.
-func moduleClosure(ctx context.Context, kroot, kver string) ([]string, error) {
+func moduleClosure(ctx context.Context, kroot, kver string, names []string) ([]string, error) {
 	modDir := filepath.Join(kroot, "lib", "modules", kver) + "/"
 	seen := map[string]bool{}
 	var order []string
@@ -292,7 +336,7 @@ func moduleClosure(ctx context.Context, kroot, kver string) ([]string, error) {
 			if strings.HasPrefix(rel, "kernel/arch/x86/crypto/") {
 				continue // CPU-accelerated crypto (a softdep): qemu64 lacks the instructions
 			}
-			if strings.HasSuffix(rel, "/libcrc32c.ko") && !seen["crc32c"] {
+			if (strings.HasSuffix(rel, "/libcrc32c.ko") || strings.HasSuffix(rel, "/libcrc32c.ko.xz")) && !seen["crc32c"] {
 				seen["crc32c"] = true
 				if err := addCrc(ctx, kroot, kver, modDir, seen, &order); err != nil {
 					return err
@@ -305,7 +349,7 @@ func moduleClosure(ctx context.Context, kroot, kver string) ([]string, error) {
 		}
 		return nil
 	}
-	for _, m := range guestModules {
+	for _, m := range names {
 		if err := add(m); err != nil {
 			return nil, err
 		}
@@ -338,15 +382,28 @@ func extractVmlinux(ctx context.Context, bzImage, out string) error {
 	if err != nil {
 		return err
 	}
-	i := bytes.Index(data, []byte{0xfd, '7', 'z', 'X', 'Z', 0x00})
-	if i < 0 {
-		return fmt.Errorf("lab: %s has no xz payload", bzImage)
-	}
 	f, err := os.Create(out + ".tmp")
 	if err != nil {
 		return err
 	}
 	defer os.Remove(out + ".tmp")
+	i := bytes.Index(data, []byte{0xfd, '7', 'z', 'X', 'Z', 0x00})
+	if i < 0 {
+		// Debian's 6.12 compresses its kernel with zstd.
+		z := bytes.Index(data, []byte{0x28, 0xb5, 0x2f, 0xfd})
+		if z < 0 {
+			f.Close()
+			return fmt.Errorf("lab: %s has no xz or zstd payload", bzImage)
+		}
+		err := zstdPayload(data[z:], f)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fmt.Errorf("lab: zstd payload of %s: %w", bzImage, err)
+		}
+		return checkELF(bzImage, out)
+	}
 	cmd := exec.CommandContext(ctx, "xz", "-dc", "--single-stream")
 	cmd.Stdin = bytes.NewReader(data[i:])
 	cmd.Stdout = f
@@ -359,6 +416,11 @@ func extractVmlinux(ctx context.Context, bzImage, out string) error {
 	if err != nil {
 		return fmt.Errorf("lab: xz -d of %s: %w: %s", bzImage, err, stderr.String())
 	}
+	return checkELF(bzImage, out)
+}
+
+// checkELF renames out.tmp to out once it is an ELF file.
+func checkELF(bzImage, out string) error {
 	head := make([]byte, 4)
 	g, err := os.Open(out + ".tmp")
 	if err != nil {
@@ -402,7 +464,7 @@ const moduleSigMagic = "~Module signature appended~\n"
 // large part of the guest's module loading time, and the kernel does not enforce them
 // (CONFIG_MODULE_SIG_FORCE is off; it only notes the taint once).
 func copyModule(src, dst string) error {
-	data, err := os.ReadFile(src)
+	data, err := decompressModule(src)
 	if err != nil {
 		return err
 	}

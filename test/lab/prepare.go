@@ -28,6 +28,8 @@ type Options struct {
 	SkipKubeBuild bool
 	// NoKube makes Prepare ignore the Kubernetes binaries (for preparing only the VM's assets).
 	NoKube bool
+	// Kernel is the guest kernel: "6.1" or "6.12" (default $LAB_KERNEL, else 6.1).
+	Kernel string
 
 	// RunDir is where a lab keeps its logs, certificates, etcd data and the VM's share (default: a new
 	// temporary directory). Start empties it first.
@@ -67,6 +69,9 @@ func (o *Options) defaults() error {
 	}
 	if o.CacheDir == "" {
 		o.CacheDir = CacheDir(o.RepoRoot)
+	}
+	if o.Kernel == "" {
+		o.Kernel = os.Getenv(EnvKernel)
 	}
 	if o.KubeBinDir == "" {
 		o.KubeBinDir = os.Getenv(EnvKubeBin)
@@ -133,7 +138,11 @@ func Prepare(ctx context.Context, opts Options) (*Assets, error) {
 			return nil, err
 		}
 	}
-	k, err := prepareKernel(ctx, opts.CacheDir, opts.Out)
+	choice, err := chooseKernel(opts.Kernel)
+	if err != nil {
+		return nil, err
+	}
+	k, err := prepareKernel(ctx, opts.CacheDir, choice, opts.Out)
 	if err != nil {
 		return nil, err
 	}
