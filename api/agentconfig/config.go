@@ -330,12 +330,12 @@ func (c Config) validateDetectLocal() []error {
 		bad(FlagDetectLocalMode, c.DetectLocalMode, fmt.Sprintf("must be one of %v", DetectLocalModes))
 	}
 	mode := func(m DetectLocalMode) string { return "--" + FlagDetectLocalMode + "=" + string(m) }
-	needs := func(m DetectLocalMode, flag, value string, set bool, example string) {
+	needs := func(m DetectLocalMode, name, value string, set bool, example string) {
 		switch {
 		case c.DetectLocalMode == m && !set:
-			bad(flag, value, "required with "+mode(m)+": "+example)
+			bad(name, value, "required with "+mode(m)+": "+example)
 		case c.DetectLocalMode != m && set:
-			bad(flag, value, "only used with "+mode(m)+": set that mode, or drop --"+flag+" (the mode is "+string(c.DetectLocalMode)+")")
+			bad(name, value, "only used with "+mode(m)+": set that mode, or drop --"+name+" (the mode is "+string(c.DetectLocalMode)+")")
 		}
 	}
 	cidrs := (*prefixList)(&c.ClusterCIDRs).String()

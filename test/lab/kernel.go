@@ -478,5 +478,5 @@ func copyModule(src, dst string) error {
 	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 		return err
 	}
-	return writeFileAtomic(dst, data, 0o644)
+	return writeFileAtomic(dst, data)
 }

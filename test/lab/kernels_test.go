@@ -83,7 +83,7 @@ func TestDecompressModule(t *testing.T) {
 	}
 	for name, data := range map[string][]byte{"m.ko": mod, "m.ko.xz": x.Bytes()} {
 		p := dir + "/" + name
-		if err := writeFileAtomic(p, data, 0o644); err != nil {
+		if err := writeFileAtomic(p, data); err != nil {
 			t.Fatal(err)
 		}
 		got, err := decompressModule(p)

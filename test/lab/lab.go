@@ -315,7 +315,7 @@ func (l *Lab) writeLabEnv() error {
 	fmt.Fprintf(&b, "LAB_KUBELETS=%s\n", kubelets)
 	// The init expands LAB_KUBELET_ARGS unquoted: arguments must not contain spaces.
 	fmt.Fprintf(&b, "LAB_KUBELET_ARGS=%s\n", shellQuote(strings.Join(l.opts.KubeletArgs, " ")))
-	return writeFileAtomic(filepath.Join(l.shareDir, "lab.env"), []byte(b.String()), 0o644)
+	return writeFileAtomic(filepath.Join(l.shareDir, "lab.env"), []byte(b.String()))
 }
 
 func newClient(cfg *rest.Config) (client.Client, error) {

@@ -168,13 +168,13 @@ func fileExists(p string) bool {
 	return err == nil
 }
 
-// writeFileAtomic writes data to path through a temporary file in the same directory.
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
+// writeFileAtomic writes data to path (mode 0644) through a temporary file in the same directory.
+func writeFileAtomic(path string, data []byte) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}
 	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, mode); err != nil {
+	if err := os.WriteFile(tmp, data, 0o644); err != nil { //nolint:gosec // lab state and caches, read by the lab only
 		return err
 	}
 	return os.Rename(tmp, path)

@@ -88,7 +88,7 @@ func (l *Lab) writeState() error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(filepath.Join(l.runDir, stateFile), data, 0o644)
+	return writeFileAtomic(filepath.Join(l.runDir, stateFile), data)
 }
 
 // envUpChild marks the background process of `lab up --detach`.
