@@ -94,16 +94,7 @@ func TestPortFilterPackets(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			t.Cleanup(func() { l.Close() })
-			go func() {
-				for {
-					c, err := l.Accept()
-					if err != nil {
-						return
-					}
-					c.Close()
-				}
-			}()
+			acceptAndClose(t, l)
 			// Bound to each VIP, so that replies come from the address the pod sent to.
 			for _, v := range []netip.Addr{vip4, vip6} {
 				pc, err := net.ListenPacket("udp", netip.AddrPortFrom(v, uint16(port)).String())
@@ -165,4 +156,19 @@ func echo(pc net.PacketConn) {
 		}
 		_, _ = pc.WriteTo(buf[:k], from)
 	}
+}
+
+// acceptAndClose accepts and closes every connection to l, as a listener of the node (the kubelet, sshd)
+// that answers, until the test ends.
+func acceptAndClose(t *testing.T, l net.Listener) {
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
 }

@@ -195,16 +195,7 @@ func newGuardTopology(t *testing.T) *guardTopology {
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { l.Close() })
-		go func() {
-			for {
-				c, err := l.Accept()
-				if err != nil {
-					return
-				}
-				c.Close()
-			}
-		}()
+		acceptAndClose(t, l)
 	}
 	return topo
 }
