@@ -14,7 +14,7 @@ import (
 
 	"github.com/ipvs-operator/ipvs-operator/api/v1alpha1"
 	"github.com/ipvs-operator/ipvs-operator/controllers/agent/desired"
-	ipvssync "github.com/ipvs-operator/ipvs-operator/ipvs/sync"
+	"github.com/ipvs-operator/ipvs-operator/ipvs/syncer"
 )
 
 // everyFieldSet differs from Default() in every field but NodeName (never rendered), Cleanup and
@@ -176,8 +176,8 @@ func TestDefaultsMatchTheAPI(t *testing.T) {
 	}
 	api := time.Duration(v1alpha1.DefaultDrainTimeoutSeconds) * time.Second
 	for name, d := range map[string]time.Duration{
-		"ipvs/sync.DefaultRetainDrainTimeout": ipvssync.DefaultRetainDrainTimeout,
-		"desired.DefaultDrainTimeout":         desired.DefaultDrainTimeout,
+		"ipvs/syncer.DefaultRetainDrainTimeout": syncer.DefaultRetainDrainTimeout,
+		"desired.DefaultDrainTimeout":           desired.DefaultDrainTimeout,
 	} {
 		if d != api {
 			t.Errorf("%s = %v, the API's default drain timeout is %v", name, d, api)

@@ -17,7 +17,7 @@ import (
 	"github.com/ipvs-operator/ipvs-operator/ipvs"
 	"github.com/ipvs-operator/ipvs-operator/ipvs/host"
 	"github.com/ipvs-operator/ipvs-operator/ipvs/nftrules"
-	ipvssync "github.com/ipvs-operator/ipvs-operator/ipvs/sync"
+	"github.com/ipvs-operator/ipvs-operator/ipvs/syncer"
 )
 
 // lockName is the node lock's abstract socket name (a variable for tests).
@@ -78,21 +78,21 @@ func holder(h *nodelock.HeldError) string {
 
 // cleanupHere removes what the agent owns with no agent running. It opens the kernel without preparing it:
 // no sysctl, no dummy interface, no probe; only the modules are loaded, so that the IPVS table can be read.
-func cleanupHere(ctx context.Context, f flags) (ipvssync.Removed, error) {
+func cleanupHere(ctx context.Context, f flags) (syncer.Removed, error) {
 	_, _ = host.LoadRequiredModules()
 	handle, err := ipvs.NewNetlink()
 	if err != nil {
-		return ipvssync.Removed{}, fmt.Errorf("opening the IPVS netlink socket: %w", err)
+		return syncer.Removed{}, fmt.Errorf("opening the IPVS netlink socket: %w", err)
 	}
 	vips, err := ipvs.NewDummyVIPs(f.Interface)
 	if err != nil {
-		return ipvssync.Removed{}, err
+		return syncer.Removed{}, err
 	}
 	rules, err := nftrules.New()
 	if err != nil {
-		return ipvssync.Removed{}, fmt.Errorf("opening nftables: %w", err)
+		return syncer.Removed{}, fmt.Errorf("opening nftables: %w", err)
 	}
-	engine := ipvssync.New(handle, vips, rules, clock.RealClock{}, ipvssync.Options{})
+	engine := syncer.New(handle, vips, rules, clock.RealClock{}, syncer.Options{})
 	return engine.CleanupReport(ctrl.LoggerInto(ctx, ctrl.Log.WithName("cleanup")))
 }
 
@@ -136,7 +136,7 @@ func restoreSysctls(f flags) (string, error) {
 }
 
 // formatRemoved tells the user what left the kernel, one line each.
-func formatRemoved(r ipvssync.Removed, ifName string) string {
+func formatRemoved(r syncer.Removed, ifName string) string {
 	var b strings.Builder
 	for _, k := range r.VirtualServers {
 		fmt.Fprintf(&b, "removed virtual server %s\n", k)

@@ -13,7 +13,7 @@ import (
 
 	"github.com/ipvs-operator/ipvs-operator/controllers/agent/nodelock"
 	"github.com/ipvs-operator/ipvs-operator/ipvs"
-	ipvssync "github.com/ipvs-operator/ipvs-operator/ipvs/sync"
+	"github.com/ipvs-operator/ipvs-operator/ipvs/syncer"
 )
 
 func testLockName(t *testing.T) {
@@ -87,10 +87,10 @@ func TestCleanupAsksTheRunningAgent(t *testing.T) {
 func TestFormatRemoved(t *testing.T) {
 	for _, tc := range []struct {
 		name string
-		in   ipvssync.Removed
+		in   syncer.Removed
 		want string
 	}{
-		{"everything", ipvssync.Removed{
+		{"everything", syncer.Removed{
 			VirtualServers: []ipvs.ServiceKey{
 				{Address: netip.MustParseAddr("10.96.0.10"), Port: 53, Protocol: ipvs.UDP},
 				{Address: netip.MustParseAddr("10.96.0.10"), Port: 80, Protocol: ipvs.TCP},
@@ -99,9 +99,9 @@ func TestFormatRemoved(t *testing.T) {
 			Interface: true, Table: true,
 		}, "removed virtual server -u 10.96.0.10:53\nremoved virtual server -t 10.96.0.10:80\n" +
 			"removed interface ipvs0 with its 2 addresses: 10.96.0.10 fd00:96::a\nnftables table inet ipvs-operator is gone\n"},
-		{"nothing left", ipvssync.Removed{Interface: true, Table: true},
+		{"nothing left", syncer.Removed{Interface: true, Table: true},
 			"no virtual server of the agent's was left\ninterface ipvs0 is gone\nnftables table inet ipvs-operator is gone\n"},
-		{"failed before the interface", ipvssync.Removed{}, "no virtual server of the agent's was left\n"},
+		{"failed before the interface", syncer.Removed{}, "no virtual server of the agent's was left\n"},
 	} {
 		if got := formatRemoved(tc.in, "ipvs0"); got != tc.want {
 			t.Errorf("%s:\n%s\nwant\n%s", tc.name, got, tc.want)

@@ -16,13 +16,13 @@ import (
 	"github.com/ipvs-operator/ipvs-operator/ipvs"
 	"github.com/ipvs-operator/ipvs-operator/ipvs/host"
 	"github.com/ipvs-operator/ipvs-operator/ipvs/nftrules"
-	ipvssync "github.com/ipvs-operator/ipvs-operator/ipvs/sync"
+	"github.com/ipvs-operator/ipvs-operator/ipvs/syncer"
 )
 
 // kernel is the node's kernel as the agent drives it: IPVS, the dummy interface, the nftables table.
 type kernel struct {
 	ipvs   ipvs.Interface
-	engine *ipvssync.Syncer
+	engine *syncer.Syncer
 }
 
 // prepareKernel checks that the modules an IPVS proxy needs are there, sets its sysctls, and proves IPVS
@@ -71,7 +71,7 @@ func prepareKernel(f flags, ipv6 bool) (*kernel, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening nftables: %w", err)
 	}
-	engine := ipvssync.New(handle, vips, rules, clock.RealClock{}, ipvssync.Options{Metrics: agent.EngineMetrics{}})
+	engine := syncer.New(handle, vips, rules, clock.RealClock{}, syncer.Options{Metrics: agent.EngineMetrics{}})
 	return &kernel{ipvs: handle, engine: engine}, nil
 }
 

@@ -8,7 +8,7 @@ import (
 	"sync"
 
 	"github.com/ipvs-operator/ipvs-operator/controllers/agent/desired"
-	ipvssync "github.com/ipvs-operator/ipvs-operator/ipvs/sync"
+	"github.com/ipvs-operator/ipvs-operator/ipvs/syncer"
 )
 
 // ErrHalted is what the readiness check answers once the agent has cleaned up for an uninstall.
@@ -23,7 +23,7 @@ var ErrHalted = errors.New("the agent has removed its kernel state for an uninst
 // place, whatever the engine does inside (its audit may run beside SyncService).
 type HaltableEngine struct {
 	engine  Engine
-	cleanup func(context.Context) (ipvssync.Removed, error)
+	cleanup func(context.Context) (syncer.Removed, error)
 
 	// mu is held shared by every pass-through call and exclusively by Halt, which thus waits for the calls
 	// under way to finish before it cleans up, and is never overtaken by one that started earlier.
@@ -33,15 +33,15 @@ type HaltableEngine struct {
 
 var _ Engine = (*HaltableEngine)(nil)
 
-// NewHaltableEngine wraps engine; cleanup removes what the agent owns (ipvs/sync.Syncer.CleanupReport).
-func NewHaltableEngine(engine Engine, cleanup func(context.Context) (ipvssync.Removed, error)) *HaltableEngine {
+// NewHaltableEngine wraps engine; cleanup removes what the agent owns (ipvs/syncer.Syncer.CleanupReport).
+func NewHaltableEngine(engine Engine, cleanup func(context.Context) (syncer.Removed, error)) *HaltableEngine {
 	return &HaltableEngine{engine: engine, cleanup: cleanup}
 }
 
 // Halt stops all programming for good and removes what the agent owns from the kernel. It is what
 // `agent --cleanup` asks of a running agent before the install is deleted. Calling it again runs the cleanup
 // again (it is idempotent), so a failed cleanup can be retried.
-func (h *HaltableEngine) Halt(ctx context.Context) (ipvssync.Removed, error) {
+func (h *HaltableEngine) Halt(ctx context.Context) (syncer.Removed, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.halted = true
@@ -79,8 +79,8 @@ func (h *HaltableEngine) Adopt(ctx context.Context) error {
 }
 
 // SyncService implements Engine.
-func (h *HaltableEngine) SyncService(ctx context.Context, key string, state desired.State) (ipvssync.Result, error) {
-	var res ipvssync.Result
+func (h *HaltableEngine) SyncService(ctx context.Context, key string, state desired.State) (syncer.Result, error) {
+	var res syncer.Result
 	err := h.pass(func() (err error) {
 		res, err = h.engine.SyncService(ctx, key, state)
 		return err
@@ -89,8 +89,8 @@ func (h *HaltableEngine) SyncService(ctx context.Context, key string, state desi
 }
 
 // Retain implements Engine.
-func (h *HaltableEngine) Retain(ctx context.Context, key string, vips []netip.Addr) (ipvssync.Result, error) {
-	var res ipvssync.Result
+func (h *HaltableEngine) Retain(ctx context.Context, key string, vips []netip.Addr) (syncer.Result, error) {
+	var res syncer.Result
 	err := h.pass(func() (err error) {
 		res, err = h.engine.Retain(ctx, key, vips)
 		return err
@@ -109,8 +109,8 @@ func (h *HaltableEngine) SetPodCIDRs(ctx context.Context, cidrs []netip.Prefix) 
 }
 
 // CheckDrift implements Engine. A halted engine reports no drift, so the canary never puts anything back.
-func (h *HaltableEngine) CheckDrift(ctx context.Context) (ipvssync.Drift, error) {
-	var d ipvssync.Drift
+func (h *HaltableEngine) CheckDrift(ctx context.Context) (syncer.Drift, error) {
+	var d syncer.Drift
 	err := h.pass(func() (err error) {
 		d, err = h.engine.CheckDrift(ctx)
 		return err

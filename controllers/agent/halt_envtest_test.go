@@ -25,7 +25,7 @@ import (
 	"github.com/ipvs-operator/ipvs-operator/controllers/agent/desired"
 	"github.com/ipvs-operator/ipvs-operator/ipvs"
 	"github.com/ipvs-operator/ipvs-operator/ipvs/fake"
-	ipvssync "github.com/ipvs-operator/ipvs-operator/ipvs/sync"
+	"github.com/ipvs-operator/ipvs-operator/ipvs/syncer"
 )
 
 // A second agent, on its own fake kernel, serving every Service (so the suite's agent, which serves only
@@ -34,8 +34,8 @@ import (
 var _ = Describe("an agent halted for an uninstall", func() {
 	It("removes its kernel state and programs nothing more: no reconcile, no audit, no pod-CIDR change", func(ctx SpecContext) {
 		kern, dummy, nft := fake.New(), fake.NewVIPs(), fake.NewRules()
-		syncer := ipvssync.New(kern, dummy, nft, clock.RealClock{}, ipvssync.Options{})
-		halting := agent.NewHaltableEngine(syncer, syncer.CleanupReport)
+		ipvsEngine := syncer.New(kern, dummy, nft, clock.RealClock{}, syncer.Options{})
+		halting := agent.NewHaltableEngine(ipvsEngine, ipvsEngine.CleanupReport)
 
 		scheme := runtime.NewScheme()
 		Expect(clientgoscheme.AddToScheme(scheme)).To(Succeed())

@@ -12,7 +12,7 @@ import (
 
 	"github.com/ipvs-operator/ipvs-operator/controllers/agent"
 	"github.com/ipvs-operator/ipvs-operator/controllers/agent/desired"
-	ipvssync "github.com/ipvs-operator/ipvs-operator/ipvs/sync"
+	"github.com/ipvs-operator/ipvs-operator/ipvs/syncer"
 )
 
 // recordingEngine records the calls that reach it; a call to SyncService blocks until release is closed
@@ -37,26 +37,26 @@ func (e *recordingEngine) Calls() []string {
 }
 
 func (e *recordingEngine) Adopt(context.Context) error { e.record("Adopt"); return nil }
-func (e *recordingEngine) SyncService(_ context.Context, key string, _ desired.State) (ipvssync.Result, error) {
+func (e *recordingEngine) SyncService(_ context.Context, key string, _ desired.State) (syncer.Result, error) {
 	if e.release != nil {
 		close(e.entered)
 		<-e.release
 	}
 	e.record("SyncService " + key)
-	return ipvssync.Result{Ops: 1}, nil
+	return syncer.Result{Ops: 1}, nil
 }
-func (e *recordingEngine) Retain(_ context.Context, key string, _ []netip.Addr) (ipvssync.Result, error) {
+func (e *recordingEngine) Retain(_ context.Context, key string, _ []netip.Addr) (syncer.Result, error) {
 	e.record("Retain " + key)
-	return ipvssync.Result{}, nil
+	return syncer.Result{}, nil
 }
 func (e *recordingEngine) Audit(context.Context) error { e.record("Audit"); return errors.New("drift") }
 func (e *recordingEngine) SetPodCIDRs(context.Context, []netip.Prefix) error {
 	e.record("SetPodCIDRs")
 	return nil
 }
-func (e *recordingEngine) CheckDrift(context.Context) (ipvssync.Drift, error) {
+func (e *recordingEngine) CheckDrift(context.Context) (syncer.Drift, error) {
 	e.record("CheckDrift")
-	return ipvssync.Drift("table"), nil
+	return syncer.Drift("table"), nil
 }
 func (e *recordingEngine) Resync(context.Context) error { e.record("Resync"); return nil }
 
@@ -75,9 +75,9 @@ func TestHaltableEngineStopsEveryCallAfterHalt(t *testing.T) {
 	ctx := context.Background()
 	inner := &recordingEngine{}
 	cleanups := 0
-	h := agent.NewHaltableEngine(inner, func(context.Context) (ipvssync.Removed, error) {
+	h := agent.NewHaltableEngine(inner, func(context.Context) (syncer.Removed, error) {
 		cleanups++
-		return ipvssync.Removed{Interface: true, Table: true}, nil
+		return syncer.Removed{Interface: true, Table: true}, nil
 	})
 
 	errs := everyCall(ctx, h)
@@ -116,9 +116,9 @@ func TestHaltableEngineStopsEveryCallAfterHalt(t *testing.T) {
 func TestHaltWaitsForCallsUnderWay(t *testing.T) {
 	ctx := context.Background()
 	inner := &recordingEngine{entered: make(chan struct{}), release: make(chan struct{})}
-	h := agent.NewHaltableEngine(inner, func(context.Context) (ipvssync.Removed, error) {
+	h := agent.NewHaltableEngine(inner, func(context.Context) (syncer.Removed, error) {
 		inner.record("Cleanup")
-		return ipvssync.Removed{}, nil
+		return syncer.Removed{}, nil
 	})
 	go func() { _, _ = h.SyncService(ctx, "ns/slow", desired.State{}) }()
 	<-inner.entered

@@ -29,7 +29,7 @@ import (
 	"github.com/ipvs-operator/ipvs-operator/controllers/agent"
 	"github.com/ipvs-operator/ipvs-operator/ipvs"
 	"github.com/ipvs-operator/ipvs-operator/ipvs/fake"
-	ipvssync "github.com/ipvs-operator/ipvs-operator/ipvs/sync"
+	"github.com/ipvs-operator/ipvs-operator/ipvs/syncer"
 )
 
 // These specs are the agent in a living cluster: Services edited in place, API errors during a restart, a
@@ -74,7 +74,7 @@ func newIsolatedKernel() isolatedAgent {
 }
 
 func (k isolatedAgent) engine() agent.Engine {
-	return ipvssync.New(k.kernel, k.vips, k.rules, clock.RealClock{}, ipvssync.Options{})
+	return syncer.New(k.kernel, k.vips, k.rules, clock.RealClock{}, syncer.Options{})
 }
 
 func (k isolatedAgent) table() string {

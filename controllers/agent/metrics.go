@@ -7,7 +7,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 
 	"github.com/ipvs-operator/ipvs-operator/ipvs/plan"
-	ipvssync "github.com/ipvs-operator/ipvs-operator/ipvs/sync"
+	"github.com/ipvs-operator/ipvs-operator/ipvs/syncer"
 )
 
 // Every agent metric is named ipvs_operator_agent_*.
@@ -114,7 +114,7 @@ func RegisterMetrics(reg prometheus.Registerer) error {
 // RegisterMetrics).
 type EngineMetrics struct{}
 
-// OpDone implements ipvs/sync.Metrics.
+// OpDone implements ipvs/syncer.Metrics.
 func (EngineMetrics) OpDone(kind plan.Kind, err error) {
 	result := "success"
 	if err != nil {
@@ -123,22 +123,22 @@ func (EngineMetrics) OpDone(kind plan.Kind, err error) {
 	metricKernelOps.WithLabelValues(kind.String(), result).Inc()
 }
 
-// SetVirtualServers implements ipvs/sync.Metrics.
+// SetVirtualServers implements ipvs/syncer.Metrics.
 func (EngineMetrics) SetVirtualServers(n int) { metricVirtualServers.Set(float64(n)) }
 
-// SetRealServers implements ipvs/sync.Metrics.
+// SetRealServers implements ipvs/syncer.Metrics.
 func (EngineMetrics) SetRealServers(active, draining int) {
 	metricRealServers.WithLabelValues("active").Set(float64(active))
 	metricRealServers.WithLabelValues("draining").Set(float64(draining))
 }
 
-// DriftDetected implements ipvs/sync.Metrics.
-func (EngineMetrics) DriftDetected(d ipvssync.Drift) {
+// DriftDetected implements ipvs/syncer.Metrics.
+func (EngineMetrics) DriftDetected(d syncer.Drift) {
 	metricDriftDetections.WithLabelValues(string(d)).Inc()
 }
 
-// AuditDone implements ipvs/sync.Metrics.
-func (EngineMetrics) AuditDone(r ipvssync.AuditReport) {
+// AuditDone implements ipvs/syncer.Metrics.
+func (EngineMetrics) AuditDone(r syncer.AuditReport) {
 	for kind, n := range map[string]int{"service": r.Services, "orphan": r.Orphans, "vip": r.VIPs, "element": r.Elements} {
 		metricAuditFindings.WithLabelValues(kind).Add(float64(n))
 	}

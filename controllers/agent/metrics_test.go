@@ -8,7 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	ipvssync "github.com/ipvs-operator/ipvs-operator/ipvs/sync"
+	"github.com/ipvs-operator/ipvs-operator/ipvs/syncer"
 )
 
 // TestRegisterMetrics pins the metric names dashboards graph, and that registration is explicit: a fresh
@@ -22,8 +22,8 @@ func TestRegisterMetrics(t *testing.T) {
 	m := EngineMetrics{}
 	m.OpDone(0, nil)
 	m.SetRealServers(1, 0)
-	m.DriftDetected(ipvssync.Drift("ipvs"))
-	m.AuditDone(ipvssync.AuditReport{})
+	m.DriftDetected(syncer.Drift("ipvs"))
+	m.AuditDone(syncer.AuditReport{})
 	metricServicesHeld.WithLabelValues(HeldDependencyError).Set(0)
 	observeProgrammingLatency(time.Now(), nil)
 

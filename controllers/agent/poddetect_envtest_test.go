@@ -24,7 +24,7 @@ import (
 	"github.com/ipvs-operator/ipvs-operator/controllers/agent"
 	"github.com/ipvs-operator/ipvs-operator/controllers/agent/desired"
 	"github.com/ipvs-operator/ipvs-operator/ipvs/fake"
-	ipvssync "github.com/ipvs-operator/ipvs-operator/ipvs/sync"
+	"github.com/ipvs-operator/ipvs-operator/ipvs/syncer"
 )
 
 // A second agent, on its own fake kernel, whose Node has no pod CIDRs (as with Calico IPAM, Cilium
@@ -37,7 +37,7 @@ var _ = Describe("an agent whose Node has no pod CIDRs (NodeCIDR mode)", func() 
 		DeferCleanup(func(ctx SpecContext) { Expect(k8s.Delete(ctx, node)).To(Succeed()) })
 
 		kern, dummy, nft := fake.New(), fake.NewVIPs(), fake.NewRules()
-		syncer := ipvssync.New(kern, dummy, nft, clock.RealClock{}, ipvssync.Options{})
+		ipvsEngine := syncer.New(kern, dummy, nft, clock.RealClock{}, syncer.Options{})
 		scheme := runtime.NewScheme()
 		Expect(clientgoscheme.AddToScheme(scheme)).To(Succeed())
 		Expect(lbv1alpha1.AddToScheme(scheme)).To(Succeed())
@@ -50,14 +50,14 @@ var _ = Describe("an agent whose Node has no pod CIDRs (NodeCIDR mode)", func() 
 		DeferCleanup(stop)
 		Expect(agent.IndexEndpointSlices(mctx, mgr.GetFieldIndexer())).To(Succeed())
 		services := &agent.ServiceReconciler{
-			Client: mgr.GetClient(), Engine: syncer, Recorder: mgr.GetEventRecorder("detect-test"), Clock: clock.RealClock{},
+			Client: mgr.GetClient(), Engine: ipvsEngine, Recorder: mgr.GetEventRecorder("detect-test"), Clock: clock.RealClock{},
 			Options: desired.Options{NodeName: bare, DefaultScheduler: "rr"},
 		}
 		detection := &agent.PodDetection{}
-		podCIDRs := &agent.PodCIDRReconciler{Client: mgr.GetClient(), Engine: syncer, NodeName: bare,
+		podCIDRs := &agent.PodCIDRReconciler{Client: mgr.GetClient(), Engine: ipvsEngine, NodeName: bare,
 			Detection: detection, Recorder: mgr.GetEventRecorder("ipvs-operator-agent")}
 		st := agent.NewStartup(agent.StartupConfig{
-			Cache: mgr.GetCache(), Client: mgr.GetClient(), Engine: syncer, Services: services, AuditPeriod: time.Second,
+			Cache: mgr.GetCache(), Client: mgr.GetClient(), Engine: ipvsEngine, Services: services, AuditPeriod: time.Second,
 			PodCIDRs: podCIDRs.PodCIDRs,
 		})
 		Expect(services.SetupWithManager(mgr, 1)).To(Succeed())

@@ -29,9 +29,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
+	"github.com/ipvs-operator/ipvs-operator/api/policy"
 	lbv1alpha1 "github.com/ipvs-operator/ipvs-operator/api/v1alpha1"
 	"github.com/ipvs-operator/ipvs-operator/controllers/agent/desired"
-	"github.com/ipvs-operator/ipvs-operator/controllers/policy"
 )
 
 // The agent only reads the cluster; per-node results go to metrics, logs and Events, never to a status that

@@ -35,7 +35,7 @@ func MetricsServerOptions(addr string, debug http.Handler) metricsserver.Options
 	}
 }
 
-// DebugHandler serves programmed(), the table the engine believes it programmed (ipvs/sync.Syncer's
+// DebugHandler serves programmed(), the table the engine believes it programmed (ipvs/syncer.Syncer's
 // Programmed), in `ipvsadm -Sn` notation, so a user without ipvsadm on the node can see what the agent
 // did. It reads memory, never the kernel: a request cannot make the agent dump the kernel's table. Compare
 // with `ipvsadm -Sn` on the node to see drift the next audit will repair.

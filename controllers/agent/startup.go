@@ -14,7 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
-	ipvssync "github.com/ipvs-operator/ipvs-operator/ipvs/sync"
+	"github.com/ipvs-operator/ipvs-operator/ipvs/syncer"
 )
 
 // ErrNotSynced is what the readiness check answers until the first full sync reached the kernel.
@@ -106,7 +106,7 @@ func (s *Startup) runPeriodic(ctx context.Context) {
 		go wait.UntilWithContext(ctx, s.checkDrift, s.DriftCheckPeriod)
 	}
 	wait.UntilWithContext(ctx, func(ctx context.Context) {
-		if err := s.audit(ctx); errors.Is(err, ipvssync.ErrAuditPreempted) {
+		if err := s.audit(ctx); errors.Is(err, syncer.ErrAuditPreempted) {
 			log.V(1).Info("Audit preempted by a resync after drift")
 		} else if err != nil {
 			log.Error(err, "Audit failed")
@@ -122,7 +122,7 @@ func (s *Startup) checkDrift(ctx context.Context) {
 		log.Error(err, "Drift check failed")
 		return
 	}
-	if d == ipvssync.NoDrift {
+	if d == syncer.NoDrift {
 		return
 	}
 	log.Info("The kernel lost the agent's state; re-syncing every Service", "lost", d)

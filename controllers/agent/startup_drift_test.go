@@ -7,25 +7,25 @@ import (
 	"testing"
 	"time"
 
-	ipvssync "github.com/ipvs-operator/ipvs-operator/ipvs/sync"
+	"github.com/ipvs-operator/ipvs-operator/ipvs/syncer"
 )
 
 // driftEngine answers CheckDrift from a script and records what the periodic loop asked of it.
 type driftEngine struct {
 	Engine // unused methods panic
 	mu     sync.Mutex
-	script []ipvssync.Drift
+	script []syncer.Drift
 	checks int
 	audits int
 	resync chan struct{}
 }
 
-func (e *driftEngine) CheckDrift(context.Context) (ipvssync.Drift, error) {
+func (e *driftEngine) CheckDrift(context.Context) (syncer.Drift, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.checks++
 	if len(e.script) == 0 {
-		return ipvssync.NoDrift, nil
+		return syncer.NoDrift, nil
 	}
 	d := e.script[0]
 	e.script = e.script[1:]
@@ -50,7 +50,7 @@ func (e *driftEngine) Audit(context.Context) error {
 }
 
 func TestPeriodicLoopResyncsOnDrift(t *testing.T) {
-	e := &driftEngine{script: []ipvssync.Drift{ipvssync.NoDrift, ipvssync.NoDrift, ipvssync.DriftIPVS}, resync: make(chan struct{})}
+	e := &driftEngine{script: []syncer.Drift{syncer.NoDrift, syncer.NoDrift, syncer.DriftIPVS}, resync: make(chan struct{})}
 	s := &Startup{StartupConfig: StartupConfig{Engine: e, AuditPeriod: time.Hour, DriftCheckPeriod: time.Millisecond}}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -73,7 +73,7 @@ func TestPeriodicLoopResyncsOnDrift(t *testing.T) {
 }
 
 func TestPeriodicLoopWithoutCanary(t *testing.T) {
-	e := &driftEngine{script: []ipvssync.Drift{ipvssync.DriftIPVS}, resync: make(chan struct{})}
+	e := &driftEngine{script: []syncer.Drift{syncer.DriftIPVS}, resync: make(chan struct{})}
 	s := &Startup{StartupConfig: StartupConfig{Engine: e, AuditPeriod: time.Hour}}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})

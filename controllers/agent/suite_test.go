@@ -34,7 +34,7 @@ import (
 	"github.com/ipvs-operator/ipvs-operator/controllers/agent/desired"
 	"github.com/ipvs-operator/ipvs-operator/ipvs"
 	"github.com/ipvs-operator/ipvs-operator/ipvs/fake"
-	ipvssync "github.com/ipvs-operator/ipvs-operator/ipvs/sync"
+	"github.com/ipvs-operator/ipvs-operator/ipvs/syncer"
 )
 
 // These specs run the agent's controllers against a real kube-apiserver (envtest) and an in-memory kernel:
@@ -126,7 +126,7 @@ var _ = BeforeSuite(func() {
 	// A Node with a pod CIDR exists before the agent starts, as in any cluster.
 	Expect(k8s.Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: nodeName},
 		Spec: corev1.NodeSpec{PodCIDR: "10.244.9.0/24", PodCIDRs: []string{"10.244.9.0/24"}}})).To(Succeed())
-	engine = &orderedEngine{Engine: ipvssync.New(kernel, vips, rules, clock.RealClock{}, ipvssync.Options{Metrics: agent.EngineMetrics{}})}
+	engine = &orderedEngine{Engine: syncer.New(kernel, vips, rules, clock.RealClock{}, syncer.Options{Metrics: agent.EngineMetrics{}})}
 	a := startAgent(ctx, agentConfig{rest: cfg, scheme: scheme, engine: engine, podCIDRReconciler: true})
 	startup = a.startup
 })

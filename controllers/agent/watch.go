@@ -13,7 +13,7 @@ import (
 
 	"github.com/ipvs-operator/ipvs-operator/controllers/agent/desired"
 	"github.com/ipvs-operator/ipvs-operator/ipvs"
-	ipvssync "github.com/ipvs-operator/ipvs-operator/ipvs/sync"
+	"github.com/ipvs-operator/ipvs-operator/ipvs/syncer"
 )
 
 // The bounds of the agent's probes. The kubelet restarts an agent whose liveness fails and takes a node's
@@ -189,8 +189,8 @@ func objectError(err error) bool {
 		}
 		return true
 	}
-	for _, target := range []error{ipvssync.ErrInvalidDesired, ipvssync.ErrConflict, ipvs.ErrSchedulerNotFound,
-		ipvssync.ErrAuditPreempted, context.Canceled} {
+	for _, target := range []error{syncer.ErrInvalidDesired, syncer.ErrConflict, ipvs.ErrSchedulerNotFound,
+		syncer.ErrAuditPreempted, context.Canceled} {
 		if matches(err, target) {
 			return true
 		}
@@ -225,8 +225,8 @@ func (w *WatchedEngine) Adopt(ctx context.Context) error {
 }
 
 // SyncService implements Engine.
-func (w *WatchedEngine) SyncService(ctx context.Context, key string, state desired.State) (ipvssync.Result, error) {
-	var res ipvssync.Result
+func (w *WatchedEngine) SyncService(ctx context.Context, key string, state desired.State) (syncer.Result, error) {
+	var res syncer.Result
 	err := w.watch("SyncService", key, &w.syncs, func() (err error) {
 		res, err = w.engine.SyncService(ctx, key, state)
 		return err
@@ -235,8 +235,8 @@ func (w *WatchedEngine) SyncService(ctx context.Context, key string, state desir
 }
 
 // Retain implements Engine.
-func (w *WatchedEngine) Retain(ctx context.Context, key string, vips []netip.Addr) (ipvssync.Result, error) {
-	var res ipvssync.Result
+func (w *WatchedEngine) Retain(ctx context.Context, key string, vips []netip.Addr) (syncer.Result, error) {
+	var res syncer.Result
 	err := w.watch("Retain", key, &w.syncs, func() (err error) {
 		res, err = w.engine.Retain(ctx, key, vips)
 		return err
@@ -251,8 +251,8 @@ func (w *WatchedEngine) Audit(ctx context.Context) error {
 
 // CheckDrift implements Engine. Its outcome is not a readiness signal: a canary read proves nothing about
 // programming, and a failed one is followed by an audit that tells.
-func (w *WatchedEngine) CheckDrift(ctx context.Context) (ipvssync.Drift, error) {
-	var d ipvssync.Drift
+func (w *WatchedEngine) CheckDrift(ctx context.Context) (syncer.Drift, error) {
+	var d syncer.Drift
 	err := w.watch("CheckDrift", "", nil, func() (err error) {
 		d, err = w.engine.CheckDrift(ctx)
 		return err

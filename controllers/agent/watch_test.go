@@ -14,7 +14,7 @@ import (
 	"github.com/ipvs-operator/ipvs-operator/controllers/agent"
 	"github.com/ipvs-operator/ipvs-operator/controllers/agent/desired"
 	"github.com/ipvs-operator/ipvs-operator/ipvs"
-	ipvssync "github.com/ipvs-operator/ipvs-operator/ipvs/sync"
+	"github.com/ipvs-operator/ipvs-operator/ipvs/syncer"
 )
 
 // scriptedEngine answers every call with err; a call blocks until release is closed when block is set.
@@ -33,23 +33,23 @@ func (e *scriptedEngine) do() error {
 	return e.err
 }
 func (e *scriptedEngine) Adopt(context.Context) error { return e.do() }
-func (e *scriptedEngine) SyncService(context.Context, string, desired.State) (ipvssync.Result, error) {
-	return ipvssync.Result{}, e.do()
+func (e *scriptedEngine) SyncService(context.Context, string, desired.State) (syncer.Result, error) {
+	return syncer.Result{}, e.do()
 }
-func (e *scriptedEngine) Retain(context.Context, string, []netip.Addr) (ipvssync.Result, error) {
-	return ipvssync.Result{}, e.do()
+func (e *scriptedEngine) Retain(context.Context, string, []netip.Addr) (syncer.Result, error) {
+	return syncer.Result{}, e.do()
 }
-func (e *scriptedEngine) Audit(context.Context) error                        { return e.do() }
-func (e *scriptedEngine) CheckDrift(context.Context) (ipvssync.Drift, error) { return "", e.do() }
-func (e *scriptedEngine) Resync(context.Context) error                       { return e.do() }
-func (e *scriptedEngine) SetPodCIDRs(context.Context, []netip.Prefix) error  { return e.do() }
+func (e *scriptedEngine) Audit(context.Context) error                       { return e.do() }
+func (e *scriptedEngine) CheckDrift(context.Context) (syncer.Drift, error)  { return "", e.do() }
+func (e *scriptedEngine) Resync(context.Context) error                      { return e.do() }
+func (e *scriptedEngine) SetPodCIDRs(context.Context, []netip.Prefix) error { return e.do() }
 
 // The kinds of errors the engine returns.
 var (
-	errNetlink = &ipvssync.OpError{Err: &ipvs.Error{Op: ipvs.OpAddService, Object: "-t 10.96.0.10:80", Err: unix.ENOBUFS}}
+	errNetlink = &syncer.OpError{Err: &ipvs.Error{Op: ipvs.OpAddService, Object: "-t 10.96.0.10:80", Err: unix.ENOBUFS}}
 	// A Service asks for a scheduler whose module is not loaded: that Service's problem, not the node's.
-	errScheduler = &ipvssync.OpError{Err: &ipvs.Error{Op: ipvs.OpAddService, Object: "-t 10.96.0.11:80", Err: unix.ENOENT}}
-	errInvalid   = fmt.Errorf("ns/web: %w", ipvssync.ErrInvalidDesired)
+	errScheduler = &syncer.OpError{Err: &ipvs.Error{Op: ipvs.OpAddService, Object: "-t 10.96.0.11:80", Err: unix.ENOENT}}
+	errInvalid   = fmt.Errorf("ns/web: %w", syncer.ErrInvalidDesired)
 )
 
 func TestWatchedEngineReadiness(t *testing.T) {
@@ -76,7 +76,7 @@ func TestWatchedEngineReadiness(t *testing.T) {
 		{"an audit that only found a bad Service", []step{{0, "audit", errors.Join(errScheduler, errInvalid)}, {time.Hour, "audit", errors.Join(errScheduler)}}, true},
 		{"an audit with a real failure among bad Services", []step{{0, "audit", errors.Join(errScheduler, errNetlink)}, {bound + time.Second, "", nil}}, false},
 		{"a resync after drift ends an audit streak", []step{{0, "audit", errNetlink}, {time.Minute, "resync", nil}, {bound, "", nil}}, true},
-		{"a preempted audit is no failure", []step{{0, "audit", ipvssync.ErrAuditPreempted}, {time.Hour, "", nil}}, true},
+		{"a preempted audit is no failure", []step{{0, "audit", syncer.ErrAuditPreempted}, {time.Hour, "", nil}}, true},
 		{"a failing drift canary alone says nothing", []step{{0, "drift", errNetlink}, {time.Hour, "drift", errNetlink}}, true},
 		{"syncs succeeding do not hide failing audits", []step{{0, "audit", errNetlink}, {time.Minute, "sync", nil}, {bound, "sync", nil}}, false},
 	}

@@ -18,8 +18,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
+	"github.com/ipvs-operator/ipvs-operator/api/policy"
 	"github.com/ipvs-operator/ipvs-operator/api/v1alpha1"
-	"github.com/ipvs-operator/ipvs-operator/controllers/policy"
 )
 
 // Reasons and actions of the events the operator records on ServicePolicies.
@@ -45,7 +45,7 @@ const (
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
 
 // ServicePolicyReconciler writes the status of ServicePolicies: the Services each one governs, and its Ready
-// and Conflicted conditions. Which policy governs which Service is decided by controllers/policy, the same
+// and Conflicted conditions. Which policy governs which Service is decided by api/policy, the same
 // code the agent uses to program the kernel.
 type ServicePolicyReconciler struct {
 	client.Client

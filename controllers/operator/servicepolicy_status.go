@@ -9,8 +9,8 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/ipvs-operator/ipvs-operator/api/policy"
 	"github.com/ipvs-operator/ipvs-operator/api/v1alpha1"
-	"github.com/ipvs-operator/ipvs-operator/controllers/policy"
 )
 
 // maxNamesInMessage bounds how many Service names a condition message or an event note lists (an event's note

@@ -20,8 +20,8 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
+	"github.com/ipvs-operator/ipvs-operator/api/policy"
 	"github.com/ipvs-operator/ipvs-operator/api/v1alpha1"
-	"github.com/ipvs-operator/ipvs-operator/controllers/policy"
 )
 
 func condition(t, status, reason, message string, gen int64) metav1.Condition {

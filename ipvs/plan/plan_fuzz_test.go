@@ -326,7 +326,7 @@ func checkConverged(t *testing.T, want Desired, got Observed, now, recheck time.
 }
 
 // kernelModel is the fake kernel plus the drain starts the sync engine's cache records: set when a real
-// server goes to weight 0, cleared when its weight comes back, kept otherwise (ipvs/sync's applier.setDest).
+// server goes to weight 0, cleared when its weight comes back, kept otherwise (ipvs/syncer's applier.setDest).
 type kernelModel struct {
 	ipvs  *fake.IPVS
 	vips  *fake.VIPs
@@ -339,7 +339,7 @@ type realServer struct {
 }
 
 // newKernelModel loads have; like the cache after a read, a weight-0 real server without a drain start
-// drains from now (ipvs/sync's server.setObserved).
+// drains from now (ipvs/syncer's server.setObserved).
 func newKernelModel(t *testing.T, have Observed, now time.Time) *kernelModel {
 	t.Helper()
 	k := &kernelModel{ipvs: fake.New(), vips: fake.NewVIPs(), since: map[realServer]time.Time{}}

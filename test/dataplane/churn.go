@@ -39,7 +39,7 @@ import (
 //     agent's latency; 0 s means the agent was there before the test saw the change);
 //   - after a drift step (`ipvsadm -C`, `nft flush ruleset`, kube-proxy's leftover cleanup), the node is
 //     whole again within churnDriftBound (10 s). The agent notices within its 1 s drift check and repairs
-//     in tens of milliseconds (ipvs/sync's kernel test measures that alone); what this test measures also
+//     in tens of milliseconds (ipvs/syncer's kernel test measures that alone); what this test measures also
 //     holds one poll round of both nodes (six execs in the TCG-emulated VM, 1-2 s) and the VM's pauses
 //     under load: 0.9-7.0 s measured on a busy machine, at most 2.3 s in 300 steps on a quiet one. Before
 //     the drift check, the periodic audit alone took up to its period (10 s in the lab) and more;

@@ -18,7 +18,7 @@ import (
 
 // The churn test's oracle: what `ipvsadm -Sn` and `ip addr show ipvs0` must show on a node, computed from the
 // API objects by this file alone. It deliberately does not import controllers/agent/desired or
-// controllers/policy: a model shared with the code under test would agree with its bugs. It is written the
+// api/policy: a model shared with the code under test would agree with its bugs. It is written the
 // way a reader of the Kubernetes API docs and kube-proxy would state the rules, not the way the agent is
 // structured:
 //

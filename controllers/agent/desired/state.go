@@ -1,6 +1,6 @@
 // Package desired translates one Kubernetes Service, its EndpointSlices and its ServicePolicy into the IPVS
 // state this node should hold for it. It is pure: no client, no I/O, no clock; the reconciler fetches the
-// objects and the sync engine (ipvs/sync) programs the result.
+// objects and the sync engine (ipvs/syncer) programs the result.
 package desired
 
 import (

@@ -82,7 +82,7 @@ var _ = Describe("the kernel tests in the lab VM", func() {
 			minPassed: 5,
 		}),
 		Entry("the sync engine (adopt, no-op restart, audit repair, cleanup, drift canary)", kernelTests{
-			pkg: "ipvs/sync", binary: "sync-kernel.test", tags: "kernel", run: "^TestKernel",
+			pkg: "ipvs/syncer", binary: "syncer-kernel.test", tags: "kernel", run: "^TestKernel",
 			mustPass: regexp.MustCompile(`(?m)^--- PASS: TestKernel\w*`), minPassed: 2,
 		}),
 		Entry("the agent's per-node lock (per network namespace), all its tests", kernelTests{

@@ -3,7 +3,7 @@
 // The sync engine over the real netlink implementations, on a kernel with IPVS (the lab VM runs these as
 // part of `make test`): adoption without flushing, a no-op restart, audit repair, and Cleanup, in a fresh
 // network namespace each.
-package sync_test
+package syncer_test
 
 import (
 	"context"
@@ -27,7 +27,7 @@ import (
 	"github.com/ipvs-operator/ipvs-operator/ipvs/host"
 	"github.com/ipvs-operator/ipvs-operator/ipvs/nftrules"
 	"github.com/ipvs-operator/ipvs-operator/ipvs/plan"
-	ipvssync "github.com/ipvs-operator/ipvs-operator/ipvs/sync"
+	"github.com/ipvs-operator/ipvs-operator/ipvs/syncer"
 )
 
 // kernelNS is a fresh network namespace with lo up and IPVS, or the test is skipped on a kernel without it.
@@ -104,7 +104,7 @@ func TestKernelSyncerLifecycle(t *testing.T) {
 		}},
 		DrainTimeout: 30 * time.Second,
 	}
-	podCIDRs := ipvssync.Options{PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")}}
+	podCIDRs := syncer.Options{PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")}}
 	table := func() string {
 		vs, err := ipvs.Snapshot(k.ipvs)
 		must(t, err)
@@ -114,7 +114,7 @@ func TestKernelSyncerLifecycle(t *testing.T) {
 		"-a -t 10.96.0.10:80 -r 10.244.1.2:8080 -m -w 1\n" +
 		"-a -t 10.96.0.10:80 -r 10.244.1.3:8080 -m -w 1\n"
 
-	s := ipvssync.New(k.ipvs, k.vips, k.rules, clock.RealClock{}, podCIDRs)
+	s := syncer.New(k.ipvs, k.vips, k.rules, clock.RealClock{}, podCIDRs)
 	must(t, s.Adopt(ctx))
 	res, err := s.SyncService(ctx, "ns/web", want)
 	must(t, err)
@@ -131,7 +131,7 @@ func TestKernelSyncerLifecycle(t *testing.T) {
 
 	// A restarted agent (new handles, new engine) adopts the state: no kernel operation for the same want.
 	k2 := openKernel(t, ns, path)
-	s2 := ipvssync.New(k2.ipvs, k2.vips, k2.rules, clock.RealClock{}, podCIDRs)
+	s2 := syncer.New(k2.ipvs, k2.vips, k2.rules, clock.RealClock{}, podCIDRs)
 	must(t, s2.Adopt(ctx))
 	res, err = s2.SyncService(ctx, "ns/web", want)
 	must(t, err)
@@ -186,7 +186,7 @@ func TestKernelFailedAddServiceBindsNoVIP(t *testing.T) {
 			Service: ipvs.Service{ServiceKey: ipvs.ServiceKey{Address: vip, Port: 443, Protocol: ipvs.TCP}, Scheduler: sched},
 		}}}
 	}
-	s := ipvssync.New(k.ipvs, k.vips, k.rules, clock.RealClock{}, ipvssync.Options{})
+	s := syncer.New(k.ipvs, k.vips, k.rules, clock.RealClock{}, syncer.Options{})
 	must(t, s.Adopt(ctx))
 	if _, err := s.SyncService(ctx, "ns/bad", want("no-such-scheduler")); err == nil {
 		t.Fatal("the kernel took a virtual server with an unknown scheduler")
@@ -252,7 +252,7 @@ func TestKernelDriftCanary(t *testing.T) {
 		return fmt.Sprintf("# vips: %v\n# nft: %v %v\n%s", vips, els.ClusterIPs, els.Endpoints, ipvs.Render(vs))
 	}
 
-	s := ipvssync.New(k.ipvs, k.vips, k.rules, clock.RealClock{}, ipvssync.Options{PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")}})
+	s := syncer.New(k.ipvs, k.vips, k.rules, clock.RealClock{}, syncer.Options{PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")}})
 	must(t, s.Adopt(ctx))
 	for key, want := range services {
 		_, err := s.SyncService(ctx, key, want)
@@ -263,7 +263,7 @@ func TestKernelDriftCanary(t *testing.T) {
 	const checks = 100
 	t0 := time.Now()
 	for range checks {
-		if d, err := s.CheckDrift(ctx); d != ipvssync.NoDrift || err != nil {
+		if d, err := s.CheckDrift(ctx); d != syncer.NoDrift || err != nil {
 			t.Fatalf("CheckDrift on an intact kernel = %q, %v", d, err)
 		}
 	}
@@ -272,7 +272,7 @@ func TestKernelDriftCanary(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
 		damage func() error
-		drift  ipvssync.Drift
+		drift  syncer.Drift
 	}{
 		{"IPVS flushed (ipvsadm -C)", func() error {
 			h, err := mobyipvs.New(path)
@@ -281,7 +281,7 @@ func TestKernelDriftCanary(t *testing.T) {
 			}
 			defer h.Close()
 			return h.Flush()
-		}, ipvssync.DriftIPVS},
+		}, syncer.DriftIPVS},
 		{"nft flush ruleset", func() error {
 			c, err := nftables.New(nftables.WithNetNSFd(int(ns)))
 			if err != nil {
@@ -289,21 +289,21 @@ func TestKernelDriftCanary(t *testing.T) {
 			}
 			c.FlushRuleset()
 			return c.Flush()
-		}, ipvssync.DriftTable},
+		}, syncer.DriftTable},
 		{"ip link del ipvs0", func() error {
 			l, err := link.LinkByName("ipvs0")
 			if err != nil {
 				return err
 			}
 			return link.LinkDel(l)
-		}, ipvssync.DriftInterface},
+		}, syncer.DriftInterface},
 		{"ip link set ipvs0 down", func() error {
 			l, err := link.LinkByName("ipvs0")
 			if err != nil {
 				return err
 			}
 			return link.LinkSetDown(l)
-		}, ipvssync.DriftInterface},
+		}, syncer.DriftInterface},
 	} {
 		must(t, tc.damage())
 		d, err := s.CheckDrift(ctx)
@@ -316,7 +316,7 @@ func TestKernelDriftCanary(t *testing.T) {
 		if got := state(); got != want {
 			t.Errorf("%s: after Resync the kernel holds\n%s\nwant\n%s", tc.name, got, want)
 		}
-		if d, err := s.CheckDrift(ctx); d != ipvssync.NoDrift || err != nil {
+		if d, err := s.CheckDrift(ctx); d != syncer.NoDrift || err != nil {
 			t.Errorf("%s: CheckDrift after Resync = %q, %v", tc.name, d, err)
 		}
 		l, err := link.LinkByName("ipvs0")

@@ -1,4 +1,4 @@
-package sync_test
+package syncer_test
 
 import (
 	"context"
@@ -10,7 +10,7 @@ import (
 
 	"github.com/ipvs-operator/ipvs-operator/ipvs"
 	"github.com/ipvs-operator/ipvs-operator/ipvs/fake"
-	ipvssync "github.com/ipvs-operator/ipvs-operator/ipvs/sync"
+	"github.com/ipvs-operator/ipvs-operator/ipvs/syncer"
 )
 
 // A Service that cannot be translated after a restart keeps its inherited data path through Audit's sweep.
@@ -25,7 +25,7 @@ func TestRetainKeepsAdoptedStateThroughAudit(t *testing.T) {
 	must(t, k.AddService(svc))
 	must(t, k.AddDestination(svc.ServiceKey, dst))
 
-	s := ipvssync.New(k, v, r, clocktesting.NewFakePassiveClock(time.Unix(0, 0)), ipvssync.Options{})
+	s := syncer.New(k, v, r, clocktesting.NewFakePassiveClock(time.Unix(0, 0)), syncer.Options{})
 	must(t, s.Adopt(ctx))
 	k.ResetOps()
 	res, err := s.Retain(ctx, "ns/bad", []netip.Addr{vip})
@@ -45,7 +45,7 @@ func TestRetainKeepsAdoptedStateThroughAudit(t *testing.T) {
 	}
 
 	// Without Retain, the same Audit sweeps it: the test above is not vacuous.
-	s2 := ipvssync.New(k, v, r, clocktesting.NewFakePassiveClock(time.Unix(0, 0)), ipvssync.Options{})
+	s2 := syncer.New(k, v, r, clocktesting.NewFakePassiveClock(time.Unix(0, 0)), syncer.Options{})
 	must(t, s2.Adopt(ctx))
 	must(t, s2.Audit(ctx))
 	if got, _ := ipvs.Snapshot(k); len(got) != 0 {

@@ -1,4 +1,4 @@
-// Package sync is the agent's engine: it keeps this node's IPVS table, the VIPs on the dummy interface and
+// Package syncer is the agent's engine: it keeps this node's IPVS table, the VIPs on the dummy interface and
 // the nftables sets in step with the desired state of each Service, one Service at a time.
 //
 // It keeps a cached model of what the kernel holds for each Service, so a change costs kernel work in
@@ -9,7 +9,7 @@
 // nftables table) and Resync rebuilds it; a periodic Audit re-reads everything and repairs piecemeal drift,
 // Service by Service, without stopping the other syncs. What the agent owns is exactly the virtual servers on
 // its VIPs; anything else in the table is never touched.
-package sync
+package syncer
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-package sync_test
+package syncer_test
 
 import (
 	"context"
@@ -11,7 +11,7 @@ import (
 	"github.com/ipvs-operator/ipvs-operator/ipvs"
 	"github.com/ipvs-operator/ipvs-operator/ipvs/fake"
 	"github.com/ipvs-operator/ipvs-operator/ipvs/plan"
-	ipvssync "github.com/ipvs-operator/ipvs-operator/ipvs/sync"
+	"github.com/ipvs-operator/ipvs-operator/ipvs/syncer"
 )
 
 // rulesWatchingIPVS records, at each Update, whether the kernel's IPVS table already routes to the endpoints
@@ -54,7 +54,7 @@ func TestHairpinElementsBracketTheRealServers(t *testing.T) {
 	ctx := context.Background()
 	k := fake.New()
 	rules := &rulesWatchingIPVS{Rules: fake.NewRules(), k: k}
-	s := ipvssync.New(k, fake.NewVIPs(), rules, clocktesting.NewFakePassiveClock(time.Unix(0, 0)), ipvssync.Options{})
+	s := syncer.New(k, fake.NewVIPs(), rules, clocktesting.NewFakePassiveClock(time.Unix(0, 0)), syncer.Options{})
 	must(t, s.Adopt(ctx))
 
 	vip := netip.MustParseAddr("10.96.0.10")

@@ -1,4 +1,4 @@
-package sync
+package syncer
 
 import "github.com/ipvs-operator/ipvs-operator/ipvs/plan"
 

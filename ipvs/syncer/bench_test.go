@@ -1,4 +1,4 @@
-package sync_test
+package syncer_test
 
 import (
 	"context"
@@ -15,7 +15,7 @@ import (
 
 	"github.com/ipvs-operator/ipvs-operator/controllers/agent/desired"
 	"github.com/ipvs-operator/ipvs-operator/ipvs/fake"
-	ipvssync "github.com/ipvs-operator/ipvs-operator/ipvs/sync"
+	"github.com/ipvs-operator/ipvs-operator/ipvs/syncer"
 )
 
 const (
@@ -89,7 +89,7 @@ func (k kernel) reset() {
 
 var opts = desired.Options{NodeName: "node-a"}
 
-func syncAll(ctx context.Context, b *testing.B, s *ipvssync.Syncer, c *cluster) {
+func syncAll(ctx context.Context, b *testing.B, s *syncer.Syncer, c *cluster) {
 	for i, svc := range c.services {
 		st, err := desired.ForService(svc, c.slices[i], nil, opts)
 		if err != nil {
@@ -111,7 +111,7 @@ func BenchmarkColdBuild(b *testing.B) {
 	for b.Loop() {
 		b.StopTimer()
 		k := newKernel()
-		s := ipvssync.New(k.ipvs, k.vips, k.rules, clk, ipvssync.Options{})
+		s := syncer.New(k.ipvs, k.vips, k.rules, clk, syncer.Options{})
 		if err := s.Adopt(ctx); err != nil {
 			b.Fatal(err)
 		}
@@ -136,7 +136,7 @@ func BenchmarkEndpointFlip(b *testing.B) {
 	c, ctx := newCluster(), context.Background()
 	k := newKernel()
 	clk := clocktesting.NewFakePassiveClock(time.Now())
-	s := ipvssync.New(k.ipvs, k.vips, k.rules, clk, ipvssync.Options{})
+	s := syncer.New(k.ipvs, k.vips, k.rules, clk, syncer.Options{})
 	if err := s.Adopt(ctx); err != nil {
 		b.Fatal(err)
 	}
@@ -166,10 +166,10 @@ func BenchmarkEndpointFlip(b *testing.B) {
 }
 
 // warm returns a Syncer that has programmed the whole cluster into a fake kernel.
-func warm(b *testing.B) (*ipvssync.Syncer, kernel, context.Context) {
+func warm(b *testing.B) (*syncer.Syncer, kernel, context.Context) {
 	c, ctx := newCluster(), context.Background()
 	k := newKernel()
-	s := ipvssync.New(k.ipvs, k.vips, k.rules, clocktesting.NewFakePassiveClock(time.Now()), ipvssync.Options{})
+	s := syncer.New(k.ipvs, k.vips, k.rules, clocktesting.NewFakePassiveClock(time.Now()), syncer.Options{})
 	if err := s.Adopt(ctx); err != nil {
 		b.Fatal(err)
 	}
@@ -185,7 +185,7 @@ func BenchmarkCheckDrift(b *testing.B) {
 	s, k, ctx := warm(b)
 	b.ReportAllocs()
 	for b.Loop() {
-		if d, err := s.CheckDrift(ctx); d != ipvssync.NoDrift || err != nil {
+		if d, err := s.CheckDrift(ctx); d != syncer.NoDrift || err != nil {
 			b.Fatalf("CheckDrift = %q, %v", d, err)
 		}
 	}
@@ -218,7 +218,7 @@ func BenchmarkResyncAfterFlush(b *testing.B) {
 	for b.Loop() {
 		b.StopTimer()
 		k.ipvs.Flush()
-		if d, _ := s.CheckDrift(ctx); d != ipvssync.DriftIPVS {
+		if d, _ := s.CheckDrift(ctx); d != syncer.DriftIPVS {
 			b.Fatalf("CheckDrift = %q after a flush", d)
 		}
 		k.reset()

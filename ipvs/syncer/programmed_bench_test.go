@@ -1,4 +1,4 @@
-package sync_test
+package syncer_test
 
 import (
 	"context"
@@ -8,7 +8,7 @@ import (
 	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/ipvs-operator/ipvs-operator/ipvs"
-	ipvssync "github.com/ipvs-operator/ipvs-operator/ipvs/sync"
+	"github.com/ipvs-operator/ipvs-operator/ipvs/syncer"
 )
 
 // BenchmarkProgrammedRender: what one GET /debug/ipvs costs at 10,000 Services x 5 endpoints: the cache
@@ -16,7 +16,7 @@ import (
 func BenchmarkProgrammedRender(b *testing.B) {
 	c, ctx := newCluster(), context.Background()
 	k := newKernel()
-	s := ipvssync.New(k.ipvs, k.vips, k.rules, clocktesting.NewFakePassiveClock(time.Now()), ipvssync.Options{})
+	s := syncer.New(k.ipvs, k.vips, k.rules, clocktesting.NewFakePassiveClock(time.Now()), syncer.Options{})
 	if err := s.Adopt(ctx); err != nil {
 		b.Fatal(err)
 	}
