@@ -91,8 +91,15 @@ test: lint test-unit test-fuzz test-bundle test-e2e-compile test-lab ## Every te
 
 # The lab suites boot a VM each: run them one package at a time (-p 1) on a 2-core machine.
 .PHONY: test-lab
-test-lab: kustomize envtest lab-deps ## The real-kernel suites: lab smoke, the root-only tests (ipvs, nftrules, sync, node lock) in the VM, dataplane scenarios.
-	go test -tags lab -p 1 -count=1 -timeout 60m ./test/lab/ ./test/lab/dataplane/ -ginkgo.v
+test-lab: kustomize envtest lab-deps ## The real-kernel suites: lab smoke, the root-only tests (ipvs, nftrules, sync, node lock) in the VM, dataplane scenarios, the scale harness's 100-Service smoke run.
+	BENCH_SERVICES= go test -tags lab -p 1 -count=1 -timeout 60m ./test/lab/ ./test/lab/dataplane/ ./test/bench/ -ginkgo.v
+
+# The scale harness (test/bench): N Services x M endpoints written to the lab's API server, a proxy measured
+# from outside (the kernel seen from the node, /proc, its metrics) next to a raw netlink loop. One lab per size.
+BENCH_SERVICES ?= 1000,10000
+.PHONY: bench
+bench: lab-deps ## The scale harness at full sizes: one table per size (BENCH_SERVICES=1000,10000; BENCH_OUT=<file> keeps them).
+	BENCH_SERVICES=$(BENCH_SERVICES) go test -v -tags lab -p 1 -count=1 -timeout 300m ./test/bench/ -ginkgo.v
 
 # The long run of the model-based churn test (test/dataplane/churn.go); `make test` runs a short one.
 CHURN_STEPS ?= 300
