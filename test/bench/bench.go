@@ -290,7 +290,12 @@ func (h *Harness) Run(ctx context.Context, p Proxy) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer func() { _ = h.lab.Kill(context.WithoutCancel(ctx), pid) }()
+	stopped := false
+	defer func() {
+		if !stopped {
+			_ = h.lab.Kill(context.WithoutCancel(ctx), pid)
+		}
+	}()
 	coldTimeout := 5*time.Minute + time.Duration(cfg.Services)*100*time.Millisecond
 	if readyCh != nil {
 		a, err := await(ctx, readyCh, coldTimeout, p.Name()+" ready")
@@ -360,6 +365,10 @@ func (h *Harness) Run(ctx context.Context, p Proxy) (*Result, error) {
 			return nil, err
 		}
 		r.Audits, r.AuditSeconds, r.AuditsOK = p.Audits(string(data))
+	}
+	stopped = true
+	if err := p.Stop(ctx, h.lab, pid); err != nil {
+		return nil, err
 	}
 	return r, nil
 }

@@ -13,8 +13,11 @@ package bench
 // Each size boots a lab of its own: the kernel and the API server start empty.
 
 import (
+	"context"
 	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -51,8 +54,22 @@ func envDuration(name string, def time.Duration) time.Duration {
 	return def
 }
 
-// proxies are the columns of the table.
-func proxies() []Proxy { return []Proxy{Agent{}} }
+// proxies are the columns of the table. With BENCH_PROFILE=1 the agent runs as its test binary and leaves
+// a CPU and a heap profile (the agent serves no pprof endpoint).
+func proxies(profileDir string) []Proxy { return []Proxy{Agent{ProfileDir: profileDir}} }
+
+// buildProfiledAgent builds cmd/agent's test binary (tag benchprof) into the guest's bin directory.
+func buildProfiledAgent(ctx context.Context, root string, l *lab.Lab) error {
+	cmd := exec.CommandContext(ctx, "go", "test", "-c", "-tags", "benchprof", "-ldflags=-s -w",
+		"-o", filepath.Join(l.ShareDir(), "bin", "agent.test"), "./cmd/agent")
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("go test -c ./cmd/agent: %w\n%s", err, out)
+	}
+	return nil
+}
 
 var _ = Describe("the scale harness", func() {
 	smoke := os.Getenv("BENCH_SERVICES") == ""
@@ -94,11 +111,18 @@ var _ = Describe("the scale harness", func() {
 				Expect(l.Stop()).To(Succeed())
 			})
 
+			profileDir, hostProfileDir := "", ""
+			if os.Getenv("BENCH_PROFILE") == "1" {
+				Expect(buildProfiledAgent(ctx, root, l)).To(Succeed())
+				profileDir = lab.GuestShare + "/" + shareBenchDir + "/profile"
+				hostProfileDir = filepath.Join(l.ShareDir(), shareBenchDir, "profile")
+				Expect(os.MkdirAll(hostProfileDir, 0o755)).To(Succeed())
+			}
 			h, err := Prepare(ctx, l, cfg)
 			Expect(err).NotTo(HaveOccurred())
 			var results []*Result
 			var names []string
-			for _, p := range proxies() {
+			for _, p := range proxies(profileDir) {
 				r, err := h.Run(ctx, p)
 				Expect(err).NotTo(HaveOccurred(), "%s (guest logs in %s)", p.Name(), l.ShareDir()+"/logs")
 				results = append(results, r)
@@ -116,6 +140,16 @@ var _ = Describe("the scale harness", func() {
 				_, err = f.WriteString(b.String() + "\n")
 				Expect(err).NotTo(HaveOccurred())
 				Expect(f.Close()).To(Succeed())
+			}
+
+			if hostProfileDir != "" {
+				keep := filepath.Join(os.TempDir(), fmt.Sprintf("bench-profile-%d-%s", n, time.Now().Format("150405")))
+				Expect(os.Rename(hostProfileDir, keep)).To(Succeed())
+				for _, prof := range []string{"cpu.prof", "mem.prof"} {
+					out, _ := exec.CommandContext(ctx, "go", "tool", "pprof", "-top", "-nodecount=30",
+						filepath.Join(keep, prof)).CombinedOutput()
+					GinkgoWriter.Printf("profile %s:\n%s\n", filepath.Join(keep, prof), out)
+				}
 			}
 
 			// Complete and sane, never fast: timings depend on the machine.

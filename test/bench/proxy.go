@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/ipvs-operator/ipvs-operator/api/agentconfig"
@@ -32,6 +33,8 @@ type Proxy interface {
 	// Audits reads the count and total seconds of full audits (periodic re-reads of the kernel) from the
 	// metrics text; ok is false if the proxy has none.
 	Audits(metrics string) (count int, seconds float64, ok bool)
+	// Stop ends the proxy started with pid.
+	Stop(ctx context.Context, l *lab.Lab, pid int) error
 }
 
 // Agent is this project's agent, started as the DaemonSet would start it (its default flags) with the
@@ -39,6 +42,9 @@ type Proxy interface {
 type Agent struct {
 	// Args are extra arguments.
 	Args []string
+	// ProfileDir, when set, runs the agent as its test binary `agent.test` (see cmd/agent/profile_test.go)
+	// with a CPU and a heap profile written there (a guest path) when it stops. The agent serves no pprof.
+	ProfileDir string
 }
 
 func (Agent) Name() string { return "agent" }
@@ -51,9 +57,14 @@ func (a Agent) Start(ctx context.Context, l *lab.Lab, node string, auditPeriod t
 		"--" + agentconfig.FlagClusterCIDR + "=10.244.0.0/16",
 	}
 	argv = append(argv, a.Args...)
+	env := []string{"KUBECONFIG=" + lab.GuestKubeconfig}
+	if a.ProfileDir != "" {
+		env = append(env, "AGENT_ARGS="+strings.Join(argv[1:], " "))
+		argv = []string{lab.GuestBin + "/agent.test", "-test.run=^TestAgentProfiled$", "-test.timeout=0",
+			"-test.cpuprofile=" + a.ProfileDir + "/cpu.prof", "-test.memprofile=" + a.ProfileDir + "/mem.prof"}
+	}
 	resp, err := l.Run(ctx, labd.ExecRequest{Netns: node, Argv: argv, Background: true,
-		LogFile: lab.GuestLogs + "/bench-agent-" + node + ".log",
-		Env:     []string{"KUBECONFIG=" + lab.GuestKubeconfig}})
+		LogFile: lab.GuestLogs + "/bench-agent-" + node + ".log", Env: env})
 	if err != nil {
 		return 0, err
 	}
@@ -61,6 +72,21 @@ func (a Agent) Start(ctx context.Context, l *lab.Lab, node string, auditPeriod t
 		return 0, fmt.Errorf("bench: starting the agent: %s", resp.Error)
 	}
 	return resp.Pid, nil
+}
+
+// Stop sends SIGTERM and waits for the agent to end, so that a profiled run writes its profiles.
+func (a Agent) Stop(ctx context.Context, l *lab.Lab, pid int) error {
+	if err := l.Signal(ctx, pid, syscall.SIGTERM); err != nil {
+		return err
+	}
+	running, _, err := l.Wait(ctx, pid, time.Minute)
+	if err != nil {
+		return err
+	}
+	if running {
+		return fmt.Errorf("bench: the agent (pid %d) did not end within a minute of SIGTERM", pid)
+	}
+	return nil
 }
 
 func (Agent) ReadyURL() string {
