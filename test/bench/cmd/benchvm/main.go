@@ -13,9 +13,10 @@
 //	flip ID VIP PORT DST DPORT ACTIVE   real server DST:DPORT of VIP:PORT/TCP has weight > 0 (ACTIVE=1) or is
 //	                                    absent or weight 0 (ACTIVE=0)
 //	full ID PREFIX N M                  at least N TCP virtual servers in PREFIX, each with >= M real servers
-//	                                    of weight > 0 (checked at most once a second: a full dump is costly)
+//	                                    of weight > 0 (checked once a second, each server's real servers
+//	                                    until it is seen complete: dumps hold the kernel's IPVS mutex)
 //	get ID URL TOKEN FILE STATUS        GET URL (bearer TOKEN unless "-", TLS unverified) answers STATUS;
-//	                                    the body goes to FILE unless "-" (retried every 100 ms)
+//	                                    the body goes to FILE unless "-" (retried every 200 ms)
 //	proc ID PID                         CPU seconds (user+system) and peak RSS of PID and its children
 //
 // A condition is a state, not an event: a command appended before the change it waits for cannot miss it.
@@ -151,6 +152,10 @@ type pending struct {
 	kind string
 	f    []string
 	next time.Time
+	// complete are the virtual servers a "full" command saw complete: during a cold start they stay so,
+	// and each check dumps only the others' real servers. (A full dump every second holds the kernel's
+	// IPVS mutex long enough at scale to slow the proxy being measured.)
+	complete map[ipvs.ServiceKey]bool
 }
 
 func watch(args []string) error {
@@ -243,9 +248,13 @@ func (w *watcher) check(p *pending) (bool, string, error) {
 		return w.flip(p.f)
 	case "full":
 		p.next = time.Now().Add(time.Second)
-		return w.full(p.f)
+		if p.complete == nil {
+			p.complete = map[ipvs.ServiceKey]bool{}
+		}
+		return w.full(p.f, p.complete)
 	case "get":
-		p.next = time.Now().Add(100 * time.Millisecond)
+		// Each failed probe costs the proxy a log line: not too often.
+		p.next = time.Now().Add(200 * time.Millisecond)
 		return w.get(p.f)
 	case "proc":
 		return w.proc(p.f)
@@ -284,7 +293,7 @@ func (w *watcher) flip(f []string) (bool, string, error) {
 	return active == want, "", nil
 }
 
-func (w *watcher) full(f []string) (bool, string, error) {
+func (w *watcher) full(f []string, complete map[ipvs.ServiceKey]bool) (bool, string, error) {
 	if len(f) != 3 {
 		return false, "", fmt.Errorf("full wants PREFIX N M, got %q", f)
 	}
@@ -308,6 +317,9 @@ func (w *watcher) full(f []string) (bool, string, error) {
 		return false, "", nil
 	}
 	for _, k := range mine {
+		if complete[k] {
+			continue
+		}
 		ds, err := w.h.Destinations(k)
 		if err != nil {
 			return false, "", nil //nolint:nilerr // it may be going away; look again
@@ -321,6 +333,7 @@ func (w *watcher) full(f []string) (bool, string, error) {
 		if active < m {
 			return false, "", nil
 		}
+		complete[k] = true
 	}
 	return true, fmt.Sprintf("services=%d", len(mine)), nil
 }
