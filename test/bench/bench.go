@@ -25,10 +25,13 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
 
 	lbv1alpha1 "github.com/ipvs-operator/ipvs-operator/api/v1alpha1"
 	"github.com/ipvs-operator/ipvs-operator/test/lab"
@@ -153,6 +156,9 @@ func Prepare(ctx context.Context, l *lab.Lab, cfg Config) (*Harness, error) {
 	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}}); err != nil {
 		return nil, err
 	}
+	if err := h.installCRD(ctx); err != nil {
+		return nil, err
+	}
 	if h.token, err = h.metricsToken(ctx); err != nil {
 		return nil, err
 	}
@@ -219,6 +225,38 @@ func (h *Harness) rawLoop(ctx context.Context) error {
 		return err
 	}
 	return json.Unmarshal([]byte(out), &h.RawLoop)
+}
+
+// installCRD creates the ServicePolicy CRD, as every install does (the operator's bundle and config/default
+// carry it), and waits until it is served. Without it the agent takes another path, one production never
+// takes: each Service's policy lookup misses in the RESTMapper and re-reads discovery.
+func (h *Harness) installCRD(ctx context.Context) error {
+	root, err := lab.RepoRoot()
+	if err != nil {
+		return err
+	}
+	data, err := os.ReadFile(filepath.Join(root, "config", "crd", "bases", "lb.ipvs-operator.dev_servicepolicies.yaml"))
+	if err != nil {
+		return err
+	}
+	crd := &apiextensionsv1.CustomResourceDefinition{}
+	if err := yaml.UnmarshalStrict(data, crd); err != nil {
+		return err
+	}
+	if err := h.c.Create(ctx, crd); err != nil {
+		return err
+	}
+	return wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		if err := h.c.Get(ctx, client.ObjectKeyFromObject(crd), crd); err != nil {
+			return false, err
+		}
+		for _, c := range crd.Status.Conditions {
+			if c.Type == apiextensionsv1.Established && c.Status == apiextensionsv1.ConditionTrue {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
 }
 
 // metricsToken is a ServiceAccount token bound to cluster-admin: what may read any proxy's metrics.
