@@ -75,8 +75,9 @@ var _ = Describe("the scale harness", func() {
 	smoke := os.Getenv("BENCH_SERVICES") == ""
 	sizes := []int{100}
 	if !smoke {
-		sizes = nil
-		for _, s := range strings.Split(os.Getenv("BENCH_SERVICES"), ",") {
+		list := strings.Split(os.Getenv("BENCH_SERVICES"), ",")
+		sizes = make([]int, 0, len(list))
+		for _, s := range list {
 			n, err := strconv.Atoi(strings.TrimSpace(s))
 			if err != nil || n < 1 {
 				panic("BENCH_SERVICES: a comma-separated list of sizes, got " + os.Getenv("BENCH_SERVICES"))
@@ -120,9 +121,10 @@ var _ = Describe("the scale harness", func() {
 			}
 			h, err := Prepare(ctx, l, cfg)
 			Expect(err).NotTo(HaveOccurred())
-			var results []*Result
-			var names []string
-			for _, p := range proxies(profileDir) {
+			ps := proxies(profileDir)
+			results := make([]*Result, 0, len(ps))
+			names := make([]string, 0, len(ps))
+			for _, p := range ps {
 				r, err := h.Run(ctx, p)
 				Expect(err).NotTo(HaveOccurred(), "%s (guest logs in %s)", p.Name(), l.ShareDir()+"/logs")
 				results = append(results, r)

@@ -47,15 +47,17 @@ type Agent struct {
 	ProfileDir string
 }
 
+// Name is "agent".
 func (Agent) Name() string { return "agent" }
 
+// Start runs the agent (or its profiled test binary) in the background in the node's namespace.
 func (a Agent) Start(ctx context.Context, l *lab.Lab, node string, auditPeriod time.Duration) (int, error) {
-	argv := []string{lab.GuestBin + "/agent",
-		"--" + agentconfig.FlagNodeName + "=" + node,
-		"--" + agentconfig.FlagAuditPeriod + "=" + auditPeriod.String(),
+	argv := make([]string, 0, 4+len(a.Args))
+	argv = append(argv, lab.GuestBin+"/agent",
+		"--"+agentconfig.FlagNodeName+"="+node,
+		"--"+agentconfig.FlagAuditPeriod+"="+auditPeriod.String(),
 		// What the lab's Nodes carry; given, so the agent does not wait for the Node objects.
-		"--" + agentconfig.FlagClusterCIDR + "=10.244.0.0/16",
-	}
+		"--"+agentconfig.FlagClusterCIDR+"=10.244.0.0/16")
 	argv = append(argv, a.Args...)
 	env := []string{"KUBECONFIG=" + lab.GuestKubeconfig}
 	if a.ProfileDir != "" {
@@ -89,10 +91,12 @@ func (a Agent) Stop(ctx context.Context, l *lab.Lab, pid int) error {
 	return nil
 }
 
+// ReadyURL is the agent's health port.
 func (Agent) ReadyURL() string {
 	return fmt.Sprintf("http://127.0.0.1:%d/readyz", agentconfig.DefaultHealthPort)
 }
 
+// MetricsURL is the agent's HTTPS metrics port (bearer token checked with the API server).
 func (Agent) MetricsURL() string {
 	return fmt.Sprintf("https://127.0.0.1:%d/metrics", agentconfig.DefaultMetricsPort)
 }
@@ -100,6 +104,7 @@ func (Agent) MetricsURL() string {
 // auditMetric is the agent's audit histogram (controllers/agent/metrics.go).
 const auditMetric = "ipvs_operator_agent_audit_duration_seconds"
 
+// Audits reads the agent's audit histogram.
 func (Agent) Audits(metrics string) (int, float64, bool) {
 	var count int
 	var sum float64

@@ -86,14 +86,16 @@ func (h *Harness) Table(results []*Result) []Row {
 func Print(out io.Writer, title string, names []string, rows []Row) {
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(out, title)
-	head := []string{"measure"}
+	head := make([]string, 0, 2+2*len(names))
+	head = append(head, "measure")
 	for _, n := range names {
 		head = append(head, n, "")
 	}
 	head = append(head, "raw netlink loop")
 	fmt.Fprintln(tw, strings.Join(head, "\t"))
 	for _, r := range rows {
-		cells := []string{r.Measure}
+		cells := make([]string, 0, 2+2*len(r.Values))
+		cells = append(cells, r.Measure)
 		for i := range r.Values {
 			cells = append(cells, r.Values[i], r.Ratio[i])
 		}

@@ -208,8 +208,7 @@ func watch(args []string) error {
 			}
 			done, answer, err := w.check(p)
 			if err != nil {
-				answer, done = "error="+strconv.Quote(err.Error()), true
-				_, _ = fmt.Fprintf(out, "%s error %s\n", p.id, answer)
+				_, _ = fmt.Fprintf(out, "%s error error=%s\n", p.id, strconv.Quote(err.Error()))
 				continue
 			}
 			if done {
