@@ -91,8 +91,8 @@ test: lint test-unit test-fuzz test-bundle test-e2e-compile test-e2e-dryrun test
 
 # The lab suites boot a VM each: run them one package at a time (-p 1) on a 2-core machine.
 .PHONY: test-lab
-test-lab: kustomize envtest lab-deps ## The real-kernel suites: lab smoke, the root-only tests (ipvs, nftrules, sync, node lock) in the VM, dataplane scenarios, the cluster without Node pod CIDRs.
-	go test -tags lab -p 1 -count=1 -timeout 60m ./test/lab/ ./test/lab/dataplane/ ./test/lab/detectlocal/ -ginkgo.v
+test-lab: kustomize envtest lab-deps ## The real-kernel suites: lab smoke, the root-only tests (ipvs, nftrules, syncer, node lock) in the VM, dataplane scenarios, the cluster without Node pod CIDRs, the scale harness's 100-Service smoke run.
+	BENCH_SERVICES= go test -tags lab -p 1 -count=1 -timeout 60m ./test/lab/ ./test/lab/dataplane/ ./test/lab/detectlocal/ ./test/bench/ -ginkgo.v
 
 # The second lab kernel, Debian 12's 6.12: compressed (.ko.xz) modules the agent's init container loads itself.
 # The kernel tests and the core scenarios run there; the full suite runs on the default 6.1 above.
@@ -100,6 +100,13 @@ LAB_CORE_FOCUS ?= init container|kernel tests|ClusterIP Service over a Deploymen
 .PHONY: test-lab-6.12
 test-lab-6.12: kustomize envtest lab-deps ## The kernel tests and core dataplane scenarios on the 6.12 lab kernel (LAB_KERNEL=6.12).
 	LAB_KERNEL=6.12 go test -tags lab -p 1 -count=1 -timeout 40m ./test/lab/dataplane/ -ginkgo.v -ginkgo.focus='$(LAB_CORE_FOCUS)'
+
+# The scale harness (test/bench): N Services x M endpoints written to the lab's API server, a proxy measured
+# from outside (the kernel seen from the node, /proc, its metrics) next to a raw netlink loop. One lab per size.
+BENCH_SERVICES ?= 1000,10000
+.PHONY: bench
+bench: lab-deps ## The scale harness at full sizes: one table per size (BENCH_SERVICES=1000,10000; BENCH_OUT=<file> keeps them).
+	BENCH_SERVICES=$(BENCH_SERVICES) go test -v -tags lab -p 1 -count=1 -timeout 300m ./test/bench/ -ginkgo.v
 
 # The long run of the model-based churn test (test/dataplane/churn.go); `make test` runs a short one.
 CHURN_STEPS ?= 300

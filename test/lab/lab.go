@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -580,6 +581,18 @@ func (l *Lab) Kill(ctx context.Context, pid int) error {
 	}
 	if resp["error"] != "" {
 		return fmt.Errorf("lab: kill %d: %s", pid, resp["error"])
+	}
+	return nil
+}
+
+// Signal sends sig to a background process's process group (e.g. SIGTERM, to let it end cleanly).
+func (l *Lab) Signal(ctx context.Context, pid int, sig syscall.Signal) error {
+	var resp map[string]string
+	if err := l.post(ctx, "/kill", labd.KillRequest{Pid: pid, Signal: int(sig)}, &resp); err != nil {
+		return err
+	}
+	if resp["error"] != "" {
+		return fmt.Errorf("lab: signal %d to %d: %s", sig, pid, resp["error"])
 	}
 	return nil
 }

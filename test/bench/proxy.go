@@ -1,0 +1,131 @@
+//go:build lab
+
+package bench
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/ipvs-operator/ipvs-operator/api/agentconfig"
+	"github.com/ipvs-operator/ipvs-operator/test/lab"
+	"github.com/ipvs-operator/ipvs-operator/test/lab/labd"
+)
+
+// Proxy is a Service proxy under test, run by hand on one lab node so that its cold start, CPU and memory
+// are its own (no DaemonSet, no kubelet in between). Our agent is one; kube-proxy in each mode is meant to
+// be another, measured the same way from outside.
+type Proxy interface {
+	// Name is the proxy's column in the table.
+	Name() string
+	// Start starts the proxy in the node's network namespace (its host network) and returns its guest pid.
+	Start(ctx context.Context, l *lab.Lab, node string, auditPeriod time.Duration) (pid int, err error)
+	// ReadyURL answers 200 from inside the node's network namespace once the proxy says it is ready; "" if
+	// it has no such signal (the table then shows only the time to full kernel state).
+	ReadyURL() string
+	// MetricsURL is its Prometheus endpoint from inside the node's namespace ("" if none); it is read with
+	// the harness's bearer token.
+	MetricsURL() string
+	// Audits reads the count and total seconds of full audits (periodic re-reads of the kernel) from the
+	// metrics text; ok is false if the proxy has none.
+	Audits(metrics string) (count int, seconds float64, ok bool)
+	// Stop ends the proxy started with pid.
+	Stop(ctx context.Context, l *lab.Lab, pid int) error
+}
+
+// Agent is this project's agent, started as the DaemonSet would start it (its default flags) with the
+// admin kubeconfig of the lab.
+type Agent struct {
+	// Args are extra arguments.
+	Args []string
+	// ProfileDir, when set, runs the agent as its test binary `agent.test` (see cmd/agent/profile_test.go)
+	// with a CPU and a heap profile written there (a guest path) when it stops. The agent serves no pprof.
+	ProfileDir string
+}
+
+// Name is "agent".
+func (Agent) Name() string { return "agent" }
+
+// Start runs the agent (or its profiled test binary) in the background in the node's namespace.
+func (a Agent) Start(ctx context.Context, l *lab.Lab, node string, auditPeriod time.Duration) (int, error) {
+	argv := make([]string, 0, 4+len(a.Args))
+	argv = append(argv, lab.GuestBin+"/agent",
+		"--"+agentconfig.FlagNodeName+"="+node,
+		"--"+agentconfig.FlagAuditPeriod+"="+auditPeriod.String(),
+		// What the lab's Nodes carry; given, so the agent does not wait for the Node objects.
+		"--"+agentconfig.FlagClusterCIDR+"=10.244.0.0/16")
+	argv = append(argv, a.Args...)
+	env := []string{"KUBECONFIG=" + lab.GuestKubeconfig}
+	if a.ProfileDir != "" {
+		env = append(env, "AGENT_ARGS="+strings.Join(argv[1:], " "))
+		argv = []string{lab.GuestBin + "/agent.test", "-test.run=^TestAgentProfiled$", "-test.timeout=0",
+			"-test.cpuprofile=" + a.ProfileDir + "/cpu.prof", "-test.memprofile=" + a.ProfileDir + "/mem.prof"}
+	}
+	resp, err := l.Run(ctx, labd.ExecRequest{Netns: node, Argv: argv, Background: true,
+		LogFile: lab.GuestLogs + "/bench-agent-" + node + ".log", Env: env})
+	if err != nil {
+		return 0, err
+	}
+	if resp.Error != "" {
+		return 0, fmt.Errorf("bench: starting the agent: %s", resp.Error)
+	}
+	return resp.Pid, nil
+}
+
+// Stop sends SIGTERM and waits for the agent to end, so that a profiled run writes its profiles.
+func (a Agent) Stop(ctx context.Context, l *lab.Lab, pid int) error {
+	if err := l.Signal(ctx, pid, syscall.SIGTERM); err != nil {
+		return err
+	}
+	running, _, err := l.Wait(ctx, pid, time.Minute)
+	if err != nil {
+		return err
+	}
+	if running {
+		return fmt.Errorf("bench: the agent (pid %d) did not end within a minute of SIGTERM", pid)
+	}
+	return nil
+}
+
+// ReadyURL is the agent's health port.
+func (Agent) ReadyURL() string {
+	return fmt.Sprintf("http://127.0.0.1:%d/readyz", agentconfig.DefaultHealthPort)
+}
+
+// MetricsURL is the agent's HTTPS metrics port (bearer token checked with the API server).
+func (Agent) MetricsURL() string {
+	return fmt.Sprintf("https://127.0.0.1:%d/metrics", agentconfig.DefaultMetricsPort)
+}
+
+// auditMetric is the agent's audit histogram (controllers/agent/metrics.go).
+const auditMetric = "ipvs_operator_agent_audit_duration_seconds"
+
+// Audits reads the agent's audit histogram.
+func (Agent) Audits(metrics string) (int, float64, bool) {
+	var count int
+	var sum float64
+	found := false
+	sc := bufio.NewScanner(strings.NewReader(metrics))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		name, value, ok := strings.Cut(sc.Text(), " ")
+		if !ok {
+			continue
+		}
+		// Summed over label sets, if any.
+		switch {
+		case strings.HasPrefix(name, auditMetric+"_count"):
+			n, _ := strconv.ParseFloat(value, 64)
+			count += int(n)
+			found = true
+		case strings.HasPrefix(name, auditMetric+"_sum"):
+			s, _ := strconv.ParseFloat(value, 64)
+			sum += s
+		}
+	}
+	return count, sum, found
+}

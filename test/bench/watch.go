@@ -1,0 +1,160 @@
+//go:build lab
+
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ipvs-operator/ipvs-operator/test/lab"
+)
+
+// kernelWatch is the host's side of `benchvm watch`, which runs in a node's network namespace and answers
+// when a kernel condition holds. Commands go through a file of the lab's share, answers come back through
+// another; the host notes the time it SEES an answer, so every latency is measured with the host's clock
+// alone (the guest's clock is never compared with it). The answer's trip through the share and the
+// watcher's polling add a few milliseconds to each figure.
+type kernelWatch struct {
+	cmd      *os.File
+	outPath  string
+	guestDir string
+	hostDir  string
+	pid      int
+
+	mu      sync.Mutex
+	seq     int
+	waiting map[string]chan answer
+	stop    chan struct{}
+}
+
+type answer struct {
+	ok     bool
+	fields map[string]string
+	text   string
+	seen   time.Time
+}
+
+const shareBenchDir = "bench"
+
+func startWatch(ctx context.Context, l *lab.Lab, node string) (*kernelWatch, error) {
+	hostDir := filepath.Join(l.ShareDir(), shareBenchDir)
+	if err := os.MkdirAll(hostDir, 0o755); err != nil {
+		return nil, err
+	}
+	w := &kernelWatch{hostDir: hostDir, guestDir: lab.GuestShare + "/" + shareBenchDir,
+		outPath: filepath.Join(hostDir, "out-"+node), waiting: map[string]chan answer{}, stop: make(chan struct{})}
+	var err error
+	if w.cmd, err = os.OpenFile(filepath.Join(hostDir, "cmd-"+node), os.O_WRONLY|os.O_CREATE|os.O_TRUNC|os.O_APPEND, 0o644); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(w.outPath, nil, 0o644); err != nil {
+		return nil, err
+	}
+	w.pid, err = l.Background(ctx, node, lab.GuestLogs+"/bench-watch-"+node+".log", lab.GuestBin+"/benchvm", "watch",
+		"--cmd", w.guestDir+"/cmd-"+node, "--out", w.guestDir+"/out-"+node)
+	if err != nil {
+		return nil, err
+	}
+	go w.tail()
+	return w, nil
+}
+
+// tail reads the answers as the watcher appends them.
+func (w *kernelWatch) tail() {
+	var offset int64
+	var partial string
+	for {
+		select {
+		case <-w.stop:
+			return
+		case <-time.After(time.Millisecond):
+		}
+		f, err := os.Open(w.outPath)
+		if err != nil {
+			continue
+		}
+		_, _ = f.Seek(offset, io.SeekStart)
+		data, _ := io.ReadAll(f)
+		f.Close()
+		now := time.Now()
+		offset += int64(len(data))
+		partial += string(data)
+		for {
+			line, rest, ok := strings.Cut(partial, "\n")
+			if !ok {
+				break
+			}
+			partial = rest
+			f := strings.Fields(line)
+			if len(f) < 2 {
+				continue
+			}
+			a := answer{ok: f[1] == "ok", fields: map[string]string{}, text: line, seen: now}
+			for _, kv := range f[2:] {
+				k, v, _ := strings.Cut(kv, "=")
+				a.fields[k] = v
+			}
+			w.mu.Lock()
+			ch := w.waiting[f[0]]
+			delete(w.waiting, f[0])
+			w.mu.Unlock()
+			if ch != nil {
+				ch <- a
+			}
+		}
+	}
+}
+
+// send appends a command and returns the channel its answer arrives on.
+func (w *kernelWatch) send(kind string, fields ...any) (<-chan answer, error) {
+	w.mu.Lock()
+	w.seq++
+	id := fmt.Sprintf("%s-%d", kind, w.seq)
+	ch := make(chan answer, 1)
+	w.waiting[id] = ch
+	w.mu.Unlock()
+	line := kind + " " + id
+	for _, f := range fields {
+		line += " " + fmt.Sprint(f)
+	}
+	if _, err := w.cmd.WriteString(line + "\n"); err != nil {
+		return nil, err
+	}
+	return ch, nil
+}
+
+// await waits for an answer.
+func await(ctx context.Context, ch <-chan answer, timeout time.Duration, what string) (answer, error) {
+	select {
+	case a := <-ch:
+		if !a.ok {
+			return a, fmt.Errorf("bench: %s: %s", what, a.text)
+		}
+		return a, nil
+	case <-time.After(timeout):
+		return answer{}, fmt.Errorf("bench: %s: no answer within %s", what, timeout)
+	case <-ctx.Done():
+		return answer{}, ctx.Err()
+	}
+}
+
+// ask sends a command and waits for its answer.
+func (w *kernelWatch) ask(ctx context.Context, timeout time.Duration, kind string, fields ...any) (answer, error) {
+	ch, err := w.send(kind, fields...)
+	if err != nil {
+		return answer{}, err
+	}
+	return await(ctx, ch, timeout, kind+fmt.Sprint(fields...))
+}
+
+func (w *kernelWatch) close(ctx context.Context, l *lab.Lab) {
+	close(w.stop)
+	_ = w.cmd.Close()
+	_ = l.Kill(ctx, w.pid)
+}
