@@ -66,6 +66,10 @@ type ServiceReconciler struct {
 	// policy that turns invalid leaves its Services balanced as they were (see policy).
 	governors *governorMemory
 	noCRD     atomic.Bool
+	// policiesWatched says whether the ServicePolicy watch has started (its CRD is installed); nil means
+	// always (no optional watch). Until it has, a List of ServicePolicies would make the cache try to start
+	// an informer for a kind the API server does not serve, re-reading discovery on every Service's sync.
+	policiesWatched func() bool
 }
 
 func (r *ServiceReconciler) init() {
@@ -210,13 +214,18 @@ var errPolicyUnknown = errors.New("an invalid ServicePolicy may govern this Serv
 // may govern is then held as the kernel has it (errPolicyUnknown). A missing CRD means no policy at all.
 func (r *ServiceReconciler) policy(ctx context.Context, svc *corev1.Service) (*desired.Policy, error) {
 	list := &lbv1alpha1.ServicePolicyList{}
-	if err := r.List(ctx, list, client.InNamespace(svc.Namespace)); err != nil {
-		if !meta.IsNoMatchError(err) {
-			return nil, err
-		}
+	noCRD := func() {
 		if !r.noCRD.Swap(true) {
 			logf.FromContext(ctx).Info("The ServicePolicy CRD is not installed: Services get the agent's defaults")
 		}
+	}
+	if r.policiesWatched != nil && !r.policiesWatched() {
+		noCRD() // optionalKind polls for the CRD: no policy, without asking the API server
+	} else if err := r.List(ctx, list, client.InNamespace(svc.Namespace)); err != nil {
+		if !meta.IsNoMatchError(err) {
+			return nil, err
+		}
+		noCRD()
 		list.Items = nil
 	} else {
 		r.noCRD.Store(false)
@@ -326,6 +335,7 @@ func (r *ServiceReconciler) SetupWithManager(mgr ctrl.Manager, workers int) erro
 			handler.EnqueueRequestsFromMapFunc(r.policyToServices), predicate.GenerationChangedPredicate{}),
 		poll: poll,
 	}
+	r.policiesWatched = policies.started.Load
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("service").
 		// Services never bump metadata.generation: compare what the translation reads instead.
