@@ -56,8 +56,9 @@ func (a Agent) Start(ctx context.Context, l *lab.Lab, node string, auditPeriod t
 	argv = append(argv, lab.GuestBin+"/agent",
 		"--"+agentconfig.FlagNodeName+"="+node,
 		"--"+agentconfig.FlagAuditPeriod+"="+auditPeriod.String(),
-		// What the lab's Nodes carry; given, so the agent does not wait for the Node objects.
-		"--"+agentconfig.FlagClusterCIDR+"=10.244.0.0/16")
+		// The lab's pod range, given in ClusterCIDR mode, so the agent does not wait for its Node's pod CIDRs.
+		"--"+agentconfig.FlagDetectLocalMode+"="+string(agentconfig.DetectLocalClusterCIDR),
+		"--"+agentconfig.FlagClusterCIDR+"="+lab.PodCIDR)
 	argv = append(argv, a.Args...)
 	env := []string{"KUBECONFIG=" + lab.GuestKubeconfig}
 	if a.ProfileDir != "" {
