@@ -66,6 +66,8 @@ var _ = AfterSuite(func() {
 const labImage = "ghcr.io/ipvs-operator/ipvs-operator:lab"
 
 var _ = Describe("the lab", Ordered, func() {
+	// First: it reads the init containers' logs as the install left them.
+	registerModules()
 	dataplane.RegisterScenarios(func() dataplane.Driver { return theLab })
 	dataplane.RegisterAgentPorts(func() dataplane.Driver { return theLab })
 	dataplane.RegisterPrivileges(func() dataplane.Driver { return theLab }, true)
