@@ -72,23 +72,24 @@ func (s *Syncer) Audit(ctx context.Context) error {
 	if err := s.prepare(); err != nil {
 		return err
 	}
-	// Generations first, then the read: an entry whose generation is unchanged afterwards was not synced
-	// at any time during the read, so the snapshot is at least as new as its cache.
+	// Generations first, then the reads: an entry whose generation is unchanged afterwards was not synced
+	// at any time during them, so the snapshot is at least as new as its cache.
 	gens, claimed := s.generations()
-	snap, err := s.readKernel(claimed)
-	if err != nil {
-		return fmt.Errorf("sync: audit: reading the kernel's state: %w", err)
-	}
 	var rep AuditReport
 	var errs []error
 	// The sets first: a real server the repairs below put back must find its hairpin element there. If
 	// they cannot be repaired, neither is anything else (fail closed): Services would be re-applied
-	// against sets the cache believes complete, and real servers restored without their elements.
-	n, err := s.auditElements()
+	// against sets the cache believes complete, and real servers restored without their elements. Their
+	// ClusterIPs also tell which virtual servers are the agent's.
+	clusterIPs, n, err := s.auditElements()
 	if err != nil {
 		return fmt.Errorf("sync: audit: nftables sets: %w", err)
 	}
 	rep.Elements += n
+	snap, err := s.readTables(claimed, clusterIPs)
+	if err != nil {
+		return fmt.Errorf("sync: audit: reading the kernel's state: %w", err)
+	}
 
 	now := s.clock.Now()
 	for _, key := range slices.Sorted(maps.Keys(gens)) {
