@@ -57,16 +57,27 @@ func (s *Syncer) readTables(claimed []netip.Addr, clusterIPs sets.Set[netip.Addr
 	if err != nil {
 		return snap, err
 	}
+	// Many virtual servers: one read of every real server when the kernel offers it, rather than one per
+	// virtual server (a few: each is read on its own, and other owners' real servers are not even read).
+	// A virtual server the dump does not report is read on its own, and so is every one if it fails:
+	// slower, never wrong.
+	var all map[ipvs.ServiceKey][]ipvs.ObservedDestination
+	if d, ok := s.ipvs.(ipvs.DestinationDumper); ok && countOurs(svcs, ours) >= dumpFrom {
+		all, _ = d.AllDestinations()
+	}
 	for _, svc := range svcs {
 		if !ours.Has(svc.Address) {
 			continue
 		}
-		dests, err := s.ipvs.Destinations(svc.ServiceKey)
-		if errors.Is(err, ipvs.ErrNotFound) {
-			continue // deleted between the two reads
-		}
-		if err != nil {
-			return snap, err
+		dests, ok := all[svc.ServiceKey]
+		if !ok {
+			dests, err = s.ipvs.Destinations(svc.ServiceKey)
+			if errors.Is(err, ipvs.ErrNotFound) {
+				continue // deleted between the two reads
+			}
+			if err != nil {
+				return snap, err
+			}
 		}
 		if snap.servers[svc.Address] == nil {
 			snap.servers[svc.Address] = map[ipvs.ServiceKey]observedServer{}
@@ -74,6 +85,21 @@ func (s *Syncer) readTables(claimed []netip.Addr, clusterIPs sets.Set[netip.Addr
 		snap.servers[svc.Address][svc.ServiceKey] = observedServer{svc: svc, dests: dests}
 	}
 	return snap, nil
+}
+
+// dumpFrom is how many of the agent's virtual servers make the audit read the whole table's real servers at
+// once. Below it each one's are read on their own: cheap at that size, and only what the agent owns is read
+// (a node may hold other owners' virtual servers by the thousand).
+const dumpFrom = 32
+
+func countOurs(svcs []ipvs.Service, ours sets.Set[netip.Addr]) int {
+	n := 0
+	for _, svc := range svcs {
+		if ours.Has(svc.Address) {
+			n++
+		}
+	}
+	return n
 }
 
 // install replaces the whole cache with a snapshot: each Service gets the virtual servers on the VIPs it

@@ -209,32 +209,34 @@ func (s *Syncer) auditElements() (sets.Set[netip.Addr], int, error) {
 	r.touched = &touched
 	r.mu.Unlock()
 	els, err := s.rules.Elements()
+	if err != nil {
+		r.mu.Lock()
+		r.touched = nil
+		r.mu.Unlock()
+		return nil, 0, err
+	}
+	// Built outside the lock; under it, only the touched elements (a handful) are looked at.
+	read := elementSetOf(els)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.touched = nil
-	if err != nil {
-		return nil, 0, err
-	}
-	read := elementSetOf(els)
-	r.have = elementSet{
-		clusterIPs: trustUntouched(read.clusterIPs, r.have.clusterIPs, touched.clusterIPs),
-		endpoints:  trustUntouched(read.endpoints, r.have.endpoints, touched.endpoints),
-		ports:      trustUntouched(read.ports, r.have.ports, touched.ports),
-	}
+	trustHave(read.clusterIPs, r.have.clusterIPs, touched.clusterIPs)
+	trustHave(read.endpoints, r.have.endpoints, touched.endpoints)
+	trustHave(read.ports, r.have.ports, touched.ports)
+	r.have = read
 	n, err := s.reconcileElementsLocked(false)
 	return r.have.clusterIPs.Clone(), n, err
 }
 
-// trustUntouched is what the kernel holds: the read, except for the touched elements, whose state have
-// knows better.
-func trustUntouched[T comparable](read, have, touched sets.Set[T]) sets.Set[T] {
-	out := read.Difference(touched)
+// trustHave corrects a read of one set for the touched elements, whose state have knows better than the read.
+func trustHave[T comparable](read, have, touched sets.Set[T]) {
 	for a := range touched {
 		if have.Has(a) {
-			out.Insert(a)
+			read.Insert(a)
+		} else {
+			read.Delete(a)
 		}
 	}
-	return out
 }
 
 // reconcileElements makes the kernel's sets hold exactly the counted elements, as far as have knows
