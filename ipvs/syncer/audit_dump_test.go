@@ -1,7 +1,11 @@
 package syncer
 
 import (
+	"errors"
+	"time"
+
 	"fmt"
+	"golang.org/x/sys/unix"
 	"testing"
 
 	"github.com/ipvs-operator/ipvs-operator/ipvs"
@@ -78,5 +82,53 @@ func TestAuditReadsAllRealServersAtOnce(t *testing.T) {
 	}
 	if got := h.state(); got != want {
 		t.Errorf("after the audit:\n%s\nwant\n%s", got, want)
+	}
+}
+
+// TestAuditReappliesWhatIsNotSettled: the audit skips the Services whose kernel state matches the cache and
+// whose last sync did all it wanted, but not the others, which it must still finish: a sync that failed
+// part-way, a drain whose deadline passed, a VIP another Service held and has given up.
+func TestAuditReappliesWhatIsNotSettled(t *testing.T) {
+	web := service(drain, tcp("10.96.0.10:80", "10.244.1.5:8080", "10.244.1.6:8080"))
+	for _, tc := range []struct {
+		name  string
+		setup func(h *harness)
+	}{
+		{"a sync that failed part-way", func(h *harness) {
+			h.ipvs.SetError(fake.AddDestination, unix.ENOMEM)
+			if _, err := h.s.SyncService(h.ctx, "ns/web", web); !errors.Is(err, unix.ENOMEM) {
+				t.Fatalf("err = %v", err)
+			}
+			h.ipvs.SetError(fake.AddDestination, nil)
+		}},
+		{"a drain past its deadline", func(h *harness) {
+			with := service(drain, tcp("10.96.0.10:80", "10.244.1.5:8080", "10.244.1.6:8080", "10.244.1.7:8080"))
+			h.sync("ns/web", with)
+			if err := h.ipvs.SetConnections(skey(ipvs.TCP, "10.96.0.10:80"), dkey("10.244.1.7:8080"), 2, 0); err != nil {
+				t.Fatal(err)
+			}
+			h.sync("ns/web", web) // 10.244.1.7 drains
+			h.clock.SetTime(t0.Add(drain + time.Second))
+		}},
+		{"a VIP another Service gave up", func(h *harness) {
+			h.sync("ns/old", service(drain, tcp("10.96.0.10:80", "10.244.9.9:8080")))
+			if _, err := h.s.SyncService(h.ctx, "ns/web", web); !errors.Is(err, ErrConflict) {
+				t.Fatalf("err = %v, want ErrConflict", err)
+			}
+			h.sync("ns/old", service(drain))
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t)
+			tc.setup(h)
+			if err := h.s.Audit(h.ctx); err != nil {
+				t.Fatal(err)
+			}
+			want := newHarness(t)
+			want.sync("ns/web", web)
+			if got, w := h.state(), want.state(); got != w {
+				t.Errorf("after the audit:\n%s\nwant\n%s", got, w)
+			}
+		})
 	}
 }
