@@ -45,8 +45,8 @@ func (r AuditReport) Findings() int { return r.Services + r.Orphans + r.VIPs + r
 const sweeper = "(audit sweep)"
 
 // Audit re-reads the whole kernel and repairs drift: a flushed table (`ipvsadm -C`), a deleted VIP or
-// dummy interface, a changed weight, a removed nftables element. It re-applies every Service's last desired
-// state against the fresh read, then removes what the agent owns but no Service wants: virtual servers on
+// dummy interface, a changed weight, a removed nftables element. It re-applies the last desired state of
+// every Service that needs it against the fresh read, then removes what the agent owns but no Service wants: virtual servers on
 // unclaimed VIPs, those VIPs, and unneeded set elements.
 //
 // It does not stop the world: the kernel is read with no lock held, and each Service is then repaired under
@@ -54,6 +54,12 @@ const sweeper = "(audit sweep)"
 // the kernel was being read is re-read on its own rather than given the (possibly older) snapshot, and the
 // sweep reserves each unclaimed VIP while it empties it, so that it never removes what a Service claimed
 // meanwhile. Audits run one at a time.
+//
+// Its reads are one of each kind, and none holds a lock that a sync waits for: the nftables sets once (an
+// element a sync updates during the read is judged by what the sync recorded, not by the read), the
+// addresses, the virtual servers, and, with many of them, every real server in one dump (DestinationDumper;
+// otherwise one read per virtual server). A Service whose kernel state matches the cache and whose last sync
+// did all it wanted is not re-applied: that would plan nothing.
 //
 // Because of that sweep, the first Audit after Adopt must wait until every existing Service has been synced
 // once. It costs a full dump: run it every minute or so, not per change; CheckDrift is the cheap check.
