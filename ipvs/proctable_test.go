@@ -1,6 +1,7 @@
 package ipvs_test
 
 import (
+	"fmt"
 	"net/netip"
 	"reflect"
 	"strings"
@@ -56,6 +57,19 @@ func TestParseProcTable(t *testing.T) {
 				skey("10.96.0.1:80", ipvs.TCP): {observed("10.244.1.5:8080", 1, 0, 0)},
 			},
 		},
+		{
+			name: "a virtual server listed twice (a read overlapping a change): the later listing wins",
+			in: procHeader +
+				"TCP  0A600001:0050 rr \n" +
+				"  -> 0AF40105:1F90      Masq    1      0          0         \n" +
+				"TCP  0A600002:0050 rr \n" +
+				"TCP  0A600001:0050 rr \n" +
+				"  -> 0AF40106:1F90      Masq    1      0          0         \n",
+			want: map[ipvs.ServiceKey][]ipvs.ObservedDestination{
+				skey("10.96.0.1:80", ipvs.TCP): {observed("10.244.1.6:8080", 1, 0, 0)},
+				skey("10.96.0.2:80", ipvs.TCP): {},
+			},
+		},
 		{name: "not the table", in: "Prot LocalAddress:Port\n", wantErr: true},
 		{name: "empty file", in: "", wantErr: true},
 		{name: "bad address", in: procHeader + "TCP  0A6000:0050 rr \n", wantErr: true},
@@ -77,4 +91,44 @@ func TestParseProcTable(t *testing.T) {
 func skey(addrPort string, p ipvs.Protocol) ipvs.ServiceKey {
 	ap := netip.MustParseAddrPort(addrPort)
 	return ipvs.ServiceKey{Address: ap.Addr(), Port: ap.Port(), Protocol: p}
+}
+
+// BenchmarkParseProcTable: /proc/net/ip_vs with 10,000 virtual servers x 5 real servers, the table the
+// audit reads in one go at the scale of make bench.
+func BenchmarkParseProcTable(b *testing.B) {
+	var sb strings.Builder
+	sb.WriteString(procHeader)
+	for i := range 10_000 {
+		fmt.Fprintf(&sb, "TCP  %08X:0050 rr \n", 0x0A600000+i)
+		for j := range 5 {
+			fmt.Fprintf(&sb, "  -> %08X:1F90      Masq    1      0          0         \n", 0x0AF40000+i*5+j)
+		}
+	}
+	in := sb.String()
+	b.SetBytes(int64(len(in)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if all, err := ipvs.ParseProcTable(strings.NewReader(in)); err != nil || len(all) != 10_000 {
+			b.Fatalf("%d virtual servers, %v", len(all), err)
+		}
+	}
+}
+
+// FuzzParseProcTable: any input is parsed or refused, never a panic, and every real server it reports
+// belongs to a TCP, UDP or SCTP virtual server with a valid address.
+func FuzzParseProcTable(f *testing.F) {
+	f.Add(procHeader + "TCP  0A600001:0050 rr \n  -> 0AF40105:1F90      Masq    1      2          3\n")
+	f.Add(procHeader + "UDP  [fd00:0000:0000:0000:0000:0000:0000:0010]:0035 rr \n  -> [fd00::5]:0035 Masq 1 0 0\n")
+	f.Add(procHeader + "FWM  00000001 rr \n  -> 0AF40105:0000      Route   1      0          0\n")
+	f.Fuzz(func(t *testing.T, in string) {
+		all, err := ipvs.ParseProcTable(strings.NewReader(in))
+		if err != nil {
+			return
+		}
+		for k := range all {
+			if !k.Address.IsValid() || (k.Protocol != ipvs.TCP && k.Protocol != ipvs.UDP && k.Protocol != ipvs.SCTP) {
+				t.Errorf("reported %+v", k)
+			}
+		}
+	})
 }
