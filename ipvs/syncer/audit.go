@@ -46,8 +46,8 @@ const sweeper = "(audit sweep)"
 
 // Audit re-reads the whole kernel and repairs drift: a flushed table (`ipvsadm -C`), a deleted VIP or
 // dummy interface, a changed weight, a removed nftables element. It re-applies the last desired state of
-// every Service that needs it against the fresh read, then removes what the agent owns but no Service wants: virtual servers on
-// unclaimed VIPs, those VIPs, and unneeded set elements.
+// every Service that needs it against the fresh read, then removes what the agent owns but no Service
+// wants: virtual servers on unclaimed VIPs, those VIPs, and unneeded set elements.
 //
 // It does not stop the world: the kernel is read with no lock held, and each Service is then repaired under
 // its own key lock only, so SyncService calls for other Services go on meanwhile. A Service synced while
