@@ -164,9 +164,9 @@ func parseProcAddrPort(s []byte) (netip.Addr, uint16, error) {
 	return netip.AddrFrom4(b), uint16(port), nil
 }
 
-// parseHex parses 1 to max hexadecimal digits.
-func parseHex(b []byte, max int) (uint64, bool) {
-	if len(b) == 0 || len(b) > max {
+// parseHex parses 1 to digits hexadecimal digits.
+func parseHex(b []byte, digits int) (uint64, bool) {
+	if len(b) == 0 || len(b) > digits {
 		return 0, false
 	}
 	var v uint64

@@ -2,11 +2,11 @@ package syncer
 
 import (
 	"errors"
+	"fmt"
+	"testing"
 	"time"
 
-	"fmt"
 	"golang.org/x/sys/unix"
-	"testing"
 
 	"github.com/ipvs-operator/ipvs-operator/ipvs"
 	"github.com/ipvs-operator/ipvs-operator/ipvs/fake"
