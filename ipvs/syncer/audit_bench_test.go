@@ -42,7 +42,11 @@ func (l laggedRules) Elements() (ipvs.RuleElements, error) {
 // BenchmarkFlipDuringAudit: single endpoint flips, one after another, in the warm 10,000-Service state
 // while audits run back to back (the worst case of a node whose audit takes its whole period). One op is
 // one flip; it reports the flips' latency (p50, p99, max: what make bench's flip tail comes from on the
-// engine's side), the audits' mean duration and their kernel reads. A flip must never wait for an audit.
+// engine's side), the audits' mean duration and their kernel reads. A flip must never wait for an audit. The
+// fakes hold their own lock while they copy a dump, which the kernel's dumps do not: the tail is an upper
+// bound. On this machine (2 shared cores) the code before this benchmark gave flip p99 21-24 ms, max
+// 154-175 ms, audits 540-560 ms with 4 set reads and 10,300 IPVS reads each; after, p99 16-18 ms, max
+// 40-67 ms, audits 180-190 ms with one set read, one real-server dump and the re-reads of flipped Services.
 func BenchmarkFlipDuringAudit(b *testing.B) {
 	c, ctx := newCluster(), context.Background()
 	k := newKernel()
