@@ -1,0 +1,101 @@
+package desired
+
+import (
+	"net/netip"
+	"slices"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/sets"
+
+	"github.com/ipvs-operator/ipvs-operator/controllers/agent/health"
+	"github.com/ipvs-operator/ipvs-operator/ipvs"
+	"github.com/ipvs-operator/ipvs-operator/ipvs/plan"
+)
+
+// Health is what a Service's health check asks of the prober and what the verdicts did to the Service.
+type Health struct {
+	// Targets are what must be probed for the Service: one per (endpoint address, probe port) of the real
+	// servers that readiness makes usable, sorted. Endpoints that are not usable anyway are not probed, and
+	// one that becomes usable starts healthy (the prober has not seen it).
+	Targets []health.Target
+	// Out counts the real servers left out because their probe target is unhealthy (per virtual server).
+	Out int
+	// Panic lists the virtual servers whose every usable endpoint is unhealthy: they keep all of them, so
+	// a broken checker (or a network problem on this node) never black-holes a Service.
+	Panic []ipvs.ServiceKey
+}
+
+// gate applies a health check while a Service is translated.
+type gate struct {
+	check   *HealthCheck
+	view    health.View
+	targets sets.Set[health.Target]
+	out     int
+	panic   []ipvs.ServiceKey
+}
+
+func (g *gate) result() Health {
+	ts := g.targets.UnsortedList()
+	slices.SortFunc(ts, func(a, b health.Target) int {
+		return plan.CompareDestinationKeys(ipvs.DestinationKey{Address: a.Addr, Port: a.Port}, ipvs.DestinationKey{Address: b.Addr, Port: b.Port})
+	})
+	return Health{Targets: ts, Out: g.out, Panic: g.panic}
+}
+
+// filter keeps the real servers whose probe target is not unhealthy (a real server is usable when it is
+// ready AND not unhealthy), or all of them when none would be left (panic mode). A real server whose probe
+// port cannot be resolved is not probed and stays in: the check cannot say anything about it.
+func (g *gate) filter(vs ipvs.ServiceKey, dests []ipvs.Destination, probePort func(ipvs.DestinationKey) (uint16, bool)) []ipvs.Destination {
+	kept := make([]ipvs.Destination, 0, len(dests))
+	for _, d := range dests {
+		port, ok := probePort(d.DestinationKey)
+		if !ok {
+			kept = append(kept, d)
+			continue
+		}
+		t := health.Target{Addr: d.Address, Port: port, Check: g.check.Check}
+		g.targets.Insert(t)
+		if g.view != nil && g.view.Unhealthy(t) {
+			continue
+		}
+		kept = append(kept, d)
+	}
+	if len(kept) == 0 && len(dests) > 0 {
+		g.panic = append(g.panic, vs)
+		return dests
+	}
+	g.out += len(dests) - len(kept)
+	return kept
+}
+
+// probePort returns how the probe port of a real server of Service port i is found: its own target port,
+// the check's port number, or, for a name, the target port (from the same endpoint's slices) of the Service
+// port with that name or whose targetPort is that name.
+func (g *gate) probePort(svc *corev1.Service, ports []servicePort, byPort []portEndpoints, i int) func(ipvs.DestinationKey) (uint16, bool) {
+	p := g.check.Port
+	switch {
+	case p == nil:
+		return func(k ipvs.DestinationKey) (uint16, bool) { return k.Port, true }
+	case p.Type == intstr.Int:
+		n := p.IntValue()
+		return func(ipvs.DestinationKey) (uint16, bool) { return uint16(n), n >= 1 && n <= 65535 }
+	}
+	j := slices.IndexFunc(ports, func(sp servicePort) bool { return sp.name == p.StrVal })
+	if j < 0 {
+		j = slices.IndexFunc(svc.Spec.Ports, func(sp corev1.ServicePort) bool {
+			return sp.TargetPort.Type == intstr.String && sp.TargetPort.StrVal == p.StrVal
+		})
+	}
+	if j < 0 || j >= len(byPort) {
+		return func(ipvs.DestinationKey) (uint16, bool) { return 0, false }
+	}
+	byAddr := make(map[netip.Addr]uint16, len(byPort[j]))
+	for k := range byPort[j] {
+		byAddr[k.Address] = k.Port
+	}
+	return func(k ipvs.DestinationKey) (uint16, bool) {
+		port, ok := byAddr[k.Address]
+		return port, ok
+	}
+}
