@@ -21,6 +21,7 @@ import (
 	lbv1alpha1 "github.com/ipvs-operator/ipvs-operator/api/v1alpha1"
 	"github.com/ipvs-operator/ipvs-operator/controllers/agent"
 	"github.com/ipvs-operator/ipvs-operator/controllers/agent/desired"
+	"github.com/ipvs-operator/ipvs-operator/controllers/agent/health"
 	"github.com/ipvs-operator/ipvs-operator/controllers/agent/nodelock"
 	"github.com/ipvs-operator/ipvs-operator/ipvs/host"
 )
@@ -122,6 +123,11 @@ func run(ctx context.Context, f flags) error {
 		},
 		Recorder: mgr.GetEventRecorder("ipvs-operator-agent"),
 		Clock:    clock.RealClock{},
+		// Probes run from this process, in the node's network namespace (hostNetwork).
+		Health: agent.NewHealthChecker(health.Options{}),
+	}
+	if err := mgr.Add(services.Health); err != nil {
+		return err
 	}
 	podCIDRs, err := setupPodDetection(mgr, f, engine)
 	if err != nil {

@@ -1,0 +1,111 @@
+package agent_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	lbv1alpha1 "github.com/ipvs-operator/ipvs-operator/api/v1alpha1"
+	"github.com/ipvs-operator/ipvs-operator/controllers/agent"
+	"github.com/ipvs-operator/ipvs-operator/controllers/agent/health"
+)
+
+// EndpointSlices may not hold loopback addresses, so the suite's prober cannot dial real listeners: its
+// probe consults probesDown instead (the real probes are proven in the health package against loopback and
+// in the lab against pods). Everything else is the agent's: policy to settings, Translate, the prober's
+// thresholds and scheduling, the reconciles its verdicts trigger, the plan, the (fake) kernel.
+var (
+	probesDownMu sync.Mutex
+	probesDown   = map[string]bool{} // "addr:port"
+	errProbeDown = errors.New("injected: not answering")
+
+	healthChecker = agent.NewHealthChecker(health.Options{Probe: func(_ context.Context, t health.Target) error {
+		probesDownMu.Lock()
+		defer probesDownMu.Unlock()
+		if probesDown[t.AddrPort().String()] {
+			return errProbeDown
+		}
+		return nil
+	}})
+)
+
+func setDown(addrs ...string) {
+	probesDownMu.Lock()
+	defer probesDownMu.Unlock()
+	clear(probesDown)
+	for _, a := range addrs {
+		probesDown[a] = true
+	}
+}
+
+var _ = Describe("health checks", func() {
+	AfterEach(func() { setDown() })
+
+	It("takes an unhealthy endpoint out, puts it back, panics when all fail, and follows policy edits and deletion", func(ctx SpecContext) {
+		ns := newNamespace(ctx)
+		svc := service(ns, "hc", true, corev1.ServicePort{Name: "http", Port: 80, TargetPort: intstr.FromString("http")})
+		Expect(k8s.Create(ctx, svc)).To(Succeed())
+		Expect(k8s.Create(ctx, slice(ns, "hc", 8080, map[string]bool{"10.244.1.71": true, "10.244.1.72": true}))).To(Succeed())
+		vip := svc.Spec.ClusterIP
+		a := fmt.Sprintf("-a -t %s:80 -r 10.244.1.71:8080 -m -w 1", vip)
+		b := fmt.Sprintf("-a -t %s:80 -r 10.244.1.72:8080 -m -w 1", vip)
+		eventuallyTable(ctx, And(ContainSubstring(a), ContainSubstring(b)))
+
+		By("a policy without a health check: a down endpoint stays (readiness alone decides)")
+		setDown("10.244.1.71:8080")
+		pol := &lbv1alpha1.ServicePolicy{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "hc"},
+			Spec: lbv1alpha1.ServicePolicySpec{Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "hc"}}}}
+		Expect(k8s.Create(ctx, pol)).To(Succeed())
+		Consistently(ctx, table).WithTimeout(2 * time.Second).WithPolling(100 * time.Millisecond).
+			Should(And(ContainSubstring(a), ContainSubstring(b)))
+
+		By("adding a TCP health check (period 2 s, thresholds 1): the down endpoint leaves, the other stays")
+		Expect(k8s.Get(ctx, client.ObjectKeyFromObject(pol), pol)).To(Succeed())
+		pol.Spec.HealthCheck = &lbv1alpha1.HealthCheckSpec{PeriodSeconds: 2, UnhealthyThreshold: 1, HealthyThreshold: 1}
+		Expect(k8s.Update(ctx, pol)).To(Succeed())
+		eventuallyTable(ctx, And(Not(ContainSubstring("10.244.1.71:8080")), ContainSubstring(b)))
+		Eventually(func() int { n, _ := healthChecker.Counts(); return n }).Should(BeNumerically(">=", 2))
+
+		By("it answers again: its weight comes back")
+		setDown()
+		eventuallyTable(ctx, And(ContainSubstring(a), ContainSubstring(b)))
+
+		By("every endpoint fails: panic mode serves both, with a Warning Event on the Service")
+		setDown("10.244.1.71:8080", "10.244.1.72:8080")
+		Eventually(ctx, func() []string { return warningsFor(ctx, k8s, ns, "hc") }).WithTimeout(10 * time.Second).
+			Should(ContainElement(agent.ReasonHealthPanic))
+		Expect(table()).To(And(ContainSubstring(a), ContainSubstring(b)))
+
+		By("one recovers: the panic ends and only it serves")
+		setDown("10.244.1.72:8080")
+		eventuallyTable(ctx, And(ContainSubstring(a), Not(ContainSubstring("10.244.1.72:8080"))))
+
+		By("removing the health check from the policy: every ready endpoint is back, nothing is probed for it")
+		Expect(k8s.Get(ctx, client.ObjectKeyFromObject(pol), pol)).To(Succeed())
+		pol.Spec.HealthCheck = nil
+		Expect(k8s.Update(ctx, pol)).To(Succeed())
+		eventuallyTable(ctx, And(ContainSubstring(a), ContainSubstring(b)))
+
+		By("a health check again, then the policy deleted: back to readiness alone")
+		Expect(k8s.Get(ctx, client.ObjectKeyFromObject(pol), pol)).To(Succeed())
+		pol.Spec.HealthCheck = &lbv1alpha1.HealthCheckSpec{PeriodSeconds: 2, UnhealthyThreshold: 1, HealthyThreshold: 1}
+		Expect(k8s.Update(ctx, pol)).To(Succeed())
+		eventuallyTable(ctx, And(ContainSubstring(a), Not(ContainSubstring("10.244.1.72:8080"))))
+		Expect(k8s.Delete(ctx, pol)).To(Succeed())
+		eventuallyTable(ctx, And(ContainSubstring(a), ContainSubstring(b)))
+
+		By("the Service deleted: its targets are no longer probed")
+		Expect(k8s.Delete(ctx, svc)).To(Succeed())
+		Eventually(func() int { n, _ := healthChecker.Counts(); return n }).WithTimeout(10 * time.Second).Should(BeZero())
+	})
+})
