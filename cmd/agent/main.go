@@ -124,7 +124,8 @@ func run(ctx context.Context, f flags) error {
 		Recorder: mgr.GetEventRecorder("ipvs-operator-agent"),
 		Clock:    clock.RealClock{},
 		// Probes run from this process, in the node's network namespace (hostNetwork).
-		Health: agent.NewHealthChecker(health.Options{}),
+		// A restarted agent remembers which real servers the previous one had at weight 0.
+		Health: agent.NewHealthChecker(health.Options{}, kernel.engine.Programmed),
 	}
 	if err := mgr.Add(services.Health); err != nil {
 		return err

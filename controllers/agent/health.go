@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -12,6 +13,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/sets"
 	"k8s.io/client-go/tools/events"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
@@ -21,6 +23,7 @@ import (
 	lbv1alpha1 "github.com/ipvs-operator/ipvs-operator/api/v1alpha1"
 	"github.com/ipvs-operator/ipvs-operator/controllers/agent/desired"
 	"github.com/ipvs-operator/ipvs-operator/controllers/agent/health"
+	"github.com/ipvs-operator/ipvs-operator/ipvs"
 )
 
 // Event reasons of the health check, on the Service (one writer per object: each node's agent writes its
@@ -40,11 +43,47 @@ type HealthChecker struct {
 	mu sync.Mutex
 	// state per Service with a health check: real servers taken out, virtual servers in panic mode.
 	state map[types.NamespacedName]desired.Health
+
+	// adopted returns what the engine adopted from the kernel (nil: nothing to remember); see remembered.
+	adopted   func() []ipvs.VirtualServer
+	seedOnce  sync.Once
+	seeds     sets.Set[netip.Addr]
+	seedUntil time.Time
 }
 
-// NewHealthChecker returns a HealthChecker; opts.OnChange and opts.OnProbe are its own.
-func NewHealthChecker(opts health.Options) *HealthChecker {
+// SeedWindow is how long after its first translation a restarted agent trusts what the kernel says the
+// previous agent had taken out. Past it, a target new to the prober starts healthy whatever the kernel had.
+const SeedWindow = 2 * time.Minute
+
+// remembered reports whether the kernel, as adopted at start-up, held a real server of addr at weight 0: the
+// previous agent had taken it out (a failed health check, or a drain). A target on such an address that the
+// prober has not seen yet starts unhealthy, so a restart does not put back, for unhealthyThreshold periods,
+// an endpoint that was out; it comes back after healthyThreshold passing probes, as it would have anyway.
+// Real servers draining because their endpoint was not ready come back the same way if it is Ready now.
+func (h *HealthChecker) remembered(addr netip.Addr) bool {
+	if h.adopted == nil {
+		return false
+	}
+	h.seedOnce.Do(func() {
+		h.seeds = sets.New[netip.Addr]()
+		h.seedUntil = time.Now().Add(SeedWindow)
+		for _, vs := range h.adopted() {
+			for _, d := range vs.Destinations {
+				if d.Weight == 0 {
+					h.seeds.Insert(d.Address)
+				}
+			}
+		}
+	})
+	return h.seeds.Has(addr) && time.Now().Before(h.seedUntil)
+}
+
+// NewHealthChecker returns a HealthChecker; opts.OnChange, opts.OnProbe and opts.Initial are its own.
+// adopted, if set, returns the engine's table once it has adopted the kernel's (syncer.Syncer.Programmed):
+// it is read once, at the first translation, which the agent runs only after adoption.
+func NewHealthChecker(opts health.Options, adopted func() []ipvs.VirtualServer) *HealthChecker {
 	h := &HealthChecker{
+		adopted: adopted,
 		// Buffered so that a burst of verdict changes does not stall the probe workers; the controller
 		// drains it into its work queue, which deduplicates.
 		changes: make(chan event.GenericEvent, 1024),
@@ -52,6 +91,7 @@ func NewHealthChecker(opts health.Options) *HealthChecker {
 	}
 	opts.OnChange = h.enqueue
 	opts.OnProbe = observeProbe
+	opts.Initial = func(t health.Target) health.State { return health.State{Unhealthy: h.remembered(t.Addr)} }
 	h.prober = health.NewProber(opts)
 	currentHealthChecker.Store(h)
 	return h
@@ -66,8 +106,15 @@ func (h *HealthChecker) Counts() (targets, unhealthy int) { return h.prober.Coun
 // NeedLeaderElection: every node probes for itself.
 func (h *HealthChecker) NeedLeaderElection() bool { return false }
 
-// Unhealthy implements health.View.
-func (h *HealthChecker) Unhealthy(t health.Target) bool { return h.prober.Unhealthy(t) }
+// Unhealthy implements health.View: the prober's verdict, or for a target it has not seen yet, what the
+// kernel remembers (see remembered).
+func (h *HealthChecker) Unhealthy(t health.Target) bool {
+	unhealthy, registered := h.prober.Lookup(t)
+	if registered {
+		return unhealthy
+	}
+	return h.remembered(t.Addr)
+}
 
 func (h *HealthChecker) enqueue(owners []string) {
 	for _, o := range owners {

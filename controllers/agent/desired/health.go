@@ -43,30 +43,38 @@ func (g *gate) result() Health {
 	return Health{Targets: ts, Out: g.out, Panic: g.panic}
 }
 
-// filter keeps the real servers whose probe target is not unhealthy (a real server is usable when it is
-// ready AND not unhealthy), or all of them when none would be left (panic mode). A real server whose probe
-// port cannot be resolved is not probed and stays in: the check cannot say anything about it.
-func (g *gate) filter(vs ipvs.ServiceKey, dests []ipvs.Destination, probePort func(ipvs.DestinationKey) (uint16, bool)) []ipvs.Destination {
-	kept := make([]ipvs.Destination, 0, len(dests))
+// filter gates the real servers on their probe targets' verdicts: a real server is usable when it is ready
+// AND not unhealthy. An unhealthy one stays at weight 0 when quiesce is set (a TCP virtual server whose
+// policy drains: its connections continue, new ones avoid it, as keepalived and Seesaw quiesce a failed real
+// server; the kernel's weight 0 is also what lets a restarted agent remember it), and is left out otherwise
+// (UDP and SCTP, or a drain of 0: deleted at once, as a departed endpoint is). When none would be left
+// usable, all of them keep their weight (panic mode). A real server whose probe port cannot be resolved is
+// not probed and stays usable: the check cannot say anything about it.
+func (g *gate) filter(vs ipvs.ServiceKey, dests []ipvs.Destination, probePort func(ipvs.DestinationKey) (uint16, bool), quiesce bool) []ipvs.Destination {
+	out := make([]ipvs.Destination, 0, len(dests))
+	usable, taken := 0, 0
 	for _, d := range dests {
 		port, ok := probePort(d.DestinationKey)
-		if !ok {
-			kept = append(kept, d)
-			continue
+		if ok {
+			t := health.Target{Addr: d.Address, Port: port, Check: g.check.Check}
+			g.targets.Insert(t)
+			if g.view != nil && g.view.Unhealthy(t) {
+				taken++
+				if quiesce {
+					out = append(out, ipvs.Destination{DestinationKey: d.DestinationKey, Weight: 0})
+				}
+				continue
+			}
 		}
-		t := health.Target{Addr: d.Address, Port: port, Check: g.check.Check}
-		g.targets.Insert(t)
-		if g.view != nil && g.view.Unhealthy(t) {
-			continue
-		}
-		kept = append(kept, d)
+		usable++
+		out = append(out, d)
 	}
-	if len(kept) == 0 && len(dests) > 0 {
+	if usable == 0 && len(dests) > 0 {
 		g.panic = append(g.panic, vs)
 		return dests
 	}
-	g.out += len(dests) - len(kept)
-	return kept
+	g.out += taken
+	return out
 }
 
 // probePort returns how the probe port of a real server of Service port i is found: its own target port,

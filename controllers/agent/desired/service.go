@@ -72,7 +72,8 @@ func forService(svc *corev1.Service, endpointSlices []*discoveryv1.EndpointSlice
 			s.ServiceKey = ipvs.ServiceKey{Address: vip, Port: p.port, Protocol: p.protocol}
 			dests := byPort[i].usable(local)
 			if g != nil {
-				dests = g.filter(s.ServiceKey, dests, g.probePort(svc, ports, byPort, i))
+				quiesce := st.DrainTimeoutFor(p.protocol) > 0
+				dests = g.filter(s.ServiceKey, dests, g.probePort(svc, ports, byPort, i), quiesce)
 			}
 			st.Servers = append(st.Servers, ipvs.VirtualServer{Service: s, Destinations: dests})
 		}

@@ -26,6 +26,9 @@ type Options struct {
 	OnChange func(owners []string)
 	// OnProbe, if set, observes every probe's result and duration (metrics).
 	OnProbe func(t Target, err error, took time.Duration)
+	// Initial, if set, is the verdict a target new to the Prober starts with; nil means healthy (trust
+	// readiness). The agent uses it to remember, across a restart, what the kernel says it had taken out.
+	Initial func(Target) State
 	Clock   clock.WithTicker
 }
 
@@ -89,6 +92,9 @@ func (p *Prober) Set(owner string, targets []Target) {
 		e := p.targets[t]
 		if e == nil {
 			e = &entry{Target: t, owners: sets.New[string](), next: now.Add(jitter(t.Period, 0, 1))}
+			if p.opts.Initial != nil {
+				e.state = p.opts.Initial(t)
+			}
 			p.targets[t] = e
 			heap.Push(&p.queue, e)
 		}
@@ -123,6 +129,14 @@ func (p *Prober) Unhealthy(t Target) bool {
 	defer p.mu.RUnlock()
 	e := p.targets[t]
 	return e != nil && e.state.Unhealthy
+}
+
+// Lookup returns whether t is registered and, if so, whether it is unhealthy.
+func (p *Prober) Lookup(t Target) (unhealthy, registered bool) {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	e := p.targets[t]
+	return e != nil && e.state.Unhealthy, e != nil
 }
 
 // Counts returns how many targets are probed and how many of them are unhealthy.
