@@ -178,6 +178,10 @@ const (
 	ConditionReady = "Ready"
 	// ConditionConflicted is true when some selected Services are governed by an older policy instead.
 	ConditionConflicted = "Conflicted"
+	// ConditionDegraded is true when some node keeps endpoints of the policy's Services out of rotation
+	// because they fail the health check (reason EndpointsTakenOut), or serves a Service whose every
+	// endpoint fails it (reason HealthCheckPanic), as the nodes' HealthCheckStatus reports say.
+	ConditionDegraded = "Degraded"
 )
 
 // Condition reasons of a ServicePolicy.
@@ -188,11 +192,15 @@ const (
 	ReasonInvalidSpec     = "InvalidSpec"
 	ReasonConflict        = "ConflictingPolicy"
 	ReasonNoConflict      = "NoConflict"
+	ReasonTakenOut        = "EndpointsTakenOut"
+	ReasonHealthPanic     = "HealthCheckPanic"
+	ReasonHealthy         = "Healthy"
+	ReasonNoHealthCheck   = "NoHealthCheck"
 )
 
 // ServicePolicyStatus is the observed state of a ServicePolicy. The operator is its only writer.
 type ServicePolicyStatus struct {
-	// conditions describe the policy's state: Ready, Conflicted.
+	// conditions describe the policy's state: Ready, Conflicted, Degraded.
 	// +listType=map
 	// +listMapKey=type
 	// +optional
@@ -219,6 +227,7 @@ type ServicePolicyStatus struct {
 // +kubebuilder:printcolumn:name="Scheduler",type=string,JSONPath=`.spec.scheduler`
 // +kubebuilder:printcolumn:name="Services",type=integer,JSONPath=`.status.serviceCount`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Degraded",type=string,JSONPath=`.status.conditions[?(@.type=="Degraded")].status`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type ServicePolicy struct {
 	metav1.TypeMeta   `json:",inline"`

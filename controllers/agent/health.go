@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -41,8 +42,11 @@ type HealthChecker struct {
 	changes chan event.GenericEvent
 
 	mu sync.Mutex
-	// state per Service with a health check: real servers taken out, virtual servers in panic mode.
-	state map[types.NamespacedName]desired.Health
+	// state per Service with a health check: real servers taken out, virtual servers in panic mode, and
+	// the policy (its name, in the Service's namespace) whose check it is.
+	state map[types.NamespacedName]serviceHealth
+	// report writes the node's HealthCheckStatus objects (nil: no reports); see health_report.go.
+	report *reporter
 
 	// adopted returns what the engine adopted from the kernel (nil: nothing to remember); see remembered.
 	adopted   func() []ipvs.VirtualServer
@@ -87,7 +91,7 @@ func NewHealthChecker(opts health.Options, adopted func() []ipvs.VirtualServer) 
 		// Buffered so that a burst of verdict changes does not stall the probe workers; the controller
 		// drains it into its work queue, which deduplicates.
 		changes: make(chan event.GenericEvent, 1024),
-		state:   map[types.NamespacedName]desired.Health{},
+		state:   map[types.NamespacedName]serviceHealth{},
 	}
 	opts.OnChange = h.enqueue
 	opts.OnProbe = observeProbe
@@ -97,8 +101,15 @@ func NewHealthChecker(opts health.Options, adopted func() []ipvs.VirtualServer) 
 	return h
 }
 
-// Start runs the probes until ctx ends (manager.Runnable).
-func (h *HealthChecker) Start(ctx context.Context) error { return h.prober.Run(ctx) }
+// Start runs the probes, and the reports if ReportTo was called, until ctx ends (manager.Runnable).
+func (h *HealthChecker) Start(ctx context.Context) error {
+	if h.report != nil {
+		done := make(chan struct{})
+		go func() { defer close(done); h.report.run(ctx) }()
+		defer func() { <-done }()
+	}
+	return h.prober.Run(ctx)
+}
 
 // Counts returns how many targets are probed and how many of them are unhealthy.
 func (h *HealthChecker) Counts() (targets, unhealthy int) { return h.prober.Counts() }
@@ -129,14 +140,19 @@ func (h *HealthChecker) source() source.Source {
 
 // observe records what the latest translation of a Service said about its health check (zero: none, or
 // the Service is gone): the targets to probe, and, on a change of panic mode, an Event on the Service.
-func (h *HealthChecker) observe(ctx context.Context, key types.NamespacedName, svc *corev1.Service, hl desired.Health, rec events.EventRecorder, node string) {
+func (h *HealthChecker) observe(ctx context.Context, key types.NamespacedName, svc *corev1.Service, hl desired.Health, policyName string, rec events.EventRecorder, node string) {
 	h.prober.Set(key.String(), hl.Targets)
 	h.mu.Lock()
 	prev := h.state[key]
+	cur := serviceHealth{Health: desired.Health{Out: hl.Out, Taken: hl.Taken, Panic: hl.Panic}, policy: policyName}
 	if len(hl.Targets) == 0 && len(hl.Panic) == 0 {
 		delete(h.state, key)
+		cur = serviceHealth{}
 	} else {
-		h.state[key] = desired.Health{Out: hl.Out, Panic: hl.Panic} // the targets live in the prober
+		h.state[key] = cur // the targets live in the prober
+	}
+	if h.report != nil && !cur.sameReport(prev) {
+		h.report.touch(key.Namespace, prev.policy, cur.policy)
 	}
 	var out, panicking int
 	for _, s := range h.state {
@@ -170,6 +186,17 @@ func (h *HealthChecker) observe(ctx context.Context, key types.NamespacedName, s
 	log.Info("Panic mode ended: some endpoints pass their health check again")
 	rec.Eventf(svc, nil, corev1.EventTypeNormal, ReasonHealthPanicEnded, "HealthCheck",
 		"node %s: some endpoints pass their health check again; unhealthy ones are out of rotation", node)
+}
+
+// serviceHealth is what a Service's latest translation said about its health check.
+type serviceHealth struct {
+	desired.Health
+	policy string
+}
+
+// sameReport reports whether two states would put the same lines in the policy's report.
+func (s serviceHealth) sameReport(o serviceHealth) bool {
+	return s.policy == o.policy && len(s.Panic) == len(o.Panic) && slices.Equal(s.Taken, o.Taken)
 }
 
 // healthCheckSettings translates a policy's spec.healthCheck (defaulted) for the Service translation.

@@ -11,6 +11,7 @@ import (
 	. "github.com/onsi/gomega"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -57,6 +58,7 @@ var _ = Describe("health checks", func() {
 		Expect(k8s.Create(ctx, svc)).To(Succeed())
 		Expect(k8s.Create(ctx, slice(ns, "hc", 8080, map[string]bool{"10.244.1.71": true, "10.244.1.72": true}))).To(Succeed())
 		vip := svc.Spec.ClusterIP
+		report := &lbv1alpha1.HealthCheckStatus{}
 		a := fmt.Sprintf("-a -t %s:80 -r 10.244.1.71:8080 -m -w 1", vip)
 		b := fmt.Sprintf("-a -t %s:80 -r 10.244.1.72:8080 -m -w 1", vip)
 		// Taken out: weight 0, so that their connections continue (the policy drains TCP).
@@ -78,16 +80,33 @@ var _ = Describe("health checks", func() {
 		Expect(k8s.Update(ctx, pol)).To(Succeed())
 		eventuallyTable(ctx, And(ContainSubstring(a0), ContainSubstring(b)))
 		Eventually(func() int { n, _ := healthChecker.Counts(); return n }).Should(BeNumerically(">=", 2))
+		By("the node's HealthCheckStatus report names it, owned by the Node")
+		Eventually(ctx, func(g Gomega) {
+			g.Expect(k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "hc." + nodeName}, report)).To(Succeed())
+			g.Expect(report.Report.TakenOutCount).To(Equal(int32(1)))
+			g.Expect(report.Report.TakenOut).To(Equal([]lbv1alpha1.TakenOutEndpoint{{Service: "hc", Endpoint: "10.244.1.71:8080", Target: "tcp://10.244.1.71:8080"}}))
+			g.Expect(report.Report.PanicServices).To(BeEmpty())
+			g.Expect(report.Labels).To(HaveKeyWithValue(lbv1alpha1.HealthCheckStatusPolicyLabel, "hc"))
+			g.Expect(report.OwnerReferences).To(ConsistOf(HaveField("Kind", "Node")))
+		}).WithTimeout(10 * time.Second).Should(Succeed())
 
 		By("it answers again: its weight comes back")
 		setDown()
 		eventuallyTable(ctx, And(ContainSubstring(a), ContainSubstring(b)))
+		Eventually(ctx, func() error {
+			return k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "hc." + nodeName}, report)
+		}).WithTimeout(10*time.Second).Should(Satisfy(apierrors.IsNotFound), "nothing to report: the report is deleted")
 
 		By("every endpoint fails: panic mode serves both, with a Warning Event on the Service")
 		setDown("10.244.1.71:8080", "10.244.1.72:8080")
 		Eventually(ctx, func() []string { return warningsFor(ctx, k8s, ns, "hc") }).WithTimeout(10 * time.Second).
 			Should(ContainElement(agent.ReasonHealthPanic))
 		Expect(table()).To(And(ContainSubstring(a), ContainSubstring(b)))
+		Eventually(ctx, func(g Gomega) {
+			g.Expect(k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "hc." + nodeName}, report)).To(Succeed())
+			g.Expect(report.Report.PanicServices).To(Equal([]string{"hc"}))
+			g.Expect(report.Report.TakenOutCount).To(BeZero(), "in panic mode nothing is taken out")
+		}).WithTimeout(10 * time.Second).Should(Succeed())
 
 		By("one recovers: the panic ends and only it serves")
 		setDown("10.244.1.72:8080")

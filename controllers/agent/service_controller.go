@@ -154,7 +154,8 @@ func (r *ServiceReconciler) syncService(ctx context.Context, key types.Namespace
 	}
 	r.held.release(key)
 	if r.Health != nil {
-		r.Health.observe(ctx, key, svc, hl, r.Recorder, r.Options.NodeName)
+		gov, _ := r.governors.get(key)
+		r.Health.observe(ctx, key, svc, hl, gov.name, r.Recorder, r.Options.NodeName)
 	}
 
 	res, err := r.Engine.SyncService(ctx, key.String(), state)
@@ -276,7 +277,7 @@ func (r *ServiceReconciler) policy(ctx context.Context, svc *corev1.Service) (*d
 		DrainTimeout: time.Duration(winner.Spec.DrainTimeoutSeconds()) * time.Second,
 		HealthCheck:  healthCheckSettings(winner.Spec.HealthCheck),
 	}
-	r.governors.set(key, governor{uid: winner.UID, settings: settings})
+	r.governors.set(key, governor{uid: winner.UID, name: winner.Name, settings: settings})
 	return &settings, nil
 }
 
@@ -290,6 +291,7 @@ func (r *ServiceReconciler) warnOnce(svc *corev1.Service, reason, note string) {
 // governor is the policy that last governed a Service and the settings it had then.
 type governor struct {
 	uid      types.UID
+	name     string
 	settings desired.Policy
 	note     string // the last Warning sent about it
 }

@@ -173,6 +173,7 @@ func startAgent(ctx context.Context, ac agentConfig) runningAgent {
 		Health:          ac.health,
 	}
 	if ac.health != nil {
+		ac.health.ReportTo(k8s, nodeName, 100*time.Millisecond)
 		Expect(mgr.Add(ac.health)).To(Succeed())
 	}
 	podCIDRs := &agent.PodCIDRReconciler{Client: c, Engine: ac.engine, NodeName: nodeName}

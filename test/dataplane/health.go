@@ -11,6 +11,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
@@ -92,6 +93,22 @@ func registerHealthChecks(drvp *Driver, nsp *string, clip **corev1.Pod) {
 			got := fromPod(ctx, drv, cli, request{addr: hostPort(vip, 80), count: 10})
 			Expect(got.Failed).To(BeZero(), got.String())
 			Expect(got.Answers).To(Equal(map[string]int{well.Name: 10}), "every request goes to the healthy pod")
+			By("each node reports it in a HealthCheckStatus; the operator sums them into the policy's Degraded condition")
+			Eventually(ctx, func(g Gomega) {
+				var reports lbv1alpha1.HealthCheckStatusList
+				g.Expect(drv.Client().List(ctx, &reports, client.InNamespace(ns))).To(Succeed())
+				var from []string
+				for _, r := range reports.Items {
+					g.Expect(r.Report.TakenOut).To(Equal([]lbv1alpha1.TakenOutEndpoint{{Service: "hc", Endpoint: sickRS, Target: "tcp://" + sickRS}}))
+					from = append(from, r.Report.Node)
+				}
+				g.Expect(from).To(ConsistOf(nodes))
+				g.Expect(drv.Client().Get(ctx, client.ObjectKeyFromObject(policy), policy)).To(Succeed())
+				c := meta.FindStatusCondition(policy.Status.Conditions, lbv1alpha1.ConditionDegraded)
+				g.Expect(c).NotTo(BeNil())
+				g.Expect(c.Reason).To(Equal(lbv1alpha1.ReasonTakenOut), c.Message)
+				g.Expect(c.Message).To(ContainSubstring(fmt.Sprintf("%d real servers are out of rotation on %d nodes", len(nodes), len(nodes))))
+			}).WithTimeout(20 * time.Second).WithPolling(500 * time.Millisecond).Should(Succeed())
 
 			By("it listens again: its weight comes back")
 			admin(sick, "open-port/9090")
@@ -115,11 +132,17 @@ func registerHealthChecks(drvp *Driver, nsp *string, clip **corev1.Pod) {
 			}).WithTimeout(30 * time.Second).WithPolling(500 * time.Millisecond).Should(Succeed())
 			for _, node := range nodes {
 				Consistently(ctx, func(g Gomega) []string { return weights(g, node) }).WithTimeout(3*time.Second).
-					WithPolling(500*time.Millisecond).Should(Equal([]string{sickRS + " w=1", wellRS + " w=1"}), "panic mode on %s", node)
+					WithPolling(500*time.Millisecond).Should(ConsistOf(sickRS+" w=1", wellRS+" w=1"), "panic mode on %s", node)
 			}
 			got = fromPod(ctx, drv, cli, request{addr: hostPort(vip, 80), count: 10})
 			Expect(got.Failed).To(BeZero(), got.String())
 			Expect(got.Answers).To(Equal(map[string]int{sick.Name: 5, well.Name: 5}), "panic mode serves both")
+			Eventually(ctx, func(g Gomega) {
+				g.Expect(drv.Client().Get(ctx, client.ObjectKeyFromObject(policy), policy)).To(Succeed())
+				c := meta.FindStatusCondition(policy.Status.Conditions, lbv1alpha1.ConditionDegraded)
+				g.Expect(c).NotTo(BeNil())
+				g.Expect(c.Reason).To(Equal(lbv1alpha1.ReasonHealthPanic), c.Message)
+			}).WithTimeout(20*time.Second).WithPolling(500*time.Millisecond).Should(Succeed(), "the policy's condition says panic mode")
 
 			By("the check fixed, the pod stops listening again: weight 0")
 			patch(func(h *lbv1alpha1.HealthCheckSpec) *lbv1alpha1.HealthCheckSpec {

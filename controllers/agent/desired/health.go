@@ -21,9 +21,18 @@ type Health struct {
 	Targets []health.Target
 	// Out counts the real servers left out because their probe target is unhealthy (per virtual server).
 	Out int
+	// Taken lists them (not those of virtual servers in panic mode), in the order of the state.
+	Taken []Taken
 	// Panic lists the virtual servers whose every usable endpoint is unhealthy: they keep all of them, so
 	// a broken checker (or a network problem on this node) never black-holes a Service.
 	Panic []ipvs.ServiceKey
+}
+
+// Taken is a real server kept out of rotation because its probe target is unhealthy.
+type Taken struct {
+	Server ipvs.ServiceKey
+	Real   ipvs.DestinationKey
+	Target health.Target
 }
 
 // gate applies a health check while a Service is translated.
@@ -32,6 +41,7 @@ type gate struct {
 	view    health.View
 	targets sets.Set[health.Target]
 	out     int
+	taken   []Taken
 	panic   []ipvs.ServiceKey
 }
 
@@ -40,7 +50,7 @@ func (g *gate) result() Health {
 	slices.SortFunc(ts, func(a, b health.Target) int {
 		return plan.CompareDestinationKeys(ipvs.DestinationKey{Address: a.Addr, Port: a.Port}, ipvs.DestinationKey{Address: b.Addr, Port: b.Port})
 	})
-	return Health{Targets: ts, Out: g.out, Panic: g.panic}
+	return Health{Targets: ts, Out: g.out, Taken: g.taken, Panic: g.panic}
 }
 
 // filter gates the real servers on their probe targets' verdicts: a real server is usable when it is ready
@@ -52,14 +62,15 @@ func (g *gate) result() Health {
 // not probed and stays usable: the check cannot say anything about it.
 func (g *gate) filter(vs ipvs.ServiceKey, dests []ipvs.Destination, probePort func(ipvs.DestinationKey) (uint16, bool), quiesce bool) []ipvs.Destination {
 	out := make([]ipvs.Destination, 0, len(dests))
-	usable, taken := 0, 0
+	usable := 0
+	var taken []Taken
 	for _, d := range dests {
 		port, ok := probePort(d.DestinationKey)
 		if ok {
 			t := health.Target{Addr: d.Address, Port: port, Check: g.check.Check}
 			g.targets.Insert(t)
 			if g.view != nil && g.view.Unhealthy(t) {
-				taken++
+				taken = append(taken, Taken{Server: vs, Real: d.DestinationKey, Target: t})
 				if quiesce {
 					out = append(out, ipvs.Destination{DestinationKey: d.DestinationKey, Weight: 0})
 				}
@@ -73,7 +84,8 @@ func (g *gate) filter(vs ipvs.ServiceKey, dests []ipvs.Destination, probePort fu
 		g.panic = append(g.panic, vs)
 		return dests
 	}
-	g.out += taken
+	g.out += len(taken)
+	g.taken = append(g.taken, taken...)
 	return out
 }
 

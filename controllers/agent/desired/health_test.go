@@ -148,6 +148,9 @@ func TestTranslateHealth(t *testing.T) {
 			if got := strings.Join(targets, " "); got != tc.wantTargets {
 				t.Errorf("targets %q, want %q", got, tc.wantTargets)
 			}
+			if len(h.Taken) != h.Out {
+				t.Errorf("Taken lists %d real servers, Out counts %d", len(h.Taken), h.Out)
+			}
 			if got := strings.Join(panics, " "); got != tc.wantPanic || h.Out != tc.wantOut {
 				t.Errorf("panic %q out %d, want %q %d", got, h.Out, tc.wantPanic, tc.wantOut)
 			}
