@@ -114,7 +114,7 @@ func (h *HealthChecker) Start(ctx context.Context) error {
 // Counts returns how many targets are probed and how many of them are unhealthy.
 func (h *HealthChecker) Counts() (targets, unhealthy int) { return h.prober.Counts() }
 
-// NeedLeaderElection: every node probes for itself.
+// NeedLeaderElection returns false: every node probes for itself.
 func (h *HealthChecker) NeedLeaderElection() bool { return false }
 
 // Unhealthy implements health.View: the prober's verdict, or for a target it has not seen yet, what the

@@ -97,7 +97,7 @@ func registerHealthChecks(drvp *Driver, nsp *string, clip **corev1.Pod) {
 			Eventually(ctx, func(g Gomega) {
 				var reports lbv1alpha1.HealthCheckStatusList
 				g.Expect(drv.Client().List(ctx, &reports, client.InNamespace(ns))).To(Succeed())
-				var from []string
+				from := make([]string, 0, len(reports.Items))
 				for _, r := range reports.Items {
 					g.Expect(r.Report.TakenOut).To(Equal([]lbv1alpha1.TakenOutEndpoint{{Service: "hc", Endpoint: sickRS, Target: "tcp://" + sickRS}}))
 					from = append(from, r.Report.Node)

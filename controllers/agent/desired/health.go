@@ -89,10 +89,10 @@ func (g *gate) filter(vs ipvs.ServiceKey, dests []ipvs.Destination, probePort fu
 	return out
 }
 
-// probePort returns how the probe port of a real server of Service port i is found: its own target port,
+// probePort returns how the probe port of a real server is found: its own target port,
 // the check's port number, or, for a name, the target port (from the same endpoint's slices) of the Service
 // port with that name or whose targetPort is that name.
-func (g *gate) probePort(svc *corev1.Service, ports []servicePort, byPort []portEndpoints, i int) func(ipvs.DestinationKey) (uint16, bool) {
+func (g *gate) probePort(svc *corev1.Service, ports []servicePort, byPort []portEndpoints) func(ipvs.DestinationKey) (uint16, bool) {
 	p := g.check.Port
 	switch {
 	case p == nil:

@@ -73,7 +73,7 @@ func forService(svc *corev1.Service, endpointSlices []*discoveryv1.EndpointSlice
 			dests := byPort[i].usable(local)
 			if g != nil {
 				quiesce := st.DrainTimeoutFor(p.protocol) > 0
-				dests = g.filter(s.ServiceKey, dests, g.probePort(svc, ports, byPort, i), quiesce)
+				dests = g.filter(s.ServiceKey, dests, g.probePort(svc, ports, byPort), quiesce)
 			}
 			st.Servers = append(st.Servers, ipvs.VirtualServer{Service: s, Destinations: dests})
 		}

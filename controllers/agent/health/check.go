@@ -54,9 +54,9 @@ func (c Check) StatusOK(code int) bool {
 		var r string
 		r, ranges, _ = strings.Cut(ranges, ",")
 		lo, hi, _ := strings.Cut(r, "-")
-		min, err1 := strconv.Atoi(lo)
-		max, err2 := strconv.Atoi(hi)
-		if err1 == nil && err2 == nil && code >= min && code <= max {
+		from, err1 := strconv.Atoi(lo)
+		to, err2 := strconv.Atoi(hi)
+		if err1 == nil && err2 == nil && code >= from && code <= to {
 			return true
 		}
 	}

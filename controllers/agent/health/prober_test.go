@@ -130,7 +130,7 @@ func TestProberSharingConcurrencyAndRemoval(t *testing.T) {
 		inFlight atomic.Int32
 		maxSeen  atomic.Int32
 	)
-	probe := func(ctx context.Context, tg Target) error {
+	probe := func(_ context.Context, tg Target) error {
 		n := inFlight.Add(1)
 		defer inFlight.Add(-1)
 		for {
@@ -148,7 +148,7 @@ func TestProberSharingConcurrencyAndRemoval(t *testing.T) {
 	c := fast
 	c.Period = 50 * time.Millisecond
 	p := start(t, Options{Probe: probe, MaxInFlight: 4})
-	var all []Target
+	all := make([]Target, 0, 40)
 	for i := range 40 {
 		all = append(all, Target{Addr: netip.AddrFrom4([4]byte{10, 244, 1, byte(i)}), Port: 8080, Check: c})
 	}
