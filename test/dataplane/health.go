@@ -114,6 +114,24 @@ func registerHealthChecks(drvp *Driver, nsp *string, clip **corev1.Pod) {
 			admin(sick, "open-port/9090")
 			expectWeights(20*time.Second, sickRS+" w=1", wellRS+" w=1")
 
+			By("the pod unreachable from node A only (a drop on that path): out on node A, in on node B")
+			nodeA := nodes[0]
+			nft := func(cmd string) {
+				GinkgoHelper()
+				out, err := drv.NodeExec(ctx, nodeA, "nft", cmd)
+				Expect(err).NotTo(HaveOccurred(), "nft %s on %s: %s", cmd, nodeA, out)
+			}
+			nft("add table inet hc-test")
+			DeferCleanup(func(ctx SpecContext) { _, _ = drv.NodeExec(ctx, nodeA, "nft", "delete table inet hc-test") })
+			nft("add chain inet hc-test out { type filter hook output priority 0 ; }")
+			nft(fmt.Sprintf("add rule inet hc-test out ip daddr %s tcp dport %d drop", sick.Status.PodIP, servePort.port))
+			Eventually(ctx, func(g Gomega) []string { return weights(g, nodeA) }).WithTimeout(20*time.Second).
+				WithPolling(200*time.Millisecond).Should(ConsistOf(sickRS+" w=0", wellRS+" w=1"), "out on %s", nodeA)
+			Consistently(ctx, func(g Gomega) []string { return weights(g, nodeB) }).WithTimeout((period*threshold+2)*time.Second).
+				WithPolling(500*time.Millisecond).Should(ConsistOf(sickRS+" w=1", wellRS+" w=1"), "still in on %s", nodeB)
+			nft("delete table inet hc-test")
+			expectWeights(20*time.Second, sickRS+" w=1", wellRS+" w=1")
+
 			By("a check of a port nobody listens on fails everywhere: panic mode serves both, with an Event")
 			patch(func(h *lbv1alpha1.HealthCheckSpec) *lbv1alpha1.HealthCheckSpec {
 				h.Port = ptr.To(intstr.FromInt32(9999))
