@@ -19,6 +19,7 @@ import (
 	lbv1alpha1 "github.com/ipvs-operator/ipvs-operator/api/v1alpha1"
 	"github.com/ipvs-operator/ipvs-operator/controllers/agent"
 	"github.com/ipvs-operator/ipvs-operator/controllers/agent/health"
+	"github.com/ipvs-operator/ipvs-operator/ipvs/syncer"
 )
 
 // EndpointSlices may not hold loopback addresses, so the suite's prober cannot dial real listeners: its
@@ -30,15 +31,17 @@ var (
 	probesDown   = map[string]bool{} // "addr:port"
 	errProbeDown = errors.New("injected: not answering")
 
-	healthChecker = agent.NewHealthChecker(health.Options{Probe: func(_ context.Context, t health.Target) error {
-		probesDownMu.Lock()
-		defer probesDownMu.Unlock()
-		if probesDown[t.AddrPort().String()] {
-			return errProbeDown
-		}
-		return nil
-	}}, nil)
+	healthChecker = agent.NewHealthChecker(health.Options{Probe: fakeProbe}, nil)
 )
+
+func fakeProbe(_ context.Context, t health.Target) error {
+	probesDownMu.Lock()
+	defer probesDownMu.Unlock()
+	if probesDown[t.AddrPort().String()] {
+		return errProbeDown
+	}
+	return nil
+}
 
 func setDown(addrs ...string) {
 	probesDownMu.Lock()
@@ -129,5 +132,40 @@ var _ = Describe("health checks", func() {
 		By("the Service deleted: its targets are no longer probed")
 		Expect(k8s.Delete(ctx, svc)).To(Succeed())
 		Eventually(func() int { n, _ := healthChecker.Counts(); return n }).WithTimeout(10 * time.Second).Should(BeZero())
+	})
+
+	It("keeps an endpoint it had taken out at weight 0 through an agent restart (no flapping)", func(ctx SpecContext) {
+		ns := newNamespace(ctx)
+		svc := service(ns, "hcr", true, corev1.ServicePort{Name: "http", Port: 80, TargetPort: intstr.FromString("http")})
+		Expect(k8s.Create(ctx, svc)).To(Succeed())
+		Expect(k8s.Create(ctx, slice(ns, "hcr", 8080, map[string]bool{"10.244.1.81": true, "10.244.1.82": true}))).To(Succeed())
+		// Three failures in a row to go out: a restarted agent that started it healthy would put it back
+		// for at least two periods (4 s) before taking it out again.
+		Expect(k8s.Create(ctx, &lbv1alpha1.ServicePolicy{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "hcr"},
+			Spec: lbv1alpha1.ServicePolicySpec{Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "hcr"}},
+				HealthCheck: &lbv1alpha1.HealthCheckSpec{PeriodSeconds: 2, UnhealthyThreshold: 3, HealthyThreshold: 1}}})).To(Succeed())
+		setDown("10.244.1.81:8080")
+		out := fmt.Sprintf("-a -t %s:80 -r 10.244.1.81:8080 -m -w 0", svc.Spec.ClusterIP)
+
+		node := newIsolatedKernel()
+		start := func() runningAgent {
+			eng := node.engine()
+			hc := agent.NewHealthChecker(health.Options{Probe: fakeProbe}, eng.(*syncer.Syncer).Programmed)
+			return startAgent(ctx, agentConfig{rest: cfg, scheme: k8s.Scheme(), engine: eng, health: hc, noReports: true})
+		}
+		first := start()
+		Eventually(ctx, node.table).WithTimeout(20 * time.Second).Should(ContainSubstring(out))
+		first.stop()
+
+		By("a new agent adopts the kernel: the endpoint stays at weight 0 from its first sync on")
+		second := start()
+		defer second.stop()
+		Eventually(func() error { return second.startup.ReadyCheck(nil) }).WithTimeout(20 * time.Second).Should(Succeed())
+		Consistently(ctx, node.table).WithTimeout(7 * time.Second).WithPolling(100 * time.Millisecond).Should(ContainSubstring(out))
+
+		By("it answers again: back after healthyThreshold probes")
+		setDown()
+		Eventually(ctx, node.table).WithTimeout(20 * time.Second).Should(ContainSubstring(
+			fmt.Sprintf("-a -t %s:80 -r 10.244.1.81:8080 -m -w 1", svc.Spec.ClusterIP)))
 	})
 })

@@ -139,8 +139,10 @@ type agentConfig struct {
 	// wrap, if set, wraps the manager's client as the agent's controllers see it (to inject API errors).
 	wrap              func(client.Client) client.Client
 	podCIDRReconciler bool
-	// health, if set, probes for the agent (health_envtest_test.go).
-	health *agent.HealthChecker
+	// health, if set, probes for the agent (health_envtest_test.go); it writes the node's reports unless
+	// noReports is set (a second agent of the same node name).
+	health    *agent.HealthChecker
+	noReports bool
 }
 
 type runningAgent struct {
@@ -173,7 +175,9 @@ func startAgent(ctx context.Context, ac agentConfig) runningAgent {
 		Health:          ac.health,
 	}
 	if ac.health != nil {
-		ac.health.ReportTo(k8s, nodeName, 100*time.Millisecond)
+		if !ac.noReports {
+			ac.health.ReportTo(k8s, nodeName, 100*time.Millisecond)
+		}
 		Expect(mgr.Add(ac.health)).To(Succeed())
 	}
 	podCIDRs := &agent.PodCIDRReconciler{Client: c, Engine: ac.engine, NodeName: nodeName}
