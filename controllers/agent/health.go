@@ -45,6 +45,8 @@ type HealthChecker struct {
 	// state per Service with a health check: real servers taken out, virtual servers in panic mode, and
 	// the policy (its name, in the Service's namespace) whose check it is.
 	state map[types.NamespacedName]serviceHealth
+	// out and panicking are the sums of state's Out and of its Services in panic mode.
+	out, panicking int
 	// report writes the node's HealthCheckStatus objects (nil: no reports); see health_report.go.
 	report *reporter
 
@@ -154,13 +156,10 @@ func (h *HealthChecker) observe(ctx context.Context, key types.NamespacedName, s
 	if h.report != nil && !cur.sameReport(prev) {
 		h.report.touch(key.Namespace, prev.policy, cur.policy)
 	}
-	var out, panicking int
-	for _, s := range h.state {
-		out += s.Out
-		if len(s.Panic) > 0 {
-			panicking++
-		}
-	}
+	// Totals kept incrementally: a full pass per sync would cost O(Services) each time.
+	h.out += cur.Out - prev.Out
+	h.panicking += boolInt(len(cur.Panic) > 0) - boolInt(len(prev.Panic) > 0)
+	out, panicking := h.out, h.panicking
 	h.mu.Unlock()
 	metricHealthOut.Set(float64(out))
 	metricHealthPanic.Set(float64(panicking))
@@ -186,6 +185,13 @@ func (h *HealthChecker) observe(ctx context.Context, key types.NamespacedName, s
 	log.Info("Panic mode ended: some endpoints pass their health check again")
 	rec.Eventf(svc, nil, corev1.EventTypeNormal, ReasonHealthPanicEnded, "HealthCheck",
 		"node %s: some endpoints pass their health check again; unhealthy ones are out of rotation", node)
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // serviceHealth is what a Service's latest translation said about its health check.

@@ -1,9 +1,16 @@
 package agent
 
 import (
+	"context"
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/ipvs-operator/ipvs-operator/controllers/agent/desired"
 
 	"github.com/ipvs-operator/ipvs-operator/controllers/agent/health"
 	"github.com/ipvs-operator/ipvs-operator/ipvs"
@@ -46,4 +53,39 @@ func TestHealthCheckerRemembersTheKernel(t *testing.T) {
 	if NewHealthChecker(health.Options{}, nil).Unhealthy(tOut) {
 		t.Error("no adopted table: a new target is unhealthy")
 	}
+}
+
+// The gauges of real servers out and Services in panic mode follow each Service's latest translation.
+func TestHealthCheckerGauges(t *testing.T) {
+	h := NewHealthChecker(health.Options{}, nil)
+	ctx := context.Background()
+	a, b := types.NamespacedName{Namespace: "ns", Name: "a"}, types.NamespacedName{Namespace: "ns", Name: "b"}
+	tg := []health.Target{{Addr: netip.MustParseAddr("10.244.1.5"), Port: 8080}}
+	vs := ipvs.ServiceKey{Address: netip.MustParseAddr("10.96.0.10"), Port: 80, Protocol: ipvs.TCP}
+	check := func(out, panicking float64) {
+		t.Helper()
+		if got := gauge(t, metricHealthOut); got != out {
+			t.Errorf("real servers out = %v, want %v", got, out)
+		}
+		if got := gauge(t, metricHealthPanic); got != panicking {
+			t.Errorf("Services in panic mode = %v, want %v", got, panicking)
+		}
+	}
+	h.observe(ctx, a, nil, desired.Health{Targets: tg, Out: 2}, "p", nil, "node-a")
+	h.observe(ctx, b, nil, desired.Health{Targets: tg, Panic: []ipvs.ServiceKey{vs}}, "p", nil, "node-a")
+	check(2, 1)
+	h.observe(ctx, a, nil, desired.Health{Targets: tg, Out: 1}, "p", nil, "node-a")
+	check(1, 1)
+	h.observe(ctx, b, nil, desired.Health{}, "", nil, "node-a") // b has no health check any more
+	h.observe(ctx, a, nil, desired.Health{}, "", nil, "node-a")
+	check(0, 0)
+}
+
+func gauge(t *testing.T, g prometheus.Gauge) float64 {
+	t.Helper()
+	m := &dto.Metric{}
+	if err := g.Write(m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetGauge().GetValue()
 }
