@@ -53,9 +53,11 @@ func coreDNSBinary(opts Options) string {
 }
 
 // ensureCoreDNS builds CoreDNS with hack/build-coredns.sh when it is not cached (about 5 min on a busy
-// 2-core machine, once).
+// 2-core machine, once). The script keys its cache on the version and the plugin list and touches the
+// binary when it is current, so it is asked again only when the script is newer than the binary.
 func ensureCoreDNS(ctx context.Context, opts Options) error {
-	if fileExists(coreDNSBinary(opts)) {
+	script := filepath.Join(opts.RepoRoot, "hack", "build-coredns.sh")
+	if coreDNSCurrent(coreDNSBinary(opts), script) {
 		return nil
 	}
 	if opts.SkipKubeBuild {
@@ -70,17 +72,27 @@ func ensureCoreDNS(ctx context.Context, opts Options) error {
 		return err
 	}
 	defer unlock()
-	if fileExists(coreDNSBinary(opts)) {
+	if coreDNSCurrent(coreDNSBinary(opts), script) {
 		return nil
 	}
-	progress(opts.Out, "building CoreDNS v%s with hack/build-coredns.sh (first run: ~5 min)...", CoreDNSVersion)
+	progress(opts.Out, "checking CoreDNS v%s with hack/build-coredns.sh (a first build takes ~5 min)...", CoreDNSVersion)
 	t0 := time.Now()
 	env := []string{"COREDNS_VERSION=" + CoreDNSVersion, "COREDNS_BIN_DIR=" + filepath.Dir(coreDNSBinary(opts))}
-	if err := runStreaming(ctx, opts.Out, "  ", env, opts.RepoRoot, "bash", filepath.Join(opts.RepoRoot, "hack", "build-coredns.sh")); err != nil {
+	if err := runStreaming(ctx, opts.Out, "  ", env, opts.RepoRoot, "bash", script); err != nil {
 		return err
 	}
-	progress(opts.Out, "CoreDNS built in %s", time.Since(t0).Round(time.Second))
+	progress(opts.Out, "CoreDNS ready in %s", time.Since(t0).Round(time.Second))
 	return nil
+}
+
+// coreDNSCurrent says the binary exists and is newer than the script that builds it.
+func coreDNSCurrent(binary, script string) bool {
+	b, err := os.Stat(binary)
+	if err != nil {
+		return false
+	}
+	s, err := os.Stat(script)
+	return err == nil && !s.ModTime().After(b.ModTime())
 }
 
 // DeployClusterDNS installs the cluster DNS (ClusterDNSManifests) and waits until its Deployment is
