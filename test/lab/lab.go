@@ -660,7 +660,8 @@ func (l *Lab) NodeExec(ctx context.Context, node string, argv ...string) (string
 // It runs through `ip netns exec`, as the lab kubelet starts the pod's containers, so that the command sees
 // the pod's own /etc files (its resolv.conf) as well as its network.
 func (l *Lab) PodExec(ctx context.Context, pod types.NamespacedName, argv ...string) (string, error) {
-	return l.ExecCombined(ctx, "", append([]string{"/usr/sbin/ip", "netns", "exec", PodNetns(pod)}, argv...)...)
+	netns := PodNetns(pod)
+	return l.ExecCombined(ctx, netns, append([]string{"/usr/sbin/ip", "netns", "exec", netns}, argv...)...)
 }
 
 // AgentExec runs the agent binary in a node's network namespace, where the lab kubelet runs that node's
