@@ -122,8 +122,11 @@ func registerClusterDNS() {
 			By("DNS keeps answering while the agent of " + nodeB + ", whose IPVS the client's queries go through, restarts")
 			tries, failures := restartAgent(ctx, nodeB, func() error {
 				out, err := theLab.PodExec(ctx, pod, lab.GuestBin+"/labvm", "lookup", "web")
-				if err != nil || !strings.Contains(out, "web "+ip+"\n") {
-					return fmt.Errorf("lookup web: %v: %s", err, out)
+				if err != nil {
+					return fmt.Errorf("lookup web: %w: %s", err, out)
+				}
+				if !strings.Contains(out, "web "+ip+"\n") {
+					return fmt.Errorf("lookup web answered %q", out)
 				}
 				return nil
 			})

@@ -61,7 +61,7 @@ func TestLinkedServices(t *testing.T) {
 		svc("shop", "cart", "10.96.9.9", p),
 	}
 	names := func(ss []*corev1.Service) []string {
-		var out []string
+		out := make([]string, 0, len(ss))
 		for _, s := range ss {
 			out = append(out, s.Namespace+"/"+s.Name)
 		}
@@ -85,7 +85,8 @@ func TestLinkedServices(t *testing.T) {
 		})
 	}
 	// A Service called kubernetes in the pod's own namespace wins over the default namespace's.
-	own := append(services, svc("web", "kubernetes", "10.96.5.5", p))
+	// Listed first: the pod's namespace wins whatever the order.
+	own := append([]*corev1.Service{svc("web", "kubernetes", "10.96.5.5", p)}, services...)
 	for _, s := range linkedServices(own, "web", true) {
 		if s.Name == "kubernetes" && s.Namespace != "web" {
 			t.Errorf("kubernetes from %s, want the pod's namespace", s.Namespace)
