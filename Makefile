@@ -117,9 +117,10 @@ test-churn: kustomize envtest lab-deps ## The long churn run in the lab (CHURN_S
 	CHURN_STEPS=$(CHURN_STEPS) go test -v -tags lab -p 1 -count=1 -timeout 180m ./test/lab/dataplane/ -ginkgo.v -ginkgo.label-filter=churn
 
 .PHONY: lab-deps
-lab-deps: ## Debian packages and Kubernetes binaries the lab needs (installed/built once).
+lab-deps: ## Debian packages, Kubernetes binaries and CoreDNS the lab needs (installed/built once).
 	hack/install-packages.sh
 	hack/build-kube.sh
+	hack/build-coredns.sh
 
 ##@ Lab
 
@@ -128,7 +129,7 @@ demo: kustomize lab-deps ## Show ipvs-operator working end to end in the lab, th
 	go run ./test/lab/cmd/demo
 
 .PHONY: lab-up
-lab-up: kustomize lab-deps ## Start the lab in the background and print its kubeconfig.
+lab-up: kustomize lab-deps ## Start a ready lab in the background (CoreDNS, the operator from config/, agents in scope all) and print its kubeconfig.
 	go run ./test/lab/cmd/lab up --detach
 
 .PHONY: lab-down

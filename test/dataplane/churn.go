@@ -25,6 +25,7 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/ipvs-operator/ipvs-operator/api/agentconfig"
 	lbv1alpha1 "github.com/ipvs-operator/ipvs-operator/api/v1alpha1"
 )
 
@@ -150,6 +151,8 @@ type churnRun struct {
 	failed   map[string]bool      // pods whose readiness a step failed
 	draining map[string]time.Time // "node line" of a weight-0 real server -> first seen
 	pokes    int
+	// scopeAll: the agents serve every Service not labelled for another proxy (agentsScopeAll).
+	scopeAll bool
 
 	results []stepResult
 	drifts  []driftWindow
@@ -224,6 +227,8 @@ func (r *churnRun) run(ctx context.Context) {
 // setUp makes the pool: the churn Deployments, the steady Deployment and its two Services (TCP and UDP),
 // and a client pod on every node.
 func (r *churnRun) setUp(ctx context.Context) {
+	r.scopeAll = agentsScopeAll(ctx, r.drv)
+	r.logf("agents in scope all: %v", r.scopeAll)
 	for _, d := range churnDeployments {
 		echoDeployment(ctx, r.drv, r.ns, d, churnInitialReplicas, "", httpPort, httpsPort, udpPort)
 	}
@@ -386,6 +391,26 @@ func (r *churnRun) nodeExec(ctx context.Context, node int, argv ...string) {
 	Expect(err).NotTo(HaveOccurred(), "%s on %s: %s", strings.Join(argv, " "), r.nodes[node], out)
 }
 
+// agentDaemonSet is the DaemonSet the operator renders (controllers/operator.AgentName).
+const agentDaemonSet = "ipvs-operator-agent"
+
+// churnOtherProxy is the service-proxy-name of out-of-scope Services when the agents run in scope all.
+const churnOtherProxy = "another-proxy"
+
+// agentsScopeAll reports whether the installed agents run in scope all, from the DaemonSet the operator
+// rendered (its --scope argument): a lab without kube-proxy installs them so, a kind cluster does not.
+func agentsScopeAll(ctx context.Context, drv Driver) bool {
+	GinkgoHelper()
+	ds := &appsv1.DaemonSet{}
+	Expect(drv.Client().Get(ctx, client.ObjectKey{Namespace: AgentNamespace, Name: agentDaemonSet}, ds)).To(Succeed())
+	for _, c := range ds.Spec.Template.Spec.Containers {
+		if slices.Contains(c.Args, "--"+agentconfig.FlagScope+"="+agentconfig.ScopeAll) {
+			return true
+		}
+	}
+	return false
+}
+
 // shapeService writes a shape onto a Service, replacing what the shape decides and keeping the rest (its
 // ClusterIP, and a poke label).
 func (r *churnRun) shapeService(svc *corev1.Service, sh svcShape) {
@@ -393,8 +418,12 @@ func (r *churnRun) shapeService(svc *corev1.Service, sh svcShape) {
 	if v, ok := svc.Labels[churnPokeLabel]; ok {
 		labels[churnPokeLabel] = v
 	}
-	if sh.InScope {
+	switch {
+	case sh.InScope:
 		labels[lbv1alpha1.ServiceProxyNameLabel] = lbv1alpha1.ServiceProxyName
+	case r.scopeAll:
+		// Agents in scope all serve unlabelled Services: out of scope means labelled for another proxy.
+		labels[lbv1alpha1.ServiceProxyNameLabel] = churnOtherProxy
 	}
 	svc.Labels = labels
 	svc.Spec.Selector = nil
@@ -507,7 +536,7 @@ func (r *churnRun) observe(ctx context.Context) (map[string]nodeView, map[string
 	Expect(c.List(ctx, eps, client.InNamespace(r.ns))).To(Succeed())
 	pols := &lbv1alpha1.ServicePolicyList{}
 	Expect(c.List(ctx, pols, client.InNamespace(r.ns))).To(Succeed())
-	w.Services, w.Slices, w.Policies = svcs.Items, eps.Items, pols.Items
+	w.Services, w.Slices, w.Policies, w.ScopeAll = svcs.Items, eps.Items, pols.Items, r.scopeAll
 	for _, s := range w.Services {
 		for _, ip := range append([]string{s.Spec.ClusterIP}, s.Spec.ClusterIPs...) {
 			if ip != "" && ip != corev1.ClusterIPNone {
