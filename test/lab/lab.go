@@ -86,6 +86,7 @@ type Lab struct {
 	cfg            *rest.Config
 	client         client.Client
 	labdURL        string
+	kubeletPorts   []int // host ports of the nodes' kubelet APIs, in LabNodes order
 	httpc          *http.Client
 
 	// Timings of Start.
@@ -127,8 +128,12 @@ func Start(ctx context.Context, opts Options) (_ *Lab, err error) {
 	if err != nil {
 		return nil, err
 	}
-	ports, err := freePorts(6)
+	ports, err := freePorts(6 + len(LabNodes))
 	if err != nil {
+		return nil, err
+	}
+	l.kubeletPorts = ports[6:]
+	if err := shareKubeletPKI(p, l.shareDir); err != nil {
 		return nil, err
 	}
 	cpp := cpPorts{etcdClient: ports[0], etcdPeer: ports[1], api: ports[2], kcm: ports[3], scheduler: ports[4]}
@@ -153,6 +158,7 @@ func Start(ctx context.Context, opts Options) (_ *Lab, err error) {
 	l.vm, err = startVM(vmConfig{
 		qemu: "qemu-system-x86_64", vmlinux: assets.Kernel.Vmlinux, initramfs: assets.Initramfs,
 		share: l.shareDir, memoryMiB: opts.MemoryMiB, cpus: opts.CPUs, apiPort: cpp.api, labdPort: labdPort,
+		kubeletPorts: l.kubeletPorts,
 		console: filepath.Join(l.logDir, "console.log"),
 	})
 	if err != nil {
@@ -316,6 +322,9 @@ func (l *Lab) writeLabEnv() error {
 	fmt.Fprintf(&b, "LAB_KUBELETS=%s\n", kubelets)
 	// The init expands LAB_KUBELET_ARGS unquoted: arguments must not contain spaces.
 	fmt.Fprintf(&b, "LAB_KUBELET_ARGS=%s\n", shellQuote(strings.Join(l.opts.KubeletArgs, " ")))
+	for i, port := range l.kubeletPorts {
+		fmt.Fprintf(&b, "LAB_KUBELET_API_%d=%s\n", i, shellQuote(kubeletAPIArgs(i, port)))
+	}
 	return writeFileAtomic(filepath.Join(l.shareDir, "lab.env"), []byte(b.String()))
 }
 

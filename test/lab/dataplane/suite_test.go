@@ -72,6 +72,7 @@ var _ = Describe("the lab", Ordered, func() {
 	dataplane.RegisterAgentPorts(func() dataplane.Driver { return theLab })
 	dataplane.RegisterPrivileges(func() dataplane.Driver { return theLab }, true)
 	dataplane.RegisterPodDetection(func() dataplane.Driver { return theLab })
+	registerKubectl()
 	// Last: it removes the install.
 	dataplane.RegisterUninstall(func() dataplane.Driver { return theLab })
 	It("runs agent --cleanup by itself when no agent runs, and creates nothing", func(ctx SpecContext) {

@@ -154,6 +154,12 @@ func runKubelet(ctx context.Context, args []string) int {
 	fs.StringVar(&cfg.PodDir, "pod-dir", "", "per-pod files: token, kubeconfig (default STATE-DIR/pods)")
 	fs.StringVar(&cfg.PodLogDir, "pod-log-dir", "/mnt/host/logs/pods", "container logs: NAMESPACE_POD_CONTAINER.log")
 	fs.DurationVar(&cfg.HeartbeatInterval, "heartbeat", 10*time.Second, "node status and lease period")
+	fs.StringVar(&cfg.Serve.Address, "serve", "", "address of the kubelet API (exec, logs, port-forward); empty: none")
+	fs.StringVar(&cfg.Serve.Netns, "serve-netns", "", "network namespace to listen in (e.g. /proc/1/ns/net; default: own)")
+	fs.StringVar(&cfg.Serve.CertFile, "tls-cert-file", "", "kubelet API serving certificate")
+	fs.StringVar(&cfg.Serve.KeyFile, "tls-private-key-file", "", "kubelet API serving key")
+	fs.StringVar(&cfg.Serve.ClientCAFile, "client-ca-file", "", "CA that signs the API server's kubelet client certificate")
+	fs.StringVar(&cfg.AdvertiseAddress, "advertise-address", "", "IP:PORT where kube-apiserver reaches the kubelet API")
 	fs.StringVar(&logPath, "log", "", "log file (default stderr)")
 	fs.IntVar(&verbosity, "v", 0, "log verbosity")
 	if err := fs.Parse(args); err != nil {
