@@ -159,7 +159,7 @@ func Start(ctx context.Context, opts Options) (_ *Lab, err error) {
 		qemu: "qemu-system-x86_64", vmlinux: assets.Kernel.Vmlinux, initramfs: assets.Initramfs,
 		share: l.shareDir, memoryMiB: opts.MemoryMiB, cpus: opts.CPUs, apiPort: cpp.api, labdPort: labdPort,
 		kubeletPorts: l.kubeletPorts,
-		console: filepath.Join(l.logDir, "console.log"),
+		console:      filepath.Join(l.logDir, "console.log"),
 	})
 	if err != nil {
 		_ = <-buildDone // the error that stopped the start is the one to report

@@ -62,8 +62,8 @@ type pki struct {
 	// API server's client certificate towards them.
 	kubeletCert, kubeletKey             string
 	kubeletClientCert, kubeletClientKey string
-	caPEM, adminCertPEM   []byte
-	adminKeyPEM           []byte
+	caPEM, adminCertPEM                 []byte
+	adminKeyPEM                         []byte
 }
 
 func newKey() (*ecdsa.PrivateKey, error) { return ecdsa.GenerateKey(elliptic.P256(), rand.Reader) }

@@ -26,9 +26,9 @@ type vmConfig struct {
 	labdPort  int // host port forwarded to GuestIP:LabdPort
 	// kubeletPorts are host ports forwarded to GuestIP:GuestKubeletPort+i, node i's kubelet API.
 	kubeletPorts []int
-	console   string
-	extraArgs []string
-	appendCmd string
+	console      string
+	extraArgs    []string
+	appendCmd    string
 }
 
 // vm is a running qemu with its serial console captured to a log file.
