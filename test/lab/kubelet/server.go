@@ -274,12 +274,13 @@ func serveAPI(ctx context.Context, o ServeOptions, rt podRuntime, log logr.Logge
 	if err != nil {
 		return fmt.Errorf("kubelet API listener on %s: %w", o.Address, err)
 	}
-	srv := &http.Server{
-		Handler:           apiHandler(rt, log),
-		TLSConfig:         tlsConfig,
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          nil,
-	}
+	log.Info("Serving the kubelet API", "address", o.Address, "netns", o.Netns)
+	return serveOn(ctx, l, tlsConfig, apiHandler(rt, log))
+}
+
+// serveOn serves handler over TLS on l until ctx ends.
+func serveOn(ctx context.Context, l net.Listener, tlsConfig *tls.Config, handler http.Handler) error {
+	srv := &http.Server{Handler: handler, TLSConfig: tlsConfig, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		<-ctx.Done()
 		shutCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -287,7 +288,6 @@ func serveAPI(ctx context.Context, o ServeOptions, rt podRuntime, log logr.Logge
 		_ = srv.Shutdown(shutCtx)
 		_ = srv.Close() // hijacked streaming connections are not closed by Shutdown
 	}()
-	log.Info("Serving the kubelet API", "address", o.Address, "netns", o.Netns)
 	if err := srv.Serve(tls.NewListener(l, tlsConfig)); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
