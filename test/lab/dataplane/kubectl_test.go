@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -22,7 +23,8 @@ import (
 )
 
 // kubectl runs the lab's kubectl binary as a person would, with the lab's kubeconfig; stdin may be empty.
-func kubectl(ctx context.Context, stdin string, args ...string) (string, error) {
+// It returns stdout, and stderr apart (warnings such as Endpoints' deprecation go there).
+func kubectl(ctx context.Context, stdin string, args ...string) (string, string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, theLab.Kubectl(), args...)
@@ -30,16 +32,16 @@ func kubectl(ctx context.Context, stdin string, args ...string) (string, error) 
 	if stdin != "" {
 		cmd.Stdin = strings.NewReader(stdin)
 	}
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
 	err := cmd.Run()
-	return out.String(), err
+	return out.String(), errOut.String(), err
 }
 
 func mustKubectl(ctx context.Context, args ...string) string {
 	GinkgoHelper()
-	out, err := kubectl(ctx, "", args...)
-	Expect(err).NotTo(HaveOccurred(), "kubectl %s:\n%s", strings.Join(args, " "), out)
+	out, errOut, err := kubectl(ctx, "", args...)
+	Expect(err).NotTo(HaveOccurred(), "kubectl %s:\n%s%s", strings.Join(args, " "), out, errOut)
 	return strings.TrimSpace(out)
 }
 
@@ -92,9 +94,9 @@ func registerKubectl() {
 	It("serves kubectl exec, logs and port-forward: the ClusterIP tutorial as a person types it", func(ctx SpecContext) {
 		ns := fmt.Sprintf("tutorial-%d", time.Now().UnixNano()%100000)
 		mustKubectl(ctx, "create", "namespace", ns)
-		DeferCleanup(func(ctx SpecContext) { _, _ = kubectl(ctx, "", "delete", "namespace", ns, "--wait=false") })
-		out, err := kubectl(ctx, fmt.Sprintf(tutorialManifest, lab.EchoImage), "-n", ns, "apply", "-f", "-")
-		Expect(err).NotTo(HaveOccurred(), out)
+		DeferCleanup(func(ctx SpecContext) { _, _, _ = kubectl(ctx, "", "delete", "namespace", ns, "--wait=false") })
+		out, errOut, err := kubectl(ctx, fmt.Sprintf(tutorialManifest, lab.EchoImage), "-n", ns, "apply", "-f", "-")
+		Expect(err).NotTo(HaveOccurred(), out+errOut)
 		mustKubectl(ctx, "-n", ns, "rollout", "status", "deployment/backend", "--timeout=3m")
 		mustKubectl(ctx, "-n", ns, "wait", "--for=condition=Ready", "pod/client", "--timeout=2m")
 		clusterIP := mustKubectl(ctx, "-n", ns, "get", "service", "backend-service", "-o", "jsonpath={.spec.clusterIP}")
@@ -110,8 +112,8 @@ func registerKubectl() {
 		curlAnswers := func(pod string) {
 			GinkgoHelper()
 			Eventually(func(g Gomega) {
-				out, err := kubectl(ctx, "", "-n", ns, "exec", pod, "--", "curl", "-s", "--max-time", "5", "http://"+clusterIP+":80/")
-				g.Expect(err).NotTo(HaveOccurred(), out)
+				out, errOut, err := kubectl(ctx, "", "-n", ns, "exec", pod, "--", "curl", "-s", "--max-time", "5", "http://"+clusterIP+":80/")
+				g.Expect(err).NotTo(HaveOccurred(), out+errOut)
 				g.Expect(out).To(ContainSubstring("backend-"))
 			}).WithTimeout(time.Minute).WithPolling(2 * time.Second).Should(Succeed())
 		}
@@ -119,14 +121,14 @@ func registerKubectl() {
 		curlAnswers("client")
 
 		By("kubectl exec passes the exit code on")
-		out, err = kubectl(ctx, "", "-n", ns, "exec", "client", "--", "sh", "-c", "echo out; echo err >&2; exit 3")
+		out, errOut, err = kubectl(ctx, "", "-n", ns, "exec", "client", "--", "sh", "-c", "echo out; echo err >&2; exit 3")
 		var exitErr *exec.ExitError
-		Expect(err).To(BeAssignableToTypeOf(exitErr), out)
-		Expect(err.(*exec.ExitError).ExitCode()).To(Equal(3), out)
-		Expect(out).To(ContainSubstring("out"))
-		Expect(out).To(ContainSubstring("err"))
-		out, err = kubectl(ctx, "hello from stdin\n", "-n", ns, "exec", "-i", "client", "--", "cat")
-		Expect(err).NotTo(HaveOccurred(), out)
+		Expect(errors.As(err, &exitErr)).To(BeTrue(), "%v: %s%s", err, out, errOut)
+		Expect(exitErr.ExitCode()).To(Equal(3), out+errOut)
+		Expect(out).To(Equal("out\n"))
+		Expect(errOut).To(HavePrefix("err\n"))
+		out, errOut, err = kubectl(ctx, "hello from stdin\n", "-n", ns, "exec", "-i", "client", "--", "cat")
+		Expect(err).NotTo(HaveOccurred(), out+errOut)
 		Expect(out).To(Equal("hello from stdin\n"))
 
 		By("kubectl logs shows the echo server's log")
@@ -135,8 +137,9 @@ func registerKubectl() {
 		logs := mustKubectl(ctx, "-n", ns, "logs", pods[0])
 		Expect(logs).To(ContainSubstring("Echo server listening"))
 		Expect(logs).NotTo(ContainSubstring("lab kubelet: starting"), "the kubelet's own markers are not the container's log")
-		out, err = kubectl(ctx, "", "-n", ns, "logs", pods[0], "--previous")
+		out, errOut, err = kubectl(ctx, "", "-n", ns, "logs", pods[0], "--previous")
 		Expect(err).To(HaveOccurred(), "a container that never restarted has no previous log:\n%s", out)
+		Expect(errOut).To(ContainSubstring("previous terminated container"))
 
 		By("kubectl port-forward svc/backend-service answers on the host's loopback")
 		portForwardAnswers(ctx, ns, "svc/backend-service", 80)
@@ -161,7 +164,7 @@ func registerKubectl() {
 		curlAnswers(fresh)
 		Expect(mustKubectl(ctx, "-n", ns, "logs", fresh)).To(ContainSubstring("Echo server listening"))
 		portForwardAnswers(ctx, ns, "pod/"+fresh, 8080)
-		out, err = kubectl(ctx, "", "-n", ns, "exec", pods[0], "--", "true")
+		out, _, err = kubectl(ctx, "", "-n", ns, "exec", pods[0], "--", "true")
 		Expect(err).To(HaveOccurred(), "exec into the deleted pod:\n%s", out)
 	})
 }
