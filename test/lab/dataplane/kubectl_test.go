@@ -18,6 +18,7 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	"github.com/onsi/gomega/gbytes"
 
 	"github.com/ipvs-operator/ipvs-operator/test/lab"
 )
@@ -146,7 +147,18 @@ func registerKubectl() {
 
 		By("a deleted pod is replaced; endpoints follow, the ClusterIP stays, exec and logs reach the new pod")
 		before := endpointIPs()
+		// kubectl logs -f follows the container until it stops.
+		follow := exec.CommandContext(ctx, theLab.Kubectl(), "-n", ns, "logs", "-f", pods[0])
+		follow.Env = append(os.Environ(), "KUBECONFIG="+theLab.Kubeconfig())
+		followed := gbytes.NewBuffer()
+		follow.Stdout, follow.Stderr = followed, followed
+		Expect(follow.Start()).To(Succeed())
+		followDone := make(chan error, 1)
+		go func() { followDone <- follow.Wait() }()
+		Eventually(followed).WithTimeout(30 * time.Second).Should(gbytes.Say("Echo server listening"))
 		mustKubectl(ctx, "-n", ns, "delete", "pod", pods[0], "--wait=true", "--timeout=2m")
+		Eventually(followDone).WithTimeout(30*time.Second).Should(Receive(), "kubectl logs -f did not end with its container")
+		Expect(string(followed.Contents())).To(ContainSubstring("Echo server stopped"), "the container's last words, followed")
 		mustKubectl(ctx, "-n", ns, "rollout", "status", "deployment/backend", "--timeout=3m")
 		Eventually(func(g Gomega) {
 			ips := strings.Fields(endpointIPs())

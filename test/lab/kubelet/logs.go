@@ -170,6 +170,7 @@ func serveContainerLogs(w http.ResponseWriter, r *http.Request, rt podRuntime) {
 func followLog(ctx context.Context, f *os.File, out io.Writer, alive func() bool, poll time.Duration) error {
 	rd := bufio.NewReader(f)
 	var partial []byte
+	stopping := false
 	for {
 		line, err := rd.ReadBytes('\n')
 		if len(line) > 0 && err == nil {
@@ -195,8 +196,12 @@ func followLog(ctx context.Context, f *os.File, out io.Writer, alive func() bool
 		if err != nil && !errors.Is(err, io.EOF) {
 			return fmt.Errorf("reading container log: %w", err)
 		}
-		if alive != nil && !alive() {
+		if stopping {
 			return nil
+		}
+		if alive != nil && !alive() {
+			stopping = true // read what the last writes left once more, then end
+			continue
 		}
 		if !sleepCtx(ctx, poll) {
 			return ctx.Err()

@@ -19,6 +19,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -397,5 +398,35 @@ func TestPortForwardThroughSPDY(t *testing.T) {
 		if want := "pong:" + msg; string(got) != want {
 			t.Errorf("through the forward: %q, want %q", got, want)
 		}
+	}
+}
+
+// A followed log whose pod is gone ends, with the lines written before it went.
+func TestFollowEndsWithThePodAndKeepsItsLastLines(t *testing.T) {
+	logPath := filepath.Join(t.TempDir(), "ns_web_echo.log")
+	if err := os.WriteFile(logPath, []byte("=== t0 lab kubelet: starting echo\nfirst\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var gone atomic.Bool
+	base, cfg, _ := startTestServer(t, &fakeRuntime{logPath: logPath, alive: func() bool { return !gone.Load() }})
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		f, _ := os.OpenFile(logPath, os.O_APPEND|os.O_WRONLY, 0)
+		_, _ = f.WriteString("last words\n")
+		_ = f.Close()
+		gone.Store(true) // no exited marker: the follower sees the pod gone right after the write
+	}()
+	tr, _ := rest.TransportFor(cfg)
+	resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Get(base + "/containerLogs/ns/web/echo?follow=true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "first\nlast words\n"; string(body) != want {
+		t.Errorf("got %q, want %q", body, want)
 	}
 }
