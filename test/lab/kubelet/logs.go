@@ -143,7 +143,7 @@ func serveContainerLogs(w http.ResponseWriter, r *http.Request, rt podRuntime) {
 	}
 	run, err := selectRun(splitRuns(data), opts.Previous)
 	if err != nil {
-		writeError(w, err)
+		writeError(w, fmt.Errorf("%w: container %q in pod %q", err, r.PathValue("container"), r.PathValue("pod")))
 		return
 	}
 	w.Header().Set("Content-Type", "text/plain")

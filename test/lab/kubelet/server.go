@@ -129,8 +129,12 @@ func checkUID(w http.ResponseWriter, rt podRuntime, ns, pod, want string) (types
 
 func writeError(w http.ResponseWriter, err error) {
 	code := http.StatusInternalServerError
-	if errors.Is(err, errPodNotFound) || errors.Is(err, errContainerNotFound) || errors.Is(err, errNoPrevious) {
+	switch {
+	case errors.Is(err, errPodNotFound) || errors.Is(err, errContainerNotFound):
 		code = http.StatusNotFound
+	case errors.Is(err, errNoPrevious):
+		// As the kubelet: a log that cannot be given is a bad request, whose message kubectl shows.
+		code = http.StatusBadRequest
 	}
 	http.Error(w, err.Error(), code)
 }

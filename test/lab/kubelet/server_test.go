@@ -308,6 +308,18 @@ func TestContainerLogs(t *testing.T) {
 			t.Errorf("logs%s: %d %q, want %q", query, code, got, want)
 		}
 	}
+	if body, code := get("?tailLines=1"); code != http.StatusOK || body != "new 2\n" {
+		t.Errorf("tailLines=1: %d %q", code, body)
+	}
+	if err := os.WriteFile(logPath, []byte("=== t2 lab kubelet: starting echo\nonly\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if body, code := get("?previous=true"); code != http.StatusBadRequest || !strings.Contains(body, `previous terminated container not found: container "echo" in pod "web"`) {
+		t.Errorf("previous of a container that never restarted: %d %q, want 400 and why", code, body)
+	}
+	if err := os.WriteFile(logPath, []byte(old+"=== t2 lab kubelet: starting echo\nnew 1\nnew 2\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	if _, code := get("?follow=true&previous=true"); code != http.StatusBadRequest {
 		t.Errorf("follow+previous: %d, want 400", code)
 	}
