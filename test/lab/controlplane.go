@@ -88,6 +88,11 @@ func startControlPlane(ctx context.Context, kubeBin, dir, logs string, p *pki, p
 		"--advertise-address=" + GuestAPIServerHost,
 		"--tls-cert-file=" + p.serverCert, "--tls-private-key-file=" + p.serverKey,
 		"--client-ca-file=" + p.caCert,
+		// kubectl exec/logs/port-forward: the lab kubelets' Nodes advertise the VM's port forward on
+		// 127.0.0.1 as their ExternalIP.
+		"--kubelet-client-certificate=" + p.kubeletClientCert, "--kubelet-client-key=" + p.kubeletClientKey,
+		"--kubelet-certificate-authority=" + p.caCert,
+		"--kubelet-preferred-address-types=ExternalIP,InternalIP,Hostname",
 		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
 		"--service-account-key-file=" + p.saPub, "--service-account-signing-key-file=" + p.saKey,
 		"--service-cluster-ip-range=" + ServiceCIDR,

@@ -260,6 +260,7 @@ func buildInitramfs(ctx context.Context, cache string, k *Kernel, out io.Writer)
 		{"usr/sbin/ipvsadm", []string{"/usr/sbin/ipvsadm", "/sbin/ipvsadm"}, false},
 		{"usr/sbin/nft", []string{"/usr/sbin/nft", "/sbin/nft"}, false},
 		{"usr/sbin/conntrack", []string{"/usr/sbin/conntrack", "/sbin/conntrack"}, true},
+		{"usr/bin/curl", []string{"/usr/bin/curl"}, false},
 	}
 	for _, t := range tools {
 		src := hostProgram(t.srcs...)

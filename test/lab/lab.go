@@ -92,6 +92,7 @@ type Lab struct {
 	cfg            *rest.Config
 	client         client.Client
 	labdURL        string
+	kubeletPorts   []int // host ports of the nodes' kubelet APIs, in LabNodes order
 	httpc          *http.Client
 
 	// Timings of Start.
@@ -133,8 +134,12 @@ func Start(ctx context.Context, opts Options) (_ *Lab, err error) {
 	if err != nil {
 		return nil, err
 	}
-	ports, err := freePorts(6)
+	ports, err := freePorts(6 + len(LabNodes))
 	if err != nil {
+		return nil, err
+	}
+	l.kubeletPorts = ports[6:]
+	if err := shareKubeletPKI(p, l.shareDir); err != nil {
 		return nil, err
 	}
 	cpp := cpPorts{etcdClient: ports[0], etcdPeer: ports[1], api: ports[2], kcm: ports[3], scheduler: ports[4]}
@@ -159,7 +164,8 @@ func Start(ctx context.Context, opts Options) (_ *Lab, err error) {
 	l.vm, err = startVM(vmConfig{
 		qemu: "qemu-system-x86_64", vmlinux: assets.Kernel.Vmlinux, initramfs: assets.Initramfs,
 		share: l.shareDir, memoryMiB: opts.MemoryMiB, cpus: opts.CPUs, apiPort: cpp.api, labdPort: labdPort,
-		console: filepath.Join(l.logDir, "console.log"),
+		kubeletPorts: l.kubeletPorts,
+		console:      filepath.Join(l.logDir, "console.log"),
 	})
 	if err != nil {
 		_ = <-buildDone // the error that stopped the start is the one to report
@@ -341,6 +347,9 @@ func (l *Lab) writeLabEnv() error {
 	// whether or not this lab runs CoreDNS (Options.ClusterDNS).
 	kubeletArgs := append([]string{"--cluster-dns=" + ClusterDNSIP, "--cluster-domain=" + ClusterDomain}, l.opts.KubeletArgs...)
 	fmt.Fprintf(&b, "LAB_KUBELET_ARGS=%s\n", shellQuote(strings.Join(kubeletArgs, " ")))
+	for i, port := range l.kubeletPorts {
+		fmt.Fprintf(&b, "LAB_KUBELET_API_%d=%s\n", i, shellQuote(kubeletAPIArgs(i, port)))
+	}
 	return writeFileAtomic(filepath.Join(l.shareDir, "lab.env"), []byte(b.String()))
 }
 

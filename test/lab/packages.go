@@ -77,6 +77,8 @@ var hostTools = []hostTool{
 	{"iproute2", anyFile("/usr/sbin/ip", "/sbin/ip", "/bin/ip")},
 	{"xz-utils", onPath("xz")},
 	{"conntrack", anyFile("/usr/sbin/conntrack", "/sbin/conntrack")},
+	// curl in pods: `kubectl exec POD -- curl -s http://SERVICE`, as the Kubernetes tutorials type it.
+	{"curl", anyFile("/usr/bin/curl")},
 }
 
 // EnsurePackages installs the Debian packages the lab needs that are missing (apt-get, as root).

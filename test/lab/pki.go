@@ -58,8 +58,12 @@ type pki struct {
 	serverCert, serverKey string
 	adminCert, adminKey   string
 	saKey, saPub          string
-	caPEM, adminCertPEM   []byte
-	adminKeyPEM           []byte
+	// kubeletCert/Key serve the lab kubelets' API (all nodes share it); kubeletClientCert/Key are the
+	// API server's client certificate towards them.
+	kubeletCert, kubeletKey             string
+	kubeletClientCert, kubeletClientKey string
+	caPEM, adminCertPEM                 []byte
+	adminKeyPEM                         []byte
 }
 
 func newKey() (*ecdsa.PrivateKey, error) { return ecdsa.GenerateKey(elliptic.P256(), rand.Reader) }
@@ -143,6 +147,35 @@ func generatePKI(dir string) (*pki, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The API server dials a kubelet at its Node's ExternalIP, 127.0.0.1 (the VM's port forward).
+	kubeletIPs := []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP(GuestIP)}
+	for _, n := range LabNodes {
+		kubeletIPs = append(kubeletIPs, net.ParseIP(n.IP))
+	}
+	kubeletPEM, kubeletKeyPEM, err := issue(&x509.Certificate{
+		SerialNumber: serial(),
+		Subject:      pkix.Name{CommonName: "lab-kubelet"},
+		NotBefore:    now,
+		NotAfter:     now.Add(10 * 365 * 24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IPAddresses:  kubeletIPs,
+		DNSNames:     []string{"localhost"},
+	})
+	if err != nil {
+		return nil, err
+	}
+	kubeletClientPEM, kubeletClientKeyPEM, err := issue(&x509.Certificate{
+		SerialNumber: serial(),
+		Subject:      pkix.Name{CommonName: "kube-apiserver-kubelet-client"},
+		NotBefore:    now,
+		NotAfter:     now.Add(10 * 365 * 24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	})
+	if err != nil {
+		return nil, err
+	}
 	saKey, err := newKey()
 	if err != nil {
 		return nil, err
@@ -171,6 +204,10 @@ func generatePKI(dir string) (*pki, error) {
 		{&p.serverKey, "apiserver.key", serverKeyPEM},
 		{&p.adminCert, "admin.crt", adminPEM},
 		{&p.adminKey, "admin.key", adminKeyPEM},
+		{&p.kubeletCert, "kubelet.crt", kubeletPEM},
+		{&p.kubeletKey, "kubelet.key", kubeletKeyPEM},
+		{&p.kubeletClientCert, "apiserver-kubelet-client.crt", kubeletClientPEM},
+		{&p.kubeletClientKey, "apiserver-kubelet-client.key", kubeletClientKeyPEM},
 		{&p.saKey, "sa.key", saKeyPEM},
 		{&p.saPub, "sa.pub", pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: saPubDER})},
 	}

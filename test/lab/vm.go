@@ -24,9 +24,11 @@ type vmConfig struct {
 	cpus      int
 	apiPort   int // the host's kube-apiserver on 127.0.0.1
 	labdPort  int // host port forwarded to GuestIP:LabdPort
-	console   string
-	extraArgs []string
-	appendCmd string
+	// kubeletPorts are host ports forwarded to GuestIP:GuestKubeletPort+i, node i's kubelet API.
+	kubeletPorts []int
+	console      string
+	extraArgs    []string
+	appendCmd    string
 }
 
 // vm is a running qemu with its serial console captured to a log file.
@@ -50,6 +52,9 @@ func (c vmConfig) argv() []string {
 		// 10.0.2.100:<apiPort> (the API server advertises that), which pods reach through their node.
 		fwd(GuestAPIServerPort),
 		fmt.Sprintf("hostfwd=tcp:127.0.0.1:%d-%s:%d", c.labdPort, GuestIP, LabdPort),
+	}
+	for i, p := range c.kubeletPorts {
+		netdev = append(netdev, fmt.Sprintf("hostfwd=tcp:127.0.0.1:%d-%s:%d", p, GuestIP, GuestKubeletPort+i))
 	}
 	if c.apiPort != GuestAPIServerPort {
 		netdev = append(netdev, fwd(c.apiPort))

@@ -68,6 +68,7 @@ var _ = Describe("the lab", Ordered, func() {
 	dataplane.RegisterPrivileges(func() dataplane.Driver { return theLab }, true)
 	dataplane.RegisterPodDetection(func() dataplane.Driver { return theLab })
 	registerClusterDNS()
+	registerKubectl()
 	// Last: it removes the install.
 	dataplane.RegisterUninstall(func() dataplane.Driver { return theLab })
 	It("runs agent --cleanup by itself when no agent runs, and creates nothing", func(ctx SpecContext) {

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -69,6 +70,11 @@ type Config struct {
 	// each pod's resolv.conf is written.
 	ResolvConf  string
 	NetnsEtcDir string
+	// Serve is where the kubelet API (exec, logs, port-forward) listens; no API when its Address is empty.
+	Serve ServeOptions
+	// AdvertiseAddress is IP:port where kube-apiserver reaches the kubelet API (through the VM's port
+	// forward); the Node reports the IP as an ExternalIP address and the port as its kubelet endpoint.
+	AdvertiseAddress string
 }
 
 // ImageMapping maps images containing Match to binaries in Dir.
@@ -147,5 +153,23 @@ func (c Config) Validate() error {
 	if c.LabvmBinary == "" {
 		errs = append(errs, errors.New("the labvm binary is required"))
 	}
+	if c.AdvertiseAddress != "" {
+		if _, _, err := advertisedEndpoint(c.AdvertiseAddress); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	return errors.Join(errs...)
+}
+
+// advertisedEndpoint splits IP:port.
+func advertisedEndpoint(s string) (string, int32, error) {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return "", 0, fmt.Errorf("advertise address %q: %w", s, err)
+	}
+	p, err := strconv.ParseUint(port, 10, 16)
+	if err != nil || p == 0 || net.ParseIP(host) == nil {
+		return "", 0, fmt.Errorf("advertise address %q: want IP:PORT", s)
+	}
+	return host, int32(p), nil
 }

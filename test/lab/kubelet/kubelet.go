@@ -179,6 +179,13 @@ func (k *Kubelet) run(ctx context.Context) error {
 	defer stopServices()
 	k.adoptAddresses()
 	k.cleanUpOrphans(ctx)
+	if k.cfg.Serve.Address != "" {
+		k.running.Go(func() {
+			if err := serveAPI(ctx, k.cfg.Serve, k, k.log); err != nil {
+				k.log.Error(err, "Kubelet API failed: exec, logs and port-forward are not available")
+			}
+		})
+	}
 
 	var workers sync.WaitGroup
 	for range 2 {

@@ -38,6 +38,9 @@ type nodeFacts struct {
 	KernelVersion string
 	OSImage       string
 	Arch          string
+	// KubeletIP and KubeletPort are where kube-apiserver reaches the kubelet API (0: not served).
+	KubeletIP   string
+	KubeletPort int32
 }
 
 // localNodeFacts reads the machine's CPU count, memory and kernel version.
@@ -45,6 +48,9 @@ func localNodeFacts(cfg Config) nodeFacts {
 	f := nodeFacts{
 		Name: cfg.NodeName, IP: cfg.NodeIP.String(), PodCIDR: cfg.PodCIDR.String(),
 		CPU: runtime.NumCPU(), MemoryBytes: memTotal(), Arch: runtime.GOARCH, OSImage: "ipvs-operator lab VM",
+	}
+	if cfg.AdvertiseAddress != "" {
+		f.KubeletIP, f.KubeletPort, _ = advertisedEndpoint(cfg.AdvertiseAddress) // checked by Validate
 	}
 	if cfg.NoNodePodCIDR {
 		f.PodCIDR = "" // applyNodeSpec then leaves spec.podCIDRs alone
@@ -118,6 +124,13 @@ func applyNodeStatus(status *corev1.NodeStatus, f nodeFacts, now metav1.Time) {
 		{Type: corev1.NodeInternalIP, Address: f.IP},
 		{Type: corev1.NodeHostName, Address: f.Name},
 	}
+	kubeletPort := int32(10250)
+	if f.KubeletPort != 0 {
+		// The host reaches the kubelet API only through the VM's port forward on its loopback: say so as
+		// an ExternalIP, which kube-apiserver prefers (--kubelet-preferred-address-types).
+		status.Addresses = append(status.Addresses, corev1.NodeAddress{Type: corev1.NodeExternalIP, Address: f.KubeletIP})
+		kubeletPort = f.KubeletPort
+	}
 	status.NodeInfo = corev1.NodeSystemInfo{
 		KubeletVersion:          KubeletVersion,
 		OperatingSystem:         "linux",
@@ -129,7 +142,7 @@ func applyNodeStatus(status *corev1.NodeStatus, f nodeFacts, now metav1.Time) {
 		SystemUUID:              f.Name,
 		BootID:                  f.Name,
 	}
-	status.DaemonEndpoints = corev1.NodeDaemonEndpoints{KubeletEndpoint: corev1.DaemonEndpoint{Port: 10250}}
+	status.DaemonEndpoints = corev1.NodeDaemonEndpoints{KubeletEndpoint: corev1.DaemonEndpoint{Port: kubeletPort}}
 	conds := []struct {
 		t       corev1.NodeConditionType
 		s       corev1.ConditionStatus

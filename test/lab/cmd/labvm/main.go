@@ -160,6 +160,12 @@ func runKubelet(ctx context.Context, args []string) int {
 	fs.Var(&clusterDNS, "cluster-dns", "DNS server IPs of the cluster, for pods' ClusterFirst resolv.conf (comma-separated)")
 	fs.StringVar(&cfg.ClusterDomain, "cluster-domain", "cluster.local", "the cluster's DNS domain")
 	fs.StringVar(&cfg.ResolvConf, "resolv-conf", "/etc/resolv.conf", "the node's resolv.conf (dnsPolicy Default)")
+	fs.StringVar(&cfg.Serve.Address, "serve", "", "address of the kubelet API (exec, logs, port-forward); empty: none")
+	fs.StringVar(&cfg.Serve.Netns, "serve-netns", "", "network namespace to listen in (e.g. /proc/1/ns/net; default: own)")
+	fs.StringVar(&cfg.Serve.CertFile, "tls-cert-file", "", "kubelet API serving certificate")
+	fs.StringVar(&cfg.Serve.KeyFile, "tls-private-key-file", "", "kubelet API serving key")
+	fs.StringVar(&cfg.Serve.ClientCAFile, "client-ca-file", "", "CA that signs the API server's kubelet client certificate")
+	fs.StringVar(&cfg.AdvertiseAddress, "advertise-address", "", "IP:PORT where kube-apiserver reaches the kubelet API")
 	fs.StringVar(&logPath, "log", "", "log file (default stderr)")
 	fs.IntVar(&verbosity, "v", 0, "log verbosity")
 	if err := fs.Parse(args); err != nil {
