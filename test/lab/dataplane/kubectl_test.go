@@ -47,7 +47,7 @@ func mustKubectl(ctx context.Context, args ...string) string {
 }
 
 // tutorialManifest is a Deployment of two echo pods behind a Service, and a client pod, as the ClusterIP
-// tutorials write them. The proxy-name label stays until the lab's agents serve every Service.
+// tutorials write them: no labels on the Service, since the lab's agents serve every Service (scope all).
 const tutorialManifest = `
 apiVersion: apps/v1
 kind: Deployment
@@ -71,8 +71,6 @@ apiVersion: v1
 kind: Service
 metadata:
   name: backend-service
-  labels:
-    service.kubernetes.io/service-proxy-name: ipvs-operator
 spec:
   selector: {app: backend}
   ports:
@@ -110,16 +108,18 @@ func registerKubectl() {
 		}
 		Eventually(func() []string { return strings.Fields(endpointIPs()) }).WithTimeout(time.Minute).Should(HaveLen(2))
 
-		curlAnswers := func(pod string) {
+		curlAnswers := func(pod, url string) {
 			GinkgoHelper()
 			Eventually(func(g Gomega) {
-				out, errOut, err := kubectl(ctx, "", "-n", ns, "exec", pod, "--", "curl", "-s", "--max-time", "5", "http://"+clusterIP+":80/")
+				out, errOut, err := kubectl(ctx, "", "-n", ns, "exec", pod, "--", "curl", "-s", "--max-time", "5", url)
 				g.Expect(err).NotTo(HaveOccurred(), out+errOut)
 				g.Expect(out).To(ContainSubstring("backend-"))
 			}).WithTimeout(time.Minute).WithPolling(2 * time.Second).Should(Succeed())
 		}
-		By("kubectl exec client -- curl the ClusterIP")
-		curlAnswers("client")
+		By("kubectl exec client -- curl the ClusterIP, the Service's name and its full name (cluster DNS)")
+		curlAnswers("client", "http://"+clusterIP+":80/")
+		curlAnswers("client", "http://backend-service")
+		curlAnswers("client", "http://backend-service."+ns+".svc.cluster.local/")
 
 		By("kubectl exec passes the exit code on")
 		out, errOut, err = kubectl(ctx, "", "-n", ns, "exec", "client", "--", "sh", "-c", "echo out; echo err >&2; exit 3")
@@ -174,7 +174,10 @@ func registerKubectl() {
 			}
 		}
 		Expect(fresh).NotTo(BeEmpty(), "no new backend pod")
-		curlAnswers(fresh)
+		curlAnswers(fresh, "http://backend-service")
+		By("a pod started after the Service has its environment variables")
+		Expect(mustKubectl(ctx, "-n", ns, "exec", fresh, "--", "sh", "-c", "echo $BACKEND_SERVICE_SERVICE_HOST")).To(Equal(clusterIP))
+		Expect(mustKubectl(ctx, "-n", ns, "exec", fresh, "--", "sh", "-c", "echo $BACKEND_SERVICE_PORT")).To(Equal("tcp://" + clusterIP + ":80"))
 		Expect(mustKubectl(ctx, "-n", ns, "logs", fresh)).To(ContainSubstring("Echo server listening"))
 		portForwardAnswers(ctx, ns, "pod/"+fresh, 8080)
 		out, _, err = kubectl(ctx, "", "-n", ns, "exec", pods[0], "--", "true")
