@@ -33,7 +33,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
-	lbv1alpha1 "github.com/ipvs-operator/ipvs-operator/api/v1alpha1"
 	"github.com/ipvs-operator/ipvs-operator/test/lab"
 )
 
@@ -84,8 +83,9 @@ func serviceName(i int) string { return fmt.Sprintf("s%05d", i) }
 func objects(i, m int) (*corev1.Service, *discoveryv1.EndpointSlice) {
 	name := serviceName(i)
 	svc := &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name,
-			Labels: map[string]string{lbv1alpha1.ServiceProxyNameLabel: lbv1alpha1.ServiceProxyName}},
+		// No service-proxy-name label: kube-proxy serves only unlabelled Services, the agent runs with
+		// --scope=all.
+		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name},
 		Spec: corev1.ServiceSpec{
 			ClusterIP: nth(vipBase, i).String(),
 			Ports: []corev1.ServicePort{{Name: "http", Port: port, Protocol: corev1.ProtocolTCP,
@@ -302,11 +302,12 @@ type Result struct {
 	AuditsOK     bool
 }
 
-// Run measures one proxy on the objects Prepare wrote. The node's kernel must hold none of them.
+// Run measures one proxy on the objects Prepare wrote, then stops it and removes its state (Cleanup). The
+// node's kernel must hold none of them when it starts.
 func (h *Harness) Run(ctx context.Context, p Proxy) (*Result, error) {
 	cfg := h.cfg
 	r := &Result{Proxy: p.Name()}
-	w, err := startWatch(ctx, h.lab, cfg.Node)
+	w, err := startWatch(ctx, h.lab, cfg.Node, p.Name(), p.Dataplane())
 	if err != nil {
 		return nil, err
 	}
@@ -319,7 +320,7 @@ func (h *Harness) Run(ctx context.Context, p Proxy) (*Result, error) {
 			return nil, err
 		}
 	}
-	fullCh, err := w.send("full", vipPrefix, cfg.Services, cfg.Endpoints)
+	fullCh, err := w.send(w.fullCmd, vipPrefix, cfg.Services, cfg.Endpoints)
 	if err != nil {
 		return nil, err
 	}
@@ -408,6 +409,9 @@ func (h *Harness) Run(ctx context.Context, p Proxy) (*Result, error) {
 	if err := p.Stop(ctx, h.lab, pid); err != nil {
 		return nil, err
 	}
+	if err := p.Cleanup(ctx, h.lab, cfg.Node); err != nil {
+		return nil, err
+	}
 	return r, nil
 }
 
@@ -445,7 +449,7 @@ func (h *Harness) writeFlip(ctx context.Context, w *kernelWatch, i int) (<-chan 
 	if want {
 		wantBit = 1
 	}
-	ch, err := w.send("flip", nth(vipBase, i), port, nth(dstBase, i*h.cfg.Endpoints), targetPort, wantBit)
+	ch, err := w.send(w.flipCmd, nth(vipBase, i), port, nth(dstBase, i*h.cfg.Endpoints), targetPort, wantBit)
 	if err != nil {
 		return nil, time.Time{}, 0, err
 	}
