@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -346,7 +347,7 @@ func (h *Harness) Run(ctx context.Context, p Proxy) (*Result, error) {
 	}
 	a, err := await(ctx, fullCh, coldTimeout, p.Name()+" full kernel state")
 	if err != nil {
-		return nil, err
+		return nil, h.withKernelState(ctx, p.Dataplane(), err)
 	}
 	r.ColdFull = a.seen.Sub(t0)
 	h.logf("%s: full kernel state after %s", p.Name(), r.ColdFull.Round(time.Millisecond))
@@ -413,6 +414,19 @@ func (h *Harness) Run(ctx context.Context, p Proxy) (*Result, error) {
 		return nil, err
 	}
 	return r, nil
+}
+
+// withKernelState adds to err the start of what the node's kernel holds, as its own tools list it.
+func (h *Harness) withKernelState(ctx context.Context, dp Dataplane, err error) error {
+	argv := []string{"ipvsadm", "-Ln"}
+	if dp == DataplaneNFTables {
+		argv = []string{"nft", "list", "map", "ip", "kube-proxy", "service-ips"}
+	}
+	out, lerr := h.lab.ExecCombined(context.WithoutCancel(ctx), h.cfg.Node, argv...)
+	if len(out) > 3000 {
+		out = out[:3000] + "\n..."
+	}
+	return fmt.Errorf("%w\n%s on %s (%v):\n%s", err, strings.Join(argv, " "), h.cfg.Node, lerr, out)
 }
 
 func (h *Harness) procSample(ctx context.Context, w *kernelWatch, pid int) (cpu float64, hwm int64, err error) {

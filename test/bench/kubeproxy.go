@@ -63,7 +63,8 @@ func (k KubeProxy) Start(ctx context.Context, l *lab.Lab, node string, _ time.Du
 		return 0, err
 	}
 	resp, err := l.Run(ctx, labd.ExecRequest{Netns: node, Background: true,
-		Argv:    []string{lab.GuestBin + "/kube-proxy", "--config=" + guest},
+		// -v=2 logs each sync and its time ("SyncProxyRules complete"): a few lines per sync.
+		Argv:    []string{lab.GuestBin + "/kube-proxy", "--config=" + guest, "-v=2"},
 		LogFile: lab.GuestLogs + "/bench-" + k.Name() + "-" + node + ".log"})
 	if err != nil {
 		return 0, err

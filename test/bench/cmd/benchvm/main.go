@@ -249,6 +249,8 @@ type watcher struct {
 	h     ipvs.Interface
 	nft   *nftView
 	httpc *http.Client
+	// lastProgress is the last line progress logged.
+	lastProgress string
 	out   io.Writer
 }
 

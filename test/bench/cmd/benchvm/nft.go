@@ -4,9 +4,11 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/netip"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -240,6 +242,7 @@ func (w *watcher) nftFull(f []string, complete map[string]bool) (bool, string, e
 		}
 	}
 	if len(mine) < n {
+		w.progress("nftfull: %d of %d elements of service-ips (%d in all) in %s", len(mine), n, len(svcs), prefix)
 		return false, "", nil
 	}
 	for _, s := range mine {
@@ -248,11 +251,21 @@ func (w *watcher) nftFull(f []string, complete map[string]bool) (bool, string, e
 		}
 		eps, err := w.nft.endpoints(s.chain)
 		if err != nil || len(eps) < m {
+			w.progress("nftfull: %s has %d of %d endpoints (%v); %d Services complete", s.chain, len(eps), m, err, len(complete))
 			return false, "", nil //nolint:nilerr // being replaced; look again
 		}
 		complete[s.chain] = true
 	}
 	return true, fmt.Sprintf("services=%d", len(mine)), nil
+}
+
+// progress logs what a waiting command sees when it changes: why a run waits is in the watcher's log.
+func (w *watcher) progress(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	if msg != w.lastProgress {
+		w.lastProgress = msg
+		fmt.Fprintln(os.Stderr, time.Now().Format(time.TimeOnly), msg)
+	}
 }
 
 // reg32 names a register by its first 32-bit slot: nft may address the same storage as NFT_REG_1..4 (16
