@@ -308,6 +308,10 @@ type Result struct {
 func (h *Harness) Run(ctx context.Context, p Proxy) (*Result, error) {
 	cfg := h.cfg
 	r := &Result{Proxy: p.Name()}
+	// Every proxy starts on the objects as Prepare wrote them: the cold start waits for every endpoint.
+	if err := h.readyAll(ctx); err != nil {
+		return nil, err
+	}
 	w, err := startWatch(ctx, h.lab, cfg.Node, p.Name(), p.Dataplane())
 	if err != nil {
 		return nil, err
@@ -414,6 +418,27 @@ func (h *Harness) Run(ctx context.Context, p Proxy) (*Result, error) {
 		return nil, err
 	}
 	return r, nil
+}
+
+// readyAll writes back as ready the endpoints an earlier proxy's run left flipped off.
+func (h *Harness) readyAll(ctx context.Context) error {
+	n := 0
+	for i, ready := range h.ready {
+		if ready {
+			continue
+		}
+		s := h.slices[i]
+		s.Endpoints[0].Conditions.Ready = ptr.To(true)
+		if err := h.c.Update(ctx, s); err != nil {
+			return err
+		}
+		h.ready[i] = true
+		n++
+	}
+	if n > 0 {
+		h.logf("%d endpoints flipped off by the last run written back as ready", n)
+	}
+	return nil
 }
 
 // withKernelState adds to err the start of what the node's kernel holds, as its own tools list it.

@@ -251,7 +251,7 @@ type watcher struct {
 	httpc *http.Client
 	// lastProgress is the last line progress logged.
 	lastProgress string
-	out   io.Writer
+	out          io.Writer
 }
 
 func (w *watcher) check(p *pending) (bool, string, error) {
