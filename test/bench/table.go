@@ -109,17 +109,6 @@ func (h *Harness) Table(results []*Result) []Row {
 	return rows
 }
 
-// toBest tells v against the best (smallest) value of a row.
-func toBest(v, best float64) string {
-	switch {
-	case v <= 0 || best <= 0:
-		return ""
-	case v == best:
-		return "best"
-	}
-	return fmt.Sprintf("%.1fx", v/best)
-}
-
 // Print writes the table.
 func Print(out io.Writer, title string, names []string, rows []Row) {
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
