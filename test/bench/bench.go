@@ -11,6 +11,7 @@ package bench
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/netip"
@@ -451,7 +452,7 @@ func (h *Harness) withKernelState(ctx context.Context, dp Dataplane, err error) 
 	if len(out) > 3000 {
 		out = out[:3000] + "\n..."
 	}
-	return fmt.Errorf("%w\n%s on %s (%v):\n%s", err, strings.Join(argv, " "), h.cfg.Node, lerr, out)
+	return errors.Join(err, fmt.Errorf("%s on %s:\n%s", strings.Join(argv, " "), h.cfg.Node, out), lerr)
 }
 
 func (h *Harness) procSample(ctx context.Context, w *kernelWatch, pid int) (cpu float64, hwm int64, err error) {
