@@ -15,8 +15,8 @@ import (
 )
 
 // Proxy is a Service proxy under test, run by hand on one lab node so that its cold start, CPU and memory
-// are its own (no DaemonSet, no kubelet in between). Our agent is one; kube-proxy in each mode is meant to
-// be another, measured the same way from outside.
+// are its own (no DaemonSet, no kubelet in between). Our agent is one, kube-proxy (kubeproxy.go) another,
+// measured the same way from outside.
 type Proxy interface {
 	// Name is the proxy's column in the table.
 	Name() string
