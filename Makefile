@@ -75,16 +75,18 @@ test-unit: manifests generate fmt vet envtest kustomize ## Unit and envtest suit
 # failing input is written to the package's testdata/fuzz/<Target>/. The budgets are counts (Nx), not
 # durations: a duration races the fuzzing coordinator's own deadline on a busy machine and fails with a bare
 # "context deadline exceeded" that found nothing. Each is about 10 s here. FUZZTIME=30s (or 1000000x)
-# overrides all three. Add new targets here.
+# overrides all of them. Add new targets here.
 FUZZ_FORSERVICE ?= $(or $(FUZZTIME),30000x)
 FUZZ_COMPUTE ?= $(or $(FUZZTIME),60000x)
 FUZZ_PARSESAVE ?= $(or $(FUZZTIME),300000x)
+FUZZ_PROCTABLE ?= $(or $(FUZZTIME),200000x)
 
 .PHONY: test-fuzz
 test-fuzz: ## Run each fuzz target briefly (about 10 s each; FUZZTIME=<duration or Nx> for longer).
 	go test -run '^$$' -fuzz '^FuzzForService$$' -fuzztime $(FUZZ_FORSERVICE) ./controllers/agent/desired/
 	go test -run '^$$' -fuzz '^FuzzCompute$$' -fuzztime $(FUZZ_COMPUTE) ./ipvs/plan/
 	go test -run '^$$' -fuzz '^FuzzParseSave$$' -fuzztime $(FUZZ_PARSESAVE) ./ipvs/
+	go test -run '^$$' -fuzz '^FuzzParseProcTable$$' -fuzztime $(FUZZ_PROCTABLE) ./ipvs/
 
 .PHONY: test
 test: lint test-unit test-fuzz test-bundle test-e2e-compile test-e2e-dryrun test-lab test-lab-6.12 ## Every test: lint, unit, envtest, fuzz (briefly), bundle, e2e (compiled, dry run), lab (real kernel: 6.1 in full, 6.12 core).
@@ -117,9 +119,10 @@ test-churn: kustomize envtest lab-deps ## The long churn run in the lab (CHURN_S
 	CHURN_STEPS=$(CHURN_STEPS) go test -v -tags lab -p 1 -count=1 -timeout 180m ./test/lab/dataplane/ -ginkgo.v -ginkgo.label-filter=churn
 
 .PHONY: lab-deps
-lab-deps: ## Debian packages and Kubernetes binaries the lab needs (installed/built once).
+lab-deps: ## Debian packages, Kubernetes binaries and CoreDNS the lab needs (installed/built once).
 	hack/install-packages.sh
 	hack/build-kube.sh
+	hack/build-coredns.sh
 
 ##@ Lab
 
@@ -128,7 +131,7 @@ demo: kustomize lab-deps ## Show ipvs-operator working end to end in the lab, th
 	go run ./test/lab/cmd/demo
 
 .PHONY: lab-up
-lab-up: kustomize lab-deps ## Start the lab in the background and print its kubeconfig.
+lab-up: kustomize lab-deps ## Start a ready lab in the background (CoreDNS, the operator from config/, agents in scope all) and print its kubeconfig.
 	go run ./test/lab/cmd/lab up --detach
 
 .PHONY: lab-down

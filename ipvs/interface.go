@@ -37,6 +37,17 @@ type Interface interface {
 	DeleteDestination(ServiceKey, DestinationKey) error
 }
 
+// DestinationDumper is implemented by an Interface that can list the real servers of every virtual server
+// in one read: the audit's read of the whole table then costs one dump instead of one Destinations call per
+// virtual server, which at 10,000 virtual servers was most of an audit's time in the lab.
+type DestinationDumper interface {
+	// AllDestinations returns the real servers of every virtual server (firewall-mark ones excepted), by
+	// key. The read is not atomic: a virtual server created or deleted meanwhile may be missing, or may
+	// hide another from the read, so read a virtual server it does not report with Destinations.
+	// Equivalent to: `cat /proc/net/ip_vs`.
+	AllDestinations() (map[ServiceKey][]ObservedDestination, error)
+}
+
 // VIPs binds virtual IPs to the agent's dummy interface, so the node accepts packets for them and IPVS
 // sees them on its LOCAL_IN hook.
 type VIPs interface {

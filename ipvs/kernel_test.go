@@ -421,3 +421,63 @@ func TestKernelConnectionCounts(t *testing.T) {
 	c.Close()
 	waitFor("no active connection after close", func(s ipvs.DestinationStats) bool { return s.ActiveConnections == 0 })
 }
+
+// TestKernelAllDestinations: the one-read dump of every real server (/proc/net/ip_vs) agrees with the
+// per-virtual-server netlink reads, for IPv4 and IPv6, weights and empty virtual servers, and it reads the
+// handle's own network namespace, not the process's (the process's has other virtual servers).
+func TestKernelAllDestinations(t *testing.T) {
+	_, i := kernelIPVS(t)
+	d, ok := i.(ipvs.DestinationDumper)
+	if !ok {
+		t.Fatal("the netlink Interface is not a DestinationDumper")
+	}
+	_, o := kernelIPVS(t)
+	if err := o.AddService(ipvs.Service{ServiceKey: key("10.96.9.9:80", ipvs.TCP), Scheduler: "rr"}); err != nil {
+		t.Fatal(err)
+	}
+	services := []struct {
+		k     ipvs.ServiceKey
+		dests []ipvs.Destination
+	}{
+		{key("10.96.0.10:80", ipvs.TCP), []ipvs.Destination{dst("10.244.1.5:8080", 1), dst("10.244.1.6:8080", 0), dst("10.244.1.7:8080", 3)}},
+		{key("10.96.0.10:53", ipvs.UDP), []ipvs.Destination{dst("10.244.1.5:53", 1)}},
+		{key("10.96.0.11:80", ipvs.TCP), nil},
+		{key("[fd00::10]:443", ipvs.TCP), []ipvs.Destination{dst("[fd00:244::5]:8443", 2)}},
+	}
+	for _, s := range services {
+		if err := i.AddService(ipvs.Service{ServiceKey: s.k, Scheduler: "rr"}); err != nil {
+			t.Fatal(err)
+		}
+		for _, dd := range s.dests {
+			if err := i.AddDestination(s.k, dd); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	all, err := d.AllDestinations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(all) != len(services) {
+		t.Errorf("AllDestinations has %d virtual servers, want %d (this namespace's only): %v", len(all), len(services), all)
+	}
+	byKey := func(a, b ipvs.ObservedDestination) int {
+		return a.DestinationKey.Address.Compare(b.DestinationKey.Address)
+	}
+	for _, s := range services {
+		want, err := i.Destinations(s.k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, ok := all[s.k]
+		slices.SortFunc(got, byKey)
+		slices.SortFunc(want, byKey)
+		if !ok || len(got) != len(want) || (len(want) > 0 && !reflect.DeepEqual(got, want)) {
+			t.Errorf("%s: AllDestinations %v (present %v), Destinations %v", s.k, got, ok, want)
+		}
+	}
+	// Read again: the file is re-read from its start.
+	if again, err := d.AllDestinations(); err != nil || len(again) != len(services) {
+		t.Errorf("second AllDestinations: %d virtual servers, %v", len(again), err)
+	}
+}

@@ -3,15 +3,20 @@
 package ipvs
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
+	"os"
+	"runtime"
 	"sync"
 	"time"
 
 	mobyipvs "github.com/moby/ipvs"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -28,7 +33,18 @@ type netlinkIPVS struct {
 	// number is not its own, so two concurrent calls would steal each other's answers.
 	mu sync.Mutex
 	h  *mobyipvs.Handle
+	// dump serves Services, the one dump of the whole table, on a socket of its own (dumpMu serialises
+	// it), so that a Service's changes do not wait behind it: at 10,000 virtual servers it is the longest
+	// call the agent makes. The kernel interleaves both sockets' requests.
+	dumpMu sync.Mutex
+	dump   *mobyipvs.Handle
+	// table is /proc/net/ip_vs of the handle's network namespace, opened once (an open file stays bound
+	// to the namespace it was opened in) and read again from the start by AllDestinations, under dumpMu.
+	// nil: it could not be opened, and AllDestinations fails with ErrNotSupported.
+	table *os.File
 }
+
+var _ DestinationDumper = (*netlinkIPVS)(nil)
 
 // NewNetlink returns an Interface to the IPVS table of the caller's network namespace. The value also
 // implements io.Closer.
@@ -55,7 +71,14 @@ func NewNetlinkInNamespace(path string) (Interface, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ipvs: open handle: %w", err)
 	}
-	return &netlinkIPVS{h: h}, nil
+	dump, err := mobyipvs.New(path)
+	if err != nil {
+		h.Close()
+		return nil, fmt.Errorf("ipvs: open handle: %w", err)
+	}
+	// Without the table file the caller reads each virtual server's real servers: slower, never wrong.
+	table, _ := openProcTable(path)
+	return &netlinkIPVS{h: h, dump: dump, table: table}, nil
 }
 
 // Close releases the netlink socket.
@@ -63,15 +86,87 @@ func (n *netlinkIPVS) Close() error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.h.Close()
+	n.dumpMu.Lock()
+	defer n.dumpMu.Unlock()
+	n.dump.Close()
+	if n.table != nil {
+		return n.table.Close()
+	}
 	return nil
+}
+
+// AllDestinations reads the real servers of every virtual server at once, from /proc/net/ip_vs: one read
+// of the whole table instead of a netlink dump per virtual server. Equivalent to: `cat /proc/net/ip_vs`.
+func (n *netlinkIPVS) AllDestinations() (map[ServiceKey][]ObservedDestination, error) {
+	n.dumpMu.Lock()
+	defer n.dumpMu.Unlock()
+	if n.table == nil {
+		return nil, &Error{Op: OpDestinations, Object: procTable, Err: ErrNotSupported}
+	}
+	if _, err := n.table.Seek(0, io.SeekStart); err != nil {
+		return nil, &Error{Op: OpDestinations, Object: procTable, Err: err}
+	}
+	// A large buffer: every read of the file makes the kernel walk the table from the start to where the
+	// last one ended.
+	out, err := ParseProcTable(bufio.NewReaderSize(n.table, 1<<20))
+	if err != nil {
+		return nil, &Error{Op: OpDestinations, Object: procTable, Err: err}
+	}
+	return out, nil
+}
+
+const procTable = "/proc/net/ip_vs"
+
+// openProcTable opens /proc/net/ip_vs in the network namespace at path ("": the process's). For another
+// namespace it switches one locked OS thread there for the open; a thread that cannot be switched back
+// stays locked and ends with its goroutine.
+func openProcTable(path string) (*os.File, error) {
+	if path == "" {
+		return os.Open("/proc/self/net/ip_vs")
+	}
+	type result struct {
+		f   *os.File
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		f, err := func() (*os.File, error) {
+			orig, err := netns.Get()
+			if err != nil {
+				return nil, err
+			}
+			defer orig.Close()
+			target, err := netns.GetFromPath(path)
+			if err != nil {
+				return nil, err
+			}
+			defer target.Close()
+			if err := netns.Set(target); err != nil {
+				return nil, err
+			}
+			f, openErr := os.Open("/proc/thread-self/net/ip_vs")
+			if err := netns.Set(orig); err != nil {
+				if f != nil {
+					f.Close()
+				}
+				return nil, err // the thread stays locked in the wrong namespace and ends with this goroutine
+			}
+			runtime.UnlockOSThread()
+			return f, openErr
+		}()
+		done <- result{f, err}
+	}()
+	r := <-done
+	return r.f, r.err
 }
 
 // Services lists every virtual server except firewall-mark ones, which this library does not model.
 // Equivalent to: `ipvsadm -Ln` (services only).
 func (n *netlinkIPVS) Services() ([]Service, error) {
-	n.mu.Lock()
-	svcs, err := n.h.GetServices()
-	n.mu.Unlock()
+	n.dumpMu.Lock()
+	svcs, err := n.dump.GetServices()
+	n.dumpMu.Unlock()
 	if err != nil {
 		return nil, &Error{Op: OpServices, Err: err}
 	}

@@ -95,7 +95,37 @@ func checked(p *v1alpha1.ServicePolicy) (labels.Selector, error) {
 	if d := p.Spec.DrainTimeoutSeconds(); d < 0 || d > v1alpha1.MaxDrainTimeoutSeconds {
 		return labels.Nothing(), fmt.Errorf("%w: spec.drain.timeoutSeconds: Invalid value: %d: must be between 0 and %d", ErrInvalidSpec, d, v1alpha1.MaxDrainTimeoutSeconds)
 	}
+	if err := checkHealth(p.Spec.HealthCheck.Defaulted()); err != nil {
+		return labels.Nothing(), fmt.Errorf("%w: %w", ErrInvalidSpec, err)
+	}
 	return sel, nil
+}
+
+// checkHealth is the CRD's validation of spec.healthCheck (already defaulted), for objects that bypassed it.
+func checkHealth(h *v1alpha1.HealthCheckSpec) error {
+	if h == nil {
+		return nil
+	}
+	switch {
+	case h.Protocol != v1alpha1.HealthCheckTCP && h.Protocol != v1alpha1.HealthCheckHTTP:
+		return fmt.Errorf("spec.healthCheck.protocol: Unsupported value: %q", h.Protocol)
+	case h.PeriodSeconds < v1alpha1.MinHealthCheckPeriodSeconds || h.PeriodSeconds > v1alpha1.MaxHealthCheckPeriodSeconds:
+		return fmt.Errorf("spec.healthCheck.periodSeconds: Invalid value: %d: must be between %d and %d", h.PeriodSeconds, v1alpha1.MinHealthCheckPeriodSeconds, v1alpha1.MaxHealthCheckPeriodSeconds)
+	case h.TimeoutSeconds < 1 || h.TimeoutSeconds >= h.PeriodSeconds:
+		return fmt.Errorf("spec.healthCheck.timeoutSeconds: Invalid value: %d: must be at least 1 and less than periodSeconds", h.TimeoutSeconds)
+	case h.UnhealthyThreshold < 1 || h.UnhealthyThreshold > v1alpha1.MaxHealthCheckThreshold:
+		return fmt.Errorf("spec.healthCheck.unhealthyThreshold: Invalid value: %d: must be between 1 and %d", h.UnhealthyThreshold, v1alpha1.MaxHealthCheckThreshold)
+	case h.HealthyThreshold < 1 || h.HealthyThreshold > v1alpha1.MaxHealthCheckThreshold:
+		return fmt.Errorf("spec.healthCheck.healthyThreshold: Invalid value: %d: must be between 1 and %d", h.HealthyThreshold, v1alpha1.MaxHealthCheckThreshold)
+	case h.Protocol == v1alpha1.HealthCheckTCP && (h.Path != "" || len(h.ExpectedStatuses) > 0):
+		return errors.New("spec.healthCheck.path: Invalid value: path and expectedStatuses are only for protocol HTTP")
+	}
+	for i, r := range h.ExpectedStatuses {
+		if r.Min < 100 || r.Max > 599 || r.Min > r.Max {
+			return fmt.Errorf("spec.healthCheck.expectedStatuses[%d]: Invalid value: %d-%d: must be a range within 100-599", i, r.Min, r.Max)
+		}
+	}
+	return nil
 }
 
 // Older reports whether policy a takes precedence over policy b: a was created first, or both were created in

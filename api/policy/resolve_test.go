@@ -2,6 +2,7 @@ package policy
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -276,6 +277,44 @@ func TestOlder(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			if got := Older(&tt.x, &tt.y); got != tt.want {
 				t.Errorf("Older(%s, %s) = %v, want %v", tt.x.Name, tt.y.Name, got, tt.want)
+			}
+		})
+	}
+}
+
+// TestCheckHealthCheck: a health check the CRD would refuse makes the policy invalid (it selects nothing),
+// naming the field, as the API server would.
+func TestCheckHealthCheck(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		hc    *v1alpha1.HealthCheckSpec
+		field string // "" means valid
+	}{
+		{"none", nil, ""},
+		{"all defaults", &v1alpha1.HealthCheckSpec{}, ""},
+		{"HTTP with path", &v1alpha1.HealthCheckSpec{Protocol: v1alpha1.HealthCheckHTTP, Path: "/healthz"}, ""},
+		{"timeout equal to period", &v1alpha1.HealthCheckSpec{PeriodSeconds: 3, TimeoutSeconds: 3}, "spec.healthCheck.timeoutSeconds"},
+		{"period too long", &v1alpha1.HealthCheckSpec{PeriodSeconds: 301}, "spec.healthCheck.periodSeconds"},
+		{"unknown protocol", &v1alpha1.HealthCheckSpec{Protocol: "UDP"}, "spec.healthCheck.protocol"},
+		{"path with TCP", &v1alpha1.HealthCheckSpec{Path: "/x"}, "spec.healthCheck.path"},
+		{"threshold too high", &v1alpha1.HealthCheckSpec{HealthyThreshold: 101}, "spec.healthCheck.healthyThreshold"},
+		{"reversed status range", &v1alpha1.HealthCheckSpec{Protocol: v1alpha1.HealthCheckHTTP, ExpectedStatuses: []v1alpha1.StatusRange{{Min: 300, Max: 200}}}, "spec.healthCheck.expectedStatuses[0]"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := pol("ns", "p", 0, match())
+			p.Spec.HealthCheck = tc.hc
+			err := Check(&p)
+			if tc.field == "" {
+				if err != nil {
+					t.Fatalf("Check = %v, want valid", err)
+				}
+				return
+			}
+			if !errors.Is(err, ErrInvalidSpec) || !strings.Contains(err.Error(), tc.field+":") {
+				t.Fatalf("Check = %v, want ErrInvalidSpec naming %s", err, tc.field)
+			}
+			if Governing([]v1alpha1.ServicePolicy{p}, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "ns"}}) != nil {
+				t.Error("an invalid policy governs a Service")
 			}
 		})
 	}

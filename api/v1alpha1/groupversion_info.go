@@ -25,7 +25,7 @@ var (
 // addKnownTypes registers the kinds of this group version, and the meta/v1 options types
 // (ListOptions, ...) clients use with it.
 func addKnownTypes(scheme *runtime.Scheme) error {
-	scheme.AddKnownTypes(GroupVersion, &ServicePolicy{}, &ServicePolicyList{})
+	scheme.AddKnownTypes(GroupVersion, &ServicePolicy{}, &ServicePolicyList{}, &HealthCheckStatus{}, &HealthCheckStatusList{})
 	metav1.AddToGroupVersion(scheme, GroupVersion)
 	return nil
 }

@@ -2,6 +2,7 @@ package v1alpha1
 
 import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
 // Scheduler is an IPVS scheduling algorithm, named as `ipvsadm -s` names it.
@@ -64,6 +65,109 @@ type ServicePolicySpec struct {
 	// drain says how real servers leave rotation.
 	// +optional
 	Drain *DrainSpec `json:"drain,omitempty"`
+
+	// healthCheck makes every node's agent probe the endpoints it routes to for the selected Services, on
+	// top of the kubelet's readiness: an endpoint that fails unhealthyThreshold probes in a row goes to
+	// weight 0 on that node (its connections continue) until it passes healthyThreshold in a row. When every
+	// endpoint of a Service port is unhealthy on a node, that node keeps serving all of them (panic mode):
+	// the checker never black-holes a Service. Unset: readiness alone decides.
+	// +optional
+	HealthCheck *HealthCheckSpec `json:"healthCheck,omitempty"`
+}
+
+// HealthCheckProtocol is how an endpoint is probed.
+// +kubebuilder:validation:Enum=TCP;HTTP
+type HealthCheckProtocol string
+
+// The probe kinds.
+const (
+	// HealthCheckTCP passes when a TCP connection is established within the timeout.
+	HealthCheckTCP HealthCheckProtocol = "TCP"
+	// HealthCheckHTTP passes when an HTTP GET of path answers, within the timeout, with a status in
+	// expectedStatuses.
+	HealthCheckHTTP HealthCheckProtocol = "HTTP"
+)
+
+// Health check defaults and bounds, as the CRD states them.
+const (
+	DefaultHealthCheckPeriodSeconds      int32 = 5
+	DefaultHealthCheckTimeoutSeconds     int32 = 1
+	DefaultHealthCheckUnhealthyThreshold int32 = 3
+	DefaultHealthCheckHealthyThreshold   int32 = 2
+	DefaultHealthCheckPath                     = "/"
+	MinHealthCheckPeriodSeconds          int32 = 1
+	MaxHealthCheckPeriodSeconds          int32 = 300
+	MaxHealthCheckThreshold              int32 = 100
+)
+
+// StatusRange is an inclusive range of HTTP status codes.
+// +kubebuilder:validation:XValidation:rule="self.min <= self.max",message="min must not be greater than max"
+type StatusRange struct {
+	// min is the lowest status code that passes.
+	// +kubebuilder:validation:Minimum=100
+	// +kubebuilder:validation:Maximum=599
+	// +required
+	Min int32 `json:"min"`
+	// max is the highest status code that passes.
+	// +kubebuilder:validation:Minimum=100
+	// +kubebuilder:validation:Maximum=599
+	// +required
+	Max int32 `json:"max"`
+}
+
+// HealthCheckSpec says how and how often each endpoint is probed.
+// +kubebuilder:validation:XValidation:rule="self.timeoutSeconds < self.periodSeconds",message="timeoutSeconds must be less than periodSeconds",fieldPath=".timeoutSeconds"
+// +kubebuilder:validation:XValidation:rule="self.protocol == 'HTTP' || (!has(self.path) && !has(self.expectedStatuses))",message="path and expectedStatuses are only for protocol HTTP",fieldPath=".path"
+type HealthCheckSpec struct {
+	// protocol is TCP (a connect) or HTTP (a GET of path).
+	// +kubebuilder:default=TCP
+	// +optional
+	Protocol HealthCheckProtocol `json:"protocol,omitempty"`
+
+	// port is the port probed on each endpoint: a number, or the name of a Service port or of a target port
+	// (the EndpointSlice's port name). Unset: each real server's own target port.
+	// +optional
+	Port *intstr.IntOrString `json:"port,omitempty"`
+
+	// path is the HTTP path requested (protocol HTTP only). Defaults to "/" for HTTP.
+	// +kubebuilder:validation:MaxLength=1024
+	// +kubebuilder:validation:Pattern=`^/`
+	// +optional
+	Path string `json:"path,omitempty"`
+
+	// expectedStatuses are the HTTP status ranges that pass (protocol HTTP only). Unset: 200-399.
+	// +kubebuilder:validation:MaxItems=8
+	// +listType=atomic
+	// +optional
+	ExpectedStatuses []StatusRange `json:"expectedStatuses,omitempty"`
+
+	// periodSeconds is how often each endpoint is probed (jittered by up to 10%).
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=300
+	// +kubebuilder:default=5
+	// +optional
+	PeriodSeconds int32 `json:"periodSeconds,omitempty"`
+
+	// timeoutSeconds is how long one probe may take; it must be less than periodSeconds.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=299
+	// +kubebuilder:default=1
+	// +optional
+	TimeoutSeconds int32 `json:"timeoutSeconds,omitempty"`
+
+	// unhealthyThreshold is how many probes in a row must fail before a healthy endpoint is taken out.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100
+	// +kubebuilder:default=3
+	// +optional
+	UnhealthyThreshold int32 `json:"unhealthyThreshold,omitempty"`
+
+	// healthyThreshold is how many probes in a row must pass before an unhealthy endpoint is put back.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100
+	// +kubebuilder:default=2
+	// +optional
+	HealthyThreshold int32 `json:"healthyThreshold,omitempty"`
 }
 
 // Condition types of a ServicePolicy.
@@ -74,6 +178,10 @@ const (
 	ConditionReady = "Ready"
 	// ConditionConflicted is true when some selected Services are governed by an older policy instead.
 	ConditionConflicted = "Conflicted"
+	// ConditionDegraded is true when some node keeps endpoints of the policy's Services out of rotation
+	// because they fail the health check (reason EndpointsTakenOut), or serves a Service whose every
+	// endpoint fails it (reason HealthCheckPanic), as the nodes' HealthCheckStatus reports say.
+	ConditionDegraded = "Degraded"
 )
 
 // Condition reasons of a ServicePolicy.
@@ -84,11 +192,15 @@ const (
 	ReasonInvalidSpec     = "InvalidSpec"
 	ReasonConflict        = "ConflictingPolicy"
 	ReasonNoConflict      = "NoConflict"
+	ReasonTakenOut        = "EndpointsTakenOut"
+	ReasonHealthPanic     = "HealthCheckPanic"
+	ReasonHealthy         = "Healthy"
+	ReasonNoHealthCheck   = "NoHealthCheck"
 )
 
 // ServicePolicyStatus is the observed state of a ServicePolicy. The operator is its only writer.
 type ServicePolicyStatus struct {
-	// conditions describe the policy's state: Ready, Conflicted.
+	// conditions describe the policy's state: Ready, Conflicted, Degraded.
 	// +listType=map
 	// +listMapKey=type
 	// +optional
@@ -115,6 +227,7 @@ type ServicePolicyStatus struct {
 // +kubebuilder:printcolumn:name="Scheduler",type=string,JSONPath=`.spec.scheduler`
 // +kubebuilder:printcolumn:name="Services",type=integer,JSONPath=`.status.serviceCount`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Degraded",type=string,JSONPath=`.status.conditions[?(@.type=="Degraded")].status`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type ServicePolicy struct {
 	metav1.TypeMeta   `json:",inline"`
@@ -149,4 +262,37 @@ func (s *ServicePolicySpec) DrainTimeoutSeconds() int32 {
 		return DefaultDrainTimeoutSeconds
 	}
 	return *s.Drain.TimeoutSeconds
+}
+
+// Defaulted returns the health check with every unset field set to the CRD's default (for objects that
+// bypassed the API server's defaulting, e.g. in tests). nil stays nil.
+func (h *HealthCheckSpec) Defaulted() *HealthCheckSpec {
+	if h == nil {
+		return nil
+	}
+	out := h.DeepCopy()
+	if out.Protocol == "" {
+		out.Protocol = HealthCheckTCP
+	}
+	if out.PeriodSeconds == 0 {
+		out.PeriodSeconds = DefaultHealthCheckPeriodSeconds
+	}
+	if out.TimeoutSeconds == 0 {
+		out.TimeoutSeconds = DefaultHealthCheckTimeoutSeconds
+	}
+	if out.UnhealthyThreshold == 0 {
+		out.UnhealthyThreshold = DefaultHealthCheckUnhealthyThreshold
+	}
+	if out.HealthyThreshold == 0 {
+		out.HealthyThreshold = DefaultHealthCheckHealthyThreshold
+	}
+	if out.Protocol == HealthCheckHTTP {
+		if out.Path == "" {
+			out.Path = DefaultHealthCheckPath
+		}
+		if len(out.ExpectedStatuses) == 0 {
+			out.ExpectedStatuses = []StatusRange{{Min: 200, Max: 399}}
+		}
+	}
+	return out
 }

@@ -13,6 +13,7 @@ import (
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
@@ -21,6 +22,7 @@ import (
 	lbv1alpha1 "github.com/ipvs-operator/ipvs-operator/api/v1alpha1"
 	"github.com/ipvs-operator/ipvs-operator/controllers/agent"
 	"github.com/ipvs-operator/ipvs-operator/controllers/agent/desired"
+	"github.com/ipvs-operator/ipvs-operator/controllers/agent/health"
 	"github.com/ipvs-operator/ipvs-operator/controllers/agent/nodelock"
 	"github.com/ipvs-operator/ipvs-operator/ipvs/host"
 )
@@ -122,6 +124,19 @@ func run(ctx context.Context, f flags) error {
 		},
 		Recorder: mgr.GetEventRecorder("ipvs-operator-agent"),
 		Clock:    clock.RealClock{},
+		// Probes run from this process, in the node's network namespace (hostNetwork).
+		// A restarted agent remembers which real servers the previous one had at weight 0.
+		Health: agent.NewHealthChecker(health.Options{}, kernel.engine.Programmed),
+	}
+	// The node's HealthCheckStatus reports are written without a cache: the agent never watches other
+	// nodes' reports.
+	direct, err := client.New(restConfig, client.Options{Scheme: scheme})
+	if err != nil {
+		return err
+	}
+	services.Health.ReportTo(direct, f.NodeName, 0)
+	if err := mgr.Add(services.Health); err != nil {
+		return err
 	}
 	podCIDRs, err := setupPodDetection(mgr, f, engine)
 	if err != nil {

@@ -97,12 +97,12 @@ var (
 // so importing the package registers nothing and a second registry (a test's own) can be used. Call it once
 // per registry: a second call returns prometheus.AlreadyRegisteredError.
 func RegisterMetrics(reg prometheus.Registerer) error {
-	for _, c := range []prometheus.Collector{
+	for _, c := range append([]prometheus.Collector{
 		metricSyncDuration, metricSyncErrors, metricProgrammingLatency, metricAuditDuration,
 		metricKernelOps, metricVirtualServers, metricRealServers,
 		metricDriftDetections, metricAuditFindings, metricAuditRepairOps,
 		metricServicesHeld,
-	} {
+	}, healthCollectors...) {
 		if err := reg.Register(c); err != nil {
 			return err
 		}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/ipvs-operator/ipvs-operator/controllers/agent/health"
 	"github.com/ipvs-operator/ipvs-operator/ipvs/syncer"
 )
 
@@ -26,6 +27,7 @@ func TestRegisterMetrics(t *testing.T) {
 	m.AuditDone(syncer.AuditReport{})
 	metricServicesHeld.WithLabelValues(HeldDependencyError).Set(0)
 	observeProgrammingLatency(time.Now(), nil)
+	observeProbe(health.Target{Check: health.Check{Protocol: health.TCP}}, nil, time.Millisecond)
 
 	mfs, err := reg.Gather()
 	if err != nil {
@@ -40,6 +42,12 @@ func TestRegisterMetrics(t *testing.T) {
 		"ipvs_operator_agent_audit_findings_total",
 		"ipvs_operator_agent_audit_repair_operations_total",
 		"ipvs_operator_agent_drift_detections_total",
+		"ipvs_operator_agent_health_panic_services",
+		"ipvs_operator_agent_health_probe_duration_seconds",
+		"ipvs_operator_agent_health_probes_total",
+		"ipvs_operator_agent_health_real_servers_out",
+		"ipvs_operator_agent_health_targets",
+		"ipvs_operator_agent_health_unhealthy_targets",
 		"ipvs_operator_agent_kernel_operations_total",
 		"ipvs_operator_agent_network_programming_duration_seconds",
 		"ipvs_operator_agent_real_servers",

@@ -59,6 +59,9 @@ type ServiceReconciler struct {
 	// CRDPollInterval is how often the agent looks for the ServicePolicy CRD when it is not installed;
 	// 0 means DefaultCRDPollInterval.
 	CRDPollInterval time.Duration
+	// Health probes the endpoints of Services whose policy has a health check; nil: no probes (a policy's
+	// health check is then ignored).
+	Health *HealthChecker
 
 	initOnce sync.Once
 	held     *heldServices
@@ -79,6 +82,9 @@ func (r *ServiceReconciler) init() {
 		}
 		r.held = newHeldServices(r.Clock)
 		r.governors = &governorMemory{m: map[types.NamespacedName]governor{}}
+		if r.Health != nil {
+			r.Options.Health = r.Health
+		}
 	})
 }
 
@@ -120,6 +126,7 @@ func (r *ServiceReconciler) syncService(ctx context.Context, key types.Namespace
 
 	var (
 		state    desired.State
+		hl       desired.Health
 		epSlices []*discoveryv1.EndpointSlice
 	)
 	if svc != nil && desired.InScope(svc, r.Options.ManageAll) {
@@ -134,7 +141,7 @@ func (r *ServiceReconciler) syncService(ctx context.Context, key types.Namespace
 		case err != nil:
 			return r.hold(ctx, key, svc, HeldDependencyError, fmt.Errorf("listing ServicePolicies: %w", err))
 		}
-		state, err = desired.ForService(svc, epSlices, pol, r.Options)
+		state, hl, err = desired.Translate(svc, epSlices, pol, r.Options)
 		if err != nil {
 			// Bad input in one Service: don't retry until the object changes.
 			if _, herr := r.hold(ctx, key, svc, HeldInvalidService, err); herr != err { //nolint:errorlint // identity: hold added a Retain error
@@ -146,6 +153,10 @@ func (r *ServiceReconciler) syncService(ctx context.Context, key types.Namespace
 		r.governors.forget(key)
 	}
 	r.held.release(key)
+	if r.Health != nil {
+		gov, _ := r.governors.get(key)
+		r.Health.observe(ctx, key, svc, hl, gov.name, r.Recorder, r.Options.NodeName)
+	}
 
 	res, err := r.Engine.SyncService(ctx, key.String(), state)
 	if err != nil {
@@ -264,8 +275,9 @@ func (r *ServiceReconciler) policy(ctx context.Context, svc *corev1.Service) (*d
 	settings := desired.Policy{
 		Scheduler:    string(winner.Spec.SchedulerOrDefault()),
 		DrainTimeout: time.Duration(winner.Spec.DrainTimeoutSeconds()) * time.Second,
+		HealthCheck:  healthCheckSettings(winner.Spec.HealthCheck),
 	}
-	r.governors.set(key, governor{uid: winner.UID, settings: settings})
+	r.governors.set(key, governor{uid: winner.UID, name: winner.Name, settings: settings})
 	return &settings, nil
 }
 
@@ -279,6 +291,7 @@ func (r *ServiceReconciler) warnOnce(svc *corev1.Service, reason, note string) {
 // governor is the policy that last governed a Service and the settings it had then.
 type governor struct {
 	uid      types.UID
+	name     string
 	settings desired.Policy
 	note     string // the last Warning sent about it
 }
@@ -336,7 +349,11 @@ func (r *ServiceReconciler) SetupWithManager(mgr ctrl.Manager, workers int) erro
 		poll: poll,
 	}
 	r.policiesWatched = policies.started.Load
-	return ctrl.NewControllerManagedBy(mgr).
+	b := ctrl.NewControllerManagedBy(mgr)
+	if r.Health != nil {
+		b = b.WatchesRawSource(r.Health.source()) // a verdict changed: translate its Services again
+	}
+	return b.
 		Named("service").
 		// Services never bump metadata.generation: compare what the translation reads instead.
 		For(&corev1.Service{}, builder.WithPredicates(predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {

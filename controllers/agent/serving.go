@@ -1,8 +1,18 @@
 package agent
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"fmt"
+	"math/big"
+	"net"
 	"net/http"
+	"sync"
+	"time"
 
 	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -21,7 +31,7 @@ import (
 const DebugIPVSPath = "/debug/ipvs"
 
 // MetricsServerOptions are the agent's metrics server on addr: HTTPS (a self-signed certificate made at
-// start, as the operator's), and every request authenticated with the API server (TokenReview) and
+// start, see selfSignedCertificate), and every request authenticated with the API server (TokenReview) and
 // authorized (SubjectAccessReview on the request's path and verb) by controller-runtime's filter, as the
 // operator's /metrics is. The filter covers the extra handlers too: debug is served at DebugIPVSPath.
 // HTTP/2 is off, as in the operator (its rapid-reset and stream floods, CVE-2023-44487 and CVE-2023-39325).
@@ -30,8 +40,11 @@ func MetricsServerOptions(addr string, debug http.Handler) metricsserver.Options
 		BindAddress:    addr,
 		SecureServing:  true,
 		FilterProvider: filters.WithAuthenticationAndAuthorization,
-		TLSOpts:        []func(*tls.Config){func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} }},
-		ExtraHandlers:  map[string]http.Handler{DebugIPVSPath: debug},
+		TLSOpts: []func(*tls.Config){func(c *tls.Config) {
+			c.NextProtos = []string{"http/1.1"}
+			c.GetCertificate = func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return selfSignedCertificate() }
+		}},
+		ExtraHandlers: map[string]http.Handler{DebugIPVSPath: debug},
 	}
 }
 
@@ -50,3 +63,40 @@ func DebugHandler(programmed func() []ipvs.VirtualServer) http.Handler {
 		_, _ = w.Write([]byte(ipvs.Render(programmed())))
 	})
 }
+
+// selfSignedCertificate is the metrics server's certificate, made once on first use: ECDSA P-256 for
+// localhost and 127.0.0.1, as controller-runtime's fallback names it. That fallback makes an RSA-2048 key,
+// which costs about 1.5 s of CPU in the lab's emulated VM on every agent start, on every node at once
+// after a roll-out; a P-256 key takes milliseconds. Scrapers authenticate the agent by other means (the
+// certificate is self-signed either way), so nothing is lost.
+var selfSignedCertificate = sync.OnceValues(func() (*tls.Certificate, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("metrics server certificate key: %w", err)
+	}
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	if err != nil {
+		return nil, fmt.Errorf("metrics server certificate serial: %w", err)
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{CommonName: "localhost"},
+		DNSNames:              []string{"localhost"},
+		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.Add(365 * 24 * time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return nil, fmt.Errorf("metrics server certificate: %w", err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, fmt.Errorf("metrics server certificate: %w", err)
+	}
+	return &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, nil
+})

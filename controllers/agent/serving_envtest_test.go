@@ -3,6 +3,7 @@ package agent_test
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"net"
@@ -118,6 +119,16 @@ var _ = Describe("the agent's metrics port", Ordered, func() {
 		code, body := get(ctx, strings.Replace(base, "https://", "http://", 1)+"/metrics", "")
 		Expect(code).To(Equal(http.StatusBadRequest), body) // Go's TLS server answers plain HTTP with a 400
 		Expect(body).NotTo(ContainSubstring("ipvs_operator_"))
+	})
+
+	It("serves a P-256 certificate for localhost, made at start rather than controller-runtime's RSA-2048 one", func(ctx SpecContext) {
+		conn, err := (&tls.Dialer{Config: &tls.Config{InsecureSkipVerify: true}}).DialContext(ctx, "tcp", strings.TrimPrefix(base, "https://")) //nolint:gosec // test client
+		Expect(err).NotTo(HaveOccurred())
+		defer conn.Close()
+		leaf := conn.(*tls.Conn).ConnectionState().PeerCertificates[0]
+		Expect(leaf.PublicKeyAlgorithm).To(Equal(x509.ECDSA), "the agent's certificate key")
+		Expect(leaf.VerifyHostname("localhost")).To(Succeed())
+		Expect(leaf.VerifyHostname("127.0.0.1")).To(Succeed())
 	})
 
 	It("needs the agent role to review tokens: without it nobody gets in", func(ctx SpecContext) {

@@ -127,7 +127,7 @@ var _ = BeforeSuite(func() {
 	Expect(k8s.Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: nodeName},
 		Spec: corev1.NodeSpec{PodCIDR: "10.244.9.0/24", PodCIDRs: []string{"10.244.9.0/24"}}})).To(Succeed())
 	engine = &orderedEngine{Engine: syncer.New(kernel, vips, rules, clock.RealClock{}, syncer.Options{Metrics: agent.EngineMetrics{}})}
-	a := startAgent(ctx, agentConfig{rest: cfg, scheme: scheme, engine: engine, podCIDRReconciler: true})
+	a := startAgent(ctx, agentConfig{rest: cfg, scheme: scheme, engine: engine, podCIDRReconciler: true, health: healthChecker})
 	startup = a.startup
 })
 
@@ -139,6 +139,10 @@ type agentConfig struct {
 	// wrap, if set, wraps the manager's client as the agent's controllers see it (to inject API errors).
 	wrap              func(client.Client) client.Client
 	podCIDRReconciler bool
+	// health, if set, probes for the agent (health_envtest_test.go); it writes the node's reports unless
+	// noReports is set (a second agent of the same node name).
+	health    *agent.HealthChecker
+	noReports bool
 }
 
 type runningAgent struct {
@@ -168,6 +172,13 @@ func startAgent(ctx context.Context, ac agentConfig) runningAgent {
 		Recorder:        mgr.GetEventRecorder("ipvs-operator-agent"),
 		Clock:           clock.RealClock{},
 		CRDPollInterval: 500 * time.Millisecond,
+		Health:          ac.health,
+	}
+	if ac.health != nil {
+		if !ac.noReports {
+			ac.health.ReportTo(k8s, nodeName, 100*time.Millisecond)
+		}
+		Expect(mgr.Add(ac.health)).To(Succeed())
 	}
 	podCIDRs := &agent.PodCIDRReconciler{Client: c, Engine: ac.engine, NodeName: nodeName}
 	st := agent.NewStartup(agent.StartupConfig{

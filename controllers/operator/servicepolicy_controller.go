@@ -84,6 +84,11 @@ func (r *ServicePolicyReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 	result := policy.Resolve(policies.Items, services.Items).Policies[req.NamespacedName]
 
 	status := desiredStatus(&p, result)
+	reports, err := r.healthReports(ctx, &p)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	setDegraded(&status, &p, reports)
 	if equality.Semantic.DeepEqual(p.Status, status) {
 		return ctrl.Result{}, nil
 	}
@@ -120,6 +125,9 @@ func (r *ServicePolicyReconciler) recordTransitions(before, after *v1alpha1.Serv
 			"No longer applies to %s: %s", countServices(len(removed)), listNames(removed))
 	}
 	if c := became(before, after, v1alpha1.ConditionConflicted, metav1.ConditionTrue, v1alpha1.ReasonConflict); c != nil {
+		r.Recorder.Eventf(after, nil, corev1.EventTypeWarning, c.Reason, eventActionResolve, "%s", c.Message)
+	}
+	if c := became(before, after, v1alpha1.ConditionDegraded, metav1.ConditionTrue, v1alpha1.ReasonHealthPanic); c != nil {
 		r.Recorder.Eventf(after, nil, corev1.EventTypeWarning, c.Reason, eventActionResolve, "%s", c.Message)
 	}
 	for _, reason := range []string{v1alpha1.ReasonInvalidSelector, v1alpha1.ReasonInvalidSpec} {
@@ -161,6 +169,8 @@ func (r *ServicePolicyReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		// A Service created, deleted or relabelled can change what every policy of its namespace governs.
 		Watches(&corev1.Service{}, handler.EnqueueRequestsFromMapFunc(r.policiesOfNamespace),
 			builder.WithPredicates(predicate.LabelChangedPredicate{})).
+		// A node's health check report: the policy's Degraded condition sums them.
+		Watches(&v1alpha1.HealthCheckStatus{}, handler.EnqueueRequestsFromMapFunc(reportToPolicy)).
 		Complete(r)
 }
 

@@ -206,4 +206,65 @@ var _ = Describe("ServicePolicy status", func() {
 			)))
 		}).Should(Succeed())
 	})
+
+	It("sums the nodes' health check reports into Degraded, and drops it with the health check", func() {
+		createService("web", map[string]string{"app": "web"})
+		p := createPolicy("hc", &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}})
+		Eventually(func(g Gomega) {
+			g.Expect(meta.FindStatusCondition(getPolicy(g, "hc").Status.Conditions, v1alpha1.ConditionDegraded)).To(BeNil(),
+				"no health check, no Degraded condition")
+		}).Should(Succeed())
+
+		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(p), p)).To(Succeed())
+		before := p.DeepCopy()
+		p.Spec.HealthCheck = &v1alpha1.HealthCheckSpec{}
+		Expect(k8sClient.Patch(ctx, p, client.MergeFrom(before))).To(Succeed()) // the operator writes status meanwhile
+		Eventually(func(g Gomega) {
+			expectCondition(g, getPolicy(g, "hc"), v1alpha1.ConditionDegraded, metav1.ConditionFalse, v1alpha1.ReasonHealthy)
+		}).Should(Succeed())
+
+		report := func(node string, out int32, panicking ...string) *v1alpha1.HealthCheckStatus {
+			r := &v1alpha1.HealthCheckStatus{
+				ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "hc." + node, Labels: map[string]string{
+					v1alpha1.HealthCheckStatusPolicyLabel: "hc", v1alpha1.HealthCheckStatusNodeLabel: node}},
+				Report: v1alpha1.HealthCheckReport{Node: node, Policy: "hc", TakenOutCount: out, PanicServices: panicking},
+			}
+			for range out {
+				r.Report.TakenOut = append(r.Report.TakenOut, v1alpha1.TakenOutEndpoint{Service: "web", Endpoint: "10.244.1.5:8080", Target: "tcp://10.244.1.5:8080"})
+			}
+			Expect(k8sClient.Create(ctx, r)).To(Succeed())
+			return r
+		}
+		a := report("node-a", 1)
+		b := report("node-b", 2)
+		Eventually(func(g Gomega) {
+			c := expectCondition(g, getPolicy(g, "hc"), v1alpha1.ConditionDegraded, metav1.ConditionTrue, v1alpha1.ReasonTakenOut)
+			g.Expect(c.Message).To(ContainSubstring("3 real servers are out of rotation on 2 nodes"))
+			g.Expect(c.Message).To(ContainSubstring("kubectl get hcstatus -n " + ns))
+		}).Should(Succeed())
+
+		Expect(k8sClient.Delete(ctx, b)).To(Succeed())
+		report("node-b", 0, "web")
+		Eventually(func(g Gomega) {
+			c := expectCondition(g, getPolicy(g, "hc"), v1alpha1.ConditionDegraded, metav1.ConditionTrue, v1alpha1.ReasonHealthPanic)
+			g.Expect(c.Message).To(ContainSubstring("Every endpoint of web fails its health check on 1 node"))
+		}).Should(Succeed())
+		Eventually(func(g Gomega) {
+			g.Expect(eventsFor(g, "hc")).To(ContainElement(HaveField("Reason", v1alpha1.ReasonHealthPanic)))
+		}).Should(Succeed())
+
+		Expect(k8sClient.Delete(ctx, a)).To(Succeed())
+		Expect(k8sClient.Delete(ctx, &v1alpha1.HealthCheckStatus{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "hc.node-b"}})).To(Succeed())
+		Eventually(func(g Gomega) {
+			expectCondition(g, getPolicy(g, "hc"), v1alpha1.ConditionDegraded, metav1.ConditionFalse, v1alpha1.ReasonHealthy)
+		}).Should(Succeed())
+
+		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(p), p)).To(Succeed())
+		before = p.DeepCopy()
+		p.Spec.HealthCheck = nil
+		Expect(k8sClient.Patch(ctx, p, client.MergeFrom(before))).To(Succeed()) // the operator writes status meanwhile
+		Eventually(func(g Gomega) {
+			g.Expect(meta.FindStatusCondition(getPolicy(g, "hc").Status.Conditions, v1alpha1.ConditionDegraded)).To(BeNil())
+		}).Should(Succeed())
+	})
 })

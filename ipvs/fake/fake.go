@@ -34,6 +34,8 @@ const (
 	AddDestination    Verb = ipvs.OpAddDestination
 	UpdateDestination Verb = ipvs.OpUpdateDestination
 	DeleteDestination Verb = ipvs.OpDeleteDestination
+	// AllDestinations is ipvs.DestinationDumper's verb.
+	AllDestinations Verb = "AllDestinations"
 )
 
 // Verbs of ipvs.VIPs.
@@ -292,6 +294,27 @@ func (f *IPVS) Destinations(k ipvs.ServiceKey) ([]ipvs.ObservedDestination, erro
 	slices.SortFunc(out, func(a, b ipvs.ObservedDestination) int {
 		return compareDestinationKeys(a.DestinationKey, b.DestinationKey)
 	})
+	return out, nil
+}
+
+// AllDestinations implements ipvs.DestinationDumper: every virtual server's real servers, each list sorted.
+func (f *IPVS) AllDestinations() (map[ipvs.ServiceKey][]ipvs.ObservedDestination, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.rec.op(AllDestinations); err != nil {
+		return nil, err
+	}
+	out := make(map[ipvs.ServiceKey][]ipvs.ObservedDestination, len(f.services))
+	for k, s := range f.services {
+		ds := make([]ipvs.ObservedDestination, 0, len(s.dests))
+		for _, d := range s.dests {
+			ds = append(ds, *d)
+		}
+		slices.SortFunc(ds, func(a, b ipvs.ObservedDestination) int {
+			return compareDestinationKeys(a.DestinationKey, b.DestinationKey)
+		})
+		out[k] = ds
+	}
 	return out, nil
 }
 

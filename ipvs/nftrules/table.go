@@ -20,8 +20,11 @@ const maxElemsPerBatch = 1024
 
 // Table is the agent's nftables table; it implements ipvs.Rules. Methods are safe for concurrent use.
 type Table struct {
-	mu      sync.Mutex // one batch at a time: the connection buffers messages until Flush
-	conn    *nftables.Conn
+	mu   sync.Mutex // one batch at a time: the connection buffers messages until Flush
+	conn *nftables.Conn
+	// reader serves Elements on sockets of its own (one per dump, closed after it), so that the audit's
+	// read of every element never waits for, nor holds up, a Service's Update on conn.
+	reader  *nftables.Conn
 	table   *nftables.Table
 	netnsFD int // 0: the caller's namespace
 	pods    podMatch
@@ -55,7 +58,13 @@ func New(opts ...Option) (*Table, error) {
 	if err != nil {
 		return nil, fmt.Errorf("nftrules: open netlink: %w", err)
 	}
-	return &Table{conn: conn, table: &nftables.Table{Name: TableName, Family: nftables.TableFamilyINet}, netnsFD: o.netnsFD, pods: o.pods}, nil
+	reader, err := nftables.New(connOpts[1:]...) // not lasting: a socket per call
+	if err != nil {
+		_ = conn.CloseLasting()
+		return nil, fmt.Errorf("nftrules: open netlink: %w", err)
+	}
+	return &Table{conn: conn, reader: reader, table: &nftables.Table{Name: TableName, Family: nftables.TableFamilyINet},
+		netnsFD: o.netnsFD, pods: o.pods}, nil
 }
 
 // Close closes the netlink socket. The table stays in the kernel.
@@ -260,16 +269,21 @@ func parsePortKey(key []byte) (k ipvs.ServiceKey, ok bool) {
 
 func validProtocol(p ipvs.Protocol) bool { return p == ipvs.TCP || p == ipvs.UDP || p == ipvs.SCTP }
 
-// Elements reads back the ClusterIP, endpoint and port elements, each list sorted (IPv4 first).
+// Elements reads back the ClusterIP, endpoint and port elements, each list sorted (IPv4 first). It runs
+// beside Update (on sockets of its own): at 10,000 Services the sets hold some 70,000 elements and their
+// dump was a fifth of an audit's time in the lab, which no Service's update should wait for. Each set is dumped
+// on its own, so an Update that runs meanwhile may show in some sets and not in others: a caller that
+// compares the result with its records must not trust the elements it updated during the call.
 // Equivalent to: `nft list set inet ipvs-operator clusterips4` and the other element sets.
 func (t *Table) Elements() (ipvs.RuleElements, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
 	var out ipvs.RuleElements
 	for _, name := range []string{SetClusterIPs4, SetClusterIPs6, SetLoop4, SetLoop6, SetPorts4, SetPorts6} {
-		els, err := t.conn.GetSetElements(&nftables.Set{Table: t.table, Name: name})
+		els, err := t.reader.GetSetElements(&nftables.Set{Table: t.table, Name: name})
 		if err != nil {
-			if !t.exists() {
+			t.mu.Lock()
+			missing := !t.exists()
+			t.mu.Unlock()
+			if missing {
 				err = fmt.Errorf("table missing (Ensure first): %w", unix.ENOENT)
 			}
 			return ipvs.RuleElements{}, fmt.Errorf("nftrules: list set inet %s %s: %w", TableName, name, err)

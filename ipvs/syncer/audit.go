@@ -45,15 +45,21 @@ func (r AuditReport) Findings() int { return r.Services + r.Orphans + r.VIPs + r
 const sweeper = "(audit sweep)"
 
 // Audit re-reads the whole kernel and repairs drift: a flushed table (`ipvsadm -C`), a deleted VIP or
-// dummy interface, a changed weight, a removed nftables element. It re-applies every Service's last desired
-// state against the fresh read, then removes what the agent owns but no Service wants: virtual servers on
-// unclaimed VIPs, those VIPs, and unneeded set elements.
+// dummy interface, a changed weight, a removed nftables element. It re-applies the last desired state of
+// every Service that needs it against the fresh read, then removes what the agent owns but no Service
+// wants: virtual servers on unclaimed VIPs, those VIPs, and unneeded set elements.
 //
 // It does not stop the world: the kernel is read with no lock held, and each Service is then repaired under
 // its own key lock only, so SyncService calls for other Services go on meanwhile. A Service synced while
 // the kernel was being read is re-read on its own rather than given the (possibly older) snapshot, and the
 // sweep reserves each unclaimed VIP while it empties it, so that it never removes what a Service claimed
 // meanwhile. Audits run one at a time.
+//
+// Its reads are one of each kind, and none holds a lock that a sync waits for: the nftables sets once (an
+// element a sync updates during the read is judged by what the sync recorded, not by the read), the
+// addresses, the virtual servers, and, with many of them, every real server in one dump (DestinationDumper;
+// otherwise one read per virtual server). A Service whose kernel state matches the cache and whose last sync
+// did all it wanted is not re-applied: that would plan nothing.
 //
 // Because of that sweep, the first Audit after Adopt must wait until every existing Service has been synced
 // once. It costs a full dump: run it every minute or so, not per change; CheckDrift is the cheap check.
@@ -72,23 +78,24 @@ func (s *Syncer) Audit(ctx context.Context) error {
 	if err := s.prepare(); err != nil {
 		return err
 	}
-	// Generations first, then the read: an entry whose generation is unchanged afterwards was not synced
-	// at any time during the read, so the snapshot is at least as new as its cache.
+	// Generations first, then the reads: an entry whose generation is unchanged afterwards was not synced
+	// at any time during them, so the snapshot is at least as new as its cache.
 	gens, claimed := s.generations()
-	snap, err := s.readKernel(claimed)
-	if err != nil {
-		return fmt.Errorf("sync: audit: reading the kernel's state: %w", err)
-	}
 	var rep AuditReport
 	var errs []error
 	// The sets first: a real server the repairs below put back must find its hairpin element there. If
 	// they cannot be repaired, neither is anything else (fail closed): Services would be re-applied
-	// against sets the cache believes complete, and real servers restored without their elements.
-	n, err := s.auditElements()
+	// against sets the cache believes complete, and real servers restored without their elements. Their
+	// ClusterIPs also tell which virtual servers are the agent's.
+	clusterIPs, n, err := s.auditElements()
 	if err != nil {
 		return fmt.Errorf("sync: audit: nftables sets: %w", err)
 	}
 	rep.Elements += n
+	snap, err := s.readTables(claimed, clusterIPs)
+	if err != nil {
+		return fmt.Errorf("sync: audit: reading the kernel's state: %w", err)
+	}
 
 	now := s.clock.Now()
 	for _, key := range slices.Sorted(maps.Keys(gens)) {
@@ -147,6 +154,7 @@ func (s *Syncer) auditService(ctx context.Context, key string, gen uint64, snap 
 		return nil // removed meanwhile: nothing of it is left to repair
 	}
 	drift, reread := false, e.gen != gen
+	settled := !reread && s.settledLocked(e)
 	if reread {
 		e.dirty = true
 	} else {
@@ -154,6 +162,12 @@ func (s *Syncer) auditService(ctx context.Context, key string, gen uint64, snap 
 	}
 	want := e.want
 	s.mu.Unlock()
+	if settled && !drift {
+		// The kernel holds what the last sync left, and that sync did all it wanted: re-applying its
+		// desired state would plan nothing. This is most Services of most audits, and skipping them
+		// halves an audit's CPU at scale, which the Services' syncs share.
+		return nil
+	}
 
 	res, err := s.syncLocked(ctx, key, want)
 	rep.Ops += res.Ops
@@ -165,6 +179,21 @@ func (s *Syncer) auditService(ctx context.Context, key string, gen uint64, snap 
 		rep.Services++
 	}
 	return err
+}
+
+// settledLocked reports whether e's last sync did all it wanted: it succeeded (not dirty), no real server
+// drains (the audit would end a drain whose time has come), and e owns exactly the VIPs it wants (none held
+// by another Service, which the audit would claim once released; none left to release).
+func (s *Syncer) settledLocked(e *entry) bool {
+	if e.dirty || e.counts.draining > 0 || e.vips.Len() != len(e.want.VIPs) {
+		return false
+	}
+	for _, v := range e.want.VIPs {
+		if s.vipOwner[v] != e.key || !e.vips.Has(v) {
+			return false
+		}
+	}
+	return true
 }
 
 // sweep deletes the virtual servers on VIPs no Service owns, then unbinds those VIPs. Each VIP is reserved

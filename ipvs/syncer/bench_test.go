@@ -208,6 +208,8 @@ func BenchmarkAudit(b *testing.B) {
 		b.Fatalf("an audit of an intact kernel made %d changes", k.changes())
 	}
 	b.ReportMetric(float64(k.reads())/float64(b.N), "kernel-reads/op")
+	// The whole-table reads: services, real servers (one read of every virtual server's), addresses, sets.
+	b.ReportMetric(float64(k.dumps()+k.ipvs.OpCount(fake.AllDestinations)+k.rules.Ops()[fake.Elements])/float64(b.N), "kernel-dumps/op")
 }
 
 // BenchmarkResyncAfterFlush: kube-proxy's start-up cleanup (or `ipvsadm -C`) flushed the warm

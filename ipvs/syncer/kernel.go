@@ -13,7 +13,8 @@ import (
 
 // snapshot is what a full read of the kernel found that the agent owns.
 type snapshot struct {
-	bound    sets.Set[netip.Addr]
+	bound sets.Set[netip.Addr]
+	// elements are the nftables sets as read by readKernel (Adopt); the audit keeps them apart.
 	elements elementSet
 	servers  map[netip.Addr]map[ipvs.ServiceKey]observedServer
 }
@@ -23,40 +24,60 @@ type observedServer struct {
 	dests []ipvs.ObservedDestination
 }
 
-// readKernel reads everything once: the dummy interface's addresses, the nftables sets, and the virtual
-// servers the agent owns with their real servers. The agent owns a virtual server when its address is bound
-// on the dummy interface, is in the ClusterIP set of the agent's own nftables table (so a VIP someone
-// deleted does not turn its virtual server into a stranger), or is claimed by a Service in the cache.
-// Any other virtual server belongs to someone else and is not even read.
+// readKernel reads everything once: the nftables sets, the dummy interface's addresses, and the virtual
+// servers the agent owns with their real servers (see readTables).
 func (s *Syncer) readKernel(claimed []netip.Addr) (snapshot, error) {
+	els := newElementSet()
+	if s.rules != nil {
+		read, err := s.rules.Elements()
+		if err != nil && !errors.Is(err, unix.ENOENT) { // no table: no element
+			return snapshot{}, err
+		}
+		els = elementSetOf(read)
+	}
+	snap, err := s.readTables(claimed, els.clusterIPs)
+	snap.elements = els
+	return snap, err
+}
+
+// readTables reads the dummy interface's addresses and the virtual servers the agent owns, with their real
+// servers. The agent owns a virtual server when its address is bound on the dummy interface, is in the
+// ClusterIP set of the agent's own nftables table (clusterIPs; so a VIP someone deleted does not turn its
+// virtual server into a stranger), or is claimed by a Service in the cache. Any other virtual server
+// belongs to someone else and is not even read. The snapshot's elements are left empty.
+func (s *Syncer) readTables(claimed []netip.Addr, clusterIPs sets.Set[netip.Addr]) (snapshot, error) {
 	snap := snapshot{elements: newElementSet(), servers: map[netip.Addr]map[ipvs.ServiceKey]observedServer{}}
 	addrs, err := s.vips.List()
 	if err != nil && !errors.Is(err, unix.ENODEV) { // no interface: no VIP
 		return snap, err
 	}
 	snap.bound = sets.New(addrs...)
-	if s.rules != nil {
-		els, err := s.rules.Elements()
-		if err != nil && !errors.Is(err, unix.ENOENT) { // no table: no element
-			return snap, err
-		}
-		snap.elements = elementSetOf(els)
-	}
-	ours := snap.bound.Union(snap.elements.clusterIPs).Insert(claimed...)
+	ours := snap.bound.Union(clusterIPs).Insert(claimed...)
 	svcs, err := s.ipvs.Services()
 	if err != nil {
 		return snap, err
+	}
+	// Many virtual servers: one read of every real server when the kernel offers it, rather than one per
+	// virtual server (a few: each is read on its own, and other owners' real servers are not even read).
+	// A virtual server the dump does not report is read on its own, and so is every one if it fails:
+	// slower, never wrong.
+	var all map[ipvs.ServiceKey][]ipvs.ObservedDestination
+	if d, ok := s.ipvs.(ipvs.DestinationDumper); ok && countOurs(svcs, ours) >= dumpFrom {
+		all, _ = d.AllDestinations()
 	}
 	for _, svc := range svcs {
 		if !ours.Has(svc.Address) {
 			continue
 		}
-		dests, err := s.ipvs.Destinations(svc.ServiceKey)
-		if errors.Is(err, ipvs.ErrNotFound) {
-			continue // deleted between the two reads
-		}
-		if err != nil {
-			return snap, err
+		dests, ok := all[svc.ServiceKey]
+		if !ok {
+			dests, err = s.ipvs.Destinations(svc.ServiceKey)
+			if errors.Is(err, ipvs.ErrNotFound) {
+				continue // deleted between the two reads
+			}
+			if err != nil {
+				return snap, err
+			}
 		}
 		if snap.servers[svc.Address] == nil {
 			snap.servers[svc.Address] = map[ipvs.ServiceKey]observedServer{}
@@ -64,6 +85,21 @@ func (s *Syncer) readKernel(claimed []netip.Addr) (snapshot, error) {
 		snap.servers[svc.Address][svc.ServiceKey] = observedServer{svc: svc, dests: dests}
 	}
 	return snap, nil
+}
+
+// dumpFrom is how many of the agent's virtual servers make the audit read the whole table's real servers at
+// once. Below it each one's are read on their own: cheap at that size, and only what the agent owns is read
+// (a node may hold other owners' virtual servers by the thousand).
+const dumpFrom = 32
+
+func countOurs(svcs []ipvs.Service, ours sets.Set[netip.Addr]) int {
+	n := 0
+	for _, svc := range svcs {
+		if ours.Has(svc.Address) {
+			n++
+		}
+	}
+	return n
 }
 
 // install replaces the whole cache with a snapshot: each Service gets the virtual servers on the VIPs it

@@ -326,3 +326,69 @@ func TestKernelDriftCanary(t *testing.T) {
 		}
 	}
 }
+
+// countingIPVS counts per-virtual-server reads and one-read dumps of the real kernel.
+type countingIPVS struct {
+	ipvs.Interface
+	reads, dumps int
+}
+
+func (c *countingIPVS) Destinations(k ipvs.ServiceKey) ([]ipvs.ObservedDestination, error) {
+	c.reads++
+	return c.Interface.Destinations(k)
+}
+
+func (c *countingIPVS) AllDestinations() (map[ipvs.ServiceKey][]ipvs.ObservedDestination, error) {
+	c.dumps++
+	return c.Interface.(ipvs.DestinationDumper).AllDestinations()
+}
+
+// TestKernelAuditReadsOneDump: with enough virtual servers the audit reads every real server from one read
+// of the kernel's table (/proc/net/ip_vs of the agent's namespace), not one read per virtual server, and
+// still repairs a weight and a real server changed by hand, leaving someone else's virtual server alone.
+func TestKernelAuditReadsOneDump(t *testing.T) {
+	ctx := context.Background()
+	ns, path := kernelNS(t)
+	k := openKernel(t, ns, path)
+	must(t, host.Probe(k.ipvs))
+	foreign := ipvs.Service{ServiceKey: ipvs.ServiceKey{Address: netip.MustParseAddr("198.51.100.9"), Port: 80, Protocol: ipvs.TCP}, Scheduler: "wlc"}
+	must(t, k.ipvs.AddService(foreign))
+	c := &countingIPVS{Interface: k.ipvs}
+	s := syncer.New(c, k.vips, k.rules, clock.RealClock{}, syncer.Options{PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")}})
+	must(t, s.Adopt(ctx))
+	const n = 40
+	keys := make([]ipvs.ServiceKey, n)
+	for i := range n {
+		vip := netip.AddrFrom4([4]byte{10, 96, 1, byte(i + 1)})
+		keys[i] = ipvs.ServiceKey{Address: vip, Port: 80, Protocol: ipvs.TCP}
+		dests := make([]ipvs.Destination, 0, 3)
+		for j := range 3 {
+			dests = append(dests, ipvs.Destination{DestinationKey: ipvs.DestinationKey{
+				Address: netip.AddrFrom4([4]byte{10, 244, byte(j + 1), byte(i + 1)}), Port: 8080}, Weight: 1})
+		}
+		_, err := s.SyncService(ctx, fmt.Sprintf("ns/s%02d", i), plan.Desired{VIPs: []netip.Addr{vip}, DrainTimeout: 30 * time.Second,
+			Servers: []ipvs.VirtualServer{{Service: ipvs.Service{ServiceKey: keys[i], Scheduler: "rr"}, Destinations: dests}}})
+		must(t, err)
+	}
+	render := func() string {
+		vs, err := ipvs.Snapshot(k.ipvs)
+		must(t, err)
+		return ipvs.Render(vs)
+	}
+	want := render()
+
+	must(t, k.ipvs.UpdateDestination(keys[3], ipvs.Destination{DestinationKey: ipvs.DestinationKey{
+		Address: netip.MustParseAddr("10.244.1.4"), Port: 8080}, Weight: 7}))
+	must(t, k.ipvs.DeleteDestination(keys[9], ipvs.DestinationKey{Address: netip.MustParseAddr("10.244.2.10"), Port: 8080}))
+	c.reads, c.dumps = 0, 0
+	must(t, s.Audit(ctx))
+	if c.dumps != 1 || c.reads != 0 {
+		t.Errorf("the audit of %d virtual servers made %d dumps and %d per-server reads; want 1 and 0", n, c.dumps, c.reads)
+	}
+	if got := render(); got != want {
+		t.Errorf("after the audit the kernel holds\n%s\nwant\n%s", got, want)
+	}
+	if !strings.Contains(want, "-A -t 198.51.100.9:80 -s wlc") {
+		t.Errorf("someone else's virtual server is gone:\n%s", want)
+	}
+}

@@ -37,8 +37,10 @@ type ruleSets struct {
 	clusterIPs, endpoints map[netip.Addr]int
 	ports                 map[ipvs.ServiceKey]int
 	have                  elementSet
-	// gen counts Rules.Update calls, so the audit can tell whether the sets changed while it read them.
-	gen uint64
+	// touched, while the audit reads the sets, collects every element an Update added or removed (or tried
+	// to) meanwhile: the read may predate or follow that update, so for those elements have, not the read,
+	// says what the kernel holds.
+	touched *elementSet
 }
 
 func newRuleSets() ruleSets {
@@ -172,7 +174,12 @@ func (s *Syncer) applyElements(add, remove ipvs.RuleElements) error {
 	if len(add.ClusterIPs)+len(add.Endpoints)+len(add.Ports)+len(remove.ClusterIPs)+len(remove.Endpoints)+len(remove.Ports) == 0 {
 		return nil
 	}
-	s.elements.gen++ // even on failure: a batched update may have changed part of the sets
+	if t := s.elements.touched; t != nil {
+		// Even on failure: a batched update may have changed part of the sets.
+		t.clusterIPs.Insert(add.ClusterIPs...).Insert(remove.ClusterIPs...)
+		t.endpoints.Insert(add.Endpoints...).Insert(remove.Endpoints...)
+		t.ports.Insert(add.Ports...).Insert(remove.Ports...)
+	}
 	if err := s.rules.Update(add, remove); err != nil {
 		return err
 	}
@@ -183,38 +190,52 @@ func (s *Syncer) applyElements(add, remove ipvs.RuleElements) error {
 	return nil
 }
 
-// auditElements re-reads the sets and puts back the elements a Service needs that someone removed (a
-// table deleted and re-created, `nft flush set`). The read runs without the lock, so that Service syncs
-// are not held up by a dump; if a sync changed the sets meanwhile the read may be stale and is made again,
-// under the lock on the last try. It returns how many elements were missing.
-func (s *Syncer) auditElements() (int, error) {
+// auditElements re-reads the sets once and puts back the elements a Service needs that someone removed (a
+// table deleted and re-created, `nft flush set`). It returns the ClusterIPs the sets hold and how many
+// elements were missing.
+//
+// The read holds no lock: at scale it is long, and the Services' syncs, which update the sets, go on
+// meanwhile. It is not read again when they do (a busy node would re-read forever, or hold every sync up
+// for a read under the lock): an element an update touched during the read is judged by what the update
+// recorded in have, and every other element by the read. So a change programmed during the audit is never
+// "repaired" back, and an element someone removed during the audit is repaired by the next one.
+func (s *Syncer) auditElements() (sets.Set[netip.Addr], int, error) {
 	if s.rules == nil {
-		return 0, nil
+		return sets.New[netip.Addr](), 0, nil
 	}
 	r := &s.elements
-	for try := 1; ; try++ {
-		locked := try == 3
+	touched := newElementSet()
+	r.mu.Lock()
+	r.touched = &touched
+	r.mu.Unlock()
+	els, err := s.rules.Elements()
+	if err != nil {
 		r.mu.Lock()
-		gen := r.gen
-		if !locked {
-			r.mu.Unlock()
-		}
-		els, err := s.rules.Elements()
-		if !locked {
-			r.mu.Lock()
-		}
-		if err != nil {
-			r.mu.Unlock()
-			return 0, err
-		}
-		if r.gen != gen {
-			r.mu.Unlock()
-			continue
-		}
-		r.have = elementSetOf(els)
-		n, err := s.reconcileElementsLocked(false)
+		r.touched = nil
 		r.mu.Unlock()
-		return n, err
+		return nil, 0, err
+	}
+	// Built outside the lock; under it, only the touched elements (a handful) are looked at.
+	read := elementSetOf(els)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.touched = nil
+	trustHave(read.clusterIPs, r.have.clusterIPs, touched.clusterIPs)
+	trustHave(read.endpoints, r.have.endpoints, touched.endpoints)
+	trustHave(read.ports, r.have.ports, touched.ports)
+	r.have = read
+	n, err := s.reconcileElementsLocked(false)
+	return r.have.clusterIPs.Clone(), n, err
+}
+
+// trustHave corrects a read of one set for the touched elements, whose state have knows better than the read.
+func trustHave[T comparable](read, have, touched sets.Set[T]) {
+	for a := range touched {
+		if have.Has(a) {
+			read.Insert(a)
+		} else {
+			read.Delete(a)
+		}
 	}
 }
 

@@ -22,8 +22,9 @@ import (
 // way a reader of the Kubernetes API docs and kube-proxy would state the rules, not the way the agent is
 // structured:
 //
-//   - a Service is served when labelled service.kubernetes.io/service-proxy-name=ipvs-operator, is not
-//     ExternalName, and has a ClusterIP (not None) and ports;
+//   - a Service is served when labelled service.kubernetes.io/service-proxy-name=ipvs-operator (or, with
+//     the agents in scope all, when it has no such label at all), is not ExternalName, and has a ClusterIP
+//     (not None) and ports;
 //   - one virtual server per (ClusterIP, port, protocol), scheduler from the governing ServicePolicy (the
 //     oldest, by creationTimestamp then name, among those of the namespace whose valid selector matches the
 //     Service's labels; rr without one), persistence = the ClientIP affinity timeout (default 10800 s);
@@ -40,6 +41,8 @@ type churnWorld struct {
 	Services []corev1.Service
 	Slices   []discoveryv1.EndpointSlice
 	Policies []lbv1alpha1.ServicePolicy
+	// ScopeAll says the agents run in scope all (no kube-proxy): unlabelled Services are theirs too.
+	ScopeAll bool
 }
 
 // nodeView is a node's IPVS state for a set of VIPs, in a form two sides can be compared by: sorted lines of
@@ -55,8 +58,9 @@ func oracleView(w churnWorld, node string) nodeView {
 	var v nodeView
 	for i := range w.Services {
 		svc := &w.Services[i]
-		if svc.Labels[lbv1alpha1.ServiceProxyNameLabel] != lbv1alpha1.ServiceProxyName ||
-			svc.Spec.Type == corev1.ServiceTypeExternalName || len(svc.Spec.Ports) == 0 {
+		proxy, labelled := svc.Labels[lbv1alpha1.ServiceProxyNameLabel]
+		ours := proxy == lbv1alpha1.ServiceProxyName || (w.ScopeAll && !labelled)
+		if !ours || svc.Spec.Type == corev1.ServiceTypeExternalName || len(svc.Spec.Ports) == 0 {
 			continue
 		}
 		ips := svc.Spec.ClusterIPs

@@ -85,6 +85,13 @@ func TestOracleView(t *testing.T) {
 		}},
 		want: nodeView{},
 	}, {
+		name: "in scope all, an unlabelled Service is served and one labelled for another proxy is not",
+		world: churnWorld{ScopeAll: true, Services: []corev1.Service{
+			oracleSvc("other", "10.96.0.1", func(s *corev1.Service) { s.Labels[lbv1alpha1.ServiceProxyNameLabel] = "kube-proxy" }, tcp80),
+			oracleSvc("unlabelled", "10.96.0.2", func(s *corev1.Service) { delete(s.Labels, lbv1alpha1.ServiceProxyNameLabel) }, tcp80),
+		}},
+		want: nodeView{Lines: []string{"-A -t 10.96.0.2:80 -s rr"}, VIPs: []string{"10.96.0.2"}},
+	}, {
 		name: "ready endpoints at the slice's port for the Service port's name; rr by default; a Service without endpoints is still served",
 		world: churnWorld{
 			Services: []corev1.Service{oracleSvc("web", "10.96.0.10", nil, tcp80), oracleSvc("empty", "10.96.0.11", nil, tcp80)},

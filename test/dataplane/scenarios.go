@@ -579,6 +579,7 @@ func RegisterScenarios(driver func() Driver) {
 	})
 
 	registerChurn(&drv, &ns)
+	registerHealthChecks(&drv, &ns, &cli)
 }
 
 // steadyTimeout bounds each request of a steady loop. It is longer than a single request's 2 s: under TCG

@@ -137,7 +137,7 @@ func TestLabEnvIsShellQuoted(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v: %s", err, out)
 	}
-	if want := "it's=/mnt/host/bin|/mnt/host/bin/labvm|--v=2|10.0.2.15:7000"; string(out) != want {
+	if want := "it's=/mnt/host/bin|/mnt/host/bin/labvm|--cluster-dns=10.96.0.10 --cluster-domain=cluster.local --v=2|10.0.2.15:7000"; string(out) != want {
 		t.Fatalf("got %q, want %q", out, want)
 	}
 }

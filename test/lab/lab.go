@@ -61,14 +61,20 @@ type Timings struct {
 	Boot time.Duration
 	// Kernel is the time from starting qemu until the guest init ran (LAB-INIT).
 	Kernel time.Duration
-	// Total is the time Start took, Prepare included, until both Nodes were Ready.
+	// ClusterDNS is the time from applying CoreDNS until its Deployment was available (Options.ClusterDNS).
+	ClusterDNS time.Duration
+	// Total is the time Start took, Prepare included, until both Nodes were Ready (and CoreDNS, if asked).
 	Total time.Duration
 }
 
 func (t Timings) String() string {
 	r := func(d time.Duration) string { return d.Round(10 * time.Millisecond).String() }
-	return fmt.Sprintf("prepare %s, control plane %s, build %s, VM boot to LAB-READY %s (kernel to init %s), total %s",
-		r(t.Prepare), r(t.ControlPlane), r(t.Build), r(t.Boot), r(t.Kernel), r(t.Total))
+	dns := ""
+	if t.ClusterDNS > 0 {
+		dns = ", CoreDNS " + r(t.ClusterDNS)
+	}
+	return fmt.Sprintf("prepare %s, control plane %s, build %s, VM boot to LAB-READY %s (kernel to init %s)%s, total %s",
+		r(t.Prepare), r(t.ControlPlane), r(t.Build), r(t.Boot), r(t.Kernel), dns, r(t.Total))
 }
 
 // Lab is a running lab: a control plane on the host and the nodes in a VM.
@@ -198,6 +204,16 @@ func Start(ctx context.Context, opts Options) (_ *Lab, err error) {
 		if err := l.waitNodesReady(ctx, opts.ReadyTimeout); err != nil {
 			return nil, err
 		}
+		if opts.ClusterDNS {
+			if err := l.DeployClusterDNS(ctx, opts.ReadyTimeout); err != nil {
+				return nil, err
+			}
+		}
+		if opts.InstallOperator {
+			if err := l.InstallOperator(ctx, opts.ReadyTimeout); err != nil {
+				return nil, err
+			}
+		}
 	}
 	l.Timings.Total = time.Since(t0)
 	if err := l.writeState(); err != nil {
@@ -294,6 +310,12 @@ func (l *Lab) buildGuestBinaries(ctx context.Context) error {
 			return err
 		}
 	}
+	// CoreDNS, for the image-map entry of its image (coreDNSImageMap).
+	if l.opts.ClusterDNS {
+		if err := copyFile(coreDNSBinary(l.opts), filepath.Join(l.shareDir, "bin", "coredns"), 0o755); err != nil {
+			return fmt.Errorf("lab: CoreDNS binary (hack/build-coredns.sh): %w", err)
+		}
+	}
 	return nil
 }
 
@@ -315,7 +337,10 @@ func (l *Lab) writeLabEnv() error {
 	fmt.Fprintf(&b, "LAB_LOGS=%s\n", shellQuote(GuestLogs))
 	fmt.Fprintf(&b, "LAB_KUBELETS=%s\n", kubelets)
 	// The init expands LAB_KUBELET_ARGS unquoted: arguments must not contain spaces.
-	fmt.Fprintf(&b, "LAB_KUBELET_ARGS=%s\n", shellQuote(strings.Join(l.opts.KubeletArgs, " ")))
+	// Every lab kubelet names the cluster DNS in ClusterFirst pods' resolv.conf, as a cluster's kubelets do,
+	// whether or not this lab runs CoreDNS (Options.ClusterDNS).
+	kubeletArgs := append([]string{"--cluster-dns=" + ClusterDNSIP, "--cluster-domain=" + ClusterDomain}, l.opts.KubeletArgs...)
+	fmt.Fprintf(&b, "LAB_KUBELET_ARGS=%s\n", shellQuote(strings.Join(kubeletArgs, " ")))
 	return writeFileAtomic(filepath.Join(l.shareDir, "lab.env"), []byte(b.String()))
 }
 
@@ -632,8 +657,11 @@ func (l *Lab) NodeExec(ctx context.Context, node string, argv ...string) (string
 }
 
 // PodExec runs argv in a pod's network namespace and returns its combined output (dataplane.Driver).
+// It runs through `ip netns exec`, as the lab kubelet starts the pod's containers, so that the command sees
+// the pod's own /etc files (its resolv.conf) as well as its network.
 func (l *Lab) PodExec(ctx context.Context, pod types.NamespacedName, argv ...string) (string, error) {
-	return l.ExecCombined(ctx, PodNetns(pod), argv...)
+	netns := PodNetns(pod)
+	return l.ExecCombined(ctx, netns, append([]string{"/usr/sbin/ip", "netns", "exec", netns}, argv...)...)
 }
 
 // AgentExec runs the agent binary in a node's network namespace, where the lab kubelet runs that node's

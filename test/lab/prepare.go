@@ -46,8 +46,15 @@ type Options struct {
 	LabvmPackage string
 	// NoKubelets boots the VM without starting the lab kubelets and does not wait for Nodes.
 	NoKubelets bool
-	// ImageMap is the lab kubelet's --image-map (default "ipvs-operator/=/mnt/host/bin").
+	// ImageMap is the lab kubelet's --image-map, comma-separated MATCH=DIR (default
+	// "ipvs-operator/=/mnt/host/bin,coredns/coredns=/mnt/host/bin").
 	ImageMap string
+	// ClusterDNS runs CoreDNS behind the kube-dns Service (ClusterDNSIP) and makes Start wait until it is
+	// available. Its name answers only once something serves ClusterIPs (the agents in scope all).
+	ClusterDNS bool
+	// InstallOperator installs the operator from config/ as InstallOptions says (agents in scope all) and
+	// makes Start wait until the operator and its agents are ready (needs bin/kustomize).
+	InstallOperator bool
 	// KubeletArgs are added to every lab kubelet's command line.
 	KubeletArgs []string
 	// BootTimeout bounds qemu start to LAB-READY (default 3 min); ReadyTimeout bounds the wait for the
@@ -89,7 +96,7 @@ func (o *Options) defaults() error {
 		o.LabvmPackage = "./test/lab/cmd/labvm"
 	}
 	if o.ImageMap == "" {
-		o.ImageMap = "ipvs-operator/=/mnt/host/bin"
+		o.ImageMap = "ipvs-operator/=" + GuestBin + "," + coreDNSImageMap
 	}
 	if o.BootTimeout == 0 {
 		o.BootTimeout = 3 * time.Minute
@@ -152,6 +159,9 @@ func Prepare(ctx context.Context, opts Options) (*Assets, error) {
 	}
 	if !opts.NoKube {
 		if err := ensureKube(ctx, opts); err != nil {
+			return nil, err
+		}
+		if err := ensureCoreDNS(ctx, opts); err != nil {
 			return nil, err
 		}
 	}

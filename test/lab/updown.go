@@ -169,17 +169,25 @@ func printUsage(w io.Writer, opts Options, l *Lab) {
 		}
 		return p
 	}
+	installed := ""
+	if opts.InstallOperator {
+		installed += "\n  the operator is installed from config/; its agents serve every ClusterIP Service (scope all)"
+	}
+	if opts.ClusterDNS {
+		installed += fmt.Sprintf("\n  CoreDNS %s serves %s at kube-dns %s", CoreDNSVersion, ClusterDomain, ClusterDNSIP)
+	}
 	fmt.Fprintf(w, `
-lab: ready (%s)
+lab: ready (%s)%s
   kubeconfig:   %s
-    export KUBECONFIG=%s; kubectl get nodes -o wide
-  IPVS on a node (netns node-a, node-b, outside, pod-<namespace>-<name>, or root):
-    go run ./test/lab/cmd/lab exec node-a ipvsadm -Ln
+    export KUBECONFIG=%s
+  try:
+    kubectl get nodes,pods -A -o wide
+    go run ./test/lab/cmd/lab exec node-a ipvsadm -Ln    (IPVS on a node; also node-b, outside, pod-<namespace>-<name>, root)
   logs:         %s (host components, VM console)
                 %s (labd, kubelets)
   guest share:  %s = /mnt/host in the VM (bin/labvm, bin/agent, bin/operator)
 
-`, l.Timings, rel(l.hostKubeconfig), l.hostKubeconfig, rel(l.logDir), rel(filepath.Join(l.shareDir, "logs")), rel(l.shareDir))
+`, l.Timings, installed, rel(l.hostKubeconfig), l.hostKubeconfig, rel(l.logDir), rel(filepath.Join(l.shareDir, "logs")), rel(l.shareDir))
 }
 
 // upDetached runs `<this program> up` in a new session with its output in <cache>/lab-up.log and waits

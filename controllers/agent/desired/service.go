@@ -7,8 +7,10 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/util/sets"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
+	"github.com/ipvs-operator/ipvs-operator/controllers/agent/health"
 	"github.com/ipvs-operator/ipvs-operator/ipvs"
 	"github.com/ipvs-operator/ipvs-operator/ipvs/plan"
 )
@@ -25,6 +27,25 @@ import (
 //
 // The error, which matches ErrInvalid, is only for malformed input; it concerns this Service alone.
 func ForService(svc *corev1.Service, endpointSlices []*discoveryv1.EndpointSlice, policy *Policy, opts Options) (State, error) {
+	st, _, err := Translate(svc, endpointSlices, policy, opts)
+	return st, err
+}
+
+// Translate is ForService that also says what the policy's health check needs probed for the Service and
+// what the probes' verdicts (opts.Health) did to it; Health is empty without a health check.
+func Translate(svc *corev1.Service, endpointSlices []*discoveryv1.EndpointSlice, policy *Policy, opts Options) (State, Health, error) {
+	var g *gate
+	if policy != nil && policy.HealthCheck != nil {
+		g = &gate{check: policy.HealthCheck, view: opts.Health, targets: sets.New[health.Target]()}
+	}
+	st, err := forService(svc, endpointSlices, policy, opts, g)
+	if err != nil || g == nil {
+		return st, Health{}, err
+	}
+	return st, g.result(), nil
+}
+
+func forService(svc *corev1.Service, endpointSlices []*discoveryv1.EndpointSlice, policy *Policy, opts Options, g *gate) (State, error) {
 	if svc == nil || !InScope(svc, opts.ManageAll) || svc.Spec.Type == corev1.ServiceTypeExternalName {
 		return State{}, nil
 	}
@@ -49,7 +70,12 @@ func ForService(svc *corev1.Service, endpointSlices []*discoveryv1.EndpointSlice
 		for i, p := range ports {
 			s := base
 			s.ServiceKey = ipvs.ServiceKey{Address: vip, Port: p.port, Protocol: p.protocol}
-			st.Servers = append(st.Servers, ipvs.VirtualServer{Service: s, Destinations: byPort[i].usable(local)})
+			dests := byPort[i].usable(local)
+			if g != nil {
+				quiesce := st.DrainTimeoutFor(p.protocol) > 0
+				dests = g.filter(s.ServiceKey, dests, g.probePort(svc, ports, byPort), quiesce)
+			}
+			st.Servers = append(st.Servers, ipvs.VirtualServer{Service: s, Destinations: dests})
 		}
 	}
 	slices.SortFunc(st.Servers, func(a, b ipvs.VirtualServer) int { return plan.CompareServiceKeys(a.ServiceKey, b.ServiceKey) })

@@ -6,6 +6,10 @@ package desired
 import (
 	"time"
 
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/ipvs-operator/ipvs-operator/controllers/agent/health"
+
 	"github.com/ipvs-operator/ipvs-operator/ipvs/plan"
 )
 
@@ -38,6 +42,16 @@ type Policy struct {
 	Scheduler string
 	// DrainTimeout is how long TCP real servers drain at weight 0; 0 deletes them at once.
 	DrainTimeout time.Duration
+	// HealthCheck, if set, gates the Service's real servers on active probes (see Translate).
+	HealthCheck *HealthCheck
+}
+
+// HealthCheck is a policy's spec.healthCheck, defaulted.
+type HealthCheck struct {
+	health.Check
+	// Port is the port probed on each endpoint: a number, or the name of a Service port or of a target
+	// port; nil means each real server's own target port.
+	Port *intstr.IntOrString
 }
 
 // Options are the node-wide settings of the translation.
@@ -49,4 +63,6 @@ type Options struct {
 	// ManageAll makes the agent serve every Service not claimed by another proxy, instead of only those
 	// labelled ProxyNameLabel=ProxyName.
 	ManageAll bool
+	// Health holds the probes' verdicts for Services whose policy has a health check; nil: all healthy.
+	Health health.View
 }

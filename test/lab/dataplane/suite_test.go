@@ -33,20 +33,19 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 	root, err := filepath.Abs(filepath.Join("..", "..", ".."))
 	Expect(err).NotTo(HaveOccurred())
 	t0 := time.Now()
-	theLab, err = lab.Start(ctx, lab.Options{RepoRoot: root, Out: GinkgoWriter})
+	// CoreDNS as in any cluster; the agents serve kube-dns once installed below.
+	theLab, err = lab.Start(ctx, lab.Options{RepoRoot: root, Out: GinkgoWriter, ClusterDNS: true})
 	Expect(err).NotTo(HaveOccurred())
 	GinkgoWriter.Printf("lab started in %s: %s\n", time.Since(t0).Round(time.Millisecond), theLab.Timings)
 
 	t1 := time.Now()
-	// The kind suite installs and waits with the same two calls (test/install).
-	Expect(install.Kustomize(ctx, theLab.Client(), install.Options{
-		RepoRoot:  root,
-		Kustomize: filepath.Join(root, "bin", "kustomize"),
-		Image:     labImage,
-		// The scenarios restart agents and look at the table right after: audit often.
-		Args: []string{"--agent-audit-period=10s"},
-		Log:  GinkgoWriter,
-	})).To(Succeed())
+	// The kind suite installs and waits with the same two calls (test/install). The lab runs no kube-proxy:
+	// its agents serve every ClusterIP Service (scope all, lab.InstallOptions), as `make lab-up` installs them.
+	opts := lab.InstallOptions(root)
+	// The scenarios restart agents and look at the table right after: audit often.
+	opts.Args = []string{"--agent-audit-period=10s"}
+	opts.Log = GinkgoWriter
+	Expect(install.Kustomize(ctx, theLab.Client(), opts)).To(Succeed())
 	Expect(install.WaitReady(ctx, theLab.Client(), theLab.Nodes(), 3*time.Minute)).To(Succeed(), "operator and the agents it renders")
 	GinkgoWriter.Printf("operator installed and agents ready in %s\n", time.Since(t1).Round(time.Millisecond))
 }, NodeTimeout(20*time.Minute))
@@ -61,10 +60,6 @@ var _ = AfterSuite(func() {
 	Expect(theLab.Stop()).To(Succeed())
 })
 
-// labImage is the image the operator renders for the agent; the lab kubelet maps any image of this project
-// to the locally built binary named by the container's command.
-const labImage = "ghcr.io/ipvs-operator/ipvs-operator:lab"
-
 var _ = Describe("the lab", Ordered, func() {
 	// First: it reads the init containers' logs as the install left them.
 	registerModules()
@@ -72,6 +67,7 @@ var _ = Describe("the lab", Ordered, func() {
 	dataplane.RegisterAgentPorts(func() dataplane.Driver { return theLab })
 	dataplane.RegisterPrivileges(func() dataplane.Driver { return theLab }, true)
 	dataplane.RegisterPodDetection(func() dataplane.Driver { return theLab })
+	registerClusterDNS()
 	// Last: it removes the install.
 	dataplane.RegisterUninstall(func() dataplane.Driver { return theLab })
 	It("runs agent --cleanup by itself when no agent runs, and creates nothing", func(ctx SpecContext) {

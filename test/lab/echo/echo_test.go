@@ -3,6 +3,7 @@ package echo
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -329,5 +330,39 @@ func TestServeShutdownDelay(t *testing.T) {
 				t.Errorf("answered after stopping: %v", got)
 			}
 		})
+	}
+}
+
+// A pod stops listening on one port and stays Ready on another, then listens again: what the health check
+// scenarios need (readiness alone cannot see it).
+func TestServeClosesAndReopensAPort(t *testing.T) {
+	admin, other := freeTCPPort(t), freeTCPPort(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	bound := make(chan struct{})
+	go func() {
+		done <- Serve(ctx, Config{Name: "pod-a", Host: "127.0.0.1", TCP: []int{admin, other},
+			Listening: func(_, _ []net.Addr) { close(bound) }})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	<-bound
+	adminAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(admin))
+	otherAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(other))
+	for _, s := range []struct{ name, addr, want string }{
+		{"served", otherAddr, "OK pod-a\nSUMMARY ok=1 err=0\nCOUNT pod-a 1\n"},
+		{"close it", adminAddr + "/admin/close-port/" + strconv.Itoa(other), fmt.Sprintf("OK closed %d\nSUMMARY ok=1 err=0\nCOUNT closed %d 1\n", other, other)},
+		{"refused", otherAddr, "ERR refused\nSUMMARY ok=0 err=1\n"},
+		{"still ready", adminAddr + "/readyz", "OK ok\nSUMMARY ok=1 err=0\nCOUNT ok 1\n"},
+		{"open it", adminAddr + "/admin/open-port/" + strconv.Itoa(other), fmt.Sprintf("OK listening on %d\nSUMMARY ok=1 err=0\nCOUNT listening on %d 1\n", other, other)},
+		{"served again", otherAddr, "OK pod-a\nSUMMARY ok=1 err=0\nCOUNT pod-a 1\n"},
+	} {
+		if _, out := run(ClientConfig{Proto: ProtocolHTTP, Addr: s.addr}); out != s.want {
+			t.Errorf("%s: output\n%s\nwant\n%s", s.name, out, s.want)
+		}
 	}
 }

@@ -59,8 +59,64 @@ func DefaultName() string {
 	return "echo"
 }
 
-// readiness is the in-process state behind /readyz, flipped by the /admin endpoints.
-type readiness struct{ failing atomic.Bool }
+// readiness is the in-process state behind /readyz, flipped by the /admin endpoints, and the TCP ports that
+// /admin/close-port/N and /admin/open-port/N stop and start listening on.
+type readiness struct {
+	failing atomic.Bool
+	ports   *portSwitch
+}
+
+// portSwitch holds the TCP listeners by configured port, so that a scenario can make a pod stop listening on
+// one port (connections to it are refused, as by a hung or crashed server process) while it stays Ready on
+// another: what a health check must notice and readiness does not.
+type portSwitch struct {
+	mu        sync.Mutex
+	listeners map[int]net.Listener
+	listen    func(port int) (net.Listener, error)
+	serve     func(net.Listener)
+	stopped   bool
+}
+
+// close stops listening on port; it reports whether the port was open.
+func (p *portSwitch) close(port int) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	l, ok := p.listeners[port]
+	if ok {
+		_ = l.Close()
+		delete(p.listeners, port)
+	}
+	return ok
+}
+
+// open listens on port again; it reports whether it now listens.
+func (p *portSwitch) open(port int) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, ok := p.listeners[port]; ok {
+		return true
+	}
+	if p.stopped || p.listen == nil {
+		return false
+	}
+	l, err := p.listen(port)
+	if err != nil {
+		return false
+	}
+	p.listeners[port] = l
+	p.serve(l)
+	return true
+}
+
+func (p *portSwitch) closeAll() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.stopped = true
+	for port, l := range p.listeners {
+		_ = l.Close()
+		delete(p.listeners, port)
+	}
+}
 
 // Serve listens on every configured port and answers until ctx is done. It fails at once if a port cannot be
 // bound; once serving, a broken connection never stops the server. With no ports it just waits for ctx, which
@@ -70,7 +126,7 @@ func Serve(ctx context.Context, cfg Config) error {
 		cfg.Name = DefaultName()
 	}
 	log := logr.FromContextOrDiscard(ctx).WithValues("name", cfg.Name)
-	state := &readiness{}
+	state := &readiness{ports: &portSwitch{listeners: map[int]net.Listener{}}}
 	if cfg.Ready != nil && !*cfg.Ready {
 		state.failing.Store(true)
 	}
@@ -81,6 +137,7 @@ func Serve(ctx context.Context, cfg Config) error {
 		for _, l := range tcpListeners {
 			_ = l.Close()
 		}
+		state.ports.closeAll()
 		for _, c := range udpConns {
 			_ = c.Close()
 		}
@@ -116,9 +173,18 @@ func Serve(ctx context.Context, cfg Config) error {
 
 	var wg sync.WaitGroup
 	conns := &connSet{m: map[net.Conn]struct{}{}}
-	for _, l := range tcpListeners {
-		wg.Go(func() { serveTCP(l, cfg.Name, state, conns, log) })
+	serve := func(l net.Listener) { wg.Go(func() { serveTCP(l, cfg.Name, state, conns, log) }) }
+	state.ports.mu.Lock()
+	for i, l := range tcpListeners {
+		state.ports.listeners[cfg.TCP[i]] = l
+		serve(l)
 	}
+	state.ports.listen = func(port int) (net.Listener, error) {
+		return lc.Listen(ctx, "tcp", net.JoinHostPort(cfg.Host, strconv.Itoa(port)))
+	}
+	state.ports.serve = serve
+	tcpListeners = nil // the switch owns them now
+	state.ports.mu.Unlock()
 	for _, c := range udpConns {
 		wg.Go(func() { serveUDP(c, cfg.Name, log) })
 	}

@@ -72,6 +72,18 @@ func route(method, target, name string, state *readiness) httpResponse {
 			state.failing.Store(false)
 			return httpResponse{200, "readiness passing\n"}
 		}
+		if port, ok := strings.CutPrefix(path, "/admin/close-port/"); ok {
+			if n, err := strconv.Atoi(port); err == nil && state.ports != nil && state.ports.close(n) {
+				return httpResponse{200, "closed " + port + "\n"}
+			}
+			return httpResponse{404, "not listening on " + port + "\n"}
+		}
+		if port, ok := strings.CutPrefix(path, "/admin/open-port/"); ok {
+			if n, err := strconv.Atoi(port); err == nil && state.ports != nil && state.ports.open(n) {
+				return httpResponse{200, "listening on " + port + "\n"}
+			}
+			return httpResponse{404, "cannot listen on " + port + "\n"}
+		}
 	}
 	return httpResponse{200, name + "\n"}
 }
@@ -129,6 +141,8 @@ func statusText(code int) string {
 	switch code {
 	case 200:
 		return "OK"
+	case 404:
+		return "Not Found"
 	case 503:
 		return "Service Unavailable"
 	}

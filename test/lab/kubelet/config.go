@@ -61,6 +61,14 @@ type Config struct {
 	MaxGracePeriod time.Duration
 	// KillGracePeriod is the time between SIGTERM and SIGKILL.
 	KillGracePeriod time.Duration
+	// ClusterDNS and ClusterDomain are the kubelet's --cluster-dns and --cluster-domain: what a ClusterFirst
+	// pod's resolv.conf names (see podResolvConf). Without ClusterDNS, pods get the node's resolv.conf.
+	ClusterDNS    []net.IP
+	ClusterDomain string
+	// ResolvConf is the node's resolv.conf (dnsPolicy Default); NetnsEtcDir is iproute2's /etc/netns, where
+	// each pod's resolv.conf is written.
+	ResolvConf  string
+	NetnsEtcDir string
 }
 
 // ImageMapping maps images containing Match to binaries in Dir.
@@ -112,6 +120,12 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.KillGracePeriod == 0 {
 		c.KillGracePeriod = time.Second
+	}
+	if c.ResolvConf == "" {
+		c.ResolvConf = "/etc/resolv.conf"
+	}
+	if c.NetnsEtcDir == "" {
+		c.NetnsEtcDir = "/etc/netns"
 	}
 	return c
 }

@@ -44,6 +44,7 @@ type Kubelet struct {
 	records   netnsRecords
 	envSource envSource
 	pods      corelisters.PodLister
+	services  corelisters.ServiceLister
 	queue     workqueue.TypedRateLimitingInterface[types.NamespacedName]
 
 	mu      sync.Mutex
@@ -170,6 +171,12 @@ func (k *Kubelet) run(ctx context.Context) error {
 	if !cache.WaitForCacheSync(ctx.Done(), podInformer.Informer().HasSynced) {
 		return ctx.Err()
 	}
+	// The kubelet does not start pods before it knows the Services their environment names.
+	stopServices, err := k.watchServices(ctx)
+	if err != nil {
+		return err
+	}
+	defer stopServices()
 	k.adoptAddresses()
 	k.cleanUpOrphans(ctx)
 
@@ -245,6 +252,9 @@ func (k *Kubelet) cleanUpOrphans(ctx context.Context) {
 func (k *Kubelet) tearDownNetns(ctx context.Context, name string) error {
 	var errs []error
 	if err := k.network.Teardown(hostVethName(name)); err != nil {
+		errs = append(errs, err)
+	}
+	if err := k.removePodEtc(name); err != nil {
 		errs = append(errs, err)
 	}
 	if err := k.netns.Delete(ctx, name); err != nil {

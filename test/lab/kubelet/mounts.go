@@ -47,7 +47,8 @@ func parseBindMount(s string) (bindMount, error) {
 }
 
 // containerMounts are the binds that make a container's volume mounts appear where it expects them:
-// hostPath volumes, emptyDir volumes (a per-pod directory) and the ServiceAccount token directory at its
+// hostPath volumes, emptyDir volumes (a per-pod directory), ConfigMap volumes (written by
+// writeConfigMapVolumes) and the ServiceAccount token directory at its
 // well-known path (so in-cluster configuration works too). Other volume types are reported, not mounted.
 func containerMounts(pod *corev1.Pod, c *corev1.Container, podDir string, files *serviceAccountFiles) (binds []bindMount, skipped []string) {
 	volumes := map[string]corev1.Volume{}
@@ -65,6 +66,8 @@ func containerMounts(pod *corev1.Pod, c *corev1.Container, podDir string, files 
 			binds = append(binds, bindMount{Source: v.HostPath.Path, Target: m.MountPath, ReadOnly: m.ReadOnly})
 		case v.EmptyDir != nil:
 			binds = append(binds, bindMount{Source: filepath.Join(podDir, "volumes", v.Name), Target: m.MountPath, ReadOnly: m.ReadOnly})
+		case v.ConfigMap != nil:
+			binds = append(binds, bindMount{Source: configMapVolumeDir(podDir, v.Name), Target: m.MountPath, ReadOnly: true})
 		case v.Projected != nil && isServiceAccountVolume(v):
 			if files != nil {
 				binds = append(binds, bindMount{Source: files.Dir, Target: m.MountPath, ReadOnly: true})

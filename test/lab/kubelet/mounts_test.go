@@ -60,16 +60,17 @@ func TestContainerMounts(t *testing.T) {
 		{Source: "/proc/sys/net", Target: "/host/proc/sys/net"},
 		{Source: "/run/pods/p/volumes/scratch", Target: "/tmp/work"},
 		{Source: "/run/pods/p/serviceaccount", Target: "/var/run/secrets/kubernetes.io/serviceaccount", ReadOnly: true},
+		{Source: "/run/pods/p/volumes/cfg", Target: "/etc/cfg", ReadOnly: true}, // ConfigMap volumes are read-only, as the kubelet's
 	}
 	if !reflect.DeepEqual(binds, want) {
 		t.Errorf("binds =\n%+v\nwant\n%+v", binds, want)
 	}
-	if !reflect.DeepEqual(skipped, []string{"cfg", "sys-net (subPath)"}) {
+	if !reflect.DeepEqual(skipped, []string{"sys-net (subPath)"}) {
 		t.Errorf("skipped = %q", skipped)
 	}
 	// Without a token (automount off) the token volume is not bound.
 	binds, _ = containerMounts(pod, c, "/run/pods/p", nil)
-	if len(binds) != 3 {
+	if len(binds) != 4 {
 		t.Errorf("binds without token = %+v", binds)
 	}
 	argv := containerArgv("/bin/labvm", want[:1], nil, []string{"/bin/agent", "--x"})

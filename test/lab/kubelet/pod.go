@@ -218,6 +218,9 @@ func (w *podWorker) setUpNetwork(ctx context.Context) error {
 	if _, err := w.k.network.Setup(handle, w.hostVeth, ip); err != nil {
 		return err
 	}
+	if err := w.k.writePodResolvConf(w.currentPod(), w.netns); err != nil {
+		return err
+	}
 	w.mu.Lock()
 	w.podIP = ip.String()
 	w.mu.Unlock()
@@ -539,7 +542,11 @@ func (w *podWorker) processSpec(ctx context.Context, c *container) (processSpec,
 		{Name: "HOME", Value: "/root"},
 		{Name: "HOSTNAME", Value: hostname},
 	}
-	base = append(base, kubernetesServiceEnv(w.k.access)...)
+	services, err := w.k.serviceList()
+	if err != nil {
+		return processSpec{}, err
+	}
+	base = append(base, podServiceEnv(pod, services, w.k.access)...)
 	if needsToken {
 		base = append(base, corev1.EnvVar{Name: "KUBECONFIG", Value: w.files.Kubeconfig})
 	}
@@ -558,6 +565,9 @@ func (w *podWorker) processSpec(ctx context.Context, c *container) (processSpec,
 		var files *serviceAccountFiles
 		if needsToken {
 			files = &w.files
+		}
+		if err := w.writeConfigMapVolumes(ctx, pod); err != nil {
+			return processSpec{}, err
 		}
 		binds, skipped := containerMounts(pod, &c.spec, w.dir, files)
 		if len(skipped) > 0 {

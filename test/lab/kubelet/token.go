@@ -3,7 +3,6 @@ package kubelet
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -150,18 +149,4 @@ func serviceAccountName(pod *corev1.Pod) string {
 // refreshAt is when a token issued now and expiring at exp should be replaced: at 80% of its life.
 func refreshAt(issued, exp time.Time) time.Time {
 	return issued.Add(exp.Sub(issued) * 8 / 10)
-}
-
-// kubernetesServiceEnv is what in-cluster clients look for, pointed at the lab's API server.
-func kubernetesServiceEnv(access clusterAccess) []corev1.EnvVar {
-	host, port, err := access.serviceHostPort()
-	if err != nil {
-		return nil
-	}
-	return []corev1.EnvVar{
-		{Name: "KUBERNETES_SERVICE_HOST", Value: host},
-		{Name: "KUBERNETES_SERVICE_PORT", Value: port},
-		{Name: "KUBERNETES_SERVICE_PORT_HTTPS", Value: port},
-		{Name: "KUBERNETES_PORT", Value: "tcp://" + net.JoinHostPort(host, port)},
-	}
 }

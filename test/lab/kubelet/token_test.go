@@ -70,18 +70,15 @@ func TestRefreshAtEightyPercent(t *testing.T) {
 }
 
 func TestKubernetesServiceEnv(t *testing.T) {
-	env := kubernetesServiceEnv(clusterAccess{Server: "https://10.0.2.100:6443"})
-	got := map[string]string{}
-	for _, e := range env {
-		got[e.Name] = e.Value
-	}
-	if got["KUBERNETES_SERVICE_HOST"] != "10.0.2.100" || got["KUBERNETES_SERVICE_PORT"] != "6443" {
+	pod := &corev1.Pod{}
+	got := envMap(podServiceEnv(pod, nil, clusterAccess{Server: "https://10.0.2.100:6443"}))
+	if got["KUBERNETES_SERVICE_HOST"] != "10.0.2.100" || got["KUBERNETES_SERVICE_PORT"] != "6443" ||
+		got["KUBERNETES_SERVICE_PORT_HTTPS"] != "6443" || got["KUBERNETES_PORT"] != "tcp://10.0.2.100:6443" {
 		t.Errorf("env = %v", got)
 	}
-	if env := kubernetesServiceEnv(clusterAccess{Server: "https://api.example"}); env[1].Value != "443" {
-		t.Errorf("default port: %v", env)
+	if got := envMap(podServiceEnv(pod, nil, clusterAccess{Server: "https://api.example"})); got["KUBERNETES_SERVICE_PORT"] != "443" {
+		t.Errorf("default port: %v", got)
 	}
-	pod := &corev1.Pod{}
 	if serviceAccountName(pod) != "default" {
 		t.Error("a pod without serviceAccountName uses default")
 	}

@@ -31,9 +31,11 @@ const usage = `usage: lab <command> [flags]
 
 commands:
   prepare                    build the cached assets (kernel, initramfs, Kubernetes binaries)
-  up [--detach] [--no-kubelets]
+  up [--detach] [--no-kubelets] [--bare]
                              start a lab in <cache>/run and keep it until Ctrl-C; with --detach, return
-                             once it is ready and leave it running for "lab down"
+                             once it is ready and leave it running for "lab down". Ready means CoreDNS
+                             and the operator (from config/, agents in scope all) are ready too, unless
+                             --bare
   down                       stop the lab started by "lab up --detach"
   status                     show the running lab, labd and the Nodes
   exec [--timeout D] NETNS CMD [ARG...]
@@ -96,8 +98,12 @@ func up(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("up", flag.ExitOnError)
 	detach := fs.Bool("detach", false, "return once the lab is ready and leave it running (stop it with `lab down`)")
 	noKubelets := fs.Bool("no-kubelets", false, "boot the VM without the lab kubelets")
+	bare := fs.Bool("bare", false, "only the cluster: no CoreDNS, no operator")
 	_ = fs.Parse(args)
-	return lab.Up(ctx, lab.Options{NoKubelets: *noKubelets}, *detach)
+	// A ready cluster by default: CoreDNS, and the operator from config/ with its agents serving every
+	// ClusterIP Service (the lab runs no kube-proxy).
+	full := !*noKubelets && !*bare
+	return lab.Up(ctx, lab.Options{NoKubelets: *noKubelets, ClusterDNS: full, InstallOperator: full}, *detach)
 }
 
 func execCmd(ctx context.Context, args []string) (int, error) {

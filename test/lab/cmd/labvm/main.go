@@ -4,6 +4,7 @@
 //	labvm kubelet --node NAME --kubeconfig FILE --node-ip IP --pod-cidr CIDR [--bridge cbr0] [--image-map MATCH=DIR]...
 //	labvm echo [--name NAME] [--tcp PORTS] [--udp PORTS] [--shutdown-delay D]
 //	labvm client [--proto http|tcp|udp] [--count N | --duration D] [--interval D] [--timeout D] [--hold D] [--source-port P] [--bearer-token T] ADDR
+//	labvm lookup NAME...   (prints each name's addresses, resolved as a Go program in the pod resolves them)
 //	labvm labd --listen ADDR
 //	labvm container [--bind SRC:DST[:ro]]... -- COMMAND...   (used by the kubelet for volume mounts)
 package main
@@ -53,6 +54,8 @@ func main() {
 		code = runClient(ctx, os.Args[2:], os.Stdout)
 	case "labd":
 		code = runLabd(ctx, os.Args[2:])
+	case "lookup":
+		code = runLookup(ctx, os.Args[2:], os.Stdout)
 	case kubelet.ContainerCommand:
 		// Started by the lab kubelet: bind the container's volumes, then exec its process in place.
 		err := kubelet.ExecInMountNamespace(os.Args[2:])
@@ -134,7 +137,7 @@ func runKubelet(ctx context.Context, args []string) int {
 	var (
 		cfg                      kubelet.Config
 		nodeIP, podCIDR, logPath string
-		imageMap                 stringList
+		imageMap, clusterDNS     stringList
 		verbosity                int
 	)
 	fs.StringVar(&cfg.NodeName, "node", "", "node name (required)")
@@ -154,10 +157,21 @@ func runKubelet(ctx context.Context, args []string) int {
 	fs.StringVar(&cfg.PodDir, "pod-dir", "", "per-pod files: token, kubeconfig (default STATE-DIR/pods)")
 	fs.StringVar(&cfg.PodLogDir, "pod-log-dir", "/mnt/host/logs/pods", "container logs: NAMESPACE_POD_CONTAINER.log")
 	fs.DurationVar(&cfg.HeartbeatInterval, "heartbeat", 10*time.Second, "node status and lease period")
+	fs.Var(&clusterDNS, "cluster-dns", "DNS server IPs of the cluster, for pods' ClusterFirst resolv.conf (comma-separated)")
+	fs.StringVar(&cfg.ClusterDomain, "cluster-domain", "cluster.local", "the cluster's DNS domain")
+	fs.StringVar(&cfg.ResolvConf, "resolv-conf", "/etc/resolv.conf", "the node's resolv.conf (dnsPolicy Default)")
 	fs.StringVar(&logPath, "log", "", "log file (default stderr)")
 	fs.IntVar(&verbosity, "v", 0, "log verbosity")
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
+	}
+	for _, s := range clusterDNS {
+		ip := net.ParseIP(s)
+		if ip == nil {
+			fmt.Fprintf(os.Stderr, "kubelet: bad --cluster-dns %q\n", s)
+			return exitUsage
+		}
+		cfg.ClusterDNS = append(cfg.ClusterDNS, ip)
 	}
 	if cfg.NodeIP = net.ParseIP(nodeIP); cfg.NodeIP == nil {
 		fmt.Fprintf(os.Stderr, "kubelet: bad or missing --node-ip %q\n", nodeIP)
@@ -290,4 +304,26 @@ func runLabd(ctx context.Context, args []string) int {
 		return 1
 	}
 	return 0
+}
+
+// runLookup resolves each name with the resolver every Go program in a pod uses (/etc/resolv.conf, its
+// search path and ndots) and prints "NAME ADDR[,ADDR...]"; a name that does not resolve fails the command.
+func runLookup(ctx context.Context, names []string, out io.Writer) int {
+	if len(names) == 0 {
+		fmt.Fprintln(os.Stderr, "usage: labvm lookup NAME...")
+		return exitUsage
+	}
+	code := 0
+	for _, name := range names {
+		lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		addrs, err := net.DefaultResolver.LookupHost(lctx, name)
+		cancel()
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "lookup %s: %v\n", name, err)
+			code = 1
+			continue
+		}
+		fmt.Fprintf(out, "%s %s\n", name, strings.Join(addrs, ","))
+	}
+	return code
 }
