@@ -3,14 +3,15 @@
 # proxy, into bin/k8s/<version>/. Prebuilt downloads are not reachable from every machine we run on, so we
 # build from source once and cache the result: the output directory doubles as KUBEBUILDER_ASSETS.
 #
-# usage: hack/build-kube.sh [binary...]   (default: etcd kube-apiserver kubectl kube-controller-manager kube-scheduler)
+# usage: hack/build-kube.sh [binary...]   (default: etcd kube-apiserver kubectl kube-controller-manager kube-scheduler
+#        kube-proxy; kube-proxy is the scale harness's peer, see test/bench)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 KUBE_VERSION=${KUBE_VERSION:-1.37.1}
 ETCD_VERSION=${ETCD_VERSION:-3.6.16}
 OUT=${KUBE_BIN_DIR:-$ROOT/bin/k8s/$KUBE_VERSION}
 SRC=$ROOT/bin/.src/kube-$KUBE_VERSION
-want=("$@"); [ ${#want[@]} -gt 0 ] || want=(etcd kube-apiserver kubectl kube-controller-manager kube-scheduler)
+want=("$@"); [ ${#want[@]} -gt 0 ] || want=(etcd kube-apiserver kubectl kube-controller-manager kube-scheduler kube-proxy)
 mkdir -p "$OUT" "$SRC"
 
 missing=()
@@ -54,6 +55,7 @@ import (
 	_ "go.etcd.io/etcd/server/v3"
 	_ "k8s.io/kubernetes/cmd/kube-apiserver"
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+	_ "k8s.io/kubernetes/cmd/kube-proxy"
 	_ "k8s.io/kubernetes/cmd/kube-scheduler"
 	_ "k8s.io/kubernetes/cmd/kubectl"
 )

@@ -11,6 +11,7 @@ package bench
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/netip"
@@ -18,6 +19,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -33,7 +35,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
-	lbv1alpha1 "github.com/ipvs-operator/ipvs-operator/api/v1alpha1"
 	"github.com/ipvs-operator/ipvs-operator/test/lab"
 )
 
@@ -84,8 +85,9 @@ func serviceName(i int) string { return fmt.Sprintf("s%05d", i) }
 func objects(i, m int) (*corev1.Service, *discoveryv1.EndpointSlice) {
 	name := serviceName(i)
 	svc := &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name,
-			Labels: map[string]string{lbv1alpha1.ServiceProxyNameLabel: lbv1alpha1.ServiceProxyName}},
+		// No service-proxy-name label: kube-proxy serves only unlabelled Services, the agent runs with
+		// --scope=all.
+		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name},
 		Spec: corev1.ServiceSpec{
 			ClusterIP: nth(vipBase, i).String(),
 			Ports: []corev1.ServicePort{{Name: "http", Port: port, Protocol: corev1.ProtocolTCP,
@@ -302,11 +304,16 @@ type Result struct {
 	AuditsOK     bool
 }
 
-// Run measures one proxy on the objects Prepare wrote. The node's kernel must hold none of them.
+// Run measures one proxy on the objects Prepare wrote, then stops it and removes its state (Cleanup). The
+// node's kernel must hold none of them when it starts.
 func (h *Harness) Run(ctx context.Context, p Proxy) (*Result, error) {
 	cfg := h.cfg
 	r := &Result{Proxy: p.Name()}
-	w, err := startWatch(ctx, h.lab, cfg.Node)
+	// Every proxy starts on the objects as Prepare wrote them: the cold start waits for every endpoint.
+	if err := h.readyAll(ctx); err != nil {
+		return nil, err
+	}
+	w, err := startWatch(ctx, h.lab, cfg.Node, p.Name(), p.Dataplane())
 	if err != nil {
 		return nil, err
 	}
@@ -319,7 +326,7 @@ func (h *Harness) Run(ctx context.Context, p Proxy) (*Result, error) {
 			return nil, err
 		}
 	}
-	fullCh, err := w.send("full", vipPrefix, cfg.Services, cfg.Endpoints)
+	fullCh, err := w.send(w.fullCmd, vipPrefix, cfg.Services, cfg.Endpoints)
 	if err != nil {
 		return nil, err
 	}
@@ -345,7 +352,7 @@ func (h *Harness) Run(ctx context.Context, p Proxy) (*Result, error) {
 	}
 	a, err := await(ctx, fullCh, coldTimeout, p.Name()+" full kernel state")
 	if err != nil {
-		return nil, err
+		return nil, h.withKernelState(ctx, p.Dataplane(), err)
 	}
 	r.ColdFull = a.seen.Sub(t0)
 	h.logf("%s: full kernel state after %s", p.Name(), r.ColdFull.Round(time.Millisecond))
@@ -408,7 +415,44 @@ func (h *Harness) Run(ctx context.Context, p Proxy) (*Result, error) {
 	if err := p.Stop(ctx, h.lab, pid); err != nil {
 		return nil, err
 	}
+	if err := p.Cleanup(ctx, h.lab, cfg.Node); err != nil {
+		return nil, err
+	}
 	return r, nil
+}
+
+// readyAll writes back as ready the endpoints an earlier proxy's run left flipped off.
+func (h *Harness) readyAll(ctx context.Context) error {
+	n := 0
+	for i, ready := range h.ready {
+		if ready {
+			continue
+		}
+		s := h.slices[i]
+		s.Endpoints[0].Conditions.Ready = ptr.To(true)
+		if err := h.c.Update(ctx, s); err != nil {
+			return err
+		}
+		h.ready[i] = true
+		n++
+	}
+	if n > 0 {
+		h.logf("%d endpoints flipped off by the last run written back as ready", n)
+	}
+	return nil
+}
+
+// withKernelState adds to err the start of what the node's kernel holds, as its own tools list it.
+func (h *Harness) withKernelState(ctx context.Context, dp Dataplane, err error) error {
+	argv := []string{"ipvsadm", "-Ln"}
+	if dp == DataplaneNFTables {
+		argv = []string{"nft", "list", "map", "ip", "kube-proxy", "service-ips"}
+	}
+	out, lerr := h.lab.ExecCombined(context.WithoutCancel(ctx), h.cfg.Node, argv...)
+	if len(out) > 3000 {
+		out = out[:3000] + "\n..."
+	}
+	return errors.Join(err, fmt.Errorf("%s on %s:\n%s", strings.Join(argv, " "), h.cfg.Node, out), lerr)
 }
 
 func (h *Harness) procSample(ctx context.Context, w *kernelWatch, pid int) (cpu float64, hwm int64, err error) {
@@ -445,7 +489,7 @@ func (h *Harness) writeFlip(ctx context.Context, w *kernelWatch, i int) (<-chan 
 	if want {
 		wantBit = 1
 	}
-	ch, err := w.send("flip", nth(vipBase, i), port, nth(dstBase, i*h.cfg.Endpoints), targetPort, wantBit)
+	ch, err := w.send(w.flipCmd, nth(vipBase, i), port, nth(dstBase, i*h.cfg.Endpoints), targetPort, wantBit)
 	if err != nil {
 		return nil, time.Time{}, 0, err
 	}

@@ -3,10 +3,8 @@
 package bench
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -17,8 +15,8 @@ import (
 )
 
 // Proxy is a Service proxy under test, run by hand on one lab node so that its cold start, CPU and memory
-// are its own (no DaemonSet, no kubelet in between). Our agent is one; kube-proxy in each mode is meant to
-// be another, measured the same way from outside.
+// are its own (no DaemonSet, no kubelet in between). Our agent is one, kube-proxy (kubeproxy.go) another,
+// measured the same way from outside.
 type Proxy interface {
 	// Name is the proxy's column in the table.
 	Name() string
@@ -35,6 +33,29 @@ type Proxy interface {
 	Audits(metrics string) (count int, seconds float64, ok bool)
 	// Stop ends the proxy started with pid.
 	Stop(ctx context.Context, l *lab.Lab, pid int) error
+	// Dataplane is where the proxy programs the Services: what the harness watches on the node.
+	Dataplane() Dataplane
+	// Cleanup removes what the proxy left in the node's kernel after Stop, so that the next proxy starts
+	// from an empty node (every proxy keeps its state over a restart, by design).
+	Cleanup(ctx context.Context, l *lab.Lab, node string) error
+}
+
+// Dataplane is the kernel state a proxy's Services become.
+type Dataplane string
+
+const (
+	// DataplaneIPVS is IPVS virtual and real servers (the agent, kube-proxy's ipvs mode).
+	DataplaneIPVS Dataplane = "ipvs"
+	// DataplaneNFTables is kube-proxy's nftables mode: the map service-ips and one DNAT per service chain.
+	DataplaneNFTables Dataplane = "nftables"
+)
+
+// watchCommands are the `benchvm watch` commands that wait for the full state and for a flip.
+func (d Dataplane) watchCommands() (full, flip string) {
+	if d == DataplaneNFTables {
+		return "nftfull", "nftflip"
+	}
+	return "full", "flip"
 }
 
 // Agent is this project's agent, started as the DaemonSet would start it (its default flags) with the
@@ -58,7 +79,10 @@ func (a Agent) Start(ctx context.Context, l *lab.Lab, node string, auditPeriod t
 		"--"+agentconfig.FlagAuditPeriod+"="+auditPeriod.String(),
 		// The lab's pod range, given in ClusterCIDR mode, so the agent does not wait for its Node's pod CIDRs.
 		"--"+agentconfig.FlagDetectLocalMode+"="+string(agentconfig.DetectLocalClusterCIDR),
-		"--"+agentconfig.FlagClusterCIDR+"="+lab.PodCIDR)
+		"--"+agentconfig.FlagClusterCIDR+"="+lab.PodCIDR,
+		// Every Service, as kube-proxy serves them: the harness's Services carry no service-proxy-name label,
+		// so that every proxy is measured on the same objects (kube-proxy ignores labelled ones).
+		"--"+agentconfig.FlagScope+"="+agentconfig.ScopeAll)
 	argv = append(argv, a.Args...)
 	env := []string{"KUBECONFIG=" + lab.GuestKubeconfig}
 	if a.ProfileDir != "" {
@@ -106,27 +130,16 @@ func (Agent) MetricsURL() string {
 const auditMetric = "ipvs_operator_agent_audit_duration_seconds"
 
 // Audits reads the agent's audit histogram.
-func (Agent) Audits(metrics string) (int, float64, bool) {
-	var count int
-	var sum float64
-	found := false
-	sc := bufio.NewScanner(strings.NewReader(metrics))
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		name, value, ok := strings.Cut(sc.Text(), " ")
-		if !ok {
-			continue
-		}
-		// Summed over label sets, if any.
-		switch {
-		case strings.HasPrefix(name, auditMetric+"_count"):
-			n, _ := strconv.ParseFloat(value, 64)
-			count += int(n)
-			found = true
-		case strings.HasPrefix(name, auditMetric+"_sum"):
-			s, _ := strconv.ParseFloat(value, 64)
-			sum += s
-		}
+func (Agent) Audits(metrics string) (int, float64, bool) { return histogramText(metrics, auditMetric) }
+
+// Dataplane is IPVS.
+func (Agent) Dataplane() Dataplane { return DataplaneIPVS }
+
+// Cleanup runs `agent --cleanup` in the node: its virtual servers, dummy interface and nftables table go.
+func (Agent) Cleanup(ctx context.Context, l *lab.Lab, node string) error {
+	out, err := l.ExecCombined(ctx, node, lab.GuestBin+"/agent", "--"+agentconfig.FlagCleanup)
+	if err != nil {
+		return fmt.Errorf("bench: agent --cleanup: %w\n%s", err, out)
 	}
-	return count, sum, found
+	return nil
 }

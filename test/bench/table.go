@@ -11,7 +11,8 @@ import (
 )
 
 // Row is one line of the table: a measure and its value for each proxy, as text; Limit is the raw
-// netlink loop's value where one exists, and Ratio tells each proxy against it (or against its own p50).
+// netlink loop's value where one exists. Ratio tells each proxy against the best of the proxies (several
+// proxies: "best" or "3.2x"), or, with one proxy, against the limit or its own p50.
 type Row struct {
 	Measure string
 	Values  []string
@@ -20,16 +21,29 @@ type Row struct {
 }
 
 // Table renders the results of a run, one column per proxy. Absolute times in a TCG VM mean little:
-// the ratios to the raw loop (same objects, same VM) are what carries over.
+// the ratios between proxies and to the raw loop (same objects, same VM) are what carries over.
 func (h *Harness) Table(results []*Result) []Row {
 	var rows []Row
-	add := func(measure, limit string, value func(*Result) string, ratio func(*Result) string) {
+	// num, when set, makes the row comparable: smaller is better, and with several proxies each is told
+	// against the best. alone is the ratio shown with a single proxy.
+	add := func(measure, limit string, value func(*Result) string, num func(*Result) float64, alone func(*Result) string) {
 		r := Row{Measure: measure, Limit: limit}
+		best := 0.0
+		if num != nil {
+			for _, res := range results {
+				if v := num(res); v > 0 && (best == 0 || v < best) {
+					best = v
+				}
+			}
+		}
 		for _, res := range results {
 			r.Values = append(r.Values, value(res))
-			if ratio != nil {
-				r.Ratio = append(r.Ratio, ratio(res))
-			} else {
+			switch {
+			case len(results) > 1 && num != nil:
+				r.Ratio = append(r.Ratio, toBest(num(res), best))
+			case alone != nil:
+				r.Ratio = append(r.Ratio, alone(res))
+			default:
 				r.Ratio = append(r.Ratio, "")
 			}
 		}
@@ -42,35 +56,48 @@ func (h *Harness) Table(results []*Result) []Row {
 		}
 		return fmt.Sprintf("%.1fx limit", d.Seconds()/raw.Seconds())
 	}
+	secs := func(f func(*Result) time.Duration) func(*Result) float64 {
+		return func(r *Result) float64 { return f(r).Seconds() }
+	}
 	n := h.cfg.Services
-	add(fmt.Sprintf("API writes: %d Services + %d EndpointSlices", n, n), "", func(*Result) string { return dur(h.Writes) }, nil)
+	add(fmt.Sprintf("API writes: %d Services + %d EndpointSlices", n, n), "", func(*Result) string { return dur(h.Writes) }, nil, nil)
 	add("cold start to Ready", "", func(r *Result) string {
 		if r.ColdReady == 0 {
 			return "n/a"
 		}
 		return dur(r.ColdReady)
-	}, func(r *Result) string { return toRaw(r.ColdReady) })
+	}, secs(func(r *Result) time.Duration { return r.ColdReady }), func(r *Result) string { return toRaw(r.ColdReady) })
 	add("cold start to full kernel state", dur(raw), func(r *Result) string { return dur(r.ColdFull) },
-		func(r *Result) string { return toRaw(r.ColdFull) })
+		secs(func(r *Result) time.Duration { return r.ColdFull }), func(r *Result) string { return toRaw(r.ColdFull) })
+	if len(results) > 1 {
+		add("  against the raw loop", "", func(r *Result) string { return toRaw(r.ColdFull) }, nil, nil)
+	}
 	add(fmt.Sprintf("  raw loop split: IPVS %s, VIPs %s", dur(time.Duration(h.RawLoop.IPVSSeconds*float64(time.Second))),
-		dur(time.Duration(h.RawLoop.VIPSeconds*float64(time.Second)))), "", func(*Result) string { return "" }, nil)
-	add("single flip p50", "", func(r *Result) string { return dur(percentile(r.Flips, 50)) }, nil)
-	add("single flip p99", "", func(r *Result) string { return dur(percentile(r.Flips, 99)) },
-		func(r *Result) string { return ratio(percentile(r.Flips, 99), percentile(r.Flips, 50)) + " p50" })
-	add("single flip max", "", func(r *Result) string { return dur(percentile(r.Flips, 100)) },
-		func(r *Result) string { return ratio(percentile(r.Flips, 100), percentile(r.Flips, 50)) + " p50" })
-	add("  flips, their span", "", func(r *Result) string { return fmt.Sprintf("%d over %s", len(r.Flips), dur(r.FlipSpan)) }, nil)
+		dur(time.Duration(h.RawLoop.VIPSeconds*float64(time.Second)))), "", func(*Result) string { return "" }, nil, nil)
+	pct := func(p int) func(*Result) time.Duration {
+		return func(r *Result) time.Duration { return percentile(r.Flips, p) }
+	}
+	add("single flip p50", "", func(r *Result) string { return dur(pct(50)(r)) }, secs(pct(50)), nil)
+	add("single flip p99", "", func(r *Result) string { return dur(pct(99)(r)) }, secs(pct(99)),
+		func(r *Result) string { return ratio(pct(99)(r), pct(50)(r)) + " p50" })
+	add("single flip max", "", func(r *Result) string { return dur(pct(100)(r)) }, secs(pct(100)),
+		func(r *Result) string { return ratio(pct(100)(r), pct(50)(r)) + " p50" })
+	add("  flips, their span", "", func(r *Result) string { return fmt.Sprintf("%d over %s", len(r.Flips), dur(r.FlipSpan)) }, nil, nil)
 	add("  API write of a flip p50 / max", "", func(r *Result) string {
 		return dur(percentile(r.FlipWrites, 50)) + " / " + dur(percentile(r.FlipWrites, 100))
-	}, nil)
-	add(fmt.Sprintf("burst of %d flips: all in kernel", h.cfg.Burst), "", func(r *Result) string { return dur(r.BurstAll) }, nil)
+	}, nil, nil)
+	add(fmt.Sprintf("burst of %d flips: all in kernel", h.cfg.Burst), "", func(r *Result) string { return dur(r.BurstAll) },
+		secs(func(r *Result) time.Duration { return r.BurstAll }), nil)
 	add("  burst per flip p50 / max", "", func(r *Result) string {
 		return dur(percentile(r.Burst, 50)) + " / " + dur(percentile(r.Burst, 100))
-	}, nil)
-	add("CPU seconds: cold start / whole run", "", func(r *Result) string { return fmt.Sprintf("%.1f / %.1f", r.ColdCPU, r.CPU) }, nil)
-	add(fmt.Sprintf("CPU while idle (%s), share of a core", dur(h.cfg.Idle)), "", func(r *Result) string { return fmt.Sprintf("%.1f%%", 100*r.IdleCPU) }, nil)
-	add("peak RSS", "", func(r *Result) string { return fmt.Sprintf("%d MiB", r.PeakRSS>>20) }, nil)
-	add(fmt.Sprintf("audits (period %s): count, mean", h.cfg.AuditPeriod), "", func(r *Result) string {
+	}, nil, nil)
+	add("CPU seconds: cold start / whole run", "", func(r *Result) string { return fmt.Sprintf("%.1f / %.1f", r.ColdCPU, r.CPU) },
+		func(r *Result) float64 { return r.CPU }, nil)
+	add(fmt.Sprintf("CPU while idle (%s), share of a core", dur(h.cfg.Idle)), "", func(r *Result) string { return fmt.Sprintf("%.1f%%", 100*r.IdleCPU) },
+		func(r *Result) float64 { return r.IdleCPU }, nil)
+	add("peak RSS", "", func(r *Result) string { return fmt.Sprintf("%d MiB", r.PeakRSS>>20) },
+		func(r *Result) float64 { return float64(r.PeakRSS) }, nil)
+	add(fmt.Sprintf("audits (agent, period %s) or full syncs (kube-proxy): count, mean", h.cfg.AuditPeriod), "", func(r *Result) string {
 		if !r.AuditsOK {
 			return "n/a"
 		}
@@ -78,7 +105,7 @@ func (h *Harness) Table(results []*Result) []Row {
 			return "0"
 		}
 		return fmt.Sprintf("%d, %s", r.Audits, dur(time.Duration(r.AuditSeconds/float64(r.Audits)*float64(time.Second))))
-	}, nil)
+	}, nil, nil)
 	return rows
 }
 

@@ -26,6 +26,8 @@ type kernelWatch struct {
 	guestDir string
 	hostDir  string
 	pid      int
+	// fullCmd and flipCmd are the watch commands of the proxy's dataplane.
+	fullCmd, flipCmd string
 
 	mu      sync.Mutex
 	seq     int
@@ -42,22 +44,25 @@ type answer struct {
 
 const shareBenchDir = "bench"
 
-func startWatch(ctx context.Context, l *lab.Lab, node string) (*kernelWatch, error) {
+// startWatch starts a watcher for one proxy's run; its files are the run's own (name), so that a watcher
+// of an earlier run that is still ending can never answer for this one.
+func startWatch(ctx context.Context, l *lab.Lab, node, name string, dp Dataplane) (*kernelWatch, error) {
 	hostDir := filepath.Join(l.ShareDir(), shareBenchDir)
 	if err := os.MkdirAll(hostDir, 0o755); err != nil {
 		return nil, err
 	}
 	w := &kernelWatch{hostDir: hostDir, guestDir: lab.GuestShare + "/" + shareBenchDir,
-		outPath: filepath.Join(hostDir, "out-"+node), waiting: map[string]chan answer{}, stop: make(chan struct{})}
+		outPath: filepath.Join(hostDir, "out-"+node+"-"+name), waiting: map[string]chan answer{}, stop: make(chan struct{})}
+	w.fullCmd, w.flipCmd = dp.watchCommands()
 	var err error
-	if w.cmd, err = os.OpenFile(filepath.Join(hostDir, "cmd-"+node), os.O_WRONLY|os.O_CREATE|os.O_TRUNC|os.O_APPEND, 0o644); err != nil {
+	if w.cmd, err = os.OpenFile(filepath.Join(hostDir, "cmd-"+node+"-"+name), os.O_WRONLY|os.O_CREATE|os.O_TRUNC|os.O_APPEND, 0o644); err != nil {
 		return nil, err
 	}
 	if err := os.WriteFile(w.outPath, nil, 0o644); err != nil {
 		return nil, err
 	}
-	w.pid, err = l.Background(ctx, node, lab.GuestLogs+"/bench-watch-"+node+".log", lab.GuestBin+"/benchvm", "watch",
-		"--cmd", w.guestDir+"/cmd-"+node, "--out", w.guestDir+"/out-"+node)
+	w.pid, err = l.Background(ctx, node, lab.GuestLogs+"/bench-watch-"+node+"-"+name+".log", lab.GuestBin+"/benchvm", "watch",
+		"--cmd", w.guestDir+"/cmd-"+node+"-"+name, "--out", w.guestDir+"/out-"+node+"-"+name)
 	if err != nil {
 		return nil, err
 	}

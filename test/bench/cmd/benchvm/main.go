@@ -15,9 +15,13 @@
 //	full ID PREFIX N M                  at least N TCP virtual servers in PREFIX, each with >= M real servers
 //	                                    of weight > 0 (checked once a second, each server's real servers
 //	                                    until it is seen complete: dumps hold the kernel's IPVS mutex)
+//	nftflip ID VIP PORT DST DPORT ACTIVE  the same, for kube-proxy's nftables mode: DST:DPORT is a DNAT target
+//	                                    of VIP:PORT/TCP in table `ip kube-proxy` (see nft.go)
+//	nftfull ID PREFIX N M               the same as full, for kube-proxy's nftables mode
 //	get ID URL TOKEN FILE STATUS        GET URL (bearer TOKEN unless "-", TLS unverified) answers STATUS;
 //	                                    the body goes to FILE unless "-" (retried every 200 ms)
-//	proc ID PID                         CPU seconds (user+system) and peak RSS of PID and its children
+//	proc ID PID                         CPU seconds (user+system, with children waited for) and peak RSS of PID
+//	                                    and its live descendants
 //
 // A condition is a state, not an event: a command appended before the change it waits for cannot miss it.
 package main
@@ -156,6 +160,8 @@ type pending struct {
 	// and each check dumps only the others' real servers. (A full dump every second holds the kernel's
 	// IPVS mutex long enough at scale to slow the proxy being measured.)
 	complete map[ipvs.ServiceKey]bool
+	// nftComplete is the same for nftfull, by service chain.
+	nftComplete map[string]bool
 }
 
 func watch(args []string) error {
@@ -176,7 +182,11 @@ func watch(args []string) error {
 	httpc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
 		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // the agent's self-signed port in the lab
 	}}
-	w := &watcher{h: h, httpc: httpc, out: out}
+	nft, err := newNFTView()
+	if err != nil {
+		return err
+	}
+	w := &watcher{h: h, nft: nft, httpc: httpc, out: out}
 	var offset int64
 	var partial string
 	var todo []*pending
@@ -237,8 +247,11 @@ func readFrom(path string, offset int64) ([]byte, error) {
 
 type watcher struct {
 	h     ipvs.Interface
+	nft   *nftView
 	httpc *http.Client
-	out   io.Writer
+	// lastProgress is the last line progress logged.
+	lastProgress string
+	out          io.Writer
 }
 
 func (w *watcher) check(p *pending) (bool, string, error) {
@@ -251,6 +264,14 @@ func (w *watcher) check(p *pending) (bool, string, error) {
 			p.complete = map[ipvs.ServiceKey]bool{}
 		}
 		return w.full(p.f, p.complete)
+	case "nftflip":
+		return w.nftFlip(p.f)
+	case "nftfull":
+		p.next = time.Now().Add(time.Second)
+		if p.nftComplete == nil {
+			p.nftComplete = map[string]bool{}
+		}
+		return w.nftFull(p.f, p.nftComplete)
 	case "get":
 		// Each failed probe costs the proxy a log line: not too often.
 		p.next = time.Now().Add(200 * time.Millisecond)
@@ -365,7 +386,8 @@ func (w *watcher) get(f []string) (bool, string, error) {
 	return true, "status=" + f[3], nil
 }
 
-// proc sums CPU time and peak RSS (VmHWM) over PID and its descendants.
+// proc sums CPU time (with the children each waited for) and peak RSS (VmHWM) over PID and its live
+// descendants. A short-lived child's own peak RSS is not seen.
 func (w *watcher) proc(f []string) (bool, string, error) {
 	if len(f) != 1 {
 		return false, "", fmt.Errorf("proc wants PID, got %q", f)
@@ -381,12 +403,15 @@ func (w *watcher) proc(f []string) (bool, string, error) {
 		if err != nil {
 			continue
 		}
-		// Fields after the command name "(...)": state is field 3, utime 14, stime 15.
+		// Fields after the command name "(...)": state is field 3, utime 14, stime 15, cutime 16, cstime 17.
 		s := string(stat)
 		rest := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-		ut, _ := strconv.ParseInt(rest[11], 10, 64)
-		st, _ := strconv.ParseInt(rest[12], 10, 64)
-		ticks += ut + st
+		// utime, stime, and cutime, cstime: the children it waited for (kube-proxy runs nft and iptables-restore
+		// as short-lived children); a live child is summed as a descendant, an ended one only here.
+		for _, k := range []int{11, 12, 13, 14} {
+			t, _ := strconv.ParseInt(rest[k], 10, 64)
+			ticks += t
+		}
 		status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 		for _, l := range strings.Split(string(status), "\n") {
 			if v, ok := strings.CutPrefix(l, "VmHWM:"); ok {

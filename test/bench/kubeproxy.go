@@ -1,0 +1,154 @@
+//go:build lab
+
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/ipvs-operator/ipvs-operator/test/lab"
+	"github.com/ipvs-operator/ipvs-operator/test/lab/labd"
+)
+
+// KubeProxy is kube-proxy v1.37.1 (built by hack/build-kube.sh into bin/k8s) in one of its modes, run by
+// hand in the node's network namespace with the lab's admin kubeconfig and its own configuration file
+// (KubeProxyConfig): measured exactly as the agent is.
+type KubeProxy struct {
+	// Mode is "nftables" (the only one the lab's guest can run today: ipvs and iptables modes need the
+	// iptables and ipset programs and x_tables/ip_set modules it lacks).
+	Mode string
+	// Binary is kube-proxy on the host; Start copies it into the lab's share.
+	Binary string
+}
+
+// Name is "kube-proxy-<mode>".
+func (k KubeProxy) Name() string { return "kube-proxy-" + k.Mode }
+
+// Dataplane is where the mode programs Services.
+func (k KubeProxy) Dataplane() Dataplane {
+	if k.Mode == "ipvs" {
+		return DataplaneIPVS
+	}
+	return DataplaneNFTables
+}
+
+func (k KubeProxy) configPath(shareDir string) (host, guest string) {
+	name := k.Name() + ".yaml"
+	return filepath.Join(shareDir, shareBenchDir, name), lab.GuestShare + "/" + shareBenchDir + "/" + name
+}
+
+// Start writes the configuration, copies the binary into the share (once per lab) and runs kube-proxy in
+// the background in the node's namespace. auditPeriod has no kube-proxy counterpart: its periodic full
+// resync is an hour apart by design (proxyutil.FullSyncPeriod), its syncPeriod left at the default.
+func (k KubeProxy) Start(ctx context.Context, l *lab.Lab, node string, _ time.Duration) (int, error) {
+	data, err := KubeProxyConfig(KubeProxySettings{Mode: k.Mode, Node: node, Kubeconfig: lab.GuestKubeconfig, ClusterCIDR: lab.PodCIDR})
+	if err != nil {
+		return 0, err
+	}
+	host, guest := k.configPath(l.ShareDir())
+	if err := os.MkdirAll(filepath.Dir(host), 0o755); err != nil {
+		return 0, err
+	}
+	if err := os.WriteFile(host, data, 0o644); err != nil {
+		return 0, err
+	}
+	if err := copyOnce(k.Binary, filepath.Join(l.ShareDir(), "bin", "kube-proxy")); err != nil {
+		return 0, err
+	}
+	resp, err := l.Run(ctx, labd.ExecRequest{Netns: node, Background: true,
+		// -v=2 logs each sync and its time ("SyncProxyRules complete"): a few lines per sync.
+		Argv:    []string{lab.GuestBin + "/kube-proxy", "--config=" + guest, "-v=2"},
+		LogFile: lab.GuestLogs + "/bench-" + k.Name() + "-" + node + ".log"})
+	if err != nil {
+		return 0, err
+	}
+	if resp.Error != "" {
+		return 0, fmt.Errorf("bench: starting %s: %s", k.Name(), resp.Error)
+	}
+	return resp.Pid, nil
+}
+
+// copyOnce copies src to dst unless dst exists.
+func copyOnce(src, dst string) error {
+	if _, err := os.Stat(dst); err == nil {
+		return nil
+	}
+	in, err := os.Open(src)
+	if err != nil {
+		return fmt.Errorf("bench: %w (hack/build-kube.sh kube-proxy builds it; make bench runs it)", err)
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst+".tmp", os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o755)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		_ = out.Close()
+		return err
+	}
+	if err := out.Close(); err != nil {
+		return err
+	}
+	return os.Rename(dst+".tmp", dst)
+}
+
+// ReadyURL is "": kube-proxy's /healthz answers 200 from its start, before any sync ("healthy while
+// starting up", pkg/proxy/healthcheck), so it tells nothing about readiness; the table shows n/a.
+func (KubeProxy) ReadyURL() string { return "" }
+
+// MetricsURL is kube-proxy's metrics port (plain HTTP; the harness's token is sent and ignored).
+func (KubeProxy) MetricsURL() string {
+	return fmt.Sprintf("http://127.0.0.1:%d/metrics", kubeProxyMetricsPort)
+}
+
+// fullSyncMetric is kube-proxy's histogram of full syncs, its counterpart of the agent's audits: the
+// cold one, then one an hour (partial syncs apply each change).
+const fullSyncMetric = "kubeproxy_sync_full_proxy_rules_duration_seconds"
+
+// Audits reads kube-proxy's full syncs.
+func (KubeProxy) Audits(metrics string) (int, float64, bool) {
+	return histogramText(metrics, fullSyncMetric)
+}
+
+// Stop sends SIGTERM and waits for kube-proxy to end.
+func (k KubeProxy) Stop(ctx context.Context, l *lab.Lab, pid int) error {
+	if err := l.Signal(ctx, pid, syscall.SIGTERM); err != nil {
+		return err
+	}
+	running, _, err := l.Wait(ctx, pid, time.Minute)
+	if err != nil {
+		return err
+	}
+	if running {
+		return fmt.Errorf("bench: %s (pid %d) did not end within a minute of SIGTERM", k.Name(), pid)
+	}
+	return nil
+}
+
+// Cleanup runs `kube-proxy --cleanup`, which removes what every mode leaves; the modes whose tools the
+// guest lacks fail in it, so success is checked on what this mode left: no `kube-proxy` nftables table.
+func (k KubeProxy) Cleanup(ctx context.Context, l *lab.Lab, node string) error {
+	_, guest := k.configPath(l.ShareDir())
+	out, cleanupErr := l.ExecCombined(ctx, node, lab.GuestBin+"/kube-proxy", "--config="+guest, "--cleanup")
+	if k.Dataplane() != DataplaneNFTables {
+		if cleanupErr != nil {
+			return fmt.Errorf("bench: kube-proxy --cleanup: %w\n%s", cleanupErr, out)
+		}
+		return nil
+	}
+	tables, err := l.ExecCombined(ctx, node, "nft", "list", "tables")
+	if err != nil {
+		return fmt.Errorf("bench: nft list tables: %w\n%s", err, tables)
+	}
+	if strings.Contains(tables, " kube-proxy") {
+		return errors.Join(fmt.Errorf("bench: kube-proxy --cleanup left its table:\n%s\n%s", tables, out), cleanupErr)
+	}
+	return nil
+}
