@@ -156,11 +156,11 @@ func (f *fakeRuntime) ContainerLog(namespace, pod, container string) (string, ty
 }
 
 func (f *fakeRuntime) ExecInContainer(ctx context.Context, _, _, _ string, cmd []string, in io.Reader, out, errOut io.WriteCloser,
-	_ bool, _ <-chan remotecommandserver.TerminalSize, timeout time.Duration) error {
+	_ bool, _ <-chan remotecommandserver.TerminalSize, _ time.Duration) error {
 	return runExec(ctx, cmd, []string{"PATH=/usr/bin:/bin"}, in, out, errOut, time.Second)
 }
 
-func (f *fakeRuntime) PortForward(ctx context.Context, _, _ string, port int32, stream io.ReadWriteCloser) error {
+func (f *fakeRuntime) PortForward(_ context.Context, _, _ string, port int32, stream io.ReadWriteCloser) error {
 	conn, err := net.Dial("tcp4", fmt.Sprintf("127.0.0.1:%d", port))
 	if err != nil {
 		return err
@@ -382,7 +382,7 @@ func TestPortForwardThroughSPDY(t *testing.T) {
 	go func() { errc <- fw.ForwardPorts() }()
 	defer func() {
 		close(stop)
-		<-errc
+		_ = <-errc
 	}()
 	select {
 	case <-ready:
