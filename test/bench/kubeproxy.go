@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/ipvs-operator/ipvs-operator/test/lab"
@@ -119,17 +118,7 @@ func (KubeProxy) Audits(metrics string) (int, float64, bool) {
 
 // Stop sends SIGTERM and waits for kube-proxy to end.
 func (k KubeProxy) Stop(ctx context.Context, l *lab.Lab, pid int) error {
-	if err := l.Signal(ctx, pid, syscall.SIGTERM); err != nil {
-		return err
-	}
-	running, _, err := l.Wait(ctx, pid, time.Minute)
-	if err != nil {
-		return err
-	}
-	if running {
-		return fmt.Errorf("bench: %s (pid %d) did not end within a minute of SIGTERM", k.Name(), pid)
-	}
-	return nil
+	return stopProcess(ctx, l, pid, k.Name())
 }
 
 // Cleanup runs `kube-proxy --cleanup`, which removes what every mode leaves; the modes whose tools the

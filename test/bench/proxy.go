@@ -103,6 +103,11 @@ func (a Agent) Start(ctx context.Context, l *lab.Lab, node string, auditPeriod t
 
 // Stop sends SIGTERM and waits for the agent to end, so that a profiled run writes its profiles.
 func (a Agent) Stop(ctx context.Context, l *lab.Lab, pid int) error {
+	return stopProcess(ctx, l, pid, "the agent")
+}
+
+// stopProcess sends SIGTERM to a proxy and waits up to a minute for it to end.
+func stopProcess(ctx context.Context, l *lab.Lab, pid int, name string) error {
 	if err := l.Signal(ctx, pid, syscall.SIGTERM); err != nil {
 		return err
 	}
@@ -111,7 +116,7 @@ func (a Agent) Stop(ctx context.Context, l *lab.Lab, pid int) error {
 		return err
 	}
 	if running {
-		return fmt.Errorf("bench: the agent (pid %d) did not end within a minute of SIGTERM", pid)
+		return fmt.Errorf("bench: %s (pid %d) did not end within a minute of SIGTERM", name, pid)
 	}
 	return nil
 }
