@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -32,7 +33,6 @@ import (
 
 const (
 	ns       = "demo"
-	image    = "ghcr.io/ipvs-operator/ipvs-operator:lab"
 	appLabel = "backend"
 )
 
@@ -58,7 +58,8 @@ func run(ctx context.Context, keep bool) (err error) {
 	}
 	t0 := time.Now()
 	step("Starting the lab: control plane on 127.0.0.1, two nodes in a qemu VM with Debian's kernel (the first run builds a lot)")
-	l, err := lab.Start(ctx, lab.Options{RepoRoot: root, Out: os.Stdout})
+	// With the cluster DNS, as a cluster has: CoreDNS behind kube-dns, which the agents will serve.
+	l, err := lab.Start(ctx, lab.Options{RepoRoot: root, Out: os.Stdout, ClusterDNS: true})
 	if err != nil {
 		return err
 	}
@@ -77,8 +78,10 @@ func run(ctx context.Context, keep bool) (err error) {
 	fmt.Printf("    lab up in %s (%s)\n", time.Since(t0).Round(time.Second), l.Timings)
 	c := l.Client()
 
-	step("Installing the operator from config/ (kustomize build config/default, server-side apply)")
-	if err := install.Kustomize(ctx, c, install.Options{RepoRoot: root, Kustomize: filepath.Join(root, "bin", "kustomize"), Image: image, Log: os.Stdout}); err != nil {
+	step("Installing the operator from config/ (kustomize build config/default, server-side apply); the lab runs no kube-proxy, so its agents serve every ClusterIP Service (scope all)")
+	opts := lab.InstallOptions(root)
+	opts.Log = os.Stdout
+	if err := install.Kustomize(ctx, c, opts); err != nil {
 		return err
 	}
 	if err := install.WaitReady(ctx, c, l.Nodes(), 3*time.Minute); err != nil {
@@ -129,7 +132,11 @@ func run(ctx context.Context, keep bool) (err error) {
 	fmt.Print(indent(out))
 
 	step("30 requests from a client pod on %s to http://%s:80", l.Nodes()[1], vip)
-	if err := spread(ctx, l, vip); err != nil {
+	if err := spread(ctx, l, vip+":80", 30); err != nil {
+		return err
+	}
+	step("5 requests by name, http://%s (the pod's resolv.conf names kube-dns; CoreDNS answers through IPVS too)", appLabel)
+	if err := spread(ctx, l, appLabel+":80", 5); err != nil {
 		return err
 	}
 
@@ -166,15 +173,16 @@ func run(ctx context.Context, keep bool) (err error) {
 	}
 	fmt.Printf("    ClusterIP still %s\n", svc.Spec.ClusterIP)
 	step("30 more requests: lc favours the new pod, which has no connections yet (IPVS counts the others' TIME_WAIT ones)")
-	if err := spread(ctx, l, vip); err != nil {
+	if err := spread(ctx, l, vip+":80", 30); err != nil {
 		return err
 	}
 	step("Done in %s", time.Since(t0).Round(time.Second))
 	return nil
 }
 
-func spread(ctx context.Context, l *lab.Lab, vip string) error {
-	argv := append(l.ClientCommand(), "--count=30", vip+":80")
+// spread sends n requests from the client pod to addr and prints which pod answered each.
+func spread(ctx context.Context, l *lab.Lab, addr string, n int) error {
+	argv := append(l.ClientCommand(), "--count="+strconv.Itoa(n), addr)
 	out, err := l.PodExec(ctx, types.NamespacedName{Namespace: ns, Name: "client"}, argv...)
 	if err != nil {
 		return fmt.Errorf("client: %w\n%s", err, out)
@@ -198,9 +206,9 @@ func spread(ctx context.Context, l *lab.Lab, vip string) error {
 	for _, n := range names {
 		fmt.Printf("      %-32s %2d %s\n", n, counts[n], strings.Repeat("#", counts[n]))
 	}
-	fmt.Printf("    %d answered, %d failed\n", 30-failed, failed)
+	fmt.Printf("    %d answered, %d failed\n", n-failed, failed)
 	if failed > 0 {
-		return fmt.Errorf("%d of 30 requests failed", failed)
+		return fmt.Errorf("%d of %d requests failed", failed, n)
 	}
 	return nil
 }
@@ -283,9 +291,8 @@ func objects() []client.Object {
 			},
 		},
 		&corev1.Service{
-			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: appLabel, Labels: map[string]string{
-				"app": appLabel, lbv1alpha1.ServiceProxyNameLabel: lbv1alpha1.ServiceProxyName}},
-			Spec: corev1.ServiceSpec{Selector: labels, Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080)}}},
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: appLabel, Labels: map[string]string{"app": appLabel}},
+			Spec:       corev1.ServiceSpec{Selector: labels, Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080)}}},
 		},
 		&lbv1alpha1.ServicePolicy{
 			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: appLabel},
