@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -331,10 +332,12 @@ func TestKernelDriftCanary(t *testing.T) {
 type countingIPVS struct {
 	ipvs.Interface
 	reads, dumps int
+	read         []string // the virtual servers read on their own
 }
 
 func (c *countingIPVS) Destinations(k ipvs.ServiceKey) ([]ipvs.ObservedDestination, error) {
 	c.reads++
+	c.read = append(c.read, k.String())
 	return c.Interface.Destinations(k)
 }
 
@@ -346,6 +349,8 @@ func (c *countingIPVS) AllDestinations() (map[ipvs.ServiceKey][]ipvs.ObservedDes
 // TestKernelAuditReadsOneDump: with enough virtual servers the audit reads every real server from one read
 // of the kernel's table (/proc/net/ip_vs of the agent's namespace), not one read per virtual server, and
 // still repairs a weight and a real server changed by hand, leaving someone else's virtual server alone.
+// Repairing those two may read their own real servers again (on 6.12, one re-add after a delete did), but
+// never the others'.
 func TestKernelAuditReadsOneDump(t *testing.T) {
 	ctx := context.Background()
 	ns, path := kernelNS(t)
@@ -380,11 +385,18 @@ func TestKernelAuditReadsOneDump(t *testing.T) {
 	must(t, k.ipvs.UpdateDestination(keys[3], ipvs.Destination{DestinationKey: ipvs.DestinationKey{
 		Address: netip.MustParseAddr("10.244.1.4"), Port: 8080}, Weight: 7}))
 	must(t, k.ipvs.DeleteDestination(keys[9], ipvs.DestinationKey{Address: netip.MustParseAddr("10.244.2.10"), Port: 8080}))
-	c.reads, c.dumps = 0, 0
+	c.reads, c.dumps, c.read = 0, 0, nil
 	must(t, s.Audit(ctx))
-	if c.dumps != 1 || c.reads != 0 {
-		t.Errorf("the audit of %d virtual servers made %d dumps and %d per-server reads; want 1 and 0", n, c.dumps, c.reads)
+	repaired := []string{keys[3].String(), keys[9].String()}
+	for _, k := range c.read {
+		if !slices.Contains(repaired, k) {
+			t.Errorf("the audit read %s on its own, which the dump had and nobody changed", k)
+		}
 	}
+	if c.dumps != 1 || c.reads > len(repaired) {
+		t.Errorf("the audit of %d virtual servers made %d dumps and %d per-server reads (%v); want 1 and at most %d", n, c.dumps, c.reads, c.read, len(repaired))
+	}
+	t.Logf("the audit made %d dump and %d per-server reads %v", c.dumps, c.reads, c.read)
 	if got := render(); got != want {
 		t.Errorf("after the audit the kernel holds\n%s\nwant\n%s", got, want)
 	}
