@@ -12,7 +12,6 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -332,7 +331,8 @@ func TestKernelDriftCanary(t *testing.T) {
 type countingIPVS struct {
 	ipvs.Interface
 	reads, dumps int
-	read         []string // the virtual servers read on their own
+	read         []string            // the virtual servers read on their own
+	dumped       map[string]struct{} // the virtual servers the last dump reported
 }
 
 func (c *countingIPVS) Destinations(k ipvs.ServiceKey) ([]ipvs.ObservedDestination, error) {
@@ -343,14 +343,19 @@ func (c *countingIPVS) Destinations(k ipvs.ServiceKey) ([]ipvs.ObservedDestinati
 
 func (c *countingIPVS) AllDestinations() (map[ipvs.ServiceKey][]ipvs.ObservedDestination, error) {
 	c.dumps++
-	return c.Interface.(ipvs.DestinationDumper).AllDestinations()
+	all, err := c.Interface.(ipvs.DestinationDumper).AllDestinations()
+	c.dumped = map[string]struct{}{}
+	for k := range all {
+		c.dumped[k.String()] = struct{}{}
+	}
+	return all, err
 }
 
 // TestKernelAuditReadsOneDump: with enough virtual servers the audit reads every real server from one read
 // of the kernel's table (/proc/net/ip_vs of the agent's namespace), not one read per virtual server, and
 // still repairs a weight and a real server changed by hand, leaving someone else's virtual server alone.
-// Repairing those two may read their own real servers again (on 6.12, one re-add after a delete did), but
-// never the others'.
+// Reading /proc/net/ip_vs is not atomic, and Debian's 6.12 skips a virtual server where a read crosses the
+// seq_file's page (2 of 40 here; 6.1 skips none): those, and only those, are read on their own.
 func TestKernelAuditReadsOneDump(t *testing.T) {
 	ctx := context.Background()
 	ns, path := kernelNS(t)
@@ -387,16 +392,15 @@ func TestKernelAuditReadsOneDump(t *testing.T) {
 	must(t, k.ipvs.DeleteDestination(keys[9], ipvs.DestinationKey{Address: netip.MustParseAddr("10.244.2.10"), Port: 8080}))
 	c.reads, c.dumps, c.read = 0, 0, nil
 	must(t, s.Audit(ctx))
-	repaired := []string{keys[3].String(), keys[9].String()}
 	for _, k := range c.read {
-		if !slices.Contains(repaired, k) {
-			t.Errorf("the audit read %s on its own, which the dump had and nobody changed", k)
+		if _, ok := c.dumped[k]; ok {
+			t.Errorf("the audit read %s on its own, though the dump reported it", k)
 		}
 	}
-	if c.dumps != 1 || c.reads > len(repaired) {
-		t.Errorf("the audit of %d virtual servers made %d dumps and %d per-server reads (%v); want 1 and at most %d", n, c.dumps, c.reads, c.read, len(repaired))
+	if c.dumps != 1 || c.reads > n/4 {
+		t.Errorf("the audit of %d virtual servers made %d dumps and %d per-server reads (%v); want 1 and a few the dump missed", n, c.dumps, c.reads, c.read)
 	}
-	t.Logf("the audit made %d dump and %d per-server reads %v", c.dumps, c.reads, c.read)
+	t.Logf("the audit made %d dump and %d per-server reads of what the dump missed %v", c.dumps, c.reads, c.read)
 	if got := render(); got != want {
 		t.Errorf("after the audit the kernel holds\n%s\nwant\n%s", got, want)
 	}
