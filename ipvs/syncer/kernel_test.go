@@ -355,7 +355,7 @@ func (c *countingIPVS) AllDestinations() (map[ipvs.ServiceKey][]ipvs.ObservedDes
 // of the kernel's table (/proc/net/ip_vs of the agent's namespace), not one read per virtual server, and
 // still repairs a weight and a real server changed by hand, leaving someone else's virtual server alone.
 // Reading /proc/net/ip_vs is not atomic, and Debian's 6.12 skips a virtual server where a read crosses the
-// seq_file's page (2 of 40 here; 6.1 skips none): those, and only those, are read on their own.
+// seq_file's page (2 and 3 of 40 in two runs; 6.1 skipped none): those, and only those, are read on their own.
 func TestKernelAuditReadsOneDump(t *testing.T) {
 	ctx := context.Background()
 	ns, path := kernelNS(t)
