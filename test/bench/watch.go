@@ -5,13 +5,13 @@ package bench
 import (
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/ipvs-operator/ipvs-operator/test/bench/linetail"
 	"github.com/ipvs-operator/ipvs-operator/test/lab"
 )
 
@@ -72,35 +72,20 @@ func startWatch(ctx context.Context, l *lab.Lab, node, name string, dp Dataplane
 
 // tail reads the answers as the watcher appends them.
 func (w *kernelWatch) tail() {
-	var offset int64
-	var partial string
+	answers := &linetail.Tail{Path: w.outPath}
 	for {
 		select {
 		case <-w.stop:
 			return
 		case <-time.After(time.Millisecond):
 		}
-		f, err := os.Open(w.outPath)
-		if err != nil {
-			continue
-		}
-		_, _ = f.Seek(offset, io.SeekStart)
-		data, _ := io.ReadAll(f)
-		f.Close()
+		lines, _ := answers.Lines() // not there yet, or a short read: the next round reads on
 		now := time.Now()
-		offset += int64(len(data))
-		partial += string(data)
-		for {
-			line, rest, ok := strings.Cut(partial, "\n")
-			if !ok {
-				break
-			}
-			partial = rest
-			f := strings.Fields(line)
+		for _, f := range lines {
 			if len(f) < 2 {
 				continue
 			}
-			a := answer{ok: f[1] == "ok", fields: map[string]string{}, text: line, seen: now}
+			a := answer{ok: f[1] == "ok", fields: map[string]string{}, text: strings.Join(f, " "), seen: now}
 			for _, kv := range f[2:] {
 				k, v, _ := strings.Cut(kv, "=")
 				a.fields[k] = v

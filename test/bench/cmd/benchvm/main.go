@@ -27,7 +27,6 @@
 package main
 
 import (
-	"bufio"
 	"crypto/tls"
 	"encoding/json"
 	"errors"
@@ -45,6 +44,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/ipvs-operator/ipvs-operator/ipvs"
+	"github.com/ipvs-operator/ipvs-operator/test/bench/linetail"
 )
 
 func main() {
@@ -187,23 +187,14 @@ func watch(args []string) error {
 		return err
 	}
 	w := &watcher{h: h, nft: nft, httpc: httpc, out: out}
-	var offset int64
-	var partial string
+	commands := &linetail.Tail{Path: *cmdPath}
 	var todo []*pending
 	for {
-		data, err := readFrom(*cmdPath, offset)
+		lines, err := commands.Lines()
 		if err != nil && !errors.Is(err, os.ErrNotExist) {
 			return err
 		}
-		offset += int64(len(data))
-		partial += string(data)
-		for {
-			line, rest, ok := strings.Cut(partial, "\n")
-			if !ok {
-				break
-			}
-			partial = rest
-			f := strings.Fields(line)
+		for _, f := range lines {
 			if len(f) < 2 {
 				continue
 			}
@@ -230,19 +221,6 @@ func watch(args []string) error {
 		todo = kept
 		time.Sleep(time.Millisecond)
 	}
-}
-
-func readFrom(path string, offset int64) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	if _, err := f.Seek(offset, io.SeekStart); err != nil {
-		return nil, err
-	}
-	// Only whole lines count; a partial one is kept by the caller.
-	return io.ReadAll(bufio.NewReader(f))
 }
 
 type watcher struct {
