@@ -35,19 +35,9 @@ func TestKubeletRunsPodsInNetns(t *testing.T) {
 	if os.Getenv(childEnv) != "" {
 		t.Skip("child process")
 	}
-	ipCmd := requireNetAdmin(t)
 	ctx := context.Background()
-	mounts, err := startMountNamespaceRunner(ctx, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	prefix := fmt.Sprintf("labtest%d-", os.Getpid())
-	mgr := &netnsManager{ipCommand: ipCmd, dir: "/var/run/netns", prefix: prefix, mounts: mounts}
-	node := prefix + "node"
-	if err := mgr.Create(ctx, node); err != nil {
-		t.Skipf("cannot make network namespaces here: %v", err)
-	}
-	t.Cleanup(func() {
+	mgr, node := newTestNetns(ctx, t, "node")
+	t.Cleanup(func() { // the pods' namespaces too
 		names, _ := mgr.List()
 		for _, n := range names {
 			_ = mgr.Delete(ctx, n)
@@ -72,6 +62,7 @@ func TestKubeletRunsPodsInNetns(t *testing.T) {
 	_ = h.AddrAdd(bridge, &netlink.Addr{IPNet: &net.IPNet{IP: net.ParseIP("10.250.2.1"), Mask: net.CIDRMask(24, 32)}})
 	_ = h.LinkSetUp(bridge)
 
+	ipCmd, prefix := mgr.ipCommand, mgr.prefix
 	self, _ := os.Executable()
 	cctx, cancel := context.WithTimeout(ctx, 90*time.Second)
 	defer cancel()

@@ -29,6 +29,26 @@ func requireNetAdmin(t *testing.T) string {
 	return ""
 }
 
+// newTestNetns makes a throwaway network namespace, labtest<pid>-<suffix>, through a netnsManager as the
+// kubelet has one (pod namespaces named in the host's mount namespace), and deletes it when the test ends.
+// It skips where namespaces cannot be made.
+func newTestNetns(ctx context.Context, t *testing.T, suffix string) (*netnsManager, string) {
+	t.Helper()
+	ipCmd := requireNetAdmin(t)
+	mounts, err := startMountNamespaceRunner(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	prefix := fmt.Sprintf("labtest%d-", os.Getpid())
+	mgr := &netnsManager{ipCommand: ipCmd, dir: "/var/run/netns", prefix: prefix, mounts: mounts}
+	name := prefix + suffix
+	if err := mgr.Create(ctx, name); err != nil {
+		t.Skipf("cannot make network namespaces here: %v", err)
+	}
+	t.Cleanup(func() { _ = mgr.Delete(ctx, name) })
+	return mgr, name
+}
+
 // inNetns runs fn on a thread inside ns; sockets fn creates stay in ns.
 func inNetns(t *testing.T, ns netns.NsHandle, fn func()) {
 	t.Helper()
@@ -61,19 +81,8 @@ func inNetns(t *testing.T, ns netns.NsHandle, fn func()) {
 // TestPodNetworkOnABridge builds a throwaway "node" namespace with a pod bridge, plugs two pods into it the
 // way the kubelet does, and checks addressing, hairpin mode, pod-to-pod traffic and teardown.
 func TestPodNetworkOnABridge(t *testing.T) {
-	ipCmd := requireNetAdmin(t)
 	ctx := context.Background()
-	mounts, err := startMountNamespaceRunner(ctx, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	prefix := fmt.Sprintf("labtest%d-", os.Getpid())
-	mgr := &netnsManager{ipCommand: ipCmd, dir: "/var/run/netns", prefix: prefix, mounts: mounts}
-	nodeName := prefix + "node"
-	if err := mgr.Create(ctx, nodeName); err != nil {
-		t.Skipf("cannot make network namespaces here: %v", err)
-	}
-	t.Cleanup(func() { _ = mgr.Delete(ctx, nodeName) })
+	mgr, nodeName := newTestNetns(ctx, t, "node")
 	nodeNS, err := netns.GetFromPath(mgr.Path(nodeName))
 	if err != nil {
 		t.Fatal(err)
@@ -106,7 +115,7 @@ func TestPodNetworkOnABridge(t *testing.T) {
 	}
 	pods := make([]plugged, 0, 2)
 	for _, p := range []string{"a", "b"} {
-		name := prefix + p
+		name := mgr.prefix + p
 		if err := mgr.Create(ctx, name); err != nil {
 			t.Fatal(err)
 		}

@@ -2,9 +2,7 @@ package kubelet
 
 import (
 	"context"
-	"fmt"
 	"net"
-	"os"
 	"testing"
 	"time"
 )
@@ -12,19 +10,8 @@ import (
 // The kubelet API listens in another network namespace than the kubelet's (the guest's root one, where the
 // host's port forward arrives): the listener must live there, and the kubelet's thread must come back.
 func TestListenInAnotherNetworkNamespace(t *testing.T) {
-	ipCmd := requireNetAdmin(t)
 	ctx := context.Background()
-	mounts, err := startMountNamespaceRunner(ctx, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	prefix := fmt.Sprintf("labtest%d-", os.Getpid())
-	mgr := &netnsManager{ipCommand: ipCmd, dir: "/var/run/netns", prefix: prefix, mounts: mounts}
-	name := prefix + "root"
-	if err := mgr.Create(ctx, name); err != nil {
-		t.Skipf("cannot make network namespaces here: %v", err)
-	}
-	t.Cleanup(func() { _ = mgr.Delete(ctx, name) })
+	mgr, name := newTestNetns(ctx, t, "root")
 	if err := mgr.ip(ctx, "-n", name, "link", "set", "lo", "up"); err != nil {
 		t.Fatal(err)
 	}
