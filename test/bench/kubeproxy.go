@@ -14,6 +14,7 @@ import (
 
 	"github.com/ipvs-operator/ipvs-operator/test/lab"
 	"github.com/ipvs-operator/ipvs-operator/test/lab/labd"
+	"github.com/ipvs-operator/ipvs-operator/test/lab/topology"
 )
 
 // KubeProxy is kube-proxy v1.37.1 (built by hack/build-kube.sh into bin/k8s) in one of its modes, run by
@@ -47,7 +48,7 @@ func (k KubeProxy) configPath(shareDir string) (host, guest string) {
 // the background in the node's namespace. auditPeriod has no kube-proxy counterpart: its periodic full
 // resync is an hour apart by design (proxyutil.FullSyncPeriod), its syncPeriod left at the default.
 func (k KubeProxy) Start(ctx context.Context, l *lab.Lab, node string, _ time.Duration) (int, error) {
-	data, err := KubeProxyConfig(KubeProxySettings{Mode: k.Mode, Node: node, Kubeconfig: lab.GuestKubeconfig, ClusterCIDR: lab.PodCIDR})
+	data, err := KubeProxyConfig(KubeProxySettings{Mode: k.Mode, Node: node, Kubeconfig: lab.GuestKubeconfig, ClusterCIDR: topology.PodCIDR})
 	if err != nil {
 		return 0, err
 	}

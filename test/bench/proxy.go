@@ -12,6 +12,7 @@ import (
 	"github.com/ipvs-operator/ipvs-operator/api/agentconfig"
 	"github.com/ipvs-operator/ipvs-operator/test/lab"
 	"github.com/ipvs-operator/ipvs-operator/test/lab/labd"
+	"github.com/ipvs-operator/ipvs-operator/test/lab/topology"
 )
 
 // Proxy is a Service proxy under test, run by hand on one lab node so that its cold start, CPU and memory
@@ -79,7 +80,7 @@ func (a Agent) Start(ctx context.Context, l *lab.Lab, node string, auditPeriod t
 		"--"+agentconfig.FlagAuditPeriod+"="+auditPeriod.String(),
 		// The lab's pod range, given in ClusterCIDR mode, so the agent does not wait for its Node's pod CIDRs.
 		"--"+agentconfig.FlagDetectLocalMode+"="+string(agentconfig.DetectLocalClusterCIDR),
-		"--"+agentconfig.FlagClusterCIDR+"="+lab.PodCIDR,
+		"--"+agentconfig.FlagClusterCIDR+"="+topology.PodCIDR,
 		// Every Service, as kube-proxy serves them: the harness's Services carry no service-proxy-name label,
 		// so that every proxy is measured on the same objects (kube-proxy ignores labelled ones).
 		"--"+agentconfig.FlagScope+"="+agentconfig.ScopeAll)

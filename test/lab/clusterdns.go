@@ -15,15 +15,12 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/ipvs-operator/ipvs-operator/test/install"
+	"github.com/ipvs-operator/ipvs-operator/test/lab/host"
+	"github.com/ipvs-operator/ipvs-operator/test/lab/topology"
 )
 
 // The lab's cluster DNS.
 const (
-	// ClusterDNSIP is the kube-dns Service's ClusterIP, the nameserver of every ClusterFirst pod (the lab
-	// kubelets' --cluster-dns).
-	ClusterDNSIP = "10.96.0.10"
-	// ClusterDomain is the cluster's DNS domain (--cluster-domain).
-	ClusterDomain = "cluster.local"
 	// CoreDNSVersion is the CoreDNS release hack/build-coredns.sh builds.
 	CoreDNSVersion = "1.15.0"
 	// CoreDNSImage is what the Deployment names; the lab kubelet maps it to the built binary.
@@ -43,7 +40,7 @@ var coreDNSManifest string
 // ClusterDNSManifests are the objects of the lab's cluster DNS: CoreDNS's ServiceAccount, RBAC, Corefile,
 // Deployment and the kube-dns Service at ClusterDNSIP.
 func ClusterDNSManifests() ([]*unstructured.Unstructured, error) {
-	m := strings.NewReplacer("{{VERSION}}", CoreDNSVersion, "{{DNS_IP}}", ClusterDNSIP).Replace(coreDNSManifest)
+	m := strings.NewReplacer("{{VERSION}}", CoreDNSVersion, "{{DNS_IP}}", topology.ClusterDNSIP).Replace(coreDNSManifest)
 	return install.Decode([]byte(m))
 }
 
@@ -75,13 +72,13 @@ func ensureCoreDNS(ctx context.Context, opts Options) error {
 	if coreDNSCurrent(coreDNSBinary(opts), script) {
 		return nil
 	}
-	progress(opts.Out, "checking CoreDNS v%s with hack/build-coredns.sh (a first build takes ~5 min)...", CoreDNSVersion)
+	host.Progress(opts.Out, "checking CoreDNS v%s with hack/build-coredns.sh (a first build takes ~5 min)...", CoreDNSVersion)
 	t0 := time.Now()
 	env := []string{"COREDNS_VERSION=" + CoreDNSVersion, "COREDNS_BIN_DIR=" + filepath.Dir(coreDNSBinary(opts))}
-	if err := runStreaming(ctx, opts.Out, "  ", env, opts.RepoRoot, "bash", script); err != nil {
+	if err := host.RunStreaming(ctx, opts.Out, "  ", env, opts.RepoRoot, "bash", script); err != nil {
 		return err
 	}
-	progress(opts.Out, "CoreDNS ready in %s", time.Since(t0).Round(time.Second))
+	host.Progress(opts.Out, "CoreDNS ready in %s", time.Since(t0).Round(time.Second))
 	return nil
 }
 
@@ -111,7 +108,7 @@ func (l *Lab) DeployClusterDNS(ctx context.Context, timeout time.Duration) error
 		return fmt.Errorf("lab: CoreDNS: %w", err)
 	}
 	l.Timings.ClusterDNS = time.Since(t0)
-	progress(l.opts.Out, "CoreDNS ready in %s (kube-dns %s)", l.Timings.ClusterDNS.Round(10*time.Millisecond), ClusterDNSIP)
+	host.Progress(l.opts.Out, "CoreDNS ready in %s (kube-dns %s)", l.Timings.ClusterDNS.Round(10*time.Millisecond), topology.ClusterDNSIP)
 	return nil
 }
 
@@ -150,7 +147,7 @@ func InstallOptions(root string) install.Options {
 		Image:     OperatorImage,
 		Env: map[string]string{
 			"AGENT_SCOPE":             "all",
-			"AGENT_APISERVER_ADDRESS": fmt.Sprintf("%s:%d", GuestAPIServerHost, GuestAPIServerPort),
+			"AGENT_APISERVER_ADDRESS": fmt.Sprintf("%s:%d", topology.GuestAPIServerHost, topology.GuestAPIServerPort),
 		},
 	}
 }
@@ -170,6 +167,6 @@ func (l *Lab) InstallOperator(ctx context.Context, timeout time.Duration) error 
 	if err := install.WaitReady(ctx, l.client, l.Nodes(), timeout); err != nil {
 		return fmt.Errorf("lab: operator and agents: %w", err)
 	}
-	progress(l.opts.Out, "operator installed from config/ and agents ready in %s (scope all)", time.Since(t0).Round(10*time.Millisecond))
+	host.Progress(l.opts.Out, "operator installed from config/ and agents ready in %s (scope all)", time.Since(t0).Round(10*time.Millisecond))
 	return nil
 }

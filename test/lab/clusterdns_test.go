@@ -7,6 +7,8 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+
+	"github.com/ipvs-operator/ipvs-operator/test/lab/topology"
 )
 
 func TestClusterDNSManifests(t *testing.T) {
@@ -23,7 +25,7 @@ func TestClusterDNSManifests(t *testing.T) {
 			if err := runtime.DefaultUnstructuredConverter.FromUnstructured(o.Object, &s); err != nil {
 				t.Fatal(err)
 			}
-			if s.Namespace != ClusterDNSNamespace || s.Name != ClusterDNSService || s.Spec.ClusterIP != ClusterDNSIP {
+			if s.Namespace != ClusterDNSNamespace || s.Name != ClusterDNSService || s.Spec.ClusterIP != topology.ClusterDNSIP {
 				t.Errorf("Service %s/%s at %s", s.Namespace, s.Name, s.Spec.ClusterIP)
 			}
 		case "Deployment":

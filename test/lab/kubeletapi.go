@@ -5,25 +5,23 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-)
 
-// GuestKubeletPort is where node i's lab kubelet serves its API: GuestIP:GuestKubeletPort+i, in the guest's
-// root network namespace (the kubelet opens its listener there), which the host reaches through a qemu
-// port forward from 127.0.0.1. kube-apiserver dials the Node's ExternalIP (127.0.0.1) and kubelet endpoint
-// port (the forward's host port) for `kubectl exec`, `logs` and `port-forward`.
-const GuestKubeletPort = 10250
+	"github.com/ipvs-operator/ipvs-operator/test/lab/host"
+	"github.com/ipvs-operator/ipvs-operator/test/lab/pki"
+	"github.com/ipvs-operator/ipvs-operator/test/lab/topology"
+)
 
 // guestPKI is where the kubelets find their serving certificate and the CA in the guest.
 const guestPKI = GuestShare + "/pki"
 
 // shareKubeletPKI copies the kubelets' serving certificate and the CA into the share.
-func shareKubeletPKI(p *pki, shareDir string) error {
+func shareKubeletPKI(p *pki.PKI, shareDir string) error {
 	dir := filepath.Join(shareDir, "pki")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	for name, src := range map[string]string{"kubelet.crt": p.kubeletCert, "kubelet.key": p.kubeletKey, "ca.crt": p.caCert} {
-		if err := copyFile(src, filepath.Join(dir, name), 0o600); err != nil {
+	for name, src := range map[string]string{"kubelet.crt": p.KubeletCert, "kubelet.key": p.KubeletKey, "ca.crt": p.CACert} {
+		if err := host.CopyFile(src, filepath.Join(dir, name), 0o600); err != nil {
 			return err
 		}
 	}
@@ -33,7 +31,7 @@ func shareKubeletPKI(p *pki, shareDir string) error {
 // kubeletAPIArgs are the lab kubelet flags that serve node i's API behind host port hostPort.
 func kubeletAPIArgs(i, hostPort int) string {
 	return strings.Join([]string{
-		fmt.Sprintf("--serve=%s:%d", GuestIP, GuestKubeletPort+i),
+		fmt.Sprintf("--serve=%s:%d", topology.GuestIP, topology.GuestKubeletPort+i),
 		"--serve-netns=/proc/1/ns/net",
 		"--tls-cert-file=" + guestPKI + "/kubelet.crt",
 		"--tls-private-key-file=" + guestPKI + "/kubelet.key",

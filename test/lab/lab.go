@@ -26,7 +26,13 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	lbv1alpha1 "github.com/ipvs-operator/ipvs-operator/api/v1alpha1"
+	"github.com/ipvs-operator/ipvs-operator/test/lab/controlplane"
+	"github.com/ipvs-operator/ipvs-operator/test/lab/guest"
+	"github.com/ipvs-operator/ipvs-operator/test/lab/host"
 	"github.com/ipvs-operator/ipvs-operator/test/lab/labd"
+	"github.com/ipvs-operator/ipvs-operator/test/lab/pki"
+	"github.com/ipvs-operator/ipvs-operator/test/lab/topology"
+	"github.com/ipvs-operator/ipvs-operator/test/lab/vm"
 )
 
 // Paths inside the guest.
@@ -85,14 +91,14 @@ type Lab struct {
 	shareDir string
 	logDir   string
 
-	cp *controlPlane
-	vm *vm
+	cp *controlplane.ControlPlane
+	vm *vm.VM
 
 	hostKubeconfig string
 	cfg            *rest.Config
 	client         client.Client
 	labdURL        string
-	kubeletPorts   []int // host ports of the nodes' kubelet APIs, in LabNodes order
+	kubeletPorts   []int // host ports of the nodes' kubelet APIs, in topology.Nodes order
 	httpc          *http.Client
 
 	// Timings of Start.
@@ -128,13 +134,13 @@ func Start(ctx context.Context, opts Options) (_ *Lab, err error) {
 			err = fmt.Errorf("%w\nlab: start failed; logs of every component are in %s", err, l.runDir)
 		}
 	}()
-	progress(opts.Out, "starting (run directory %s)", l.runDir)
+	host.Progress(opts.Out, "starting (run directory %s)", l.runDir)
 
-	p, err := generatePKI(filepath.Join(l.runDir, "pki"))
+	p, err := pki.Generate(filepath.Join(l.runDir, "pki"))
 	if err != nil {
 		return nil, err
 	}
-	ports, err := freePorts(6 + len(LabNodes))
+	ports, err := host.FreePorts(6 + len(topology.Nodes))
 	if err != nil {
 		return nil, err
 	}
@@ -142,11 +148,15 @@ func Start(ctx context.Context, opts Options) (_ *Lab, err error) {
 	if err := shareKubeletPKI(p, l.shareDir); err != nil {
 		return nil, err
 	}
-	cpp := cpPorts{etcdClient: ports[0], etcdPeer: ports[1], api: ports[2], kcm: ports[3], scheduler: ports[4]}
+	// The guest's init builds the network from this before anything else is in the share.
+	if err := host.WriteFileAtomic(filepath.Join(l.shareDir, "topology.env"), []byte(topology.Env())); err != nil {
+		return nil, err
+	}
+	cpp := controlplane.Ports{EtcdClient: ports[0], EtcdPeer: ports[1], API: ports[2], KCM: ports[3], Scheduler: ports[4]}
 	labdPort := ports[5]
 	l.labdURL = fmt.Sprintf("http://127.0.0.1:%d", labdPort)
-	if err := p.writeKubeconfig(filepath.Join(l.shareDir, "kubeconfig"),
-		fmt.Sprintf("https://%s:%d", GuestAPIServerHost, GuestAPIServerPort)); err != nil {
+	if err := p.WriteKubeconfig(filepath.Join(l.shareDir, "kubeconfig"),
+		fmt.Sprintf("https://%s:%d", topology.GuestAPIServerHost, topology.GuestAPIServerPort)); err != nil {
 		return nil, err
 	}
 
@@ -161,26 +171,26 @@ func Start(ctx context.Context, opts Options) (_ *Lab, err error) {
 		}
 		buildDone <- err
 	}()
-	l.vm, err = startVM(vmConfig{
-		qemu: "qemu-system-x86_64", vmlinux: assets.Kernel.Vmlinux, initramfs: assets.Initramfs,
-		share: l.shareDir, memoryMiB: opts.MemoryMiB, cpus: opts.CPUs, apiPort: cpp.api, labdPort: labdPort,
-		kubeletPorts: l.kubeletPorts,
-		console:      filepath.Join(l.logDir, "console.log"),
+	l.vm, err = vm.Start(vm.Config{
+		Qemu: "qemu-system-x86_64", Vmlinux: assets.Kernel.Vmlinux, Initramfs: assets.Initramfs,
+		Share: l.shareDir, MemoryMiB: opts.MemoryMiB, CPUs: opts.CPUs, APIPort: cpp.API, LabdPort: labdPort,
+		KubeletPorts: l.kubeletPorts,
+		Console:      filepath.Join(l.logDir, "console.log"),
 	})
 	if err != nil {
 		_ = <-buildDone // the error that stopped the start is the one to report
 		return nil, err
 	}
 	tcp := time.Now()
-	l.cp, err = startControlPlane(ctx, assets.KubeBinDir, l.runDir, l.logDir, p, cpp)
+	l.cp, err = controlplane.Start(ctx, assets.KubeBinDir, l.runDir, l.logDir, p, cpp)
 	if err != nil {
 		_ = <-buildDone // the error that stopped the start is the one to report
 		return nil, err
 	}
 	l.Timings.ControlPlane = time.Since(tcp)
-	progress(opts.Out, "control plane up in %s (kube-apiserver https://127.0.0.1:%d)", l.Timings.ControlPlane.Round(10*time.Millisecond), cpp.api)
-	l.hostKubeconfig = l.cp.adminKubeconfig
-	l.cfg = l.cp.config
+	host.Progress(opts.Out, "control plane up in %s (kube-apiserver https://127.0.0.1:%d)", l.Timings.ControlPlane.Round(10*time.Millisecond), cpp.API)
+	l.hostKubeconfig = l.cp.AdminKubeconfig()
+	l.cfg = l.cp.Config()
 	if l.client, err = newClient(l.cfg); err != nil {
 		_ = <-buildDone // the error that stopped the start is the one to report
 		return nil, err
@@ -193,15 +203,15 @@ func Start(ctx context.Context, opts Options) (_ *Lab, err error) {
 	if err != nil {
 		return nil, err
 	}
-	progress(opts.Out, "guest binaries built in %s", l.Timings.Build.Round(10*time.Millisecond))
-	if l.Timings.Boot, err = l.vm.waitMarker("LAB-READY", opts.BootTimeout); err != nil {
+	host.Progress(opts.Out, "guest binaries built in %s", l.Timings.Build.Round(10*time.Millisecond))
+	if l.Timings.Boot, err = l.vm.WaitMarker("LAB-READY", opts.BootTimeout); err != nil {
 		return nil, err
 	}
-	if d, err := l.vm.waitMarker("LAB-INIT", time.Second); err == nil {
+	if d, err := l.vm.WaitMarker("LAB-INIT", time.Second); err == nil {
 		l.Timings.Kernel = d
 	}
-	progress(opts.Out, "VM ready in %s (kernel to init %s)", l.Timings.Boot.Round(10*time.Millisecond), l.Timings.Kernel.Round(10*time.Millisecond))
-	if err := waitFor("labd", 60*time.Second, 100*time.Millisecond, []*proc{l.vm.proc}, func() error {
+	host.Progress(opts.Out, "VM ready in %s (kernel to init %s)", l.Timings.Boot.Round(10*time.Millisecond), l.Timings.Kernel.Round(10*time.Millisecond))
+	if err := host.WaitFor("labd", 60*time.Second, 100*time.Millisecond, []*host.Proc{l.vm.Proc}, func() error {
 		return l.ping(ctx)
 	}); err != nil {
 		return nil, err
@@ -225,7 +235,7 @@ func Start(ctx context.Context, opts Options) (_ *Lab, err error) {
 	if err := l.writeState(); err != nil {
 		return nil, err
 	}
-	progress(opts.Out, "lab ready: %s", l.Timings)
+	host.Progress(opts.Out, "lab ready: %s", l.Timings)
 	return l, nil
 }
 
@@ -301,24 +311,24 @@ func (l *Lab) buildGuestBinaries(ctx context.Context) error {
 	}
 	defer unlock()
 	args := append([]string{"install", "-ldflags=-s -w"}, pkgs...)
-	progress(l.opts.Out, "building guest binaries: CGO_ENABLED=0 GOBIN=%s go %s", gobin, strings.Join(args, " "))
+	host.Progress(l.opts.Out, "building guest binaries: CGO_ENABLED=0 GOBIN=%s go %s", gobin, strings.Join(args, " "))
 	cmd := exec.CommandContext(ctx, goBin, args...)
 	cmd.Dir = l.opts.RepoRoot
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOBIN="+gobin)
 	out, err := cmd.CombinedOutput()
 	_ = os.WriteFile(filepath.Join(l.logDir, "go-build.log"), out, 0o644)
 	if err != nil {
-		return fmt.Errorf("lab: go install of the guest binaries: %w\n%s", err, tail(string(out), 4000))
+		return fmt.Errorf("lab: go install of the guest binaries: %w\n%s", err, host.Tail(string(out), 4000))
 	}
 	for _, p := range pkgs {
 		name := filepath.Base(p)
-		if err := copyFile(filepath.Join(gobin, name), filepath.Join(l.shareDir, "bin", name), 0o755); err != nil {
+		if err := host.CopyFile(filepath.Join(gobin, name), filepath.Join(l.shareDir, "bin", name), 0o755); err != nil {
 			return err
 		}
 	}
 	// CoreDNS, for the image-map entry of its image (coreDNSImageMap).
 	if l.opts.ClusterDNS {
-		if err := copyFile(coreDNSBinary(l.opts), filepath.Join(l.shareDir, "bin", "coredns"), 0o755); err != nil {
+		if err := host.CopyFile(coreDNSBinary(l.opts), filepath.Join(l.shareDir, "bin", "coredns"), 0o755); err != nil {
 			return fmt.Errorf("lab: CoreDNS binary (hack/build-coredns.sh): %w", err)
 		}
 	}
@@ -336,7 +346,7 @@ func (l *Lab) writeLabEnv() error {
 	labvm := filepath.Base(l.opts.LabvmPackage)
 	var b strings.Builder
 	fmt.Fprintf(&b, "# written by test/lab on the host\n")
-	fmt.Fprintf(&b, "LAB_LABD_ADDR=%s\n", shellQuote(fmt.Sprintf("%s:%d", GuestIP, LabdPort)))
+	fmt.Fprintf(&b, "LAB_LABD_ADDR=%s\n", shellQuote(fmt.Sprintf("%s:%d", topology.GuestIP, topology.LabdPort)))
 	fmt.Fprintf(&b, "LAB_LABVM=%s\n", shellQuote(GuestBin+"/"+labvm))
 	fmt.Fprintf(&b, "LAB_KUBECONFIG=%s\n", shellQuote(GuestKubeconfig))
 	fmt.Fprintf(&b, "LAB_IMAGE_MAP=%s\n", shellQuote(l.opts.ImageMap))
@@ -345,12 +355,12 @@ func (l *Lab) writeLabEnv() error {
 	// The init expands LAB_KUBELET_ARGS unquoted: arguments must not contain spaces.
 	// Every lab kubelet names the cluster DNS in ClusterFirst pods' resolv.conf, as a cluster's kubelets do,
 	// whether or not this lab runs CoreDNS (Options.ClusterDNS).
-	kubeletArgs := append([]string{"--cluster-dns=" + ClusterDNSIP, "--cluster-domain=" + ClusterDomain}, l.opts.KubeletArgs...)
+	kubeletArgs := append([]string{"--cluster-dns=" + topology.ClusterDNSIP, "--cluster-domain=" + topology.ClusterDomain}, l.opts.KubeletArgs...)
 	fmt.Fprintf(&b, "LAB_KUBELET_ARGS=%s\n", shellQuote(strings.Join(kubeletArgs, " ")))
 	for i, port := range l.kubeletPorts {
 		fmt.Fprintf(&b, "LAB_KUBELET_API_%d=%s\n", i, shellQuote(kubeletAPIArgs(i, port)))
 	}
-	return writeFileAtomic(filepath.Join(l.shareDir, "lab.env"), []byte(b.String()))
+	return host.WriteFileAtomic(filepath.Join(l.shareDir, "lab.env"), []byte(b.String()))
 }
 
 func newClient(cfg *rest.Config) (client.Client, error) {
@@ -365,14 +375,14 @@ func newClient(cfg *rest.Config) (client.Client, error) {
 
 // waitNodesReady waits until every lab node exists and is Ready.
 func (l *Lab) waitNodesReady(ctx context.Context, timeout time.Duration) error {
-	var watch []*proc
+	var watch []*host.Proc
 	if l.vm != nil {
-		watch = append(watch, l.vm.proc)
+		watch = append(watch, l.vm.Proc)
 	}
 	if l.cp != nil {
-		watch = append(watch, l.cp.procs()...)
+		watch = append(watch, l.cp.Procs()...)
 	}
-	return waitFor("Nodes Ready", timeout, 250*time.Millisecond, watch, func() error {
+	return host.WaitFor("Nodes Ready", timeout, 250*time.Millisecond, watch, func() error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -391,7 +401,7 @@ func (l *Lab) waitNodesReady(ctx context.Context, timeout time.Duration) error {
 			}
 		}
 		var notReady []string
-		for _, n := range LabNodes {
+		for _, n := range topology.Nodes {
 			if !ready[n.Name] {
 				notReady = append(notReady, n.Name)
 			}
@@ -416,23 +426,23 @@ func (l *Lab) Stop() error {
 		var errs []error
 		if l.vm != nil {
 			grace := time.Duration(0)
-			if !l.vm.proc.exited() && l.labdURL != "" {
+			if !l.vm.Proc.Exited() && l.labdURL != "" {
 				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 				if l.post(ctx, "/poweroff", struct{}{}, nil) == nil {
 					grace = 3 * time.Second
 				}
 				cancel()
 			}
-			errs = append(errs, l.vm.stop(grace))
+			errs = append(errs, l.vm.Stop(grace))
 		}
-		errs = append(errs, l.cp.stop())
+		errs = append(errs, l.cp.Stop())
 		l.stopErr = errorsJoin(errs...)
 		if l.runDir != "" {
 			_ = os.Remove(filepath.Join(l.runDir, stateFile))
 		}
 		if l.runDir != "" {
 			if l.failed || l.opts.KeepRunDir || l.stopErr != nil {
-				progress(l.opts.Out, "stopped; logs kept in %s", l.runDir)
+				host.Progress(l.opts.Out, "stopped; logs kept in %s", l.runDir)
 			} else {
 				_ = os.RemoveAll(l.runDir)
 			}
@@ -465,8 +475,8 @@ func (l *Lab) Client() client.Client { return l.client }
 
 // Nodes are the lab's node names, sorted (their network namespaces have the same names).
 func (l *Lab) Nodes() []string {
-	names := make([]string, 0, len(LabNodes))
-	for _, n := range LabNodes {
+	names := make([]string, 0, len(topology.Nodes))
+	for _, n := range topology.Nodes {
 		names = append(names, n.Name)
 	}
 	sort.Strings(names)
@@ -496,10 +506,10 @@ func (e *ExecError) Error() string {
 		msg += " (" + e.Reason + ")"
 	}
 	if s := strings.TrimSpace(e.Stdout); s != "" {
-		msg += "\nstdout: " + tail(s, 4000)
+		msg += "\nstdout: " + host.Tail(s, 4000)
 	}
 	if s := strings.TrimSpace(e.Stderr); s != "" {
-		msg += "\nstderr: " + tail(s, 4000)
+		msg += "\nstderr: " + host.Tail(s, 4000)
 	}
 	return msg
 }
@@ -524,7 +534,7 @@ func (l *Lab) post(ctx context.Context, path string, in, out any) error {
 		return fmt.Errorf("lab: labd %s: %w", path, err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("lab: labd %s: %s: %s", path, resp.Status, tail(string(data), 1000))
+		return fmt.Errorf("lab: labd %s: %s: %s", path, resp.Status, host.Tail(string(data), 1000))
 	}
 	if out != nil {
 		return json.Unmarshal(data, out)
@@ -699,3 +709,6 @@ func loadConfig(path string) (*rest.Config, error) {
 	cfg.QPS, cfg.Burst = 100, 200
 	return cfg, nil
 }
+
+// Kernel is the guest kernel this lab booted.
+func (l *Lab) Kernel() *guest.Kernel { return l.assets.Kernel }

@@ -29,6 +29,7 @@ import (
 
 	"github.com/ipvs-operator/ipvs-operator/test/lab"
 	"github.com/ipvs-operator/ipvs-operator/test/lab/labd"
+	"github.com/ipvs-operator/ipvs-operator/test/lab/topology"
 )
 
 func TestLab(t *testing.T) {
@@ -159,7 +160,7 @@ var _ = Describe("the lab", func() {
 	})
 
 	It("lets the nodes reach the API server and each other, and the outside host only the node network", func(ctx SpecContext) {
-		ok, out := connects(ctx, "node-a", lab.GuestAPIServerHost, lab.GuestAPIServerPort)
+		ok, out := connects(ctx, "node-a", topology.GuestAPIServerHost, topology.GuestAPIServerPort)
 		Expect(ok).To(BeTrue(), "node-a -> 10.0.2.100:6443: %s", out)
 
 		pid, err := l.Background(ctx, "node-b", lab.GuestLogs+"/smoke-httpd.log", "httpd", "-f", "-p", "18080", "-h", "/etc")
@@ -178,11 +179,11 @@ var _ = Describe("the lab", func() {
 		ok, out = connects(ctx, "outside", "192.168.100.12", 18080)
 		Expect(ok).To(BeTrue(), "outside -> node-b on the node network: %s", out)
 
-		ok, _ = connects(ctx, "outside", lab.GuestAPIServerHost, lab.GuestAPIServerPort)
+		ok, _ = connects(ctx, "outside", topology.GuestAPIServerHost, topology.GuestAPIServerPort)
 		Expect(ok).To(BeFalse(), "outside must not reach the API server")
-		ok, _ = connects(ctx, "outside", lab.GuestIP, lab.LabdPort)
+		ok, _ = connects(ctx, "outside", topology.GuestIP, topology.LabdPort)
 		Expect(ok).To(BeFalse(), "outside must not reach labd")
-		ok, _ = connects(ctx, "node-a", lab.GuestIP, lab.LabdPort)
+		ok, _ = connects(ctx, "node-a", topology.GuestIP, topology.LabdPort)
 		Expect(ok).To(BeFalse(), "nodes must not reach labd")
 	})
 
@@ -193,11 +194,11 @@ var _ = Describe("the lab", func() {
 		Expect(slices.Items).NotTo(BeEmpty())
 		s := slices.Items[0]
 		Expect(s.Endpoints).NotTo(BeEmpty())
-		Expect(s.Endpoints[0].Addresses).To(ConsistOf(lab.GuestAPIServerHost))
+		Expect(s.Endpoints[0].Addresses).To(ConsistOf(topology.GuestAPIServerHost))
 		Expect(s.Ports).NotTo(BeEmpty())
 		port := int(*s.Ports[0].Port)
-		ok, out := connects(ctx, "node-b", lab.GuestAPIServerHost, port)
-		Expect(ok).To(BeTrue(), "node-b -> %s:%d: %s", lab.GuestAPIServerHost, port, out)
+		ok, out := connects(ctx, "node-b", topology.GuestAPIServerHost, port)
+		Expect(ok).To(BeTrue(), "node-b -> %s:%d: %s", topology.GuestAPIServerHost, port, out)
 	})
 
 	It("runs a pod whose network namespace PodExec reaches", func(ctx SpecContext) {

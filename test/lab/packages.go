@@ -2,12 +2,14 @@ package lab
 
 import (
 	"context"
-	"debug/elf"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"strings"
+
+	"github.com/ipvs-operator/ipvs-operator/test/lab/guest"
+	"github.com/ipvs-operator/ipvs-operator/test/lab/host"
 )
 
 // hostTool is a program the lab needs on the host and the Debian package that ships it.
@@ -23,7 +25,7 @@ func onPath(name string) func() bool {
 func anyFile(paths ...string) func() bool {
 	return func() bool {
 		for _, p := range paths {
-			if fileExists(p) {
+			if host.Exists(p) {
 				return true
 			}
 		}
@@ -31,43 +33,10 @@ func anyFile(paths ...string) func() bool {
 	}
 }
 
-// staticBusybox reports whether /bin/busybox (or /usr/bin/busybox) is statically linked: the guest has
-// no C library besides the ones we copy for ip, nft and ipvsadm.
-func staticBusybox() bool {
-	p := busyboxPath()
-	if p == "" {
-		return false
-	}
-	return isStatic(p)
-}
-
-func busyboxPath() string {
-	for _, p := range []string{"/bin/busybox", "/usr/bin/busybox"} {
-		if fileExists(p) {
-			return p
-		}
-	}
-	return ""
-}
-
-func isStatic(path string) bool {
-	f, err := elf.Open(path)
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	for _, p := range f.Progs {
-		if p.Type == elf.PT_INTERP {
-			return false
-		}
-	}
-	return true
-}
-
 // hostTools lists every host program the lab uses. conntrack is optional in the guest but cheap.
 var hostTools = []hostTool{
 	{"qemu-system-x86", onPath("qemu-system-x86_64")},
-	{"busybox-static", staticBusybox},
+	{"busybox-static", guest.StaticBusybox},
 	{"ipvsadm", anyFile("/usr/sbin/ipvsadm", "/sbin/ipvsadm")},
 	{"cpio", onPath("cpio")},
 	{"kmod", anyFile("/usr/sbin/depmod", "/sbin/depmod")},
@@ -96,13 +65,13 @@ func EnsurePackages(ctx context.Context, out io.Writer) error {
 		return fmt.Errorf("lab: missing Debian packages %s (run as root, or: apt-get install %s)",
 			strings.Join(missing, " "), strings.Join(missing, " "))
 	}
-	progress(out, "installing Debian packages: %s", strings.Join(missing, " "))
+	host.Progress(out, "installing Debian packages: %s", strings.Join(missing, " "))
 	env := []string{"DEBIAN_FRONTEND=noninteractive"}
-	if err := runStreaming(ctx, out, "  apt: ", env, "", "apt-get", "update", "-qq"); err != nil {
+	if err := host.RunStreaming(ctx, out, "  apt: ", env, "", "apt-get", "update", "-qq"); err != nil {
 		return err
 	}
 	args := append([]string{"install", "-y", "-qq", "--no-install-recommends"}, missing...)
-	if err := runStreaming(ctx, out, "  apt: ", env, "", "apt-get", args...); err != nil {
+	if err := host.RunStreaming(ctx, out, "  apt: ", env, "", "apt-get", args...); err != nil {
 		return err
 	}
 	for _, t := range hostTools {

@@ -1,26 +1,19 @@
 // Package lab runs a real two-node Kubernetes cluster whose nodes live in a qemu (TCG) VM with Debian's
 // kernel, so that the agent programs real kernel IPVS even on a machine whose own kernel has none.
 //
-// The host runs etcd, kube-apiserver, kube-controller-manager and kube-scheduler on 127.0.0.1. The VM runs
-// the guest exec daemon (labd) and two lab kubelets, each in a network namespace that plays a node:
-//
-//	guest root netns   eth0 10.0.2.15/24 (qemu user net; 10.0.2.100:6443 is the host's kube-apiserver)
-//	                   bridge lab0 192.168.100.1/24 = the node network; labd on 10.0.2.15:7000
-//	netns node-a       eth0 192.168.100.11/24, pod bridge cbr0 10.244.1.1/24, route 10.244.2.0/24 via .12
-//	netns node-b       eth0 192.168.100.12/24, pod bridge cbr0 10.244.2.1/24, route 10.244.1.0/24 via .11
-//	netns outside      eth0 192.168.100.200/24, route 10.96.0.0/16 via 192.168.100.11 (not a cluster member)
-//	netns pod-NS-NAME  one per pod, made by the lab kubelet
+// The host runs the control plane on 127.0.0.1 (package controlplane, with package pki's certificates).
+// The VM (package vm, booting package guest's kernel and initramfs) runs the guest exec daemon (labd) and
+// one lab kubelet per node, each node a network namespace; package topology holds every address, and the
+// guest's init builds the network from it. Package host runs and watches the host's processes.
 //
 // Every node netns has ip_forward=1, br_netfilter with bridge-nf-call-iptables=1 and vs.conntrack=1; the
-// root netns masquerades 192.168.100.0/24 and 10.244.0.0/16 out of eth0 (where only 10.0.2.100 answers)
-// and refuses labd's port from lab0. The kube-apiserver advertises 10.0.2.100 with its real port, so the
-// kubernetes Service's endpoint is 10.0.2.100:<port>; qemu forwards that port as well as 6443.
+// root netns masquerades the node and pod networks out of eth0 (where only the host answers) and refuses
+// labd's port from the node network. The kube-apiserver advertises topology.GuestAPIServerHost with its
+// real port, so the kubernetes Service's endpoint is that address and port; qemu forwards it as well as
+// topology.GuestAPIServerPort.
 //
-// The guest loads IPVS with every scheduler, conntrack, nftables (nat, masq, ct, reject, fib, limit, log,
-// numgen), bridge, br_netfilter, veth, dummy (numdummies=0), xfrm_user, virtio and 9p at boot, and ships
-// /lib/modules/<kver> with modules.dep and /sbin/modprobe (busybox). Binaries built for the guest
-// (CGO_ENABLED=0: labvm, agent, operator) are in the share at /mnt/host/bin; guest logs go to
-// /mnt/host/logs (labd.out, kubelet-node-X.log, kubelet-node-X.out).
+// Binaries built for the guest (CGO_ENABLED=0: labvm, agent, operator) are in the share at /mnt/host/bin;
+// guest logs go to /mnt/host/logs (labd.out, kubelet-node-X.log, kubelet-node-X.out).
 //
 // Commands run through labd switch network namespace only (setns), not mount namespace: /sys is the
 // guest root's. Wrap argv in `ip netns exec NAME ...` when a tool needs the namespace's /sys.
@@ -35,16 +28,11 @@
 package lab
 
 import (
-	"bufio"
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 )
 
 // ModulePath is the Go module this lab belongs to; RepoRoot looks for its go.mod.
@@ -93,91 +81,6 @@ func CacheDir(repo string) string {
 		return d
 	}
 	return filepath.Join(repo, "bin", "lab")
-}
-
-// progress prints one "lab: ..." line.
-func progress(w io.Writer, format string, args ...any) {
-	if w == nil {
-		return
-	}
-	fmt.Fprintf(w, "lab: "+format+"\n", args...)
-}
-
-// run executes a command and returns its stdout; on failure the error carries stderr.
-func run(ctx context.Context, dir string, name string, args ...string) (string, error) {
-	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Dir = dir
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout = &stdout
-	cmd.Stderr = &stderr
-	if err := cmd.Run(); err != nil {
-		return stdout.String(), fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, tail(stderr.String(), 2000))
-	}
-	return stdout.String(), nil
-}
-
-// runStreaming executes a command whose output is shown line by line with a prefix.
-func runStreaming(ctx context.Context, w io.Writer, prefix string, env []string, dir string, name string, args ...string) error {
-	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Dir = dir
-	if env != nil {
-		cmd.Env = append(os.Environ(), env...)
-	}
-	pr, pw := io.Pipe()
-	cmd.Stdout = pw
-	cmd.Stderr = pw
-	var last bytes.Buffer
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		sc := bufio.NewScanner(pr)
-		sc.Buffer(make([]byte, 64*1024), 1024*1024)
-		for sc.Scan() {
-			line := sc.Text()
-			if w != nil {
-				fmt.Fprintf(w, "%s%s\n", prefix, line)
-			}
-			last.WriteString(line + "\n")
-			if last.Len() > 8192 {
-				b := last.Bytes()[last.Len()-4096:]
-				last.Reset()
-				last.Write(b)
-			}
-		}
-		_, _ = io.Copy(io.Discard, pr)
-	}()
-	err := cmd.Run()
-	pw.Close()
-	<-done
-	if err != nil {
-		return fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, tail(last.String(), 2000))
-	}
-	return nil
-}
-
-func tail(s string, n int) string {
-	s = strings.TrimSpace(s)
-	if len(s) > n {
-		return "..." + s[len(s)-n:]
-	}
-	return s
-}
-
-func fileExists(p string) bool {
-	_, err := os.Stat(p)
-	return err == nil
-}
-
-// writeFileAtomic writes data to path (mode 0644) through a temporary file in the same directory.
-func writeFileAtomic(path string, data []byte) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return err
-	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o644); err != nil { //nolint:gosec // lab state and caches, read by the lab only
-		return err
-	}
-	return os.Rename(tmp, path)
 }
 
 // errorsJoin joins non-nil errors.

@@ -9,6 +9,10 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/ipvs-operator/ipvs-operator/test/lab/controlplane"
+	"github.com/ipvs-operator/ipvs-operator/test/lab/guest"
+	"github.com/ipvs-operator/ipvs-operator/test/lab/host"
 )
 
 // Options configure Prepare and Start. The zero value works from anywhere inside the repository.
@@ -78,7 +82,7 @@ func (o *Options) defaults() error {
 		o.CacheDir = CacheDir(o.RepoRoot)
 	}
 	if o.Kernel == "" {
-		o.Kernel = os.Getenv(EnvKernel)
+		o.Kernel = os.Getenv(guest.EnvKernel)
 	}
 	if o.KubeBinDir == "" {
 		o.KubeBinDir = os.Getenv(EnvKubeBin)
@@ -114,7 +118,7 @@ func (o *Options) defaults() error {
 type Assets struct {
 	CacheDir string
 	// Kernel is the guest kernel with its module tree.
-	Kernel *Kernel
+	Kernel *guest.Kernel
 	// Initramfs is the uncompressed cpio archive the VM boots.
 	Initramfs string
 	// KubeBinDir holds the control-plane binaries.
@@ -145,15 +149,11 @@ func Prepare(ctx context.Context, opts Options) (*Assets, error) {
 			return nil, err
 		}
 	}
-	choice, err := chooseKernel(opts.Kernel)
+	k, err := guest.PrepareKernel(ctx, opts.CacheDir, opts.Kernel, opts.Out)
 	if err != nil {
 		return nil, err
 	}
-	k, err := prepareKernel(ctx, opts.CacheDir, choice, opts.Out)
-	if err != nil {
-		return nil, err
-	}
-	initrd, err := buildInitramfs(ctx, opts.CacheDir, k, opts.Out)
+	initrd, err := guest.BuildInitramfs(ctx, opts.CacheDir, k, opts.Out)
 	if err != nil {
 		return nil, err
 	}
@@ -170,7 +170,7 @@ func Prepare(ctx context.Context, opts Options) (*Assets, error) {
 
 // ensureKube builds the missing Kubernetes binaries with hack/build-kube.sh.
 func ensureKube(ctx context.Context, opts Options) error {
-	missing := missingKubeBinaries(opts.KubeBinDir)
+	missing := controlplane.MissingKubeBinaries(opts.KubeBinDir)
 	if len(missing) == 0 {
 		return nil
 	}
@@ -187,7 +187,7 @@ func ensureKube(ctx context.Context, opts Options) error {
 		return err
 	}
 	defer unlock()
-	if missing = missingKubeBinaries(opts.KubeBinDir); len(missing) == 0 {
+	if missing = controlplane.MissingKubeBinaries(opts.KubeBinDir); len(missing) == 0 {
 		return nil
 	}
 	hint := ""
@@ -196,14 +196,14 @@ func ensureKube(ctx context.Context, opts Options) error {
 			hint = " (first run: kube-apiserver alone takes ~9 min on 2 cores)"
 		}
 	}
-	progress(opts.Out, "building %s with hack/build-kube.sh%s...", strings.Join(missing, ", "), hint)
+	host.Progress(opts.Out, "building %s with hack/build-kube.sh%s...", strings.Join(missing, ", "), hint)
 	t0 := time.Now()
 	env := []string{"KUBE_VERSION=" + KubeVersion, "KUBE_BIN_DIR=" + opts.KubeBinDir}
-	if err := runStreaming(ctx, opts.Out, "  ", env, opts.RepoRoot, "bash", append([]string{filepath.Join(opts.RepoRoot, "hack", "build-kube.sh")}, missing...)...); err != nil {
+	if err := host.RunStreaming(ctx, opts.Out, "  ", env, opts.RepoRoot, "bash", append([]string{filepath.Join(opts.RepoRoot, "hack", "build-kube.sh")}, missing...)...); err != nil {
 		return err
 	}
-	progress(opts.Out, "Kubernetes binaries built in %s", time.Since(t0).Round(time.Second))
-	if missing = missingKubeBinaries(opts.KubeBinDir); len(missing) > 0 {
+	host.Progress(opts.Out, "Kubernetes binaries built in %s", time.Since(t0).Round(time.Second))
+	if missing = controlplane.MissingKubeBinaries(opts.KubeBinDir); len(missing) > 0 {
 		return fmt.Errorf("lab: hack/build-kube.sh did not build %s", strings.Join(missing, " "))
 	}
 	return nil
@@ -216,7 +216,7 @@ func lockFile(ctx context.Context, path string, out io.Writer) (func(), error) {
 		return nil, err
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		progress(out, "waiting for another lab process holding %s", path)
+		host.Progress(out, "waiting for another lab process holding %s", path)
 		for {
 			if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err == nil {
 				break

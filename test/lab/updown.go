@@ -17,6 +17,9 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/ipvs-operator/ipvs-operator/test/lab/host"
+	"github.com/ipvs-operator/ipvs-operator/test/lab/topology"
 )
 
 // State describes a running lab; Start writes it to <run dir>/state.json once the lab is ready and Stop
@@ -67,28 +70,28 @@ func statePath(opts Options) string { return filepath.Join(attachRunDir(opts), s
 func (l *Lab) writeState() error {
 	st := State{Pid: os.Getpid(), RunDir: l.runDir, ShareDir: l.shareDir, Kubeconfig: l.hostKubeconfig,
 		LabdURL: l.labdURL, Started: time.Now(), Timings: l.Timings.String()}
-	var procs []*proc
+	var procs []*host.Proc
 	if l.vm != nil {
-		procs = append(procs, l.vm.proc)
+		procs = append(procs, l.vm.Proc)
 	}
 	if l.cp != nil {
-		procs = append(procs, l.cp.procs()...)
+		procs = append(procs, l.cp.Procs()...)
 	}
 	for _, p := range procs {
 		if p == nil {
 			continue
 		}
-		exe, err := filepath.EvalSymlinks(p.cmd.Path)
+		exe, err := filepath.EvalSymlinks(p.Path())
 		if err != nil {
-			exe = p.cmd.Path
+			exe = p.Path()
 		}
-		st.Procs = append(st.Procs, StateProc{Name: p.name, Pid: p.pid(), Exe: exe})
+		st.Procs = append(st.Procs, StateProc{Name: p.Name(), Pid: p.PID(), Exe: exe})
 	}
 	data, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(filepath.Join(l.runDir, stateFile), data)
+	return host.WriteFileAtomic(filepath.Join(l.runDir, stateFile), data)
 }
 
 // envUpChild marks the background process of `lab up --detach`.
@@ -151,14 +154,14 @@ func Up(ctx context.Context, opts Options, detach bool) error {
 	}
 	select {
 	case <-ctx.Done():
-		progress(opts.Out, "stopping")
-	case <-l.vm.proc.done:
-		return fmt.Errorf("lab: the VM stopped (%v); console: %s", l.vm.proc.err, l.vm.console) //nolint:errorlint // cmd.Wait's result, nil after a clean exit: reported, not wrapped
+		host.Progress(opts.Out, "stopping")
+	case <-l.vm.Proc.Done():
+		return fmt.Errorf("lab: the VM stopped (%v); console: %s", l.vm.Proc.Err(), l.vm.Console()) //nolint:errorlint // cmd.Wait's result, nil after a clean exit: reported, not wrapped
 	}
 	if err := l.Stop(); err != nil {
 		return err
 	}
-	progress(opts.Out, "stopped")
+	host.Progress(opts.Out, "stopped")
 	return nil
 }
 
@@ -174,7 +177,7 @@ func printUsage(w io.Writer, opts Options, l *Lab) {
 		installed += "\n  the operator is installed from config/; its agents serve every ClusterIP Service (scope all)"
 	}
 	if opts.ClusterDNS {
-		installed += fmt.Sprintf("\n  CoreDNS %s serves %s at kube-dns %s", CoreDNSVersion, ClusterDomain, ClusterDNSIP)
+		installed += fmt.Sprintf("\n  CoreDNS %s serves %s at kube-dns %s", CoreDNSVersion, topology.ClusterDomain, topology.ClusterDNSIP)
 	}
 	fmt.Fprintf(w, `
 lab: ready (%s)%s
@@ -217,7 +220,7 @@ func upDetached(ctx context.Context, opts Options) error {
 	if err := cmd.Start(); err != nil {
 		return err
 	}
-	progress(opts.Out, "starting in the background (pid %d, log %s)", cmd.Process.Pid, logPath)
+	host.Progress(opts.Out, "starting in the background (pid %d, log %s)", cmd.Process.Pid, logPath)
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 	// Show the child's progress while waiting.
@@ -262,11 +265,11 @@ func Down(ctx context.Context, opts Options) error {
 	}
 	st, err := ReadState(opts)
 	if err != nil {
-		progress(opts.Out, "no lab is running")
+		host.Progress(opts.Out, "no lab is running")
 		return nil
 	}
 	if alive(st.Pid) {
-		progress(opts.Out, "stopping the lab (pid %d)", st.Pid)
+		host.Progress(opts.Out, "stopping the lab (pid %d)", st.Pid)
 		_ = syscall.Kill(st.Pid, syscall.SIGTERM)
 		deadline := time.Now().Add(30 * time.Second)
 		for alive(st.Pid) && time.Now().Before(deadline) && ctx.Err() == nil {
@@ -278,13 +281,13 @@ func Down(ctx context.Context, opts Options) error {
 	}
 	for _, p := range st.Procs {
 		if alive(p.Pid) && procExe(p.Pid) == p.Exe {
-			progress(opts.Out, "killing leftover %s (pid %d)", p.Name, p.Pid)
+			host.Progress(opts.Out, "killing leftover %s (pid %d)", p.Name, p.Pid)
 			_ = syscall.Kill(-p.Pid, syscall.SIGKILL)
 			_ = syscall.Kill(p.Pid, syscall.SIGKILL)
 		}
 	}
 	_ = os.Remove(statePath(opts))
-	progress(opts.Out, "lab stopped; logs kept in %s", st.RunDir)
+	host.Progress(opts.Out, "lab stopped; logs kept in %s", st.RunDir)
 	return nil
 }
 

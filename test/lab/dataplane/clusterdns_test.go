@@ -21,6 +21,7 @@ import (
 
 	"github.com/ipvs-operator/ipvs-operator/test/install"
 	"github.com/ipvs-operator/ipvs-operator/test/lab"
+	"github.com/ipvs-operator/ipvs-operator/test/lab/topology"
 )
 
 // registerClusterDNS walks the ClusterIP tutorials' name-based steps in the lab: CoreDNS behind kube-dns,
@@ -34,11 +35,11 @@ func registerClusterDNS() {
 			By("kube-dns is served at the cluster DNS IP by the agents, with CoreDNS's pods behind it")
 			dns := &corev1.Service{}
 			Expect(c.Get(ctx, client.ObjectKey{Namespace: lab.ClusterDNSNamespace, Name: lab.ClusterDNSService}, dns)).To(Succeed())
-			Expect(dns.Spec.ClusterIP).To(Equal(lab.ClusterDNSIP))
+			Expect(dns.Spec.ClusterIP).To(Equal(topology.ClusterDNSIP))
 			Expect(dns.Labels).NotTo(HaveKey("service.kubernetes.io/service-proxy-name"), "served only because the agents serve every Service")
 			for _, node := range theLab.Nodes() {
 				Eventually(ctx, func(g Gomega) {
-					out, err := theLab.NodeExec(ctx, node, "ipvsadm", "-Ln", "-u", lab.ClusterDNSIP+":53")
+					out, err := theLab.NodeExec(ctx, node, "ipvsadm", "-Ln", "-u", topology.ClusterDNSIP+":53")
 					g.Expect(err).NotTo(HaveOccurred(), out)
 					g.Expect(strings.Count(out, "->")-1).To(Equal(2), "two CoreDNS real servers on %s:\n%s", node, out)
 				}).WithTimeout(30 * time.Second).WithPolling(time.Second).Should(Succeed())
@@ -80,7 +81,7 @@ func registerClusterDNS() {
 			out, err := theLab.PodExec(ctx, pod, "cat", "/etc/resolv.conf")
 			Expect(err).NotTo(HaveOccurred(), out)
 			Expect(out).To(Equal(fmt.Sprintf("nameserver %s\nsearch %s.svc.%s svc.%s %s\noptions ndots:5\n",
-				lab.ClusterDNSIP, ns.Name, lab.ClusterDomain, lab.ClusterDomain, lab.ClusterDomain)))
+				topology.ClusterDNSIP, ns.Name, topology.ClusterDomain, topology.ClusterDomain, topology.ClusterDomain)))
 
 			By("its environment has web's variables, and none of another namespace's Service")
 			env := containerEnv(ctx, pod)
@@ -89,13 +90,13 @@ func registerClusterDNS() {
 				"WEB_SERVICE_HOST": ip, "WEB_SERVICE_PORT": "80", "WEB_SERVICE_PORT_HTTP": "80",
 				"WEB_PORT": "tcp://" + ip + ":80", "WEB_PORT_80_TCP": "tcp://" + ip + ":80",
 				"WEB_PORT_80_TCP_PROTO": "tcp", "WEB_PORT_80_TCP_PORT": "80", "WEB_PORT_80_TCP_ADDR": ip,
-				"KUBERNETES_SERVICE_HOST": lab.GuestAPIServerHost,
+				"KUBERNETES_SERVICE_HOST": topology.GuestAPIServerHost,
 			} {
 				Expect(env).To(HaveKeyWithValue(k, v))
 			}
 			Expect(env).NotTo(HaveKey("KUBE_DNS_SERVICE_HOST"))
 
-			names := []string{"web", "web." + ns.Name, "web." + ns.Name + ".svc." + lab.ClusterDomain}
+			names := []string{"web", "web." + ns.Name, "web." + ns.Name + ".svc." + topology.ClusterDomain}
 			By("each name resolves to the ClusterIP and answers from a pod on " + nodeA)
 			expectResolves(ctx, pod, names, ip)
 			for _, name := range names {

@@ -11,7 +11,7 @@ import (
 	. "github.com/onsi/gomega"
 
 	"github.com/ipvs-operator/ipvs-operator/controllers/operator"
-	"github.com/ipvs-operator/ipvs-operator/test/lab"
+	"github.com/ipvs-operator/ipvs-operator/test/lab/guest"
 )
 
 // The agent's init container (`agent --load-kernel-modules`) loads the modules on a node as it finds them.
@@ -40,7 +40,7 @@ func registerModules() {
 			for _, m := range []string{"ip_vs", "ip_vs_rr", "ip_vs_mh", "dummy"} {
 				Expect(strings.Fields(out)).To(ContainElement(m), "/sys/module")
 			}
-			if theLab.Kernel().Choice != lab.Kernel612 {
+			if theLab.Kernel().Choice != guest.Kernel612 {
 				// 6.1's modules are uncompressed and the guest loaded them all at boot: nothing left to insert.
 				Expect(all.String()).NotTo(ContainSubstring("inserted "))
 				return

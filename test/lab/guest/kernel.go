@@ -1,4 +1,8 @@
-package lab
+// Package guest prepares what the lab VM boots: Debian's kernel, trimmed to the modules the lab loads
+// (kernel.go; LAB_KERNEL picks 6.1 or 6.12, kernels.go), and the initramfs (initramfs.go) holding busybox, the
+// host's ip, nft, ipvsadm and conntrack with their libraries, and init, PID 1, which builds the network
+// of package topology and starts labd and the kubelets.
+package guest
 
 import (
 	"bufio"
@@ -16,6 +20,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/ipvs-operator/ipvs-operator/test/lab/host"
 )
 
 // guestModules are the kernel modules the guest loads at boot (with their dependencies, resolved from the
@@ -79,9 +85,14 @@ func kernelInputs() string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-// prepareKernel returns the cached kernel, or unpacks and trims Debian's current one (downloading its
-// .deb once; the .deb stays in the cache).
-func prepareKernel(ctx context.Context, cache string, choice kernelChoice, out io.Writer) (*Kernel, error) {
+// PrepareKernel returns the cached kernel name ("" or Kernel61: Debian 12's, Kernel612: Debian 13's; see
+// EnvKernel), or unpacks and trims Debian's current one (downloading its .deb once; the .deb stays in the
+// cache).
+func PrepareKernel(ctx context.Context, cache, name string, out io.Writer) (*Kernel, error) {
+	choice, err := chooseKernel(name)
+	if err != nil {
+		return nil, err
+	}
 	k, err := prepareKernelTree(ctx, cache, choice, out)
 	if err != nil {
 		return nil, err
@@ -105,9 +116,9 @@ func prepareKernelTree(ctx context.Context, cache string, choice kernelChoice, o
 	var deb string
 	if len(debs) > 0 {
 		deb = debs[len(debs)-1]
-		progress(out, "preparing the guest kernel from %s", filepath.Base(deb))
+		host.Progress(out, "preparing the guest kernel from %s", filepath.Base(deb))
 	} else {
-		progress(out, "preparing the guest kernel %s (Debian; first run only)", choice.name)
+		host.Progress(out, "preparing the guest kernel %s (Debian; first run only)", choice.name)
 		pkg, err := choice.pkg(ctx, out)
 		if err != nil {
 			return nil, err
@@ -117,8 +128,8 @@ func prepareKernelTree(ctx context.Context, cache string, choice kernelChoice, o
 			return nil, err
 		}
 		defer os.RemoveAll(dl)
-		progress(out, "apt-get download %s", pkg)
-		if _, err := run(ctx, dl, "apt-get", "download", pkg); err != nil {
+		host.Progress(out, "apt-get download %s", pkg)
+		if _, err := host.Run(ctx, dl, "apt-get", "download", pkg); err != nil {
 			return nil, err
 		}
 		got, _ := filepath.Glob(filepath.Join(dl, pkg+"_*.deb"))
@@ -136,7 +147,7 @@ func prepareKernelTree(ctx context.Context, cache string, choice kernelChoice, o
 	}
 	defer os.RemoveAll(work)
 	kroot := filepath.Join(work, "root")
-	if _, err := run(ctx, work, "dpkg-deb", "-x", deb, kroot); err != nil {
+	if _, err := host.Run(ctx, work, "dpkg-deb", "-x", deb, kroot); err != nil {
 		return nil, err
 	}
 	kvers, _ := os.ReadDir(filepath.Join(kroot, "lib", "modules"))
@@ -145,7 +156,7 @@ func prepareKernelTree(ctx context.Context, cache string, choice kernelChoice, o
 	}
 	kver := kvers[0].Name()
 	// The .deb ships no modules.dep: its postinst generates it.
-	if _, err := run(ctx, "", depmodPath(), "-b", kroot, kver); err != nil {
+	if _, err := host.Run(ctx, "", depmodPath(), "-b", kroot, kver); err != nil {
 		return nil, err
 	}
 	order, err := moduleClosure(ctx, kroot, kver, choice.bootModules())
@@ -168,7 +179,7 @@ func prepareKernelTree(ctx context.Context, cache string, choice kernelChoice, o
 		return nil, err
 	}
 	for _, f := range []string{"modules.builtin", "modules.builtin.modinfo", "modules.order"} {
-		if err := copyFile(filepath.Join(modSrc, f), filepath.Join(modDst, f), 0o644); err != nil {
+		if err := host.CopyFile(filepath.Join(modSrc, f), filepath.Join(modDst, f), 0o644); err != nil {
 			return nil, err
 		}
 	}
@@ -176,16 +187,16 @@ func prepareKernelTree(ctx context.Context, cache string, choice kernelChoice, o
 	if err != nil {
 		return nil, err
 	}
-	if _, err := run(ctx, "", depmodPath(), "-b", dst, kver); err != nil {
+	if _, err := host.Run(ctx, "", depmodPath(), "-b", dst, kver); err != nil {
 		return nil, err
 	}
 	if err := os.WriteFile(filepath.Join(dst, "modules.load"), load, 0o644); err != nil {
 		return nil, err
 	}
-	if err := copyFile(filepath.Join(kroot, "boot", "config-"+kver), filepath.Join(dst, "config"), 0o644); err != nil {
+	if err := host.CopyFile(filepath.Join(kroot, "boot", "config-"+kver), filepath.Join(dst, "config"), 0o644); err != nil {
 		return nil, err
 	}
-	progress(out, "extracting the uncompressed vmlinux from the bzImage")
+	host.Progress(out, "extracting the uncompressed vmlinux from the bzImage")
 	if err := extractVmlinux(ctx, filepath.Join(kroot, "boot", "vmlinuz-"+kver), filepath.Join(dst, "vmlinux")); err != nil {
 		return nil, err
 	}
@@ -200,7 +211,7 @@ func prepareKernelTree(ctx context.Context, cache string, choice kernelChoice, o
 	if err := os.Rename(dst, final); err != nil {
 		return nil, err
 	}
-	progress(out, "kernel %s ready: %d modules at boot, %d left to the agent, %s", kver, len(order), len(agentOrder), time.Since(t0).Round(time.Second))
+	host.Progress(out, "kernel %s ready: %d modules at boot, %d left to the agent, %s", kver, len(order), len(agentOrder), time.Since(t0).Round(time.Second))
 	return kernelAt(final)
 }
 
@@ -209,7 +220,7 @@ func prepareKernelTree(ctx context.Context, cache string, choice kernelChoice, o
 func copyModules(modSrc, modDst string, order, agentOrder []string) ([]byte, error) {
 	var load bytes.Buffer
 	for _, rel := range agentOrder {
-		if err := copyFile(filepath.Join(modSrc, rel), filepath.Join(modDst, rel), 0o644); err != nil {
+		if err := host.CopyFile(filepath.Join(modSrc, rel), filepath.Join(modDst, rel), 0o644); err != nil {
 			return nil, err
 		}
 	}
@@ -239,7 +250,7 @@ func findPreparedKernel(root, inputs string) (*Kernel, error) {
 	}
 	var names []string
 	for _, e := range entries {
-		if !e.IsDir() || strings.HasPrefix(e.Name(), ".") || !fileExists(filepath.Join(root, e.Name(), "version")) {
+		if !e.IsDir() || strings.HasPrefix(e.Name(), ".") || !host.Exists(filepath.Join(root, e.Name(), "version")) {
 			continue
 		}
 		if in, err := os.ReadFile(filepath.Join(root, e.Name(), "inputs")); err != nil || strings.TrimSpace(string(in)) != inputs {
@@ -267,7 +278,7 @@ func kernelAt(dir string) (*Kernel, error) {
 		LoadList:    filepath.Join(dir, "modules.load"),
 	}
 	for _, f := range []string{k.Vmlinux, k.LoadList, filepath.Join(dir, "lib", "modules", k.Version, "modules.dep")} {
-		if !fileExists(f) {
+		if !host.Exists(f) {
 			return nil, fmt.Errorf("lab: kernel cache %s is incomplete: %s is missing", dir, f)
 		}
 	}
@@ -277,15 +288,15 @@ func kernelAt(dir string) (*Kernel, error) {
 // kernelPackage is the versioned package linux-image-amd64 depends on, e.g. linux-image-6.1.0-56-amd64.
 func kernelPackage(ctx context.Context, out io.Writer) (string, error) {
 	for attempt := 0; attempt < 2; attempt++ {
-		s, err := run(ctx, "", "apt-cache", "depends", "linux-image-amd64")
+		s, err := host.Run(ctx, "", "apt-cache", "depends", "linux-image-amd64")
 		if err == nil {
 			if m := kernelPkgRe.FindStringSubmatch(s); m != nil {
 				return m[1], nil
 			}
 		}
 		if attempt == 0 {
-			progress(out, "apt-get update (to find the kernel package)")
-			if err := runStreaming(ctx, out, "  apt: ", []string{"DEBIAN_FRONTEND=noninteractive"}, "", "apt-get", "update", "-qq"); err != nil {
+			host.Progress(out, "apt-get update (to find the kernel package)")
+			if err := host.RunStreaming(ctx, out, "  apt: ", []string{"DEBIAN_FRONTEND=noninteractive"}, "", "apt-get", "update", "-qq"); err != nil {
 				return "", err
 			}
 		}
@@ -295,7 +306,7 @@ func kernelPackage(ctx context.Context, out io.Writer) (string, error) {
 
 func depmodPath() string {
 	for _, p := range []string{"/usr/sbin/depmod", "/sbin/depmod"} {
-		if fileExists(p) {
+		if host.Exists(p) {
 			return p
 		}
 	}
@@ -304,7 +315,7 @@ func depmodPath() string {
 
 func modprobePath() string {
 	for _, p := range []string{"/usr/sbin/modprobe", "/sbin/modprobe"} {
-		if fileExists(p) {
+		if host.Exists(p) {
 			return p
 		}
 	}
@@ -319,7 +330,7 @@ func moduleClosure(ctx context.Context, kroot, kver string, names []string) ([]s
 	seen := map[string]bool{}
 	var order []string
 	add := func(name string) error {
-		s, err := run(ctx, "", modprobePath(), "-d", kroot, "-S", kver, "--show-depends", name)
+		s, err := host.Run(ctx, "", modprobePath(), "-d", kroot, "-S", kver, "--show-depends", name)
 		if err != nil {
 			return fmt.Errorf("lab: kernel module %s: %w", name, err)
 		}
@@ -358,7 +369,7 @@ func moduleClosure(ctx context.Context, kroot, kver string, names []string) ([]s
 }
 
 func addCrc(ctx context.Context, kroot, kver, modDir string, seen map[string]bool, order *[]string) error {
-	s, err := run(ctx, "", modprobePath(), "-d", kroot, "-S", kver, "--show-depends", "crc32c_generic")
+	s, err := host.Run(ctx, "", modprobePath(), "-d", kroot, "-S", kver, "--show-depends", "crc32c_generic")
 	if err != nil {
 		return nil // built in
 	}
@@ -434,29 +445,6 @@ func checkELF(bzImage, out string) error {
 	return os.Rename(out+".tmp", out)
 }
 
-func copyFile(src, dst string, mode os.FileMode) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-		return err
-	}
-	o, err := os.OpenFile(dst+".tmp", os.O_CREATE|os.O_TRUNC|os.O_WRONLY, mode)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(o, in); err != nil {
-		o.Close()
-		return err
-	}
-	if err := o.Close(); err != nil {
-		return err
-	}
-	return os.Rename(dst+".tmp", dst)
-}
-
 // moduleSigMagic ends a signed kernel module: module, signature, struct module_signature, magic.
 const moduleSigMagic = "~Module signature appended~\n"
 
@@ -478,5 +466,5 @@ func copyModule(src, dst string) error {
 	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 		return err
 	}
-	return writeFileAtomic(dst, data)
+	return host.WriteFileAtomic(dst, data)
 }

@@ -1,8 +1,11 @@
-package lab
+// Package controlplane runs the lab's etcd, kube-apiserver, kube-controller-manager and kube-scheduler on
+// the host's 127.0.0.1, with the lab's certificates (package pki) and ranges (package topology).
+package controlplane
 
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -15,6 +18,10 @@ import (
 
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/ipvs-operator/ipvs-operator/test/lab/host"
+	"github.com/ipvs-operator/ipvs-operator/test/lab/pki"
+	"github.com/ipvs-operator/ipvs-operator/test/lab/topology"
 )
 
 // controllers are the kube-controller-manager controllers the lab runs: what Services, workloads and
@@ -31,40 +38,40 @@ var controllers = []string{
 	"certificatesigningrequest-signing-controller", "certificatesigningrequest-approving-controller",
 }
 
-// cpPorts are the control plane's ports on 127.0.0.1.
-type cpPorts struct{ etcdClient, etcdPeer, api, kcm, scheduler int }
+// Ports are the control plane's ports on 127.0.0.1.
+type Ports struct{ EtcdClient, EtcdPeer, API, KCM, Scheduler int }
 
-// controlPlane is etcd, kube-apiserver, kube-controller-manager and kube-scheduler on 127.0.0.1.
-type controlPlane struct {
-	dir       string
-	logs      string
-	pki       *pki
-	apiPort   int
-	etcd      *proc
-	apiserver *proc
-	kcm       *proc
-	scheduler *proc
-	// AdminKubeconfig is for the host (https://127.0.0.1:apiPort).
+// ControlPlane is etcd, kube-apiserver, kube-controller-manager and kube-scheduler on 127.0.0.1.
+type ControlPlane struct {
+	dir             string
+	logs            string
+	pki             *pki.PKI
+	apiPort         int
+	etcd            *host.Proc
+	apiserver       *host.Proc
+	kcm             *host.Proc
+	scheduler       *host.Proc
 	adminKubeconfig string
 	config          *rest.Config
 }
 
-func (cp *controlPlane) procs() []*proc {
-	return []*proc{cp.etcd, cp.apiserver, cp.kcm, cp.scheduler}
+// Procs are its processes, for callers that watch them.
+func (cp *ControlPlane) Procs() []*host.Proc {
+	return []*host.Proc{cp.etcd, cp.apiserver, cp.kcm, cp.scheduler}
 }
 
-// startControlPlane starts etcd and kube-apiserver, waits for the API server, then
+// Start starts etcd and kube-apiserver, waits for the API server, then
 // starts the controller manager and scheduler and waits for them too.
-func startControlPlane(ctx context.Context, kubeBin, dir, logs string, p *pki, ports cpPorts) (_ *controlPlane, err error) {
-	cp := &controlPlane{dir: dir, logs: logs, pki: p, apiPort: ports.api}
+func Start(ctx context.Context, kubeBin, dir, logs string, p *pki.PKI, ports Ports) (_ *ControlPlane, err error) {
+	cp := &ControlPlane{dir: dir, logs: logs, pki: p, apiPort: ports.API}
 	defer func() {
 		if err != nil {
-			_ = cp.stop()
+			_ = cp.Stop()
 		}
 	}()
-	etcdClient, etcdPeer, apiPort, kcmPort, schedPort := ports.etcdClient, ports.etcdPeer, ports.api, ports.kcm, ports.scheduler
+	etcdClient, etcdPeer, apiPort, kcmPort, schedPort := ports.EtcdClient, ports.EtcdPeer, ports.API, ports.KCM, ports.Scheduler
 	cp.adminKubeconfig = filepath.Join(dir, "kubeconfig")
-	if err := p.writeKubeconfig(cp.adminKubeconfig, fmt.Sprintf("https://127.0.0.1:%d", apiPort)); err != nil {
+	if err := p.WriteKubeconfig(cp.adminKubeconfig, fmt.Sprintf("https://127.0.0.1:%d", apiPort)); err != nil {
 		return nil, err
 	}
 	bin := func(name string) string { return filepath.Join(kubeBin, name) }
@@ -72,7 +79,7 @@ func startControlPlane(ctx context.Context, kubeBin, dir, logs string, p *pki, p
 
 	etcdURL := fmt.Sprintf("http://127.0.0.1:%d", etcdClient)
 	peerURL := fmt.Sprintf("http://127.0.0.1:%d", etcdPeer)
-	cp.etcd, err = startProc("etcd", logf("etcd"), []string{bin("etcd"),
+	cp.etcd, err = host.Start("etcd", logf("etcd"), []string{bin("etcd"),
 		"--name=lab", "--data-dir=" + filepath.Join(dir, "etcd"),
 		"--listen-client-urls=" + etcdURL, "--advertise-client-urls=" + etcdURL,
 		"--listen-peer-urls=" + peerURL, "--initial-advertise-peer-urls=" + peerURL,
@@ -82,20 +89,20 @@ func startControlPlane(ctx context.Context, kubeBin, dir, logs string, p *pki, p
 	if err != nil {
 		return nil, err
 	}
-	cp.apiserver, err = startProc("kube-apiserver", logf("kube-apiserver"), []string{bin("kube-apiserver"),
+	cp.apiserver, err = host.Start("kube-apiserver", logf("kube-apiserver"), []string{bin("kube-apiserver"),
 		"--etcd-servers=" + etcdURL,
 		"--bind-address=127.0.0.1", "--secure-port=" + strconv.Itoa(apiPort),
-		"--advertise-address=" + GuestAPIServerHost,
-		"--tls-cert-file=" + p.serverCert, "--tls-private-key-file=" + p.serverKey,
-		"--client-ca-file=" + p.caCert,
+		"--advertise-address=" + topology.GuestAPIServerHost,
+		"--tls-cert-file=" + p.ServerCert, "--tls-private-key-file=" + p.ServerKey,
+		"--client-ca-file=" + p.CACert,
 		// kubectl exec/logs/port-forward: the lab kubelets' Nodes advertise the VM's port forward on
 		// 127.0.0.1 as their ExternalIP.
-		"--kubelet-client-certificate=" + p.kubeletClientCert, "--kubelet-client-key=" + p.kubeletClientKey,
-		"--kubelet-certificate-authority=" + p.caCert,
+		"--kubelet-client-certificate=" + p.KubeletClientCert, "--kubelet-client-key=" + p.KubeletClientKey,
+		"--kubelet-certificate-authority=" + p.CACert,
 		"--kubelet-preferred-address-types=ExternalIP,InternalIP,Hostname",
 		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-		"--service-account-key-file=" + p.saPub, "--service-account-signing-key-file=" + p.saKey,
-		"--service-cluster-ip-range=" + ServiceCIDR,
+		"--service-account-key-file=" + p.SAPub, "--service-account-signing-key-file=" + p.SAKey,
+		"--service-cluster-ip-range=" + topology.ServiceCIDR,
 		"--authorization-mode=Node,RBAC",
 		"--allow-privileged=true",
 		"--enable-priority-and-fairness=false",
@@ -112,27 +119,27 @@ func startControlPlane(ctx context.Context, kubeBin, dir, logs string, p *pki, p
 	}
 	cfg.QPS, cfg.Burst = 100, 200
 	cp.config = cfg
-	if err := waitHTTPS(ctx, "kube-apiserver", cfg, "/readyz", 90*time.Second, []*proc{cp.etcd, cp.apiserver}); err != nil {
+	if err := waitHTTPS(ctx, "kube-apiserver", cfg, "/readyz", 90*time.Second, []*host.Proc{cp.etcd, cp.apiserver}); err != nil {
 		return nil, err
 	}
 	authn := []string{"--kubeconfig=" + cp.adminKubeconfig, "--authentication-kubeconfig=" + cp.adminKubeconfig,
 		"--authorization-kubeconfig=" + cp.adminKubeconfig, "--bind-address=127.0.0.1", "--leader-elect=false"}
-	cp.kcm, err = startProc("kube-controller-manager", logf("kube-controller-manager"), append([]string{bin("kube-controller-manager"),
+	cp.kcm, err = host.Start("kube-controller-manager", logf("kube-controller-manager"), append([]string{bin("kube-controller-manager"),
 		"--secure-port=" + strconv.Itoa(kcmPort),
 		"--controllers=" + strings.Join(controllers, ","),
-		"--service-account-private-key-file=" + p.saKey,
-		"--root-ca-file=" + p.caCert,
-		"--cluster-signing-cert-file=" + p.caCert, "--cluster-signing-key-file=" + p.caKey,
+		"--service-account-private-key-file=" + p.SAKey,
+		"--root-ca-file=" + p.CACert,
+		"--cluster-signing-cert-file=" + p.CACert, "--cluster-signing-key-file=" + p.CAKey,
 		"--use-service-account-credentials=false",
-		"--service-cluster-ip-range=" + ServiceCIDR,
-		"--cluster-cidr=" + PodCIDR,
+		"--service-cluster-ip-range=" + topology.ServiceCIDR,
+		"--cluster-cidr=" + topology.PodCIDR,
 		"--profiling=false",
 		"--v=1",
 	}, authn...), nil)
 	if err != nil {
 		return nil, err
 	}
-	cp.scheduler, err = startProc("kube-scheduler", logf("kube-scheduler"), append([]string{bin("kube-scheduler"),
+	cp.scheduler, err = host.Start("kube-scheduler", logf("kube-scheduler"), append([]string{bin("kube-scheduler"),
 		"--secure-port=" + strconv.Itoa(schedPort),
 		"--profiling=false",
 		"--v=1",
@@ -149,24 +156,30 @@ func startControlPlane(ctx context.Context, kubeBin, dir, logs string, p *pki, p
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = waitHealthz(ctx, c.name, c.port, 60*time.Second, cp.procs())
+			errs[i] = waitHealthz(ctx, c.name, c.port, 60*time.Second, cp.Procs())
 		}()
 	}
 	wg.Wait()
-	if err := errorsJoin(errs...); err != nil {
+	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
 	return cp, nil
 }
 
+// AdminKubeconfig is the admin kubeconfig for the host (https://127.0.0.1:<API port>).
+func (cp *ControlPlane) AdminKubeconfig() string { return cp.adminKubeconfig }
+
+// Config is the admin client configuration of AdminKubeconfig.
+func (cp *ControlPlane) Config() *rest.Config { return cp.config }
+
 // waitHTTPS polls an authenticated GET on the API server until it answers 200.
-func waitHTTPS(ctx context.Context, what string, cfg *rest.Config, path string, timeout time.Duration, watch []*proc) error {
+func waitHTTPS(ctx context.Context, what string, cfg *rest.Config, path string, timeout time.Duration, watch []*host.Proc) error {
 	tr, err := rest.TransportFor(cfg)
 	if err != nil {
 		return err
 	}
 	hc := &http.Client{Transport: tr, Timeout: 5 * time.Second}
-	return waitFor(what, timeout, 100*time.Millisecond, watch, func() error {
+	return host.WaitFor(what, timeout, 100*time.Millisecond, watch, func() error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -177,7 +190,7 @@ func waitHTTPS(ctx context.Context, what string, cfg *rest.Config, path string, 
 		defer resp.Body.Close()
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("%s: %s: %s", path, resp.Status, tail(string(body), 500))
+			return fmt.Errorf("%s: %s: %s", path, resp.Status, host.Tail(string(body), 500))
 		}
 		return nil
 	})
@@ -185,13 +198,13 @@ func waitHTTPS(ctx context.Context, what string, cfg *rest.Config, path string, 
 
 // waitHealthz polls a component's /healthz on 127.0.0.1 (an always-allowed path; its certificate is
 // self-signed).
-func waitHealthz(ctx context.Context, what string, port int, timeout time.Duration, watch []*proc) error {
+func waitHealthz(ctx context.Context, what string, port int, timeout time.Duration, watch []*host.Proc) error {
 	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
 		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // our own component on loopback
 	}}
 	defer hc.CloseIdleConnections()
 	url := fmt.Sprintf("https://127.0.0.1:%d/healthz", port)
-	return waitFor(what, timeout, 200*time.Millisecond, watch, func() error {
+	return host.WaitFor(what, timeout, 200*time.Millisecond, watch, func() error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -207,26 +220,27 @@ func waitHealthz(ctx context.Context, what string, port int, timeout time.Durati
 	})
 }
 
-// stop stops the components in reverse order.
-func (cp *controlPlane) stop() error {
+// Stop stops the components in reverse order.
+func (cp *ControlPlane) Stop() error {
 	if cp == nil {
 		return nil
 	}
 	var errs []error
-	for _, p := range []*proc{cp.scheduler, cp.kcm, cp.apiserver, cp.etcd} {
+	for _, p := range []*host.Proc{cp.scheduler, cp.kcm, cp.apiserver, cp.etcd} {
 		if p != nil {
-			errs = append(errs, p.stop(5*time.Second))
+			errs = append(errs, p.Stop(5*time.Second))
 		}
 	}
-	return errorsJoin(errs...)
+	return errors.Join(errs...)
 }
 
-// kubeBinaries are the control-plane binaries the lab needs.
-var kubeBinaries = []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl"}
+// KubeBinaries are the control-plane binaries the lab needs.
+var KubeBinaries = []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl"}
 
-func missingKubeBinaries(dir string) []string {
+// MissingKubeBinaries are the KubeBinaries not executable in dir.
+func MissingKubeBinaries(dir string) []string {
 	var missing []string
-	for _, b := range kubeBinaries {
+	for _, b := range KubeBinaries {
 		if st, err := os.Stat(filepath.Join(dir, b)); err != nil || st.Mode()&0o111 == 0 {
 			missing = append(missing, b)
 		}

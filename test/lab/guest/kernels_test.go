@@ -1,9 +1,11 @@
-package lab
+package guest
 
 import (
 	"bytes"
 	"slices"
 	"testing"
+
+	"github.com/ipvs-operator/ipvs-operator/test/lab/host"
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/ulikunitz/xz"
@@ -83,7 +85,7 @@ func TestDecompressModule(t *testing.T) {
 	}
 	for name, data := range map[string][]byte{"m.ko": mod, "m.ko.xz": x.Bytes()} {
 		p := dir + "/" + name
-		if err := writeFileAtomic(p, data); err != nil {
+		if err := host.WriteFileAtomic(p, data); err != nil {
 			t.Fatal(err)
 		}
 		got, err := decompressModule(p)

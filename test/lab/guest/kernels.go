@@ -1,4 +1,4 @@
-package lab
+package guest
 
 import (
 	"bytes"
@@ -11,6 +11,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/ipvs-operator/ipvs-operator/test/lab/host"
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/ulikunitz/xz"
@@ -78,7 +80,7 @@ func newestPackage(re string) func(ctx context.Context, out io.Writer) (string, 
 	rx := regexp.MustCompile(`^` + re + `$`)
 	return func(ctx context.Context, out io.Writer) (string, error) {
 		for attempt := 0; attempt < 2; attempt++ {
-			s, err := run(ctx, "", "apt-cache", "search", "--names-only", "^"+re+"$")
+			s, err := host.Run(ctx, "", "apt-cache", "search", "--names-only", "^"+re+"$")
 			best, bestN := "", -1
 			for _, line := range strings.Split(s, "\n") {
 				name, _, _ := strings.Cut(line, " ")
@@ -92,8 +94,8 @@ func newestPackage(re string) func(ctx context.Context, out io.Writer) (string, 
 				return best, nil
 			}
 			if attempt == 0 {
-				progress(out, "apt-get update (to find the kernel package)")
-				if err := runStreaming(ctx, out, "  apt: ", []string{"DEBIAN_FRONTEND=noninteractive"}, "", "apt-get", "update", "-qq"); err != nil {
+				host.Progress(out, "apt-get update (to find the kernel package)")
+				if err := host.RunStreaming(ctx, out, "  apt: ", []string{"DEBIAN_FRONTEND=noninteractive"}, "", "apt-get", "update", "-qq"); err != nil {
 					return "", err
 				}
 			}
@@ -129,6 +131,3 @@ func zstdPayload(data []byte, w io.Writer) error {
 	}
 	return nil
 }
-
-// Kernel is the guest kernel this lab booted.
-func (l *Lab) Kernel() *Kernel { return l.assets.Kernel }

@@ -1,4 +1,6 @@
-package lab
+// Package pki makes the lab's certificates and keys (one CA for the API server, its clients, the
+// kubelets' API and ServiceAccount tokens) and the admin kubeconfig.
+package pki
 
 import (
 	"crypto"
@@ -17,53 +19,23 @@ import (
 
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"github.com/ipvs-operator/ipvs-operator/test/lab/topology"
 )
 
-// Fixed addresses of the lab.
-const (
-	// GuestAPIServerHost is where the guest reaches the host's kube-apiserver (a qemu guest forward).
-	GuestAPIServerHost = "10.0.2.100"
-	// GuestAPIServerPort is the port of GuestAPIServerHost in the guest kubeconfig.
-	GuestAPIServerPort = 6443
-	// GuestIP is the guest's address on the qemu user network; labd listens on GuestIP:LabdPort.
-	GuestIP  = "10.0.2.15"
-	LabdPort = 7000
-	// ServiceCIDR is the cluster's Service range; 10.96.0.1 is the kubernetes Service.
-	ServiceCIDR = "10.96.0.0/16"
-	// PodCIDR covers every node's pod range (node-a 10.244.1.0/24, node-b 10.244.2.0/24).
-	PodCIDR = "10.244.0.0/16"
-	// NodeCIDR is the node network on bridge lab0 (the guest's root netns is 192.168.100.1).
-	NodeCIDR = "192.168.100.0/24"
-	// OutsideIP is the address of the outside host, which is not a cluster member.
-	OutsideIP = "192.168.100.200"
-)
-
-// NodeInfo describes one lab node.
-type NodeInfo struct {
-	Name    string
-	IP      string // on the node network (its netns's eth0)
-	PodCIDR string // on its cbr0 bridge, gateway .1
-}
-
-// LabNodes are the lab's nodes; their network namespaces carry the same names.
-var LabNodes = []NodeInfo{
-	{Name: "node-a", IP: "192.168.100.11", PodCIDR: "10.244.1.0/24"},
-	{Name: "node-b", IP: "192.168.100.12", PodCIDR: "10.244.2.0/24"},
-}
-
-// pki holds the lab's certificates and keys, PEM encoded, and the files they were written to.
-type pki struct {
-	dir                   string
-	caCert, caKey         string // files
-	serverCert, serverKey string
-	adminCert, adminKey   string
-	saKey, saPub          string
+// PKI holds the lab's certificates and keys, PEM encoded, and the files they were written to.
+type PKI struct {
+	Dir                   string
+	CACert, CAKey         string // files
+	ServerCert, ServerKey string
+	AdminCert, AdminKey   string
+	SAKey, SAPub          string
 	// kubeletCert/Key serve the lab kubelets' API (all nodes share it); kubeletClientCert/Key are the
 	// API server's client certificate towards them.
-	kubeletCert, kubeletKey             string
-	kubeletClientCert, kubeletClientKey string
-	caPEM, adminCertPEM                 []byte
-	adminKeyPEM                         []byte
+	KubeletCert, KubeletKey             string
+	KubeletClientCert, KubeletClientKey string
+	CAPEM, AdminCertPEM                 []byte
+	AdminKeyPEM                         []byte
 }
 
 func newKey() (*ecdsa.PrivateKey, error) { return ecdsa.GenerateKey(elliptic.P256(), rand.Reader) }
@@ -85,9 +57,9 @@ func serial() *big.Int {
 	return n
 }
 
-// generatePKI makes a CA, the kube-apiserver's serving certificate, an admin client certificate
+// Generate makes a CA, the kube-apiserver's serving certificate, an admin client certificate
 // (system:masters) and the ServiceAccount token signing key.
-func generatePKI(dir string) (*pki, error) {
+func Generate(dir string) (*PKI, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
@@ -129,7 +101,7 @@ func generatePKI(dir string) (*pki, error) {
 		NotAfter:     now.Add(10 * 365 * 24 * time.Hour),
 		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP(GuestAPIServerHost), net.ParseIP("10.96.0.1")},
+		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP(topology.GuestAPIServerHost), net.ParseIP(topology.KubernetesServiceIP)},
 		DNSNames: []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
 			"kubernetes.default.svc.cluster.local"},
 	})
@@ -148,8 +120,8 @@ func generatePKI(dir string) (*pki, error) {
 		return nil, err
 	}
 	// The API server dials a kubelet at its Node's ExternalIP, 127.0.0.1 (the VM's port forward).
-	kubeletIPs := []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP(GuestIP)}
-	for _, n := range LabNodes {
+	kubeletIPs := []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP(topology.GuestIP)}
+	for _, n := range topology.Nodes {
 		kubeletIPs = append(kubeletIPs, net.ParseIP(n.IP))
 	}
 	kubeletPEM, kubeletKeyPEM, err := issue(&x509.Certificate{
@@ -192,24 +164,24 @@ func generatePKI(dir string) (*pki, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &pki{dir: dir, caPEM: certPEM(caDER), adminCertPEM: adminPEM, adminKeyPEM: adminKeyPEM}
+	p := &PKI{Dir: dir, CAPEM: certPEM(caDER), AdminCertPEM: adminPEM, AdminKeyPEM: adminKeyPEM}
 	files := []struct {
 		dst  *string
 		name string
 		data []byte
 	}{
-		{&p.caCert, "ca.crt", p.caPEM},
-		{&p.caKey, "ca.key", caKeyPEM},
-		{&p.serverCert, "apiserver.crt", serverPEM},
-		{&p.serverKey, "apiserver.key", serverKeyPEM},
-		{&p.adminCert, "admin.crt", adminPEM},
-		{&p.adminKey, "admin.key", adminKeyPEM},
-		{&p.kubeletCert, "kubelet.crt", kubeletPEM},
-		{&p.kubeletKey, "kubelet.key", kubeletKeyPEM},
-		{&p.kubeletClientCert, "apiserver-kubelet-client.crt", kubeletClientPEM},
-		{&p.kubeletClientKey, "apiserver-kubelet-client.key", kubeletClientKeyPEM},
-		{&p.saKey, "sa.key", saKeyPEM},
-		{&p.saPub, "sa.pub", pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: saPubDER})},
+		{&p.CACert, "ca.crt", p.CAPEM},
+		{&p.CAKey, "ca.key", caKeyPEM},
+		{&p.ServerCert, "apiserver.crt", serverPEM},
+		{&p.ServerKey, "apiserver.key", serverKeyPEM},
+		{&p.AdminCert, "admin.crt", adminPEM},
+		{&p.AdminKey, "admin.key", adminKeyPEM},
+		{&p.KubeletCert, "kubelet.crt", kubeletPEM},
+		{&p.KubeletKey, "kubelet.key", kubeletKeyPEM},
+		{&p.KubeletClientCert, "apiserver-kubelet-client.crt", kubeletClientPEM},
+		{&p.KubeletClientKey, "apiserver-kubelet-client.key", kubeletClientKeyPEM},
+		{&p.SAKey, "sa.key", saKeyPEM},
+		{&p.SAPub, "sa.pub", pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: saPubDER})},
 	}
 	for _, f := range files {
 		*f.dst = filepath.Join(dir, f.name)
@@ -220,11 +192,11 @@ func generatePKI(dir string) (*pki, error) {
 	return p, nil
 }
 
-// writeKubeconfig writes an admin kubeconfig for server (with the certificates inline).
-func (p *pki) writeKubeconfig(path, server string) error {
+// WriteKubeconfig writes an admin kubeconfig for server (with the certificates inline).
+func (p *PKI) WriteKubeconfig(path, server string) error {
 	cfg := clientcmdapi.NewConfig()
-	cfg.Clusters["lab"] = &clientcmdapi.Cluster{Server: server, CertificateAuthorityData: p.caPEM}
-	cfg.AuthInfos["lab-admin"] = &clientcmdapi.AuthInfo{ClientCertificateData: p.adminCertPEM, ClientKeyData: p.adminKeyPEM}
+	cfg.Clusters["lab"] = &clientcmdapi.Cluster{Server: server, CertificateAuthorityData: p.CAPEM}
+	cfg.AuthInfos["lab-admin"] = &clientcmdapi.AuthInfo{ClientCertificateData: p.AdminCertPEM, ClientKeyData: p.AdminKeyPEM}
 	cfg.Contexts["lab"] = &clientcmdapi.Context{Cluster: "lab", AuthInfo: "lab-admin", Namespace: "default"}
 	cfg.CurrentContext = "lab"
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {

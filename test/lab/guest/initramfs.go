@@ -1,9 +1,10 @@
-package lab
+package guest
 
 import (
 	"bufio"
 	"context"
 	"crypto/sha256"
+	"debug/elf"
 	_ "embed"
 	"encoding/hex"
 	"fmt"
@@ -16,9 +17,11 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/ipvs-operator/ipvs-operator/test/lab/host"
 )
 
-//go:embed guest/init
+//go:embed init
 var guestInit []byte
 
 // cpioEntry is one file of the initramfs: a directory, a symlink, a device, a host file or inline data.
@@ -80,7 +83,7 @@ func (s *initramfsSpec) symlink(dst, target string) {
 // path ldd reports.
 func (s *initramfsSpec) dynamic(ctx context.Context, dst, src string) error {
 	s.file(dst, src, 0o755)
-	out, err := run(ctx, "", "ldd", src)
+	out, err := host.Run(ctx, "", "ldd", src)
 	if err != nil {
 		if isStatic(src) {
 			return nil
@@ -215,16 +218,16 @@ func pad4(w *bufio.Writer, n int64) error {
 // hostProgram finds the first existing path.
 func hostProgram(paths ...string) string {
 	for _, p := range paths {
-		if fileExists(p) {
+		if host.Exists(p) {
 			return p
 		}
 	}
 	return ""
 }
 
-// buildInitramfs (re)builds the initramfs when its inputs changed. Guest Go binaries are not in it: they
+// BuildInitramfs (re)builds the initramfs when its inputs changed. Guest Go binaries are not in it: they
 // come over the 9p share, so rebuilding Go code never rebuilds the initramfs.
-func buildInitramfs(ctx context.Context, cache string, k *Kernel, out io.Writer) (string, error) {
+func BuildInitramfs(ctx context.Context, cache string, k *Kernel, out io.Writer) (string, error) {
 	s := newInitramfsSpec()
 	for _, d := range []string{"bin", "sbin", "etc/lab", "proc", "sys", "dev", "run", "tmp", "mnt/host", "root",
 		"var/log", "usr/bin", "usr/sbin", "lib64", "srv"} {
@@ -238,7 +241,7 @@ func buildInitramfs(ctx context.Context, cache string, k *Kernel, out io.Writer)
 		return "", fmt.Errorf("lab: a static busybox is needed (package busybox-static)")
 	}
 	s.file("bin/busybox", bb, 0o755)
-	list, err := run(ctx, "", bb, "--list")
+	list, err := host.Run(ctx, "", bb, "--list")
 	if err != nil {
 		return "", err
 	}
@@ -279,11 +282,11 @@ func buildInitramfs(ctx context.Context, cache string, k *Kernel, out io.Writer)
 		}
 	}
 	for _, f := range []string{"/etc/protocols", "/etc/services", "/etc/ethertypes"} {
-		if fileExists(f) {
+		if host.Exists(f) {
 			s.file(strings.TrimPrefix(f, "/"), f, 0o644)
 		}
 	}
-	if fileExists("/etc/iproute2") {
+	if host.Exists("/etc/iproute2") {
 		_ = filepath.WalkDir("/etc/iproute2", func(p string, d fs.DirEntry, err error) error {
 			if err == nil && d.Type().IsRegular() {
 				s.file(strings.TrimPrefix(p, "/"), p, 0o644)
@@ -321,11 +324,11 @@ func buildInitramfs(ctx context.Context, cache string, k *Kernel, out io.Writer)
 	dir := filepath.Join(cache, k.initramfsDir)
 	outFile := filepath.Join(dir, "initramfs.cpio")
 	sumFile := filepath.Join(dir, "inputs.sha256")
-	if old, err := os.ReadFile(sumFile); err == nil && strings.TrimSpace(string(old)) == sum && fileExists(outFile) {
+	if old, err := os.ReadFile(sumFile); err == nil && strings.TrimSpace(string(old)) == sum && host.Exists(outFile) {
 		return outFile, nil
 	}
 	t0 := time.Now()
-	progress(out, "building the initramfs (%d files)", len(s.entries))
+	host.Progress(out, "building the initramfs (%d files)", len(s.entries))
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
 	}
@@ -348,6 +351,39 @@ func buildInitramfs(ctx context.Context, cache string, k *Kernel, out io.Writer)
 		return "", err
 	}
 	st, _ := os.Stat(outFile)
-	progress(out, "initramfs %s: %d MiB in %s", outFile, st.Size()>>20, time.Since(t0).Round(time.Millisecond))
+	host.Progress(out, "initramfs %s: %d MiB in %s", outFile, st.Size()>>20, time.Since(t0).Round(time.Millisecond))
 	return outFile, nil
+}
+
+// StaticBusybox reports whether /bin/busybox (or /usr/bin/busybox) is statically linked: the guest has
+// no C library besides the ones we copy for ip, nft and ipvsadm.
+func StaticBusybox() bool {
+	p := busyboxPath()
+	if p == "" {
+		return false
+	}
+	return isStatic(p)
+}
+
+func busyboxPath() string {
+	for _, p := range []string{"/bin/busybox", "/usr/bin/busybox"} {
+		if host.Exists(p) {
+			return p
+		}
+	}
+	return ""
+}
+
+func isStatic(file string) bool {
+	f, err := elf.Open(file)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			return false
+		}
+	}
+	return true
 }
