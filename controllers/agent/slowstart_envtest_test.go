@@ -95,7 +95,7 @@ var _ = Describe("slow start", func() {
 			Expect(k8s.Update(ctx, es)).To(Succeed())
 		}
 		setReady("10.244.1.93", false)
-		Eventually(ctx, w("10.244.1.93:8080")).WithTimeout(10 * time.Second).Should(BeNumerically("<=", 0), "out: deleted (no connections) or draining at weight 0")
+		Eventually(ctx, w("10.244.1.93:8080")).WithTimeout(10*time.Second).Should(BeNumerically("<=", 0), "out: deleted (no connections) or draining at weight 0")
 		Expect(k8s.Get(ctx, client.ObjectKeyFromObject(pol), pol)).To(Succeed())
 		pol.Spec.SlowStart.WindowSeconds = 60
 		Expect(k8s.Update(ctx, pol)).To(Succeed())
