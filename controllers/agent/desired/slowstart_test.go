@@ -226,3 +226,25 @@ func TestResumeRamps(t *testing.T) {
 		t.Errorf("recheck = %v, want 10s (k(5) reaches 70 then; k(4) reaches 20 at 20s)", recheck)
 	}
 }
+
+// BenchmarkSlowStart1000: the cost of weighing one Service of 1,000 endpoints, ten of them ramping (what each
+// step of a ramp costs on top of the translation).
+func BenchmarkSlowStart1000(b *testing.B) {
+	t0 := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+	vs := ipvs.ServiceKey{Address: netip.MustParseAddr("10.96.0.10"), Port: 80, Protocol: ipvs.TCP}
+	st := State{VIPs: []netip.Addr{vs.Address}, Servers: []ipvs.VirtualServer{{Service: ipvs.Service{ServiceKey: vs, Scheduler: "wrr"}}}}
+	prev := Ramps{vs: {}}
+	for i := range 1000 {
+		k := ipvs.DestinationKey{Address: netip.AddrFrom4([4]byte{10, 244, byte(i / 250), byte(i % 250)}), Port: 8080}
+		st.Servers[0].Destinations = append(st.Servers[0].Destinations, ipvs.Destination{DestinationKey: k, Weight: 1})
+		var since time.Time
+		if i%100 == 0 {
+			since = t0
+		}
+		prev[vs][k] = since
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		_, _, _ = SlowStart(st, time.Minute, prev, t0.Add(30*time.Second))
+	}
+}
