@@ -36,19 +36,18 @@ func newSlowStarts(adopted func() []ipvs.VirtualServer) *slowStarts {
 }
 
 // apply weighs a Service's State for a slow start of window at now and returns it with the time until the
-// next step of a ramp under way (0: none). Calls for one key must not overlap (the controller's work queue
-// guarantees it).
+// next step of a ramp under way (0: none). The lock is held throughout: the start-up pass and the controller
+// may translate the same Service at once, and the second must see what the first remembered (the seeds are
+// read once). Weighing is O(the Service's real servers) and cheap next to the translation.
 func (s *slowStarts) apply(key types.NamespacedName, st desired.State, window time.Duration, now time.Time) (desired.State, time.Duration) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	prev, ok := s.ramps[key]
 	if !ok {
 		prev = s.resumeLocked(st, window, now)
 	}
-	s.mu.Unlock()
 	out, ramps, recheck := desired.SlowStart(st, window, prev, now)
-	s.mu.Lock()
 	s.ramps[key] = ramps
-	s.mu.Unlock()
 	return out, recheck
 }
 
