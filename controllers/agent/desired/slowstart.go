@@ -63,8 +63,8 @@ func rampElapsed(w int, window time.Duration) (time.Duration, bool) {
 // remembered of the Service at its previous translation, at now: a real server already usable then keeps
 // ramping, or has full weight; one that was not (new, newly Ready, back from a failed health check or
 // from panic mode) starts a ramp now. Real servers at weight 0 (quiesced by the health check) are not
-// usable and are forgotten, so they ramp again when they come back, as Envoy and HAProxy ramp a host back
-// from a failed health check. The weight is a pure function of the time since the real server became
+// usable and are forgotten, so they ramp again when they come back, as HAProxy and NGINX Plus ramp a
+// server back from a failed health check. The weight is a pure function of the time since the real server became
 // usable, so an edited window applies to ramps under way.
 //
 // It returns the weighed State (st is not modified), what to remember for the next translation, and the time
