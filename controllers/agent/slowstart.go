@@ -45,6 +45,8 @@ func (s *slowStarts) apply(key types.NamespacedName, st desired.State, window ti
 	prev, ok := s.ramps[key]
 	if !ok {
 		prev = s.resumeLocked(st, window, now)
+	} else if s.seeds != nil && now.After(s.seedUntil) {
+		s.seeds = nil // past the seed window: free what no Service claimed
 	}
 	out, ramps, recheck := desired.SlowStart(st, window, prev, now)
 	s.ramps[key] = ramps
