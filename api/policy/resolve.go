@@ -98,7 +98,24 @@ func checked(p *v1alpha1.ServicePolicy) (labels.Selector, error) {
 	if err := checkHealth(p.Spec.HealthCheck.Defaulted()); err != nil {
 		return labels.Nothing(), fmt.Errorf("%w: %w", ErrInvalidSpec, err)
 	}
+	if err := checkSlowStart(&p.Spec); err != nil {
+		return labels.Nothing(), fmt.Errorf("%w: %w", ErrInvalidSpec, err)
+	}
 	return sel, nil
+}
+
+// checkSlowStart is the CRD's validation of spec.slowStart, for objects that bypassed it.
+func checkSlowStart(spec *v1alpha1.ServicePolicySpec) error {
+	if spec.SlowStart == nil {
+		return nil
+	}
+	if w := spec.SlowStart.WindowSeconds; w < 1 || w > v1alpha1.MaxSlowStartWindowSeconds {
+		return fmt.Errorf("spec.slowStart.windowSeconds: Invalid value: %d: must be between 1 and %d", w, v1alpha1.MaxSlowStartWindowSeconds)
+	}
+	if s := spec.SchedulerOrDefault(); !slices.Contains(v1alpha1.WeightedSchedulers, s) {
+		return fmt.Errorf("spec.slowStart: Invalid value: slowStart needs a scheduler that weighs real servers (wrr, wlc, sed or nq), not %s", s)
+	}
+	return nil
 }
 
 // checkHealth is the CRD's validation of spec.healthCheck (already defaulted), for objects that bypassed it.

@@ -319,3 +319,45 @@ func TestCheckHealthCheck(t *testing.T) {
 		})
 	}
 }
+
+// TestCheckSlowStart: slow start with a scheduler that does not weigh real servers, or a window out of
+// bounds, makes the policy invalid, naming the field, as the API server would.
+func TestCheckSlowStart(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		scheduler v1alpha1.Scheduler
+		window    int32 // 0: no slowStart
+		field     string
+	}{
+		{"none with rr", v1alpha1.SchedulerRoundRobin, 0, ""},
+		{"wrr", v1alpha1.SchedulerWeightedRoundRobin, 30, ""},
+		{"wlc", v1alpha1.SchedulerWeightedLeastConnection, 1, ""},
+		{"sed", v1alpha1.SchedulerShortestExpectedDelay, 3600, ""},
+		{"nq", v1alpha1.SchedulerNeverQueue, 60, ""},
+		{"default rr", "", 30, "spec.slowStart"},
+		{"lc", v1alpha1.SchedulerLeastConnection, 30, "spec.slowStart"},
+		{"sh", v1alpha1.SchedulerSourceHashing, 30, "spec.slowStart"},
+		{"mh", v1alpha1.SchedulerMaglevHashing, 30, "spec.slowStart"},
+		{"dh", v1alpha1.SchedulerDestinationHashing, 30, "spec.slowStart"},
+		{"window over an hour", v1alpha1.SchedulerWeightedRoundRobin, 3601, "spec.slowStart.windowSeconds"},
+		{"window negative", v1alpha1.SchedulerWeightedRoundRobin, -1, "spec.slowStart.windowSeconds"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := pol("ns", "p", 0, match())
+			p.Spec.Scheduler = tc.scheduler
+			if tc.window != 0 {
+				p.Spec.SlowStart = &v1alpha1.SlowStartSpec{WindowSeconds: tc.window}
+			}
+			err := Check(&p)
+			if tc.field == "" {
+				if err != nil {
+					t.Fatalf("Check = %v, want valid", err)
+				}
+				return
+			}
+			if !errors.Is(err, ErrInvalidSpec) || !strings.Contains(err.Error(), tc.field+":") {
+				t.Fatalf("Check = %v, want ErrInvalidSpec naming %s", err, tc.field)
+			}
+		})
+	}
+}

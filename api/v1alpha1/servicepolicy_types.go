@@ -51,6 +51,7 @@ type DrainSpec struct {
 // silently selecting nothing.
 // +kubebuilder:validation:XValidation:rule="!has(self.selector.matchExpressions) || self.selector.matchExpressions.all(e, e.operator in ['In', 'NotIn', 'Exists', 'DoesNotExist'])",message="selector.matchExpressions[].operator must be one of In, NotIn, Exists, DoesNotExist",fieldPath=".selector.matchExpressions"
 // +kubebuilder:validation:XValidation:rule="!has(self.selector.matchExpressions) || self.selector.matchExpressions.all(e, e.operator in ['In', 'NotIn'] ? (has(e.values) && size(e.values) > 0) : (!has(e.values) || size(e.values) == 0))",message="selector.matchExpressions[].values must be non-empty for In and NotIn, and empty for Exists and DoesNotExist",fieldPath=".selector.matchExpressions"
+// +kubebuilder:validation:XValidation:rule="!has(self.slowStart) || (has(self.scheduler) ? self.scheduler : 'rr') in ['wrr', 'wlc', 'sed', 'nq']",messageExpression="'slowStart needs a scheduler that weighs real servers (wrr, wlc, sed or nq); scheduler ' + (has(self.scheduler) ? self.scheduler : 'rr') + ' ignores weights or rehashes on every change: set spec.scheduler to wrr, wlc, sed or nq, or remove spec.slowStart'",fieldPath=".slowStart"
 type ServicePolicySpec struct {
 	// selector selects Services in this policy's namespace. An empty selector selects every Service in the
 	// namespace.
@@ -73,7 +74,38 @@ type ServicePolicySpec struct {
 	// the checker never black-holes a Service. Unset: readiness alone decides.
 	// +optional
 	HealthCheck *HealthCheckSpec `json:"healthCheck,omitempty"`
+
+	// slowStart ramps up the weight of a real server whose endpoint has just become usable (a new or newly
+	// Ready pod, or one back from a failed health check), so that a cold pod is not flooded with new
+	// connections. Only for schedulers that weigh real servers: wrr, wlc, sed and nq. Unset: full weight
+	// at once.
+	// +optional
+	SlowStart *SlowStartSpec `json:"slowStart,omitempty"`
 }
+
+// SlowStartSpec says how a newly usable real server's weight ramps up.
+type SlowStartSpec struct {
+	// windowSeconds is how long the ramp takes: the weight starts at a tenth of the full weight and rises
+	// in ten equal steps to full at the end of the window. Editing it applies to ramps under way (the
+	// weight is a function of the time since the endpoint became usable).
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=3600
+	// +required
+	WindowSeconds int32 `json:"windowSeconds"`
+}
+
+// Slow start bounds, as the CRD states them, and the schedulers it is allowed with.
+const (
+	MaxSlowStartWindowSeconds int32 = 3600
+)
+
+// WeightedSchedulers are the schedulers whose choice between real servers of non-zero weight depends on the
+// weights in proportion, so that a ramp means something: wrr (weighted turns), wlc, sed and nq (connections
+// per unit of weight; nq picks an idle real server first). rr, lc and dh ignore weights except 0. sh and mh
+// do weigh (buckets per unit of weight), but rebuild their hash tables on every weight change, so each step
+// of a ramp would move clients and defeat the affinity they are chosen for.
+var WeightedSchedulers = []Scheduler{SchedulerWeightedRoundRobin, SchedulerWeightedLeastConnection,
+	SchedulerShortestExpectedDelay, SchedulerNeverQueue}
 
 // HealthCheckProtocol is how an endpoint is probed.
 // +kubebuilder:validation:Enum=TCP;HTTP
@@ -262,6 +294,14 @@ func (s *ServicePolicySpec) DrainTimeoutSeconds() int32 {
 		return DefaultDrainTimeoutSeconds
 	}
 	return *s.Drain.TimeoutSeconds
+}
+
+// SlowStartWindow returns the policy's slow start window in seconds, or 0 when unset.
+func (s *ServicePolicySpec) SlowStartWindow() int32 {
+	if s.SlowStart == nil {
+		return 0
+	}
+	return s.SlowStart.WindowSeconds
 }
 
 // Defaulted returns the health check with every unset field set to the CRD's default (for objects that

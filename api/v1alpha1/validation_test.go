@@ -91,6 +91,13 @@ func TestValidationRefusesBadPolicies(t *testing.T) {
 		{"health check healthy threshold 0", "selector: {}\nhealthCheck: {healthyThreshold: 0}", "spec.healthCheck.healthyThreshold", "greater than or equal to 1"},
 		{"health check relative path", "selector: {}\nhealthCheck: {protocol: HTTP, path: healthz}", "spec.healthCheck.path", "should match '^/'"},
 		{"health check status range reversed", "selector: {}\nhealthCheck: {protocol: HTTP, expectedStatuses: [{min: 299, max: 200}]}", "spec.healthCheck.expectedStatuses[0]", "min must not be greater than max"},
+		{"slow start with the default rr", "selector: {}\nslowStart: {windowSeconds: 30}", "spec.slowStart", "scheduler rr ignores weights or rehashes on every change: set spec.scheduler to wrr, wlc, sed or nq, or remove spec.slowStart"},
+		{"slow start with lc", "selector: {}\nscheduler: lc\nslowStart: {windowSeconds: 30}", "spec.slowStart", "scheduler lc ignores weights"},
+		{"slow start with sh", "selector: {}\nscheduler: sh\nslowStart: {windowSeconds: 30}", "spec.slowStart", "scheduler sh ignores weights or rehashes"},
+		{"slow start with mh", "selector: {}\nscheduler: mh\nslowStart: {windowSeconds: 30}", "spec.slowStart", "scheduler mh"},
+		{"slow start without a window", "selector: {}\nscheduler: wrr\nslowStart: {}", "spec.slowStart.windowSeconds", "Required value"},
+		{"slow start window 0", "selector: {}\nscheduler: wrr\nslowStart: {windowSeconds: 0}", "spec.slowStart.windowSeconds", "greater than or equal to 1"},
+		{"slow start window over an hour", "selector: {}\nscheduler: wlc\nslowStart: {windowSeconds: 3601}", "spec.slowStart.windowSeconds", "less than or equal to 3600"},
 		{"health check status out of range", "selector: {}\nhealthCheck: {protocol: HTTP, expectedStatuses: [{min: 200, max: 600}]}", "spec.healthCheck.expectedStatuses[0].max", "less than or equal to 599"},
 	}
 	for i, tc := range cases {
@@ -126,6 +133,16 @@ spec:
 	}
 	if got.Spec.Scheduler != lbv1alpha1.SchedulerRoundRobin {
 		t.Errorf("scheduler defaulted to %q, want rr", got.Spec.Scheduler)
+	}
+
+	for _, s := range lbv1alpha1.WeightedSchedulers {
+		p := &lbv1alpha1.ServicePolicy{}
+		p.Namespace, p.Name = "default", "slowstart-"+string(s)
+		p.Spec = lbv1alpha1.ServicePolicySpec{Selector: &metav1.LabelSelector{}, Scheduler: s,
+			SlowStart: &lbv1alpha1.SlowStartSpec{WindowSeconds: 60}}
+		if err := apiClient.Create(context.Background(), p); err != nil {
+			t.Errorf("slowStart with scheduler %s refused: %v", s, err)
+		}
 	}
 
 	for _, s := range lbv1alpha1.Schedulers {

@@ -127,6 +127,8 @@ func run(ctx context.Context, f flags) error {
 		// Probes run from this process, in the node's network namespace (hostNetwork).
 		// A restarted agent remembers which real servers the previous one had at weight 0.
 		Health: agent.NewHealthChecker(health.Options{}, kernel.engine.Programmed),
+		// A restarted agent resumes slow-start ramps from the kernel's weights.
+		Adopted: kernel.engine.Programmed,
 	}
 	// The node's HealthCheckStatus reports are written without a cache: the agent never watches other
 	// nodes' reports.

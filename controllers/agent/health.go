@@ -10,12 +10,14 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/sets"
 	"k8s.io/client-go/tools/events"
+	"k8s.io/client-go/util/flowcontrol"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
@@ -32,6 +34,19 @@ import (
 const (
 	ReasonHealthPanic      = "HealthCheckPanic"
 	ReasonHealthPanicEnded = "HealthCheckPanicEnded"
+	// ReasonEndpointUnhealthy: an endpoint crossed its unhealthy threshold and this node took it out of
+	// rotation. ReasonEndpointHealthy: it passes again and is back (with slow start, ramping up).
+	ReasonEndpointUnhealthy = "EndpointUnhealthy"
+	ReasonEndpointHealthy   = "EndpointHealthy"
+)
+
+// Endpoint Events are rate-limited per Service and node, as client-go's legacy recorder limits each source
+// and object (a token bucket): a burst of EndpointEventBurst, then one per EndpointEventInterval. A flapping
+// endpoint, or a mass failure across a large Service, cannot flood the API server; what is dropped is
+// counted in a log line, and the node's HealthCheckStatus and the metrics always have the current state.
+const (
+	EndpointEventBurst    = 10
+	EndpointEventInterval = 30 * time.Second
 )
 
 // HealthChecker runs the agent's prober (a manager Runnable) and turns verdict changes into reconciles of
@@ -146,11 +161,14 @@ func (h *HealthChecker) observe(ctx context.Context, key types.NamespacedName, s
 	h.prober.Set(key.String(), hl.Targets)
 	h.mu.Lock()
 	prev := h.state[key]
-	cur := serviceHealth{Health: desired.Health{Out: hl.Out, Taken: hl.Taken, Panic: hl.Panic}, policy: policyName}
+	cur := serviceHealth{Health: desired.Health{Out: hl.Out, Taken: hl.Taken, Panic: hl.Panic}, policy: policyName, events: prev.events}
 	if len(hl.Targets) == 0 && len(hl.Panic) == 0 {
 		delete(h.state, key)
 		cur = serviceHealth{}
 	} else {
+		if cur.events == nil {
+			cur.events = newEventLimiter()
+		}
 		h.state[key] = cur // the targets live in the prober
 	}
 	if h.report != nil && !cur.sameReport(prev) {
@@ -167,6 +185,9 @@ func (h *HealthChecker) observe(ctx context.Context, key types.NamespacedName, s
 	log := logf.FromContext(ctx).WithValues("service", key)
 	if prev.Out != hl.Out {
 		log.Info("Health check changed the real servers in rotation", "takenOut", hl.Out)
+	}
+	if svc != nil {
+		h.endpointEvents(log, svc, prev.Taken, hl.Taken, cur.events, rec, node)
 	}
 	was, is := len(prev.Panic) > 0, len(hl.Panic) > 0
 	if was == is || svc == nil {
@@ -198,6 +219,74 @@ func boolInt(b bool) int {
 type serviceHealth struct {
 	desired.Health
 	policy string
+	// events limits the Service's endpoint Events on this node (nil until the first one).
+	events *eventLimiter
+}
+
+// eventLimiter is a token bucket with a count of what it refused since the last Event it let through.
+type eventLimiter struct {
+	bucket  flowcontrol.PassiveRateLimiter
+	dropped int
+}
+
+// endpointEvents sends, on the Service, an Event per probe target newly taken out (Warning) and per target
+// back in rotation because it passes again (Normal); a target that left the Taken list for another reason
+// (its endpoint went away, or panic mode serves it) gets none. Several virtual servers of one endpoint
+// (ports, families) share a target and one Event. Only this node's agent writes these Events (the note
+// names the node), so every Event object has one writer.
+func (h *HealthChecker) endpointEvents(log logr.Logger, svc *corev1.Service, before, after []desired.Taken, lim *eventLimiter, rec events.EventRecorder, node string) {
+	if rec == nil || lim == nil {
+		return
+	}
+	was, is := takenTargets(before), takenTargets(after)
+	type ev struct {
+		warning bool
+		t       health.Target
+	}
+	var out []ev
+	for _, t := range sortedTargets(is.Difference(was)) {
+		out = append(out, ev{true, t})
+	}
+	for _, t := range sortedTargets(was.Difference(is)) {
+		if unhealthy, registered := h.prober.Lookup(t); registered && !unhealthy {
+			out = append(out, ev{false, t})
+		}
+	}
+	for _, e := range out {
+		if !lim.bucket.TryAccept() {
+			lim.dropped++
+			continue
+		}
+		if lim.dropped > 0 {
+			log.Info("Endpoint health Events were rate-limited", "dropped", lim.dropped)
+			lim.dropped = 0
+		}
+		if e.warning {
+			rec.Eventf(svc, nil, corev1.EventTypeWarning, ReasonEndpointUnhealthy, "HealthCheck",
+				"node %s: endpoint %s failed %d health checks in a row: out of rotation on this node", node, e.t, e.t.UnhealthyThreshold)
+		} else {
+			rec.Eventf(svc, nil, corev1.EventTypeNormal, ReasonEndpointHealthy, "HealthCheck",
+				"node %s: endpoint %s passes its health check again: back in rotation on this node", node, e.t)
+		}
+	}
+}
+
+func takenTargets(taken []desired.Taken) sets.Set[health.Target] {
+	out := sets.New[health.Target]()
+	for _, t := range taken {
+		out.Insert(t.Target)
+	}
+	return out
+}
+
+func sortedTargets(s sets.Set[health.Target]) []health.Target {
+	out := s.UnsortedList()
+	slices.SortFunc(out, func(a, b health.Target) int { return strings.Compare(a.String(), b.String()) })
+	return out
+}
+
+func newEventLimiter() *eventLimiter {
+	return &eventLimiter{bucket: flowcontrol.NewTokenBucketPassiveRateLimiter(float32(time.Second)/float32(EndpointEventInterval), EndpointEventBurst)}
 }
 
 // sameReport reports whether two states would put the same lines in the policy's report.

@@ -3,12 +3,16 @@ package agent
 import (
 	"context"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
 
 	"github.com/ipvs-operator/ipvs-operator/controllers/agent/desired"
 
@@ -88,4 +92,86 @@ func gauge(t *testing.T, g prometheus.Gauge) float64 {
 		t.Fatal(err)
 	}
 	return m.GetGauge().GetValue()
+}
+
+// drain returns the Events a FakeRecorder holds.
+func drain(rec *events.FakeRecorder) []string {
+	var out []string
+	for {
+		select {
+		case e := <-rec.Events:
+			out = append(out, e)
+		default:
+			return out
+		}
+	}
+}
+
+// Endpoint Events: one Warning per target newly taken out and one Normal per target back in rotation, not one
+// per virtual server; none for a target that left for another reason; a flapping endpoint is rate-limited.
+func TestHealthCheckerEndpointEvents(t *testing.T) {
+	h := NewHealthChecker(health.Options{}, nil)
+	ctx := context.Background()
+	key := types.NamespacedName{Namespace: "ns", Name: "web"}
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "web"}}
+	rec := events.NewFakeRecorder(1000)
+	check := health.Check{Protocol: health.TCP, Period: time.Hour, Timeout: time.Second, UnhealthyThreshold: 3, HealthyThreshold: 2}
+	t1 := health.Target{Addr: netip.MustParseAddr("10.244.1.5"), Port: 8080, Check: check}
+	t2 := health.Target{Addr: netip.MustParseAddr("10.244.1.6"), Port: 8080, Check: check}
+	vs80 := ipvs.ServiceKey{Address: netip.MustParseAddr("10.96.0.10"), Port: 80, Protocol: ipvs.TCP}
+	vs81 := ipvs.ServiceKey{Address: netip.MustParseAddr("10.96.0.10"), Port: 81, Protocol: ipvs.TCP}
+	out := func(targets ...health.Target) desired.Health {
+		hl := desired.Health{Targets: []health.Target{t1, t2}}
+		for _, tg := range targets {
+			for _, vs := range []ipvs.ServiceKey{vs80, vs81} { // two ports, one probe target
+				hl.Taken = append(hl.Taken, desired.Taken{Server: vs, Real: ipvs.DestinationKey{Address: tg.Addr, Port: tg.Port}, Target: tg})
+				hl.Out++
+			}
+		}
+		return hl
+	}
+
+	h.observe(ctx, key, svc, out(), "p", rec, "node-a")
+	if got := drain(rec); len(got) != 0 {
+		t.Fatalf("all healthy: Events %q, want none", got)
+	}
+	h.observe(ctx, key, svc, out(t1), "p", rec, "node-a")
+	h.observe(ctx, key, svc, out(t1), "p", rec, "node-a") // no transition
+	got := drain(rec)
+	want := "Warning EndpointUnhealthy node node-a: endpoint tcp://10.244.1.5:8080 failed 3 health checks in a row: out of rotation on this node"
+	if len(got) != 1 || got[0] != want {
+		t.Fatalf("taken out: Events %q, want [%q]", got, want)
+	}
+	h.observe(ctx, key, svc, out(t2), "p", rec, "node-a")
+	got = drain(rec)
+	if len(got) != 2 || !strings.HasPrefix(got[0], "Warning EndpointUnhealthy node node-a: endpoint tcp://10.244.1.6:8080") ||
+		!strings.HasPrefix(got[1], "Normal EndpointHealthy node node-a: endpoint tcp://10.244.1.5:8080 passes") {
+		t.Fatalf("one out, one back: Events %q", got)
+	}
+
+	// A taken-out endpoint that goes away (not registered any more) gets no Event.
+	hl := out()
+	hl.Targets = []health.Target{t1}
+	h.observe(ctx, key, svc, hl, "p", rec, "node-a")
+	if got := drain(rec); len(got) != 0 {
+		t.Fatalf("t2 gone: Events %q, want none", got)
+	}
+
+	// A flapping endpoint: 100 transitions, at most the burst in Events (the bucket refills one per 30 s).
+	for i := range 100 {
+		if i%2 == 0 {
+			h.observe(ctx, key, svc, out(t1), "p", rec, "node-a")
+		} else {
+			h.observe(ctx, key, svc, out(), "p", rec, "node-a")
+		}
+	}
+	if got := drain(rec); len(got) > EndpointEventBurst {
+		t.Errorf("a flapping endpoint made %d Events, want at most %d", len(got), EndpointEventBurst)
+	}
+
+	// Without a health check any more: no state, no Events.
+	h.observe(ctx, key, svc, desired.Health{}, "", rec, "node-a")
+	if got := drain(rec); len(got) != 0 {
+		t.Errorf("health check removed: Events %q, want none", got)
+	}
 }

@@ -32,6 +32,7 @@ import (
 	"github.com/ipvs-operator/ipvs-operator/api/policy"
 	lbv1alpha1 "github.com/ipvs-operator/ipvs-operator/api/v1alpha1"
 	"github.com/ipvs-operator/ipvs-operator/controllers/agent/desired"
+	"github.com/ipvs-operator/ipvs-operator/ipvs"
 )
 
 // The agent only reads the cluster; per-node results go to metrics, logs and Events, never to a status that
@@ -62,13 +63,19 @@ type ServiceReconciler struct {
 	// Health probes the endpoints of Services whose policy has a health check; nil: no probes (a policy's
 	// health check is then ignored).
 	Health *HealthChecker
+	// Adopted returns the engine's table once it has adopted the kernel's (syncer.Syncer.Programmed), so
+	// that slow-start ramps a previous agent began continue where the kernel's weights show them, and
+	// endpoints at full weight do not ramp again; nil: a restart starts every Service at full weight.
+	Adopted func() []ipvs.VirtualServer
 
 	initOnce sync.Once
 	held     *heldServices
 	// governors remembers, per Service, the policy that last governed it with its settings, so that a
 	// policy that turns invalid leaves its Services balanced as they were (see policy).
 	governors *governorMemory
-	noCRD     atomic.Bool
+	// slow remembers the ramps of Services with a slow start.
+	slow  *slowStarts
+	noCRD atomic.Bool
 	// policiesWatched says whether the ServicePolicy watch has started (its CRD is installed); nil means
 	// always (no optional watch). Until it has, a List of ServicePolicies would make the cache try to start
 	// an informer for a kind the API server does not serve, re-reading discovery on every Service's sync.
@@ -82,6 +89,7 @@ func (r *ServiceReconciler) init() {
 		}
 		r.held = newHeldServices(r.Clock)
 		r.governors = &governorMemory{m: map[types.NamespacedName]governor{}}
+		r.slow = newSlowStarts(r.Adopted)
 		if r.Health != nil {
 			r.Options.Health = r.Health
 		}
@@ -128,6 +136,7 @@ func (r *ServiceReconciler) syncService(ctx context.Context, key types.Namespace
 		state    desired.State
 		hl       desired.Health
 		epSlices []*discoveryv1.EndpointSlice
+		ramping  time.Duration // until the next step of a slow-start ramp; 0: none
 	)
 	if svc != nil && desired.InScope(svc, r.Options.ManageAll) {
 		var err error
@@ -149,8 +158,16 @@ func (r *ServiceReconciler) syncService(ctx context.Context, key types.Namespace
 			}
 			return 0, reconcile.TerminalError(err)
 		}
-	} else if svc == nil {
-		r.governors.forget(key)
+		if pol != nil && pol.SlowStart > 0 {
+			state, ramping = r.slow.apply(key, state, pol.SlowStart, r.Clock.Now())
+		} else {
+			r.slow.forget(key)
+		}
+	} else {
+		r.slow.forget(key)
+		if svc == nil {
+			r.governors.forget(key)
+		}
 	}
 	r.held.release(key)
 	if r.Health != nil {
@@ -171,7 +188,15 @@ func (r *ServiceReconciler) syncService(ctx context.Context, key types.Namespace
 		log.V(1).Info("Programmed Service", "kernelOps", res.Ops)
 		observeProgrammingLatency(r.Clock.Now(), epSlices)
 	}
-	return res.RequeueAfter, nil
+	return minPositive(res.RequeueAfter, ramping), nil
+}
+
+// minPositive is the smaller of two durations, ignoring zeros (no timer).
+func minPositive(a, b time.Duration) time.Duration {
+	if a <= 0 || (b > 0 && b < a) {
+		return b
+	}
+	return a
 }
 
 // hold keeps what the kernel has for a Service whose desired state cannot be computed: an error in reading
@@ -276,6 +301,7 @@ func (r *ServiceReconciler) policy(ctx context.Context, svc *corev1.Service) (*d
 		Scheduler:    string(winner.Spec.SchedulerOrDefault()),
 		DrainTimeout: time.Duration(winner.Spec.DrainTimeoutSeconds()) * time.Second,
 		HealthCheck:  healthCheckSettings(winner.Spec.HealthCheck),
+		SlowStart:    time.Duration(winner.Spec.SlowStartWindow()) * time.Second,
 	}
 	r.governors.set(key, governor{uid: winner.UID, name: winner.Name, settings: settings})
 	return &settings, nil

@@ -143,6 +143,8 @@ type agentConfig struct {
 	// noReports is set (a second agent of the same node name).
 	health    *agent.HealthChecker
 	noReports bool
+	// adopted, if set, is the engine's table after adoption (slow-start ramps resume from it).
+	adopted func() []ipvs.VirtualServer
 }
 
 type runningAgent struct {
@@ -173,6 +175,7 @@ func startAgent(ctx context.Context, ac agentConfig) runningAgent {
 		Clock:           clock.RealClock{},
 		CRDPollInterval: 500 * time.Millisecond,
 		Health:          ac.health,
+		Adopted:         ac.adopted,
 	}
 	if ac.health != nil {
 		if !ac.noReports {

@@ -580,6 +580,7 @@ func RegisterScenarios(driver func() Driver) {
 
 	registerChurn(&drv, &ns)
 	registerHealthChecks(&drv, &ns, &cli)
+	registerSlowStart(&drv, &ns)
 }
 
 // steadyTimeout bounds each request of a steady loop. It is longer than a single request's 2 s: under TCG

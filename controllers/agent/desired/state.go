@@ -44,6 +44,9 @@ type Policy struct {
 	DrainTimeout time.Duration
 	// HealthCheck, if set, gates the Service's real servers on active probes (see Translate).
 	HealthCheck *HealthCheck
+	// SlowStart, if not 0, is the window over which a newly usable real server's weight ramps up (see
+	// SlowStart); the caller applies it to Translate's State, since it needs memory and a clock.
+	SlowStart time.Duration
 }
 
 // HealthCheck is a policy's spec.healthCheck, defaulted.
