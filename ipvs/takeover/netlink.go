@@ -25,7 +25,7 @@ func nftFamily(f Family) nftables.TableFamily {
 	return nftables.TableFamilyIPv4
 }
 
-var firewallTables = []string{"nat", "filter"}
+var firewallTables = []string{TableNAT, TableFilter}
 
 // Read implements Firewall. Equivalent to: `iptables-nft-save -t nat; iptables-nft-save -t filter`.
 func (NFTablesFirewall) Read(family Family) ([]Chain, []Jump, error) {

@@ -34,9 +34,15 @@ import (
 // pkg/proxy/ipvs).
 const KubeProxyInterface = "kube-ipvs0"
 
+// The iptables tables kube-proxy's IPVS mode writes.
+const (
+	TableNAT    = "nat"
+	TableFilter = "filter"
+)
+
 // Chain is an iptables chain in a table.
 type Chain struct {
-	Table string // "nat", "filter"
+	Table string // TableNAT, TableFilter
 	Name  string
 }
 
@@ -46,17 +52,17 @@ func (c Chain) String() string { return c.Table + "/" + c.Name }
 // of what to remove (iptablesCleanupChains in pkg/proxy/ipvs/proxier.go). Chains named KUBE-* that kubelet
 // owns (KUBE-FIREWALL, KUBE-KUBELET-CANARY, KUBE-IPTABLES-HINT) are not among them and are left alone.
 var KubeProxyChains = []Chain{
-	{"nat", "KUBE-SERVICES"},
-	{"nat", "KUBE-POSTROUTING"},
-	{"nat", "KUBE-NODE-PORT"},
-	{"nat", "KUBE-LOAD-BALANCER"},
-	{"nat", "KUBE-MARK-MASQ"},
-	{"filter", "KUBE-FORWARD"},
-	{"filter", "KUBE-NODE-PORT"},
-	{"filter", "KUBE-PROXY-FIREWALL"},
-	{"filter", "KUBE-SOURCE-RANGES-FIREWALL"},
-	{"filter", "KUBE-IPVS-FILTER"},
-	{"filter", "KUBE-IPVS-OUT-FILTER"},
+	{TableNAT, "KUBE-SERVICES"},
+	{TableNAT, "KUBE-POSTROUTING"},
+	{TableNAT, "KUBE-NODE-PORT"},
+	{TableNAT, "KUBE-LOAD-BALANCER"},
+	{TableNAT, "KUBE-MARK-MASQ"},
+	{TableFilter, "KUBE-FORWARD"},
+	{TableFilter, "KUBE-NODE-PORT"},
+	{TableFilter, "KUBE-PROXY-FIREWALL"},
+	{TableFilter, "KUBE-SOURCE-RANGES-FIREWALL"},
+	{TableFilter, "KUBE-IPVS-FILTER"},
+	{TableFilter, "KUBE-IPVS-OUT-FILTER"},
 }
 
 // KubeProxySets are the ipsets kube-proxy v1.37.1's IPVS mode creates (ipsetInfo in pkg/proxy/ipvs/proxier.go);

@@ -294,19 +294,7 @@ func buildInitramfs(ctx context.Context, cache string, k *Kernel, out io.Writer)
 	if err := addXtables(ctx, s); err != nil {
 		return "", err
 	}
-	for _, f := range []string{"/etc/protocols", "/etc/services", "/etc/ethertypes"} {
-		if fileExists(f) {
-			s.file(strings.TrimPrefix(f, "/"), f, 0o644)
-		}
-	}
-	if fileExists("/etc/iproute2") {
-		_ = filepath.WalkDir("/etc/iproute2", func(p string, d fs.DirEntry, err error) error {
-			if err == nil && d.Type().IsRegular() {
-				s.file(strings.TrimPrefix(p, "/"), p, 0o644)
-			}
-			return nil
-		})
-	}
+	s.hostEtc()
 	s.inline("etc/passwd", []byte("root:x:0:0:root:/root:/bin/sh\n"), 0o644)
 	s.inline("etc/group", []byte("root:x:0:\n"), 0o644)
 	s.inline("etc/hosts", []byte("127.0.0.1 localhost\n10.0.2.100 lab-host\n"), 0o644)
@@ -413,4 +401,22 @@ func addXtables(ctx context.Context, s *initramfsSpec) error {
 		s.libraries(out)
 	}
 	return nil
+}
+
+// hostEtc adds the host's protocol, service and ethertype names and iproute2's tables, which the programs
+// above read.
+func (s *initramfsSpec) hostEtc() {
+	for _, f := range []string{"/etc/protocols", "/etc/services", "/etc/ethertypes"} {
+		if fileExists(f) {
+			s.file(strings.TrimPrefix(f, "/"), f, 0o644)
+		}
+	}
+	if fileExists("/etc/iproute2") {
+		_ = filepath.WalkDir("/etc/iproute2", func(p string, d fs.DirEntry, err error) error {
+			if err == nil && d.Type().IsRegular() {
+				s.file(strings.TrimPrefix(p, "/"), p, 0o644)
+			}
+			return nil
+		})
+	}
 }
