@@ -3,6 +3,7 @@ package dataplane
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -24,6 +25,9 @@ type TakeoverHooks struct {
 	// StartKubeProxy runs kube-proxy v1.37.1 in mode ("ipvs", "nftables") on node and returns a function
 	// that stops it (SIGTERM: kube-proxy leaves its state in the kernel, as when its DaemonSet is deleted).
 	StartKubeProxy func(ctx context.Context, node, mode string) (stop func(context.Context) error, err error)
+	// CleanupKubeProxy runs `kube-proxy --cleanup` on node (with mode's configuration): it removes what
+	// every mode leaves, and flushes the whole IPVS table.
+	CleanupKubeProxy func(ctx context.Context, node, mode string) error
 	// Install installs the operator with extra operator arguments and waits until the agents are ready.
 	Install func(ctx context.Context, args ...string) error
 	// Uninstall removes the install and waits until no agent pod is left.
@@ -74,58 +78,8 @@ func RegisterTakeover(driver func() Driver, hooks func() TakeoverHooks) {
 		}
 
 		// The steady loop: back-to-back windows of requests from each node's client pod to both ports.
-		var (
-			mu      sync.Mutex
-			windows []steadyWindow
-			wg      sync.WaitGroup
-		)
-		stopLoop := make(chan struct{})
-		targets := map[string]request{
-			"http": {proto: "http", addr: hostPort(vip, 80)},
-			"udp":  {proto: "udp", addr: hostPort(vip, 53)},
-		}
-		for _, node := range drv.Nodes() {
-			for name, req := range targets {
-				req.duration, req.interval, req.timeout = takeoverWindow, 100*time.Millisecond, 2*time.Second
-				pod := clients[node]
-				wg.Go(func() {
-					defer GinkgoRecover()
-					for {
-						select {
-						case <-stopLoop:
-							return
-						default:
-						}
-						w := steadyWindow{node: node, service: name, start: time.Now()}
-						out, err := drv.PodExec(ctx, types.NamespacedName{Namespace: pod.Namespace, Name: pod.Name}, req.argv(drv)...)
-						w.end = time.Now()
-						if err == nil {
-							w.out, err = parseOutcome(out)
-						} else {
-							err = fmt.Errorf("%w: %s", err, out)
-						}
-						w.err = err
-						mu.Lock()
-						windows = append(windows, w)
-						mu.Unlock()
-						if ctx.Err() != nil {
-							return
-						}
-					}
-				})
-			}
-		}
-		finish := func() {
-			close(stopLoop)
-			wg.Wait()
-		}
-		defer func() {
-			select {
-			case <-stopLoop:
-			default:
-				finish()
-			}
-		}()
+		finish := steadyLoop(ctx, drv, clients, vip)
+		defer finish()
 
 		time.Sleep(2 * takeoverWindow) // kube-proxy alone serves some windows
 		tStop := time.Now()
@@ -156,26 +110,10 @@ func RegisterTakeover(driver func() Driver, hooks func() TakeoverHooks) {
 		}
 		GinkgoWriter.Printf("kube-proxy's leftovers gone from every node %s after the agents were ready\n", time.Since(tLeft).Round(time.Millisecond))
 		time.Sleep(2 * takeoverWindow) // the agents alone serve some windows
-		finish()
+		windows := finish()
 
 		// Judgement: every window answered in full, by the Service's pods, through the same ClusterIP.
-		mu.Lock()
-		defer mu.Unlock()
-		total := map[string]int{}
-		var bad []string
-		for _, w := range windows {
-			if w.err != nil {
-				bad = append(bad, fmt.Sprintf("%s %s at %s: %v", w.node, w.service, w.start.Format("15:04:05.000"), w.err))
-				continue
-			}
-			total[w.service] += w.out.OK
-			if w.out.Failed > 0 || w.out.OK == 0 {
-				bad = append(bad, fmt.Sprintf("%s %s %s-%s: %s", w.node, w.service, w.start.Format("15:04:05.000"), w.end.Format("15:04:05.000"), w.out))
-			}
-			for name := range w.out.Answers {
-				Expect(podNames(pods)).To(ContainElement(name), "an answer from outside the Service's pods")
-			}
-		}
+		bad, total := judgeWindows(windows, pods)
 		Expect(bad).To(BeEmpty(), "failed requests during the takeover")
 		AddReportEntry("takeover", fmt.Sprintf("%d windows, answered requests %v; agents ready %s after the install", len(windows), total, ready.Round(time.Millisecond)),
 			ReportEntryVisibilityAlways)
@@ -233,4 +171,78 @@ func RegisterTakeover(driver func() Driver, hooks func() TakeoverHooks) {
 		}
 		Expect(h.Uninstall(ctx)).To(Succeed())
 	})
+}
+
+// steadyLoop sends back-to-back windows of HTTP (port 80) and UDP (port 53) requests to vip from each node's
+// client pod until the returned function is called, which waits for the last windows and returns them all.
+func steadyLoop(ctx context.Context, drv Driver, clients map[string]*corev1.Pod, vip string) func() []steadyWindow {
+	var (
+		mu      sync.Mutex
+		windows []steadyWindow
+		wg      sync.WaitGroup
+	)
+	stop := make(chan struct{})
+	targets := map[string]request{
+		"http": {proto: "http", addr: hostPort(vip, 80)},
+		"udp":  {proto: "udp", addr: hostPort(vip, 53)},
+	}
+	for node, pod := range clients {
+		for name, req := range targets {
+			req.duration, req.interval, req.timeout = takeoverWindow, 100*time.Millisecond, 2*time.Second
+			wg.Go(func() {
+				defer GinkgoRecover()
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					w := steadyWindow{node: node, service: vip + " " + name, start: time.Now()}
+					out, err := drv.PodExec(ctx, types.NamespacedName{Namespace: pod.Namespace, Name: pod.Name}, req.argv(drv)...)
+					w.end = time.Now()
+					if err == nil {
+						w.out, err = parseOutcome(out)
+					} else {
+						err = fmt.Errorf("%w: %s", err, out)
+					}
+					w.err = err
+					mu.Lock()
+					windows = append(windows, w)
+					mu.Unlock()
+					if ctx.Err() != nil {
+						return
+					}
+				}
+			})
+		}
+	}
+	var once sync.Once
+	return func() []steadyWindow {
+		once.Do(func() { close(stop) })
+		wg.Wait()
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(windows)
+	}
+}
+
+// judgeWindows lists the windows that failed (an error, a failed request, or no answer at all) and counts the
+// answered requests per target; an answer from a pod not in pods fails the spec.
+func judgeWindows(windows []steadyWindow, pods []corev1.Pod) (bad []string, total map[string]int) {
+	GinkgoHelper()
+	total = map[string]int{}
+	for _, w := range windows {
+		if w.err != nil {
+			bad = append(bad, fmt.Sprintf("%s %s at %s: %v", w.node, w.service, w.start.Format("15:04:05.000"), w.err))
+			continue
+		}
+		total[w.service] += w.out.OK
+		if w.out.Failed > 0 || w.out.OK == 0 {
+			bad = append(bad, fmt.Sprintf("%s %s %s-%s: %s", w.node, w.service, w.start.Format("15:04:05.000"), w.end.Format("15:04:05.000"), w.out))
+		}
+		for name := range w.out.Answers {
+			Expect(podNames(pods)).To(ContainElement(name), "an answer from outside the Service's pods")
+		}
+	}
+	return bad, total
 }

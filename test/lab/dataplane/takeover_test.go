@@ -46,6 +46,9 @@ func takeoverHooks() dataplane.TakeoverHooks {
 				return kp.Stop(ctx, theLab, pid)
 			}, nil
 		},
+		CleanupKubeProxy: func(ctx context.Context, node, mode string) error {
+			return bench.KubeProxy{Mode: mode, Binary: binary}.Cleanup(ctx, theLab, node)
+		},
 		Install: func(ctx context.Context, args ...string) error {
 			if err := namespaceGone(ctx, theLab.Client()); err != nil {
 				return err
