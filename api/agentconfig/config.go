@@ -40,6 +40,7 @@ const (
 	FlagCleanup          = "cleanup"
 	FlagLoadModules      = "load-kernel-modules"
 	FlagStrictARP        = "strict-arp"
+	FlagTakeover         = "takeover-kube-proxy-ipvs"
 )
 
 // NodeNameEnv is the environment variable the agent reads its node's name from when --node-name is not
@@ -117,6 +118,9 @@ const (
 	MinDriftCheckPeriod = 100 * time.Millisecond
 )
 
+// KubeProxyInterface is the dummy device kube-proxy's IPVS mode binds ClusterIPs to.
+const KubeProxyInterface = "kube-ipvs0"
+
 // MaxInterfaceNameLen is the kernel's limit on a link name (IFNAMSIZ less the terminating NUL).
 const MaxInterfaceNameLen = 15
 
@@ -157,6 +161,13 @@ type Config struct {
 	SysctlRoot string
 	// StrictARP sets net.ipv4.conf.all.arp_ignore=1 and arp_announce=2 (--strict-arp).
 	StrictARP bool
+	// TakeoverKubeProxyIPVS makes the agent take over a node that kube-proxy programmed in IPVS mode, without
+	// a gap: it adopts kube-proxy's virtual servers and ClusterIPs for the Services it serves (binding them on
+	// its own device before they leave kube-ipvs0, editing virtual and real servers in place), then, once it
+	// programs every Service, removes kube-proxy's leftovers: kube-ipvs0, its iptables chains, its ipsets
+	// (--takeover-kube-proxy-ipvs). kube-proxy must no longer run on the node: its IPVS mode deletes every
+	// virtual server it did not create on each sync.
+	TakeoverKubeProxyIPVS bool
 	// Cleanup makes the agent remove everything it owns from the kernel, print what it removed, then exit;
 	// a running agent on the node is asked to do it (--cleanup).
 	Cleanup bool
@@ -218,6 +229,10 @@ func (c *Config) BindFlags(fs *flag.FlagSet) {
 		"A container's /proc/sys is read-only, so the DaemonSet mounts the host's /proc/sys/net at <root>/net.")
 	fs.BoolVar(&c.StrictARP, FlagStrictARP, c.StrictARP, "Keep the node from answering ARP for addresses on other interfaces, "+
 		"such as the ClusterIPs on the dummy interface (net.ipv4.conf.all.arp_ignore=1, arp_announce=2).")
+	fs.BoolVar(&c.TakeoverKubeProxyIPVS, FlagTakeover, c.TakeoverKubeProxyIPVS, "Take over from kube-proxy's IPVS mode on this node without a gap: adopt its virtual servers and ClusterIPs "+
+		"(bound on --"+FlagInterface+" before they leave "+KubeProxyInterface+"; virtual and real servers edited in place), then, once every Service is programmed, "+
+		"remove "+KubeProxyInterface+", kube-proxy's iptables chains and its ipsets. Stop kube-proxy on the node first: its IPVS mode deletes every virtual server it did not create. "+
+		"Needs --"+FlagScope+"="+ScopeAll+".")
 	fs.BoolVar(&c.LoadModules, FlagLoadModules, c.LoadModules, "Load the kernel modules the agent needs (needs CAP_SYS_MODULE and the host's /lib/modules), then exit. "+
 		"The DaemonSet runs this as its init container, so that the agent itself runs without CAP_SYS_MODULE.")
 	fs.BoolVar(&c.Cleanup, FlagCleanup, c.Cleanup, "Remove everything the agent owns from the kernel (virtual servers on its ClusterIPs, the dummy interface, its nftables table), print what was removed, and exit. "+
@@ -308,6 +323,12 @@ func (c Config) validate() []error {
 	}
 	if c.HealthAddress == c.MetricsAddress && c.HealthAddress != "0" && port(c.HealthAddress) != "0" {
 		bad(FlagHealthAddress, c.HealthAddress, "must differ from --"+FlagMetricsAddress+" (both listen there)")
+	}
+	if c.TakeoverKubeProxyIPVS && c.Scope != ScopeAll {
+		bad(FlagTakeover, c.TakeoverKubeProxyIPVS, "needs --"+FlagScope+"="+ScopeAll+": kube-proxy no longer runs on the node, so the agent must serve every Service it served")
+	}
+	if c.TakeoverKubeProxyIPVS && c.Interface == KubeProxyInterface {
+		bad(FlagInterface, c.Interface, "must not be kube-proxy's device with --"+FlagTakeover+": the takeover deletes "+KubeProxyInterface)
 	}
 	if c.Workers < 1 {
 		bad(FlagWorkers, c.Workers, "must be at least 1")

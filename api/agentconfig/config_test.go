@@ -34,6 +34,8 @@ func everyFieldSet() Config {
 		Workers:          9,
 		SysctlRoot:       "/host/proc/sys",
 		StrictARP:        false,
+		// TakeoverKubeProxyIPVS needs ScopeAll, set above
+		TakeoverKubeProxyIPVS: true,
 	}
 }
 
@@ -109,6 +111,11 @@ func TestValidateNamesTheFlag(t *testing.T) {
 		{"loading modules needs no node name", func(c *Config) { c.NodeName = ""; c.LoadModules = true }, ""},
 		{"two modes at once", func(c *Config) { c.LoadModules, c.Cleanup = true, true }, FlagLoadModules},
 		{"strict ARP off", func(c *Config) { c.StrictARP = false }, ""},
+		{"takeover with scope all", func(c *Config) { c.TakeoverKubeProxyIPVS, c.Scope = true, ScopeAll }, ""},
+		{"takeover needs scope all", func(c *Config) { c.TakeoverKubeProxyIPVS = true }, FlagTakeover},
+		{"takeover onto kube-proxy's device", func(c *Config) {
+			c.TakeoverKubeProxyIPVS, c.Scope, c.Interface = true, ScopeAll, KubeProxyInterface
+		}, FlagInterface},
 		{"empty interface", func(c *Config) { c.Interface = "" }, FlagInterface},
 		{"interface too long", func(c *Config) { c.Interface = "sixteen-chars-xx" }, FlagInterface},
 		{"scope", func(c *Config) { c.Scope = "some" }, FlagScope},

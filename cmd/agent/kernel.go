@@ -17,11 +17,13 @@ import (
 	"github.com/ipvs-operator/ipvs-operator/ipvs/host"
 	"github.com/ipvs-operator/ipvs-operator/ipvs/nftrules"
 	"github.com/ipvs-operator/ipvs-operator/ipvs/syncer"
+	"github.com/ipvs-operator/ipvs-operator/ipvs/takeover"
 )
 
 // kernel is the node's kernel as the agent drives it: IPVS, the dummy interface, the nftables table.
 type kernel struct {
 	ipvs   ipvs.Interface
+	vips   ipvs.VIPs
 	engine *syncer.Syncer
 }
 
@@ -72,7 +74,7 @@ func prepareKernel(f flags, ipv6 bool) (*kernel, error) {
 		return nil, fmt.Errorf("opening nftables: %w", err)
 	}
 	engine := syncer.New(handle, vips, rules, clock.RealClock{}, syncer.Options{Metrics: agent.EngineMetrics{}})
-	return &kernel{ipvs: handle, engine: engine}, nil
+	return &kernel{ipvs: handle, vips: vips, engine: engine}, nil
 }
 
 // checkModules fails, naming them, when modules the agent needs are neither loaded nor built in. Missing
@@ -124,4 +126,17 @@ func loadModules(l *host.Loader, out io.Writer) error {
 		return slices.Contains(missing, m)
 	}), " "))
 	return nil
+}
+
+// takeoverFrom returns the takeover from kube-proxy's IPVS mode (--takeover-kube-proxy-ipvs), or nil.
+func (k *kernel) takeoverFrom(f flags) (agent.Takeover, error) {
+	if !f.TakeoverKubeProxyIPVS {
+		return nil, nil
+	}
+	theirs, err := ipvs.NewDummyVIPs(takeover.KubeProxyInterface)
+	if err != nil {
+		return nil, err
+	}
+	return &takeover.Takeover{Agent: k.vips, KubeProxy: theirs, AgentDevice: f.Interface,
+		Firewall: takeover.NFTablesFirewall{}, Sets: takeover.NetlinkIPSets{}}, nil
 }

@@ -144,7 +144,11 @@ func run(ctx context.Context, f flags) error {
 	if err != nil {
 		return err
 	}
-	startup := agent.NewStartup(agent.StartupConfig{
+	tk, err := kernel.takeoverFrom(f)
+	if err != nil {
+		return err
+	}
+	startup := agent.NewStartup(agent.StartupConfig{Takeover: tk,
 		Cache: mgr.GetCache(), Client: mgr.GetClient(), Engine: engine,
 		Services: services, AuditPeriod: f.AuditPeriod, PodCIDRs: podCIDRs, DriftCheckPeriod: f.DriftCheckPeriod,
 	})
@@ -175,6 +179,7 @@ func run(ctx context.Context, f flags) error {
 		return err
 	}
 	log.Info("Starting", "node", f.NodeName, "interface", f.Interface, "scope", f.Scope,
-		"defaultScheduler", f.DefaultScheduler, "auditPeriod", f.AuditPeriod, "detectLocalMode", f.DetectLocalMode)
+		"defaultScheduler", f.DefaultScheduler, "auditPeriod", f.AuditPeriod, "detectLocalMode", f.DetectLocalMode,
+		"takeoverKubeProxyIPVS", f.TakeoverKubeProxyIPVS)
 	return mgr.Start(ctx)
 }

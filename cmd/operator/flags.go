@@ -51,6 +51,7 @@ var agentSettings = map[string]string{
 	agentconfig.FlagPodBridge:        "AGENT_POD_BRIDGE_INTERFACE (--agent-pod-bridge-interface)",
 	agentconfig.FlagPodIfacePrefix:   "AGENT_POD_INTERFACE_NAME_PREFIX (--agent-pod-interface-name-prefix)",
 	agentconfig.FlagStrictARP:        "AGENT_STRICT_ARP (--agent-strict-arp)",
+	agentconfig.FlagTakeover:         "AGENT_TAKEOVER_KUBE_PROXY_IPVS (--agent-takeover-kube-proxy-ipvs)",
 }
 
 // envDefaults reads flag defaults from the environment and remembers which variables did not parse, so a
@@ -156,6 +157,8 @@ func bindFlags(fs *flag.FlagSet, getenv func(string) string) (*options, error) {
 		"How often the agents check whether the kernel lost their state wholesale; 0 disables it (env AGENT_DRIFT_CHECK_PERIOD).")
 	fs.BoolVar(&o.agent.StrictARP, "agent-strict-arp", env.boolean("AGENT_STRICT_ARP", o.agent.StrictARP),
 		"Whether the agents keep nodes from answering ARP for the ClusterIPs (arp_ignore=1, arp_announce=2) (env AGENT_STRICT_ARP).")
+	fs.BoolVar(&o.agent.TakeoverKubeProxyIPVS, "agent-takeover-kube-proxy-ipvs", env.boolean("AGENT_TAKEOVER_KUBE_PROXY_IPVS", o.agent.TakeoverKubeProxyIPVS),
+		"Whether the agents take over nodes that kube-proxy programmed in IPVS mode (stop kube-proxy first; needs --agent-scope=all) (env AGENT_TAKEOVER_KUBE_PROXY_IPVS).")
 	fs.IntVar(&o.agentMetricsPort, "agent-metrics-port", env.integer("AGENT_METRICS_PORT", int(agentconfig.DefaultMetricsPort)),
 		"The agents' metrics port on each node (host network) (env AGENT_METRICS_PORT).")
 	fs.IntVar(&o.agentHealthPort, "agent-health-port", env.integer("AGENT_HEALTH_PORT", int(agentconfig.DefaultHealthPort)),

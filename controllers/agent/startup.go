@@ -26,6 +26,8 @@ type Startup struct {
 	StartupConfig
 	gate   chan struct{}
 	synced atomic.Bool
+	// leftoversGone: the takeover removed kube-proxy's leftovers.
+	leftoversGone atomic.Bool
 }
 
 // StartupConfig is what the lifecycle runnable works with.
@@ -42,6 +44,8 @@ type StartupConfig struct {
 	// state is adopted: adopting re-ensures the nftables table, and a guard that does not yet know the pod
 	// CIDRs would refuse pods' new connections to ClusterIPs until it learns them.
 	PodCIDRs func(ctx context.Context) ([]netip.Prefix, error)
+	// Takeover, if set, takes the node over from kube-proxy's IPVS mode (see takeover.go).
+	Takeover Takeover
 }
 
 // NewStartup returns a Startup whose gate the ServiceReconciler waits on.
@@ -71,6 +75,11 @@ func (s *Startup) Start(ctx context.Context) error {
 			return err
 		}
 	}
+	if s.Takeover != nil {
+		if err := s.takeoverAdopt(ctx); err != nil {
+			return err
+		}
+	}
 	if err := s.Engine.Adopt(ctx); err != nil {
 		return err // the manager exits and the kubelet restarts us: better than programming blind
 	}
@@ -92,6 +101,7 @@ func (s *Startup) Start(ctx context.Context) error {
 	}
 	s.synced.Store(true)
 	log.Info("First full sync done", "services", len(list.Items), "failed", failed, "duration", time.Since(t0))
+	s.takeoverLeftovers(ctx)
 
 	s.runPeriodic(ctx)
 	return nil
@@ -110,6 +120,8 @@ func (s *Startup) runPeriodic(ctx context.Context) {
 			log.V(1).Info("Audit preempted by a resync after drift")
 		} else if err != nil {
 			log.Error(err, "Audit failed")
+		} else {
+			s.takeoverLeftovers(ctx)
 		}
 	}, s.AuditPeriod)
 }

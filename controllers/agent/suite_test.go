@@ -145,6 +145,8 @@ type agentConfig struct {
 	noReports bool
 	// adopted, if set, is the engine's table after adoption (slow-start ramps resume from it).
 	adopted func() []ipvs.VirtualServer
+	// takeover, if set, takes over from kube-proxy (takeover_envtest_test.go).
+	takeover agent.Takeover
 }
 
 type runningAgent struct {
@@ -186,7 +188,7 @@ func startAgent(ctx context.Context, ac agentConfig) runningAgent {
 	podCIDRs := &agent.PodCIDRReconciler{Client: c, Engine: ac.engine, NodeName: nodeName}
 	st := agent.NewStartup(agent.StartupConfig{
 		Cache: mgr.GetCache(), Client: c, Engine: ac.engine, Services: services, AuditPeriod: time.Second,
-		DriftCheckPeriod: 100 * time.Millisecond, PodCIDRs: podCIDRs.PodCIDRs,
+		DriftCheckPeriod: 100 * time.Millisecond, PodCIDRs: podCIDRs.PodCIDRs, Takeover: ac.takeover,
 	})
 	Expect(services.SetupWithManager(mgr, 2)).To(Succeed())
 	if ac.podCIDRReconciler {

@@ -121,6 +121,7 @@ func TestRenderAgentDaemonSet(t *testing.T) {
 					"--scope=labelled",
 					"--strict-arp=true",
 					"--sysctl-root=/host/proc/sys",
+					"--takeover-kube-proxy-ipvs=false",
 					"--workers=4",
 				}
 				if diff := cmp.Diff(wantArgs, c.Args); diff != "" {
@@ -261,6 +262,7 @@ func TestRenderAgentDaemonSet(t *testing.T) {
 					"--scope=all",
 					"--strict-arp=false",
 					"--sysctl-root=/host/proc/sys",
+					"--takeover-kube-proxy-ipvs=false",
 					"--workers=4",
 				}
 				if diff := cmp.Diff(wantArgs, c.Args); diff != "" {

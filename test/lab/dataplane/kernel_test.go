@@ -85,6 +85,10 @@ var _ = Describe("the kernel tests in the lab VM", func() {
 			pkg: "ipvs/syncer", binary: "syncer-kernel.test", tags: "kernel", run: "^TestKernel",
 			mustPass: regexp.MustCompile(`(?m)^--- PASS: TestKernel\w*`), minPassed: 2,
 		}),
+		Entry("the takeover from kube-proxy (its iptables-nft chains and ipsets removed, a ClusterIP on two devices)", kernelTests{
+			pkg: "ipvs/takeover", binary: "takeover-kernel.test", tags: "kernel", run: "^TestKernel",
+			mustPass: regexp.MustCompile(`(?m)^--- PASS: TestKernelTakeover\b`), minPassed: 1,
+		}),
 		Entry("the agent's per-node lock (per network namespace), all its tests", kernelTests{
 			pkg: "controllers/agent/nodelock", binary: "nodelock.test", tags: "kernel", run: ".",
 			mustPass: regexp.MustCompile(`(?m)^--- PASS: TestLockIsPerNetworkNamespace\b`), minPassed: 1,

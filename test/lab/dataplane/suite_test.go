@@ -71,6 +71,10 @@ var _ = Describe("the lab", Ordered, func() {
 	registerKubectl()
 	// Last: it removes the install.
 	dataplane.RegisterUninstall(func() dataplane.Driver { return theLab })
+	// With no agent left: kube-proxy's IPVS mode, then the agents taking over from it (removes its install).
+	dataplane.RegisterTakeover(func() dataplane.Driver { return theLab }, takeoverHooks)
+	// Then kube-proxy's iptables mode next to the agents, and a Service moving over by its label.
+	dataplane.RegisterSideBySide(func() dataplane.Driver { return theLab }, takeoverHooks)
 	It("runs agent --cleanup by itself when no agent runs, and creates nothing", func(ctx SpecContext) {
 		for _, node := range theLab.Nodes() {
 			out, err := theLab.AgentExec(ctx, node, "--cleanup")

@@ -90,10 +90,22 @@ func (s *initramfsSpec) dynamic(ctx context.Context, dst, src string) error {
 		}
 		return err
 	}
-	re := regexp.MustCompile(`(/[^ \t]+)`)
-	sc := bufio.NewScanner(strings.NewReader(out))
+	s.libraries(out)
+	return nil
+}
+
+var lddPathRe = regexp.MustCompile(`(/[^ \t:]+)`)
+
+// libraries adds every shared library ldd's output names, each at the path ldd reports (lines naming a
+// program of a multi-file ldd, "path:", are skipped).
+func (s *initramfsSpec) libraries(lddOut string) {
+	sc := bufio.NewScanner(strings.NewReader(lddOut))
 	for sc.Scan() {
-		for _, lib := range re.FindAllString(sc.Text(), -1) {
+		line := sc.Text()
+		if strings.HasSuffix(line, ":") {
+			continue
+		}
+		for _, lib := range lddPathRe.FindAllString(line, -1) {
 			resolved, err := filepath.EvalSymlinks(lib)
 			if err != nil {
 				continue
@@ -103,7 +115,6 @@ func (s *initramfsSpec) dynamic(ctx context.Context, dst, src string) error {
 			}
 		}
 	}
-	return nil
 }
 
 // manifest is a stable description of the inputs, hashed to decide whether to rebuild.
@@ -264,6 +275,8 @@ func BuildInitramfs(ctx context.Context, cache string, k *Kernel, out io.Writer)
 		{"usr/sbin/nft", []string{"/usr/sbin/nft", "/sbin/nft"}, false},
 		{"usr/sbin/conntrack", []string{"/usr/sbin/conntrack", "/sbin/conntrack"}, true},
 		{"usr/bin/curl", []string{"/usr/bin/curl"}, false},
+		// kube-proxy's ipvs mode checks `ipset --version` and keeps its sets with it
+		{"usr/sbin/ipset", []string{"/usr/sbin/ipset", "/sbin/ipset"}, false},
 	}
 	for _, t := range tools {
 		src := hostProgram(t.srcs...)
@@ -281,19 +294,10 @@ func BuildInitramfs(ctx context.Context, cache string, k *Kernel, out io.Writer)
 			return "", err
 		}
 	}
-	for _, f := range []string{"/etc/protocols", "/etc/services", "/etc/ethertypes"} {
-		if host.Exists(f) {
-			s.file(strings.TrimPrefix(f, "/"), f, 0o644)
-		}
+	if err := addXtables(ctx, s); err != nil {
+		return "", err
 	}
-	if host.Exists("/etc/iproute2") {
-		_ = filepath.WalkDir("/etc/iproute2", func(p string, d fs.DirEntry, err error) error {
-			if err == nil && d.Type().IsRegular() {
-				s.file(strings.TrimPrefix(p, "/"), p, 0o644)
-			}
-			return nil
-		})
-	}
+	s.hostEtc()
 	s.inline("etc/passwd", []byte("root:x:0:0:root:/root:/bin/sh\n"), 0o644)
 	s.inline("etc/group", []byte("root:x:0:\n"), 0o644)
 	s.inline("etc/hosts", []byte("127.0.0.1 localhost\n10.0.2.100 lab-host\n"), 0o644)
@@ -386,4 +390,69 @@ func isStatic(file string) bool {
 		}
 	}
 	return true
+}
+
+// xtablesLinks are the names Debian's iptables package gives its two multi-call programs; iptables,
+// ip6tables and their -save/-restore are the nft flavour, as Debian's alternatives choose by default.
+var xtablesLinks = map[string][]string{
+	"xtables-nft-multi": {"iptables", "iptables-save", "iptables-restore", "ip6tables", "ip6tables-save",
+		"ip6tables-restore", "iptables-nft", "iptables-nft-save", "iptables-nft-restore", "ip6tables-nft",
+		"ip6tables-nft-save", "ip6tables-nft-restore"},
+	"xtables-legacy-multi": {"iptables-legacy", "iptables-legacy-save", "iptables-legacy-restore",
+		"ip6tables-legacy", "ip6tables-legacy-save", "ip6tables-legacy-restore"},
+}
+
+// xtablesExtensionDirs hold the match and target extensions (libxt_*.so) iptables dlopens: ldd does not
+// name them.
+var xtablesExtensionDirs = []string{"/usr/lib/x86_64-linux-gnu/xtables", "/usr/lib/xtables"}
+
+// addXtables adds Debian's iptables programs (package iptables) under the names kube-proxy runs, and their
+// extensions with the libraries those link.
+func addXtables(ctx context.Context, s *initramfsSpec) error {
+	for prog, links := range xtablesLinks {
+		src := hostProgram("/usr/sbin/"+prog, "/sbin/"+prog)
+		if src == "" {
+			return fmt.Errorf("lab: host program %s not found (package iptables)", prog)
+		}
+		if err := s.dynamic(ctx, "usr/sbin/"+prog, src); err != nil {
+			return err
+		}
+		for _, l := range links {
+			s.symlink("usr/sbin/"+l, prog)
+		}
+	}
+	for _, dir := range xtablesExtensionDirs {
+		exts, _ := filepath.Glob(filepath.Join(dir, "*.so"))
+		if len(exts) == 0 {
+			continue
+		}
+		for _, e := range exts {
+			s.file(strings.TrimPrefix(e, "/"), e, 0o644)
+		}
+		// One ldd for the ~150 extensions: the spec is computed at every lab start.
+		out, err := host.Run(ctx, "", "ldd", exts...)
+		if err != nil {
+			return fmt.Errorf("lab: ldd %s/*.so: %w", dir, err)
+		}
+		s.libraries(out)
+	}
+	return nil
+}
+
+// hostEtc adds the host's protocol, service and ethertype names and iproute2's tables, which the programs
+// above read.
+func (s *initramfsSpec) hostEtc() {
+	for _, f := range []string{"/etc/protocols", "/etc/services", "/etc/ethertypes"} {
+		if host.Exists(f) {
+			s.file(strings.TrimPrefix(f, "/"), f, 0o644)
+		}
+	}
+	if host.Exists("/etc/iproute2") {
+		_ = filepath.WalkDir("/etc/iproute2", func(p string, d fs.DirEntry, err error) error {
+			if err == nil && d.Type().IsRegular() {
+				s.file(strings.TrimPrefix(p, "/"), p, 0o644)
+			}
+			return nil
+		})
+	}
 }
