@@ -171,10 +171,10 @@ var _ = Describe("the scale harness", func() {
 			if hostProfileDir != "" {
 				keep := filepath.Join(os.TempDir(), fmt.Sprintf("bench-profile-%d-%s", n, time.Now().Format("150405")))
 				Expect(os.Rename(hostProfileDir, keep)).To(Succeed())
-				for _, prof := range []string{"cpu.prof", "mem.prof"} {
-					out, _ := exec.CommandContext(ctx, "go", "tool", "pprof", "-top", "-nodecount=30",
-						filepath.Join(keep, prof)).CombinedOutput()
-					GinkgoWriter.Printf("profile %s:\n%s\n", filepath.Join(keep, prof), out)
+				for _, prof := range [][]string{{"cpu.prof"}, {"heap.prof", "-sample_index=inuse_space"}, {"mem.prof", "-sample_index=alloc_space"}} {
+					args := append([]string{"tool", "pprof", "-top", "-nodecount=30"}, prof[1:]...)
+					out, _ := exec.CommandContext(ctx, "go", append(args, filepath.Join(keep, prof[0]))...).CombinedOutput()
+					GinkgoWriter.Printf("profile %s:\n%s\n", filepath.Join(keep, prof[0]), out)
 				}
 			}
 
