@@ -17,7 +17,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -556,18 +555,4 @@ func (h *Harness) burst(ctx context.Context, w *kernelWatch, r *Result) error {
 	}
 	r.BurstAll = last.Sub(tStart)
 	return nil
-}
-
-// percentile is the nearest-rank percentile of ds (100: the maximum).
-func percentile(ds []time.Duration, p int) time.Duration {
-	if len(ds) == 0 {
-		return 0
-	}
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	k := (p*len(s) + 99) / 100
-	if k < 1 {
-		k = 1
-	}
-	return s[k-1]
 }

@@ -94,6 +94,29 @@ func buildProfiledAgent(ctx context.Context, root string, l *lab.Lab) error {
 	return nil
 }
 
+// writeFlipChart writes the chart of the single-flip latencies of every proxy at size n: next to BENCH_OUT
+// when it is set (tables.txt -> tables-flips-10000.svg), else in the temporary directory.
+func writeFlipChart(n int, results []*Result) (string, error) {
+	path := filepath.Join(os.TempDir(), fmt.Sprintf("bench-flips-%d-%s.svg", n, time.Now().Format("150405")))
+	if out := os.Getenv("BENCH_OUT"); out != "" {
+		path = fmt.Sprintf("%s-flips-%d.svg", strings.TrimSuffix(out, filepath.Ext(out)), n)
+	}
+	series := make([]Series, len(results))
+	for i, r := range results {
+		series[i] = Series{Name: r.Proxy, Latencies: r.Flips}
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return "", err
+	}
+	title := fmt.Sprintf("single endpoint flips at %d Services: API write to kernel state", n)
+	if err := FlipChart(f, title, series); err != nil {
+		_ = f.Close()
+		return "", err
+	}
+	return path, f.Close()
+}
+
 var _ = Describe("the scale harness", func() {
 	smoke := os.Getenv("BENCH_SERVICES") == ""
 	sizes := []int{100}
@@ -157,6 +180,9 @@ var _ = Describe("the scale harness", func() {
 			var b strings.Builder
 			Print(&b, fmt.Sprintf("bench: %d Services x %d endpoints on %s, audit period %s, in the lab VM (qemu/TCG, %s)",
 				n, cfg.Endpoints, cfg.Node, cfg.AuditPeriod, time.Now().UTC().Format(time.DateOnly)), names, h.Table(results))
+			chart, err := writeFlipChart(n, results)
+			Expect(err).NotTo(HaveOccurred())
+			fmt.Fprintf(&b, "flip-latency chart: %s\n", chart)
 			fmt.Fprintf(&b, "run took %s (lab start %s)\n", time.Since(tRun).Round(time.Second), l.Timings.Total.Round(time.Second))
 			GinkgoWriter.Print(b.String())
 			AddReportEntry(fmt.Sprintf("table %d", n), b.String())

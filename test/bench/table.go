@@ -131,22 +131,3 @@ func Print(out io.Writer, title string, names []string, rows []Row) {
 	}
 	_ = tw.Flush()
 }
-
-func dur(d time.Duration) string {
-	switch {
-	case d == 0:
-		return "0"
-	case d < time.Second:
-		return fmt.Sprintf("%.1fms", float64(d)/float64(time.Millisecond))
-	case d < 10*time.Minute:
-		return fmt.Sprintf("%.2fs", d.Seconds())
-	}
-	return d.Round(time.Second).String()
-}
-
-func ratio(a, b time.Duration) string {
-	if b <= 0 {
-		return ""
-	}
-	return fmt.Sprintf("%.1fx", float64(a)/float64(b))
-}
