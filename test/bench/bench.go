@@ -52,6 +52,8 @@ type Config struct {
 	Idle time.Duration
 	// Node runs the proxy; the lab's other node stays empty.
 	Node string
+	// DataPath is how long requests run through the data path's ClusterIP (0: not measured).
+	DataPath time.Duration
 	// Writers write objects concurrently.
 	Writers int
 	// Log receives progress.
@@ -122,6 +124,10 @@ type Harness struct {
 	// Writes is the time writing the objects took, RawLoop the limit.
 	Writes  time.Duration
 	RawLoop RawResult
+
+	// dp are the data path's pods; DataPathLimit is the client straight to a backend pod (datapath.go).
+	dp            dataPathPods
+	DataPathLimit DataPath
 }
 
 // RawResult is `benchvm raw`'s output.
@@ -206,6 +212,11 @@ func Prepare(ctx context.Context, l *lab.Lab, cfg Config) (*Harness, error) {
 	}
 	h.Writes = time.Since(t0)
 	h.logf("wrote %d Services and %d EndpointSlices in %s", cfg.Services, cfg.Services, h.Writes.Round(time.Millisecond))
+	if cfg.DataPath > 0 {
+		if err := h.setupDataPath(ctx); err != nil {
+			return nil, err
+		}
+	}
 	return h, nil
 }
 
@@ -297,6 +308,8 @@ type Result struct {
 	// nothing changed; PeakRSS in bytes.
 	CPU, ColdCPU, IdleCPU float64
 	PeakRSS               int64
+	// DataPath is measured through one more ClusterIP once the cold start is done (datapath.go).
+	DataPath DataPath
 	// Audits seen in the proxy's metrics during the run, and their total time (AuditsOK false: none exposed).
 	Audits       int
 	AuditSeconds float64
@@ -357,6 +370,13 @@ func (h *Harness) Run(ctx context.Context, p Proxy) (*Result, error) {
 	h.logf("%s: full kernel state after %s", p.Name(), r.ColdFull.Round(time.Millisecond))
 	if r.ColdCPU, _, err = h.procSample(ctx, w, pid); err != nil {
 		return nil, err
+	}
+	if cfg.DataPath > 0 {
+		if r.DataPath, err = h.measureDataPath(ctx); err != nil {
+			return nil, err
+		}
+		h.logf("%s: data path %.0f connections/s, p50 %s, p99 %s, %d failed", p.Name(), r.DataPath.Rate(),
+			dur(percentile(r.DataPath.Latencies, 50)), dur(percentile(r.DataPath.Latencies, 99)), r.DataPath.Errors)
 	}
 
 	// Single flips, one at a time, spaced so that they span several audit periods.

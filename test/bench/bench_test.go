@@ -10,7 +10,8 @@ package bench
 //
 // Other settings: BENCH_ENDPOINTS (5), BENCH_FLIPS (200), BENCH_BURST (100), BENCH_AUDIT_PERIOD (1m, the
 // agent's default; 10s in the smoke run), BENCH_IDLE (20s; 5s), BENCH_OUT (a file the tables are appended to),
-// BENCH_PROXIES (the columns: agent, kube-proxy-nftables; the agent alone by default, `make bench` runs both).
+// BENCH_PROXIES (the columns: agent, kube-proxy-nftables; the agent alone by default, `make bench` runs both),
+// BENCH_DATAPATH (10s; 3s: how long requests run through the data path's ClusterIP, 0 skips it).
 // Each size boots a lab of its own: the kernel and the API server start empty.
 
 import (
@@ -138,10 +139,12 @@ var _ = Describe("the scale harness", func() {
 				Services: n, Endpoints: envInt("BENCH_ENDPOINTS", 5),
 				Flips: envInt("BENCH_FLIPS", 200), FlipAudits: 3, Burst: envInt("BENCH_BURST", 100),
 				AuditPeriod: envDuration("BENCH_AUDIT_PERIOD", time.Minute), Idle: envDuration("BENCH_IDLE", 20*time.Second),
-				Node: "node-a", Writers: 8, Log: GinkgoWriter,
+				DataPath: envDuration("BENCH_DATAPATH", 10*time.Second),
+				Node:     "node-a", Writers: 8, Log: GinkgoWriter,
 			}
 			if smoke {
 				cfg.AuditPeriod, cfg.Idle = envDuration("BENCH_AUDIT_PERIOD", 10*time.Second), envDuration("BENCH_IDLE", 5*time.Second)
+				cfg.DataPath = envDuration("BENCH_DATAPATH", 3*time.Second)
 			}
 			if cfg.Burst > n {
 				cfg.Burst = n
@@ -208,6 +211,10 @@ var _ = Describe("the scale harness", func() {
 			Expect(h.RawLoop.Services).To(Equal(n))
 			Expect(h.RawLoop.Destinations).To(Equal(n * cfg.Endpoints))
 			Expect(h.RawLoop.Seconds).To(BeNumerically(">", 0))
+			if cfg.DataPath > 0 {
+				Expect(h.DataPathLimit.Latencies).NotTo(BeEmpty())
+				Expect(h.DataPathLimit.Errors).To(BeZero(), h.DataPathLimit.FirstError)
+			}
 			for i, r := range results {
 				if ps[i].ReadyURL() != "" {
 					Expect(r.ColdReady).To(BeNumerically(">", 0), r.Proxy)
@@ -219,6 +226,11 @@ var _ = Describe("the scale harness", func() {
 				Expect(r.Burst).To(HaveLen(cfg.Burst), r.Proxy)
 				Expect(r.BurstAll).To(BeNumerically(">=", percentile(r.Burst, 100)-time.Second), r.Proxy)
 				Expect(r.CPU).To(BeNumerically(">", 0), r.Proxy)
+				if cfg.DataPath > 0 {
+					// Every request through the ClusterIP is answered: the proxy serves it, not only programs it.
+					Expect(r.DataPath.Latencies).NotTo(BeEmpty(), r.Proxy)
+					Expect(r.DataPath.Errors).To(BeZero(), "%s: %s", r.Proxy, r.DataPath.FirstError)
+				}
 				Expect(r.CPU).To(BeNumerically(">=", r.ColdCPU), r.Proxy)
 				Expect(r.PeakRSS).To(BeNumerically(">", 1<<20), r.Proxy)
 				Expect(r.AuditsOK).To(BeTrue(), r.Proxy)
