@@ -20,8 +20,9 @@ import (
 // hand in the node's network namespace with the lab's admin kubeconfig and its own configuration file
 // (KubeProxyConfig): measured exactly as the agent is.
 type KubeProxy struct {
-	// Mode is "nftables" (the only one the lab's guest can run today: ipvs and iptables modes need the
-	// iptables and ipset programs and x_tables/ip_set modules it lacks).
+	// Mode is "nftables", "ipvs" or "iptables" (the guest has the iptables and ipset programs and the
+	// x_tables and ip_set modules those two need). Dataplane and the harness's kernel watch know IPVS and
+	// nftables: an iptables run needs a watch of its own.
 	Mode string
 	// Binary is kube-proxy on the host; Start copies it into the lab's share.
 	Binary string

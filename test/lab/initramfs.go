@@ -87,10 +87,22 @@ func (s *initramfsSpec) dynamic(ctx context.Context, dst, src string) error {
 		}
 		return err
 	}
-	re := regexp.MustCompile(`(/[^ \t]+)`)
-	sc := bufio.NewScanner(strings.NewReader(out))
+	s.libraries(out)
+	return nil
+}
+
+var lddPathRe = regexp.MustCompile(`(/[^ \t:]+)`)
+
+// libraries adds every shared library ldd's output names, each at the path ldd reports (lines naming a
+// program of a multi-file ldd, "path:", are skipped).
+func (s *initramfsSpec) libraries(lddOut string) {
+	sc := bufio.NewScanner(strings.NewReader(lddOut))
 	for sc.Scan() {
-		for _, lib := range re.FindAllString(sc.Text(), -1) {
+		line := sc.Text()
+		if strings.HasSuffix(line, ":") {
+			continue
+		}
+		for _, lib := range lddPathRe.FindAllString(line, -1) {
 			resolved, err := filepath.EvalSymlinks(lib)
 			if err != nil {
 				continue
@@ -100,7 +112,6 @@ func (s *initramfsSpec) dynamic(ctx context.Context, dst, src string) error {
 			}
 		}
 	}
-	return nil
 }
 
 // manifest is a stable description of the inputs, hashed to decide whether to rebuild.
@@ -261,6 +272,8 @@ func buildInitramfs(ctx context.Context, cache string, k *Kernel, out io.Writer)
 		{"usr/sbin/nft", []string{"/usr/sbin/nft", "/sbin/nft"}, false},
 		{"usr/sbin/conntrack", []string{"/usr/sbin/conntrack", "/sbin/conntrack"}, true},
 		{"usr/bin/curl", []string{"/usr/bin/curl"}, false},
+		// kube-proxy's ipvs mode checks `ipset --version` and keeps its sets with it
+		{"usr/sbin/ipset", []string{"/usr/sbin/ipset", "/sbin/ipset"}, false},
 	}
 	for _, t := range tools {
 		src := hostProgram(t.srcs...)
@@ -277,6 +290,9 @@ func buildInitramfs(ctx context.Context, cache string, k *Kernel, out io.Writer)
 		if err := s.dynamic(ctx, t.dst, resolved); err != nil {
 			return "", err
 		}
+	}
+	if err := addXtables(ctx, s); err != nil {
+		return "", err
 	}
 	for _, f := range []string{"/etc/protocols", "/etc/services", "/etc/ethertypes"} {
 		if fileExists(f) {
@@ -350,4 +366,51 @@ func buildInitramfs(ctx context.Context, cache string, k *Kernel, out io.Writer)
 	st, _ := os.Stat(outFile)
 	progress(out, "initramfs %s: %d MiB in %s", outFile, st.Size()>>20, time.Since(t0).Round(time.Millisecond))
 	return outFile, nil
+}
+
+// xtablesLinks are the names Debian's iptables package gives its two multi-call programs; iptables,
+// ip6tables and their -save/-restore are the nft flavour, as Debian's alternatives choose by default.
+var xtablesLinks = map[string][]string{
+	"xtables-nft-multi": {"iptables", "iptables-save", "iptables-restore", "ip6tables", "ip6tables-save",
+		"ip6tables-restore", "iptables-nft", "iptables-nft-save", "iptables-nft-restore", "ip6tables-nft",
+		"ip6tables-nft-save", "ip6tables-nft-restore"},
+	"xtables-legacy-multi": {"iptables-legacy", "iptables-legacy-save", "iptables-legacy-restore",
+		"ip6tables-legacy", "ip6tables-legacy-save", "ip6tables-legacy-restore"},
+}
+
+// xtablesExtensionDirs hold the match and target extensions (libxt_*.so) iptables dlopens: ldd does not
+// name them.
+var xtablesExtensionDirs = []string{"/usr/lib/x86_64-linux-gnu/xtables", "/usr/lib/xtables"}
+
+// addXtables adds Debian's iptables programs (package iptables) under the names kube-proxy runs, and their
+// extensions with the libraries those link.
+func addXtables(ctx context.Context, s *initramfsSpec) error {
+	for prog, links := range xtablesLinks {
+		src := hostProgram("/usr/sbin/"+prog, "/sbin/"+prog)
+		if src == "" {
+			return fmt.Errorf("lab: host program %s not found (package iptables)", prog)
+		}
+		if err := s.dynamic(ctx, "usr/sbin/"+prog, src); err != nil {
+			return err
+		}
+		for _, l := range links {
+			s.symlink("usr/sbin/"+l, prog)
+		}
+	}
+	for _, dir := range xtablesExtensionDirs {
+		exts, _ := filepath.Glob(filepath.Join(dir, "*.so"))
+		if len(exts) == 0 {
+			continue
+		}
+		for _, e := range exts {
+			s.file(strings.TrimPrefix(e, "/"), e, 0o644)
+		}
+		// One ldd for the ~150 extensions: the spec is computed at every lab start.
+		out, err := run(ctx, "", "ldd", exts...)
+		if err != nil {
+			return fmt.Errorf("lab: ldd %s/*.so: %w", dir, err)
+		}
+		s.libraries(out)
+	}
+	return nil
 }

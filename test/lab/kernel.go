@@ -30,6 +30,18 @@ var guestModules = []string{
 	"nf_conntrack", "nf_conntrack_netlink", "nf_nat", "nf_tables", "nft_chain_nat", "nft_masq", "nft_ct",
 	"nft_nat", "nft_reject_inet", "nft_reject_ipv4", "nft_reject_ipv6", "nft_fib_inet", "nft_fib_ipv4",
 	"nft_fib_ipv6", "nft_limit", "nft_log", "nft_numgen",
+	// x_tables, for kube-proxy's iptables and ipvs modes (the lab runs them next to the agent): the legacy
+	// tables, nft_compat (what iptables-nft translates matches and targets to), and the matches and
+	// targets those modes write (pkg/proxy/iptables and pkg/proxy/ipvs of kube-proxy v1.37.1)
+	"x_tables", "ip_tables", "iptable_nat", "iptable_filter", "iptable_mangle", "ip6_tables",
+	"ip6table_nat", "ip6table_filter", "ip6table_mangle", "nft_compat",
+	"xt_comment", "xt_conntrack", "xt_addrtype", "xt_mark", "xt_MASQUERADE", "xt_nat", "xt_tcpudp",
+	"xt_statistic", "xt_recent", "xt_multiport", "xt_physdev", "xt_ipvs", "xt_nfacct", "xt_set",
+	"ipt_REJECT", "ip6t_REJECT",
+	// ipsets: kube-proxy's ipvs mode uses hash:ip, hash:ip,port, hash:ip,port,ip, hash:ip,port,net,
+	// hash:net and bitmap:port
+	"ip_set", "ip_set_hash_ip", "ip_set_hash_ipport", "ip_set_hash_ipportip", "ip_set_hash_ipportnet",
+	"ip_set_hash_net", "ip_set_bitmap_port",
 	// node and pod networking
 	"bridge", "br_netfilter", "veth", "dummy",
 	// NETLINK_XFRM: vishvananda/netlink's NewHandle opens a socket of every family it knows, and the
@@ -195,7 +207,10 @@ func prepareKernelTree(ctx context.Context, cache string, choice kernelChoice, o
 	if err := os.WriteFile(filepath.Join(dst, "version"), []byte(kver+"\n"), 0o644); err != nil {
 		return nil, err
 	}
-	final := filepath.Join(root, kver)
+	// One directory per set of inputs: branches with other module lists share the cache without
+	// re-preparing the kernel each time the other one runs.
+	sum := sha256.Sum256([]byte(choice.inputs()))
+	final := filepath.Join(root, kver+"-"+hex.EncodeToString(sum[:])[:12])
 	_ = os.RemoveAll(final)
 	if err := os.Rename(dst, final); err != nil {
 		return nil, err

@@ -118,6 +118,51 @@ var _ = Describe("the lab", func() {
 		}
 	})
 
+	It("has iptables and ipset for kube-proxy's iptables and ipvs modes", func(ctx SpecContext) {
+		// The matches and targets those modes write, through iptables-restore as kube-proxy feeds them, and
+		// the ipset types of its ipvs mode; each command fails without its module or its extension.
+		sh := func(script string) string {
+			out, err := l.ExecCombined(ctx, "node-a", "sh", "-ec", script)
+			Expect(err).NotTo(HaveOccurred(), out)
+			return out
+		}
+		sh(`ipset create LAB-SMOKE-IPP hash:ip,port
+ipset add LAB-SMOKE-IPP 10.96.0.10,tcp:80
+ipset create LAB-SMOKE-IPPIP hash:ip,port,ip
+ipset create LAB-SMOKE-IPPNET hash:ip,port,net
+ipset create LAB-SMOKE-NET hash:net
+ipset create LAB-SMOKE-IP hash:ip
+ipset create LAB-SMOKE-PORT bitmap:port range 0-65535`)
+		sh(`iptables-restore --noflush <<'RULES'
+*nat
+:LAB-SMOKE - [0:0]
+-A LAB-SMOKE -m comment --comment "lab smoke" -m set --match-set LAB-SMOKE-IPP dst,dst -j MARK --or-mark 0x4000
+-A LAB-SMOKE -m addrtype --dst-type LOCAL -m conntrack --ctstate NEW -j RETURN
+-A LAB-SMOKE -m statistic --mode random --probability 0.5 -m recent --name lab --rcheck --seconds 10 -j RETURN
+-A LAB-SMOKE -p tcp -m tcp --dport 80 -j DNAT --to-destination 10.244.1.2:8080
+-A LAB-SMOKE -m mark --mark 0x4000/0x4000 -j MASQUERADE
+COMMIT
+*filter
+:LAB-SMOKE - [0:0]
+-A LAB-SMOKE -m ipvs --vaddr 10.96.0.0/16 -j ACCEPT
+-A LAB-SMOKE -p tcp -m multiport --dports 80,443 -j REJECT --reject-with icmp-port-unreachable
+COMMIT
+RULES
+ip6tables -t nat -N LAB-SMOKE
+iptables-legacy -t nat -N LAB-SMOKE`)
+		Expect(sh("iptables -t nat -L LAB-SMOKE -n")).To(And(ContainSubstring("match-set LAB-SMOKE-IPP dst,dst"),
+			ContainSubstring("MASQUERADE"), ContainSubstring("DNAT")))
+		Expect(sh("iptables-save -t filter")).To(ContainSubstring("-m ipvs --vaddr 10.96.0.0/16"))
+		Expect(sh("ip6tables -t nat -L -n; iptables-legacy -t nat -L -n")).To(ContainSubstring("LAB-SMOKE"))
+		Expect(sh("ipset list LAB-SMOKE-IPP")).To(ContainSubstring("10.96.0.10,tcp:80"))
+		Expect(sh("ipset --version")).To(MatchRegexp(`v[0-9]`))
+		sh(`iptables -t nat -F LAB-SMOKE; iptables -t nat -X LAB-SMOKE
+iptables -t filter -F LAB-SMOKE; iptables -t filter -X LAB-SMOKE
+ip6tables -t nat -X LAB-SMOKE; iptables-legacy -t nat -X LAB-SMOKE
+for s in IPP IPPIP IPPNET NET IP PORT; do ipset destroy LAB-SMOKE-$s; done`)
+		Expect(sh("ipset list -n; iptables-save; iptables-legacy-save")).NotTo(ContainSubstring("LAB-SMOKE"))
+	})
+
 	It("reports a failing command with its exit code and output", func(ctx SpecContext) {
 		_, err := l.Exec(ctx, "node-a", "sh", "-c", "echo out; echo err >&2; exit 3")
 		var ee *lab.ExecError

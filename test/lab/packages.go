@@ -77,6 +77,9 @@ var hostTools = []hostTool{
 	{"iproute2", anyFile("/usr/sbin/ip", "/sbin/ip", "/bin/ip")},
 	{"xz-utils", onPath("xz")},
 	{"conntrack", anyFile("/usr/sbin/conntrack", "/sbin/conntrack")},
+	// kube-proxy's iptables and ipvs modes in the guest (the migration specs and the scale harness)
+	{"iptables", anyFile("/usr/sbin/xtables-nft-multi", "/sbin/xtables-nft-multi")},
+	{"ipset", anyFile("/usr/sbin/ipset", "/sbin/ipset")},
 	// curl in pods: `kubectl exec POD -- curl -s http://SERVICE`, as the Kubernetes tutorials type it.
 	{"curl", anyFile("/usr/bin/curl")},
 }
