@@ -10,7 +10,7 @@ package bench
 //
 // Other settings: BENCH_ENDPOINTS (5), BENCH_FLIPS (200), BENCH_BURST (100), BENCH_AUDIT_PERIOD (1m, the
 // agent's default; 10s in the smoke run), BENCH_IDLE (20s; 5s), BENCH_OUT (a file the tables are appended to),
-// BENCH_PROXIES (the columns: agent, kube-proxy-nftables; the agent alone by default, `make bench` runs both),
+// BENCH_PROXIES (the columns: agent, kube-proxy-nftables, kube-proxy-ipvs; the agent alone by default),
 // BENCH_DATAPATH (10s; 3s: how long requests run through the data path's ClusterIP, 0 skips it).
 // Each size boots a lab of its own: the kernel and the API server start empty.
 
@@ -56,8 +56,8 @@ func envDuration(name string, def time.Duration) time.Duration {
 	return def
 }
 
-// proxies are the columns of the table, named by BENCH_PROXIES (default: the agent alone): "agent" and
-// "kube-proxy-nftables". With BENCH_PROFILE=1 the agent runs as its test binary and leaves a CPU and a
+// proxies are the columns of the table, named by BENCH_PROXIES (default: the agent alone): "agent",
+// "kube-proxy-nftables" and "kube-proxy-ipvs". With BENCH_PROFILE=1 the agent runs as its test binary and leaves a CPU and a
 // heap profile (the agent serves no pprof endpoint).
 func proxies(root, profileDir string) ([]Proxy, error) {
 	names := os.Getenv("BENCH_PROXIES")
@@ -73,10 +73,11 @@ func proxies(root, profileDir string) ([]Proxy, error) {
 		switch n = strings.TrimSpace(n); n {
 		case "agent":
 			ps = append(ps, Agent{ProfileDir: profileDir})
-		case "kube-proxy-nftables":
-			ps = append(ps, KubeProxy{Mode: "nftables", Binary: filepath.Join(kubeBin, "kube-proxy")})
+		case "kube-proxy-nftables", "kube-proxy-ipvs":
+			ps = append(ps, KubeProxy{Mode: strings.TrimPrefix(n, "kube-proxy-"), Binary: filepath.Join(kubeBin, "kube-proxy")})
 		default:
-			return nil, fmt.Errorf("BENCH_PROXIES: unknown proxy %q (agent, kube-proxy-nftables)", n)
+			// kube-proxy-iptables runs in the guest, but the harness has no watch of iptables rules yet.
+			return nil, fmt.Errorf("BENCH_PROXIES: unknown proxy %q (agent, kube-proxy-nftables, kube-proxy-ipvs)", n)
 		}
 	}
 	return ps, nil

@@ -109,11 +109,18 @@ func (KubeProxy) MetricsURL() string {
 }
 
 // fullSyncMetric is kube-proxy's histogram of full syncs, its counterpart of the agent's audits: the
-// cold one, then one an hour (partial syncs apply each change).
-const fullSyncMetric = "kubeproxy_sync_full_proxy_rules_duration_seconds"
+// cold one, then one an hour (partial syncs apply each change). The ipvs mode has no partial syncs: every
+// sync is full and observed in syncMetric only.
+const (
+	fullSyncMetric = "kubeproxy_sync_full_proxy_rules_duration_seconds"
+	syncMetric     = "kubeproxy_sync_proxy_rules_duration_seconds"
+)
 
 // Audits reads kube-proxy's full syncs.
-func (KubeProxy) Audits(metrics string) (int, float64, bool) {
+func (k KubeProxy) Audits(metrics string) (int, float64, bool) {
+	if k.Mode == "ipvs" {
+		return histogramText(metrics, syncMetric)
+	}
 	return histogramText(metrics, fullSyncMetric)
 }
 
