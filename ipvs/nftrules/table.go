@@ -28,6 +28,10 @@ type Table struct {
 	table   *nftables.Table
 	netnsFD int // 0: the caller's namespace
 	pods    podMatch
+	// own counts the table's committed transactions, base is the generation when the sets were last read
+	// (generation.go); both guarded by mu.
+	own  uint32
+	base generationBaseline
 }
 
 var _ ipvs.Rules = (*Table)(nil)
@@ -88,6 +92,7 @@ func (t *Table) Ensure(podCIDRs []netip.Prefix) error {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.uncounted()
 	t.queueSkeleton(v4, v6, false)
 	if err := t.conn.Flush(); err != nil {
 		// Add, delete, add: the delete cannot fail for a missing table, and the kernel sees one transaction.
@@ -159,7 +164,9 @@ func (t *Table) Update(add, remove ipvs.RuleElements) error {
 				_ = t.conn.SetDeleteElements(s, op.elems)
 			}
 		}
-		if err := t.conn.Flush(); err != nil {
+		err := t.conn.Flush()
+		t.committed(err)
+		if err != nil {
 			if !t.exists() {
 				err = fmt.Errorf("table missing (Ensure first): %w", unix.ENOENT)
 			}
@@ -276,6 +283,7 @@ func validProtocol(p ipvs.Protocol) bool { return p == ipvs.TCP || p == ipvs.UDP
 // compares the result with its records must not trust the elements it updated during the call.
 // Equivalent to: `nft list set inet ipvs-operator clusterips4` and the other element sets.
 func (t *Table) Elements() (ipvs.RuleElements, error) {
+	t.markElementsRead()
 	var out ipvs.RuleElements
 	for _, name := range []string{SetClusterIPs4, SetClusterIPs6, SetLoop4, SetLoop6, SetPorts4, SetPorts6} {
 		els, err := t.reader.GetSetElements(&nftables.Set{Table: t.table, Name: name})
@@ -333,6 +341,7 @@ func (t *Table) Exists() (bool, error) {
 func (t *Table) Delete() error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.uncounted()
 	t.conn.DelTable(t.table)
 	err := t.conn.Flush()
 	if err != nil && (errors.Is(err, unix.ENOENT) || !t.exists()) {
