@@ -10,7 +10,8 @@ package bench
 //
 // Other settings: BENCH_ENDPOINTS (5), BENCH_FLIPS (200), BENCH_BURST (100), BENCH_AUDIT_PERIOD (1m, the
 // agent's default; 10s in the smoke run), BENCH_IDLE (20s; 5s), BENCH_OUT (a file the tables are appended to),
-// BENCH_PROXIES (the columns: agent, kube-proxy-nftables, kube-proxy-ipvs; the agent alone by default),
+// BENCH_PROXIES (the columns: agent, kube-proxy-nftables, kube-proxy-ipvs; the agent alone by default;
+// BENCH_PROXIES_<size> for one size),
 // BENCH_DATAPATH (10s; 3s: how long requests run through the data path's ClusterIP, 0 skips it).
 // Each size boots a lab of its own: the kernel and the API server start empty.
 
@@ -59,8 +60,13 @@ func envDuration(name string, def time.Duration) time.Duration {
 // proxies are the columns of the table, named by BENCH_PROXIES (default: the agent alone): "agent",
 // "kube-proxy-nftables" and "kube-proxy-ipvs". With BENCH_PROFILE=1 the agent runs as its test binary and leaves a CPU and a
 // heap profile (the agent serves no pprof endpoint).
-func proxies(root, profileDir string) ([]Proxy, error) {
-	names := os.Getenv("BENCH_PROXIES")
+// BENCH_PROXIES_<size> (e.g. BENCH_PROXIES_10000=agent) overrides it for one size: a kube-proxy mode that
+// takes seconds a flip at 10,000 Services can stay in the smaller table only.
+func proxies(root, profileDir string, size int) ([]Proxy, error) {
+	names := os.Getenv(fmt.Sprintf("BENCH_PROXIES_%d", size))
+	if names == "" {
+		names = os.Getenv("BENCH_PROXIES")
+	}
 	if names == "" {
 		names = "agent"
 	}
@@ -171,7 +177,7 @@ var _ = Describe("the scale harness", func() {
 			}
 			h, err := Prepare(ctx, l, cfg)
 			Expect(err).NotTo(HaveOccurred())
-			ps, err := proxies(root, profileDir)
+			ps, err := proxies(root, profileDir, n)
 			Expect(err).NotTo(HaveOccurred())
 			results := make([]*Result, 0, len(ps))
 			names := make([]string, 0, len(ps))
