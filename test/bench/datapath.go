@@ -93,7 +93,8 @@ func otherNode(node string) string {
 // client straight to one backend's pod address, with no Service in between.
 func (h *Harness) setupDataPath(ctx context.Context) error {
 	backendNode := otherNode(h.cfg.Node)
-	pods := []*corev1.Pod{echoPod("dp-client", h.cfg.Node)}
+	pods := make([]*corev1.Pod, 0, 1+dataPathBackends)
+	pods = append(pods, echoPod("dp-client", h.cfg.Node))
 	for i := range dataPathBackends {
 		pods = append(pods, echoPod(fmt.Sprintf("dp-backend-%d", i), backendNode))
 	}
