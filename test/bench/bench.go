@@ -431,14 +431,19 @@ func (h *Harness) Run(ctx context.Context, p Proxy) (*Result, error) {
 		r.Audits, r.AuditSeconds, r.AuditsOK = p.Audits(string(data))
 	}
 	stopped = true
+	// The measurements are complete: a failure to stop or clean up is returned with them, so the table
+	// of a long run is still printed (the next proxy cannot run on a node left dirty).
 	if err := p.Stop(ctx, h.lab, pid); err != nil {
-		return nil, err
+		return r, fmt.Errorf("%w: %w", errAfterMeasuring, err)
 	}
 	if err := p.Cleanup(ctx, h.lab, cfg.Node); err != nil {
-		return nil, err
+		return r, fmt.Errorf("%w: %w", errAfterMeasuring, err)
 	}
 	return r, nil
 }
+
+// errAfterMeasuring marks an error of Run that came once the proxy was measured (stopping, cleaning up).
+var errAfterMeasuring = errors.New("after the measurements")
 
 // readyAll writes back as ready the endpoints an earlier proxy's run left flipped off.
 func (h *Harness) readyAll(ctx context.Context) error {

@@ -181,12 +181,20 @@ var _ = Describe("the scale harness", func() {
 			Expect(err).NotTo(HaveOccurred())
 			results := make([]*Result, 0, len(ps))
 			names := make([]string, 0, len(ps))
+			var runErr error
 			for _, p := range ps {
 				r, err := h.Run(ctx, p)
-				Expect(err).NotTo(HaveOccurred(), "%s (guest logs in %s)", p.Name(), l.ShareDir()+"/logs")
-				results = append(results, r)
-				names = append(names, p.Name())
+				if r != nil {
+					results = append(results, r)
+					names = append(names, p.Name())
+				}
+				if err != nil {
+					// The table of what was measured is printed first.
+					runErr = fmt.Errorf("%s (guest logs in %s): %w", p.Name(), l.ShareDir()+"/logs", err)
+					break
+				}
 			}
+			Expect(results).NotTo(BeEmpty(), "%v", runErr)
 			var b strings.Builder
 			Print(&b, fmt.Sprintf("bench: %d Services x %d endpoints on %s, audit period %s, in the lab VM (qemu/TCG, %s)",
 				n, cfg.Endpoints, cfg.Node, cfg.AuditPeriod, time.Now().UTC().Format(time.DateOnly)), names, h.Table(results))
@@ -214,6 +222,7 @@ var _ = Describe("the scale harness", func() {
 				}
 			}
 
+			Expect(runErr).NotTo(HaveOccurred())
 			// Complete and sane, never fast: timings depend on the machine.
 			Expect(h.RawLoop.Services).To(Equal(n))
 			Expect(h.RawLoop.Destinations).To(Equal(n * cfg.Endpoints))
