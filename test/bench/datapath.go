@@ -62,6 +62,9 @@ func echoPod(name, node string) *corev1.Pod {
 	return &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name, Labels: map[string]string{"bench": "datapath"}},
 		Spec: corev1.PodSpec{
+			// Not one environment variable per Service of the namespace: at 10,000 Services the kubelet's
+			// service links made the pod unstartable.
+			EnableServiceLinks:            ptr.To(false),
 			NodeName:                      node,
 			TerminationGracePeriodSeconds: ptr.To[int64](5),
 			Containers: []corev1.Container{{
