@@ -72,8 +72,8 @@ func (t *Table) committed(err error) {
 	t.own++
 }
 
-// uncounted records a change the table cannot count as exactly one commit (Ensure, Delete). Callers
-// hold t.mu.
+// uncounted records a change the table cannot count, or one that changed its sets (Delete, an Ensure that
+// replaced the table). Callers hold t.mu.
 func (t *Table) uncounted() { t.base.valid = false }
 
 // markElementsRead starts a read of the sets: the generation before it is the baseline of the next

@@ -92,16 +92,22 @@ func (t *Table) Ensure(podCIDRs []netip.Prefix) error {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.uncounted()
 	t.queueSkeleton(v4, v6, false)
 	if err := t.conn.Flush(); err != nil {
+		// Replacing the table empties its sets: not one of the table's own counted updates.
+		t.uncounted()
 		// Add, delete, add: the delete cannot fail for a missing table, and the kernel sees one transaction.
 		t.queueSkeleton(v4, v6, true)
 		if err2 := t.conn.Flush(); err2 != nil {
 			return fmt.Errorf("nftrules: ensure table inet %s: %w (repairing in place: %w)", TableName, err2, err)
 		}
+	} else {
+		// Repaired in place: the element sets kept what they held (every audit ensures the table first).
+		t.committed(nil)
 	}
-	if err := sendBatch(t.netnsFD, rules); err != nil {
+	err = sendBatch(t.netnsFD, rules)
+	t.committed(err)
+	if err != nil {
 		return fmt.Errorf("nftrules: program rules of inet %s: %w", TableName, err)
 	}
 	return nil
