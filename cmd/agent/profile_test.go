@@ -59,4 +59,3 @@ func writeHeap(path string) error {
 	}
 	return out.Close()
 }
-
