@@ -99,6 +99,14 @@ type Rules interface {
 	Delete() error
 }
 
+// RulesGeneration is implemented by Rules that can tell cheaply (one small request, no read of the sets)
+// that nothing but their own Updates changed the kernel since the start of their last Elements, so a
+// caller that tracks those updates knows the elements without reading them (nftrules.Table: the ruleset
+// generation). False whenever anything else may have changed, also something unrelated.
+type RulesGeneration interface {
+	UnchangedSinceElements() (bool, error)
+}
+
 // RuleElements are the per-Service members of the rule sets.
 type RuleElements struct {
 	ClusterIPs []netip.Addr // IPv4 and IPv6 VIPs

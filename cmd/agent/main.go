@@ -58,6 +58,7 @@ func main() {
 }
 
 func run(ctx context.Context, f flags) error {
+	tuneGC(os.Getenv)
 	log := ctrl.Log.WithName("agent")
 	if f.Cleanup {
 		return runCleanup(ctx, f, os.Stdout)

@@ -128,7 +128,6 @@ func (r *ServiceReconciler) sync(ctx context.Context, key types.NamespacedName) 
 // it listed, so that a Service it cannot evaluate is still held by its ClusterIPs.
 func (r *ServiceReconciler) syncService(ctx context.Context, key types.NamespacedName, svc *corev1.Service) (time.Duration, error) {
 	r.init()
-	log := logf.FromContext(ctx).WithValues("service", key)
 	start := r.Clock.Now()
 	defer func() { metricSyncDuration.Observe(r.Clock.Since(start).Seconds()) }()
 
@@ -185,7 +184,9 @@ func (r *ServiceReconciler) syncService(ctx context.Context, key types.Namespace
 		return 0, err
 	}
 	if res.Ops > 0 {
-		log.V(1).Info("Programmed Service", "kernelOps", res.Ops)
+		// The values are added here, not with WithValues up front: zap encodes those at once, on every sync
+		// (4% of the agent's CPU at 10,000 Services), for a line that is off by default.
+		logf.FromContext(ctx).V(1).Info("Programmed Service", "service", key, "kernelOps", res.Ops)
 		observeProgrammingLatency(r.Clock.Now(), epSlices)
 	}
 	return minPositive(res.RequeueAfter, ramping), nil
@@ -226,7 +227,10 @@ func (r *ServiceReconciler) hold(ctx context.Context, key types.NamespacedName, 
 
 func (r *ServiceReconciler) endpointSlices(ctx context.Context, key types.NamespacedName) ([]*discoveryv1.EndpointSlice, error) {
 	list := &discoveryv1.EndpointSliceList{}
-	if err := r.List(ctx, list, client.InNamespace(key.Namespace), client.MatchingFields{serviceNameField: key.Name}); err != nil {
+	// The translation only reads them: no deep copy of every slice on every sync (7% of a cold start's CPU at
+	// 10,000 Services, and as much garbage).
+	if err := r.List(ctx, list, client.InNamespace(key.Namespace), client.MatchingFields{serviceNameField: key.Name},
+		client.UnsafeDisableDeepCopy); err != nil {
 		return nil, err
 	}
 	out := make([]*discoveryv1.EndpointSlice, len(list.Items))

@@ -28,6 +28,10 @@ type Table struct {
 	table   *nftables.Table
 	netnsFD int // 0: the caller's namespace
 	pods    podMatch
+	// own counts the table's committed transactions, base is the generation when the sets were last read
+	// (generation.go); both guarded by mu.
+	own  uint32
+	base generationBaseline
 }
 
 var _ ipvs.Rules = (*Table)(nil)
@@ -90,13 +94,20 @@ func (t *Table) Ensure(podCIDRs []netip.Prefix) error {
 	defer t.mu.Unlock()
 	t.queueSkeleton(v4, v6, false)
 	if err := t.conn.Flush(); err != nil {
+		// Replacing the table empties its sets: not one of the table's own counted updates.
+		t.uncounted()
 		// Add, delete, add: the delete cannot fail for a missing table, and the kernel sees one transaction.
 		t.queueSkeleton(v4, v6, true)
 		if err2 := t.conn.Flush(); err2 != nil {
 			return fmt.Errorf("nftrules: ensure table inet %s: %w (repairing in place: %w)", TableName, err2, err)
 		}
+	} else {
+		// Repaired in place: the element sets kept what they held (every audit ensures the table first).
+		t.committed(nil)
 	}
-	if err := sendBatch(t.netnsFD, rules); err != nil {
+	err = sendBatch(t.netnsFD, rules)
+	t.committed(err)
+	if err != nil {
 		return fmt.Errorf("nftrules: program rules of inet %s: %w", TableName, err)
 	}
 	return nil
@@ -159,7 +170,9 @@ func (t *Table) Update(add, remove ipvs.RuleElements) error {
 				_ = t.conn.SetDeleteElements(s, op.elems)
 			}
 		}
-		if err := t.conn.Flush(); err != nil {
+		err := t.conn.Flush()
+		t.committed(err)
+		if err != nil {
 			if !t.exists() {
 				err = fmt.Errorf("table missing (Ensure first): %w", unix.ENOENT)
 			}
@@ -276,6 +289,7 @@ func validProtocol(p ipvs.Protocol) bool { return p == ipvs.TCP || p == ipvs.UDP
 // compares the result with its records must not trust the elements it updated during the call.
 // Equivalent to: `nft list set inet ipvs-operator clusterips4` and the other element sets.
 func (t *Table) Elements() (ipvs.RuleElements, error) {
+	t.markElementsRead()
 	var out ipvs.RuleElements
 	for _, name := range []string{SetClusterIPs4, SetClusterIPs6, SetLoop4, SetLoop6, SetPorts4, SetPorts6} {
 		els, err := t.reader.GetSetElements(&nftables.Set{Table: t.table, Name: name})
@@ -333,6 +347,7 @@ func (t *Table) Exists() (bool, error) {
 func (t *Table) Delete() error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.uncounted()
 	t.conn.DelTable(t.table)
 	err := t.conn.Flush()
 	if err != nil && (errors.Is(err, unix.ENOENT) || !t.exists()) {

@@ -252,8 +252,9 @@ func TestSweepNeverRemovesWhatAServiceClaims(t *testing.T) {
 }
 
 // TestNftablesFailuresFailClosed: when the new hairpin/ClusterIP elements cannot be written, nothing starts
-// routing to them (no VIP bound, no virtual server, no real server added or restored); what needs no new
-// element (removals, drains) still happens; the error makes the caller retry, and the retry finishes.
+// routing to them (no VIP bound, no real server added or restored behind a bound VIP; a new Service's
+// virtual servers may exist, unreachable behind its unbound VIP); what needs no new element (removals,
+// drains) still happens; the error makes the caller retry, and the retry finishes.
 func TestNftablesFailuresFailClosed(t *testing.T) {
 	for _, tc := range []struct {
 		name        string
@@ -262,8 +263,11 @@ func TestNftablesFailuresFailClosed(t *testing.T) {
 		during string
 	}{
 		{
-			name: "new Service",
-			now:  service(drain, tcp("10.96.0.10:80", "10.244.1.5:8080")),
+			// Its elements are written with its ports, after the real servers (one transaction): those
+			// exist, but no client reaches them while the VIP is unbound.
+			name:   "new Service",
+			now:    service(drain, tcp("10.96.0.10:80", "10.244.1.5:8080")),
+			during: "-A -t 10.96.0.10:80 -s rr\n-a -t 10.96.0.10:80 -r 10.244.1.5:8080 -m -w 1\n",
 		},
 		{
 			name:   "new endpoint: the old one keeps serving",

@@ -3,6 +3,7 @@ package syncer_test
 import (
 	"context"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -14,17 +15,24 @@ import (
 	"github.com/ipvs-operator/ipvs-operator/ipvs/syncer"
 )
 
-// rulesWatchingIPVS records, at each Update, whether the kernel's IPVS table already routes to the endpoints
-// being added or still routes to those being removed.
+// rulesWatchingIPVS records, at each Update, whether the kernel already routes clients to the endpoints
+// being added or still routes to those being removed: a real server of a virtual server whose VIP is bound
+// (IPVS sees a client's packet only once its destination is a local address).
 type rulesWatchingIPVS struct {
 	*fake.Rules
 	k                       *fake.IPVS
+	vips                    *fake.VIPs
 	addedLate, removedEarly []netip.Addr
+	updates                 int
 }
 
 func (r *rulesWatchingIPVS) routed(a netip.Addr) bool {
 	vs, _ := ipvs.Snapshot(r.k)
+	bound, _ := r.vips.List()
 	for _, v := range vs {
+		if !slices.Contains(bound, v.Address) {
+			continue
+		}
 		for _, d := range v.Destinations {
 			if d.Address == a {
 				return true
@@ -45,6 +53,7 @@ func (r *rulesWatchingIPVS) Update(add, remove ipvs.RuleElements) error {
 			r.removedEarly = append(r.removedEarly, a)
 		}
 	}
+	r.updates++
 	return r.Rules.Update(add, remove)
 }
 
@@ -53,8 +62,9 @@ func (r *rulesWatchingIPVS) Update(add, remove ipvs.RuleElements) error {
 func TestHairpinElementsBracketTheRealServers(t *testing.T) {
 	ctx := context.Background()
 	k := fake.New()
-	rules := &rulesWatchingIPVS{Rules: fake.NewRules(), k: k}
-	s := syncer.New(k, fake.NewVIPs(), rules, clocktesting.NewFakePassiveClock(time.Unix(0, 0)), syncer.Options{})
+	vips := fake.NewVIPs()
+	rules := &rulesWatchingIPVS{Rules: fake.NewRules(), k: k, vips: vips}
+	s := syncer.New(k, vips, rules, clocktesting.NewFakePassiveClock(time.Unix(0, 0)), syncer.Options{})
 	must(t, s.Adopt(ctx))
 
 	vip := netip.MustParseAddr("10.96.0.10")
@@ -76,5 +86,50 @@ func TestHairpinElementsBracketTheRealServers(t *testing.T) {
 	}
 	if els, _ := rules.Elements(); len(els.Endpoints) != 0 {
 		t.Fatalf("elements left after the Service went: %v", els)
+	}
+}
+
+// A Service none of whose VIPs is bound yet (each one of a cold start) is reached by no client until its VIP
+// is: its elements are written in one nftables transaction, with its ports, instead of one before the real
+// servers and one after. A Service already bound still gets its new endpoints first.
+func TestUnreachedServiceOneNftablesUpdate(t *testing.T) {
+	ctx := context.Background()
+	k := fake.New()
+	vips := fake.NewVIPs()
+	rules := &rulesWatchingIPVS{Rules: fake.NewRules(), k: k, vips: vips}
+	s := syncer.New(k, vips, rules, clocktesting.NewFakePassiveClock(time.Unix(0, 0)), syncer.Options{})
+	must(t, s.Adopt(ctx))
+	vip := netip.MustParseAddr("10.96.0.10")
+	state := func(eps ...string) plan.Desired {
+		vs := ipvs.VirtualServer{Service: ipvs.Service{ServiceKey: ipvs.ServiceKey{Address: vip, Port: 80, Protocol: ipvs.TCP}, Scheduler: "rr"}}
+		for _, e := range eps {
+			vs.Destinations = append(vs.Destinations, ipvs.Destination{DestinationKey: ipvs.DestinationKey{Address: netip.MustParseAddr(e), Port: 8080}, Weight: 1})
+		}
+		return plan.Desired{VIPs: []netip.Addr{vip}, Servers: []ipvs.VirtualServer{vs}}
+	}
+	for _, step := range []struct {
+		eps     []string
+		updates int
+	}{
+		{[]string{"10.244.1.2", "10.244.1.3"}, 1},               // new: elements and ports together, then the VIP
+		{[]string{"10.244.1.2", "10.244.1.3", "10.244.1.4"}, 1}, // bound: the new endpoint before IPVS routes to it
+	} {
+		rules.updates = 0
+		if _, err := s.SyncService(ctx, "ns/web", state(step.eps...)); err != nil {
+			t.Fatal(err)
+		}
+		if rules.updates != step.updates {
+			t.Errorf("%v: %d nftables updates, want %d", step.eps, rules.updates, step.updates)
+		}
+	}
+	if len(rules.addedLate) > 0 {
+		t.Errorf("hairpin elements added after IPVS routed clients to them: %v", rules.addedLate)
+	}
+	els, _ := rules.Elements()
+	if len(els.ClusterIPs) != 1 || len(els.Endpoints) != 3 || len(els.Ports) != 1 {
+		t.Errorf("elements %+v, want the ClusterIP, 3 endpoints and 1 port", els)
+	}
+	if bound, _ := vips.List(); len(bound) != 1 {
+		t.Errorf("bound VIPs %v, want %s", bound, vip)
 	}
 }

@@ -192,7 +192,8 @@ func (s *Syncer) applyElements(add, remove ipvs.RuleElements) error {
 
 // auditElements re-reads the sets once and puts back the elements a Service needs that someone removed (a
 // table deleted and re-created, `nft flush set`). It returns the ClusterIPs the sets hold and how many
-// elements were missing.
+// elements were missing. Rules that know nobody else committed anything since the last read
+// (ipvs.RulesGeneration) spare it the read.
 //
 // The read holds no lock: at scale it is long, and the Services' syncs, which update the sets, go on
 // meanwhile. It is not read again when they do (a busy node would re-read forever, or hold every sync up
@@ -204,6 +205,16 @@ func (s *Syncer) auditElements() (sets.Set[netip.Addr], int, error) {
 		return sets.New[netip.Addr](), 0, nil
 	}
 	r := &s.elements
+	if g, ok := s.rules.(ipvs.RulesGeneration); ok {
+		// Only this agent's updates since the last read, all recorded in have: nothing to read or repair,
+		// but the elements whose update failed are retried, as after a read.
+		if unchanged, err := g.UnchangedSinceElements(); err == nil && unchanged {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			n, err := s.reconcileElementsLocked(false)
+			return r.have.clusterIPs.Clone(), n, err
+		}
+	}
 	touched := newElementSet()
 	r.mu.Lock()
 	r.touched = &touched

@@ -55,12 +55,18 @@ func (s *Syncer) syncLocked(ctx context.Context, key string, want plan.Desired) 
 	}
 
 	a := s.newApplier(ctx, e, now)
-	if err := s.growElements(e, effective); err != nil {
-		// Fail closed: nothing may start routing to an endpoint or a ClusterIP whose hairpin/guard
-		// elements are not in the sets. Operations that need only what the sets already hold (removals,
-		// drains, weights of known endpoints) still run; the error makes the caller retry.
-		errs = append(errs, err)
-		a.inSets = &elementSet{clusterIPs: e.elements.clusterIPs, endpoints: e.elements.endpoints, ports: e.elements.ports}
+	// A Service none of whose VIPs is bound yet (every Service of a cold start) is reached by no client:
+	// its elements go in with its ports, in one nftables transaction instead of two, before its VIPs are
+	// bound. At 10,000 Services the second transaction was a fifth of the programming time.
+	unreached := s.unreached(e, effective)
+	if !unreached {
+		if err := s.growElements(e, effective); err != nil {
+			// Fail closed: nothing may start routing to an endpoint or a ClusterIP whose hairpin/guard
+			// elements are not in the sets. Operations that need only what the sets already hold (removals,
+			// drains, weights of known endpoints) still run; the error makes the caller retry.
+			errs = append(errs, err)
+			a.inSets = &elementSet{clusterIPs: e.elements.clusterIPs, endpoints: e.elements.endpoints, ports: e.elements.ports}
+		}
 	}
 	p := plan.Compute(effective, s.observed(e), now)
 	ops, binds := splitBinds(p.Ops)
@@ -74,6 +80,11 @@ func (s *Syncer) syncLocked(ctx context.Context, key string, want plan.Desired) 
 	s.release(e, effective)
 	if err := s.updateElements(e, effective); err != nil {
 		errs = append(errs, err)
+		if unreached {
+			// Its ClusterIPs and endpoints are not in the sets: binding would let clients reach real
+			// servers the hairpin set does not know. The retry binds them once the sets hold them.
+			binds = nil
+		}
 	}
 	// Bind last: the ports of the new virtual servers are open now, so the first client of a new VIP is
 	// served, not refused by the port filter.
@@ -235,6 +246,28 @@ func (s *Syncer) observed(e *entry) plan.Observed {
 		o.Servers = append(o.Servers, sv.observed())
 	}
 	return o
+}
+
+// unreached reports whether no client can reach e's virtual servers before this sync binds its VIPs: none of
+// the VIPs it holds or wants is bound. IPVS sees a pod's or an outside client's packet only once its
+// destination is a local address, so until then the elements growElements would add first protect nothing.
+func (s *Syncer) unreached(e *entry, want plan.Desired) bool {
+	if s.rules == nil {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for v := range e.vips {
+		if s.bound.Has(v) {
+			return false
+		}
+	}
+	for _, v := range want.VIPs {
+		if s.bound.Has(v) {
+			return false
+		}
+	}
+	return true
 }
 
 // release gives up e's VIPs that it no longer wants and that hold nothing any more.

@@ -17,7 +17,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -53,6 +52,8 @@ type Config struct {
 	Idle time.Duration
 	// Node runs the proxy; the lab's other node stays empty.
 	Node string
+	// DataPath is how long requests run through the data path's ClusterIP (0: not measured).
+	DataPath time.Duration
 	// Writers write objects concurrently.
 	Writers int
 	// Log receives progress.
@@ -123,6 +124,10 @@ type Harness struct {
 	// Writes is the time writing the objects took, RawLoop the limit.
 	Writes  time.Duration
 	RawLoop RawResult
+
+	// dp are the data path's pods; DataPathLimit is the client straight to a backend pod (datapath.go).
+	dp            dataPathPods
+	DataPathLimit DataPath
 }
 
 // RawResult is `benchvm raw`'s output.
@@ -207,6 +212,11 @@ func Prepare(ctx context.Context, l *lab.Lab, cfg Config) (*Harness, error) {
 	}
 	h.Writes = time.Since(t0)
 	h.logf("wrote %d Services and %d EndpointSlices in %s", cfg.Services, cfg.Services, h.Writes.Round(time.Millisecond))
+	if cfg.DataPath > 0 {
+		if err := h.setupDataPath(ctx); err != nil {
+			return nil, err
+		}
+	}
 	return h, nil
 }
 
@@ -298,6 +308,8 @@ type Result struct {
 	// nothing changed; PeakRSS in bytes.
 	CPU, ColdCPU, IdleCPU float64
 	PeakRSS               int64
+	// DataPath is measured through one more ClusterIP once the cold start is done (datapath.go).
+	DataPath DataPath
 	// Audits seen in the proxy's metrics during the run, and their total time (AuditsOK false: none exposed).
 	Audits       int
 	AuditSeconds float64
@@ -359,6 +371,13 @@ func (h *Harness) Run(ctx context.Context, p Proxy) (*Result, error) {
 	if r.ColdCPU, _, err = h.procSample(ctx, w, pid); err != nil {
 		return nil, err
 	}
+	if cfg.DataPath > 0 {
+		if r.DataPath, err = h.measureDataPath(ctx); err != nil {
+			return nil, err
+		}
+		h.logf("%s: data path %.0f connections/s, p50 %s, p99 %s, %d failed", p.Name(), r.DataPath.Rate(),
+			dur(percentile(r.DataPath.Latencies, 50)), dur(percentile(r.DataPath.Latencies, 99)), r.DataPath.Errors)
+	}
 
 	// Single flips, one at a time, spaced so that they span several audit periods.
 	span := time.Duration(cfg.FlipAudits)*cfg.AuditPeriod + cfg.AuditPeriod/2
@@ -412,14 +431,19 @@ func (h *Harness) Run(ctx context.Context, p Proxy) (*Result, error) {
 		r.Audits, r.AuditSeconds, r.AuditsOK = p.Audits(string(data))
 	}
 	stopped = true
+	// The measurements are complete: a failure to stop or clean up is returned with them, so the table
+	// of a long run is still printed (the next proxy cannot run on a node left dirty).
 	if err := p.Stop(ctx, h.lab, pid); err != nil {
-		return nil, err
+		return r, fmt.Errorf("%w: %w", errAfterMeasuring, err)
 	}
 	if err := p.Cleanup(ctx, h.lab, cfg.Node); err != nil {
-		return nil, err
+		return r, fmt.Errorf("%w: %w", errAfterMeasuring, err)
 	}
 	return r, nil
 }
+
+// errAfterMeasuring marks an error of Run that came once the proxy was measured (stopping, cleaning up).
+var errAfterMeasuring = errors.New("after the measurements")
 
 // readyAll writes back as ready the endpoints an earlier proxy's run left flipped off.
 func (h *Harness) readyAll(ctx context.Context) error {
@@ -556,18 +580,4 @@ func (h *Harness) burst(ctx context.Context, w *kernelWatch, r *Result) error {
 	}
 	r.BurstAll = last.Sub(tStart)
 	return nil
-}
-
-// percentile is the nearest-rank percentile of ds (100: the maximum).
-func percentile(ds []time.Duration, p int) time.Duration {
-	if len(ds) == 0 {
-		return 0
-	}
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	k := (p*len(s) + 99) / 100
-	if k < 1 {
-		k = 1
-	}
-	return s[k-1]
 }

@@ -65,7 +65,8 @@ type Agent struct {
 	// Args are extra arguments.
 	Args []string
 	// ProfileDir, when set, runs the agent as its test binary `agent.test` (see cmd/agent/profile_test.go)
-	// with a CPU and a heap profile written there (a guest path) when it stops. The agent serves no pprof.
+	// with a CPU profile, the live heap at SIGTERM (heap.prof) and the allocations of the whole run (mem.prof)
+	// written there (a guest path) when it stops. The agent serves no pprof.
 	ProfileDir string
 }
 
@@ -87,7 +88,7 @@ func (a Agent) Start(ctx context.Context, l *lab.Lab, node string, auditPeriod t
 	argv = append(argv, a.Args...)
 	env := []string{"KUBECONFIG=" + lab.GuestKubeconfig}
 	if a.ProfileDir != "" {
-		env = append(env, "AGENT_ARGS="+strings.Join(argv[1:], " "))
+		env = append(env, "AGENT_ARGS="+strings.Join(argv[1:], " "), "AGENT_HEAP_PROFILE="+a.ProfileDir+"/heap.prof")
 		argv = []string{lab.GuestBin + "/agent.test", "-test.run=^TestAgentProfiled$", "-test.timeout=0",
 			"-test.cpuprofile=" + a.ProfileDir + "/cpu.prof", "-test.memprofile=" + a.ProfileDir + "/mem.prof"}
 	}

@@ -50,6 +50,12 @@ func (h *Harness) Table(results []*Result) []Row {
 		rows = append(rows, r)
 	}
 	raw := time.Duration(h.RawLoop.Seconds * float64(time.Second))
+	toLimit := func(v, limit float64) string {
+		if v <= 0 || limit <= 0 {
+			return ""
+		}
+		return fmt.Sprintf("%.1fx limit", v/limit)
+	}
 	toRaw := func(d time.Duration) string {
 		if raw <= 0 || d <= 0 {
 			return ""
@@ -91,6 +97,29 @@ func (h *Harness) Table(results []*Result) []Row {
 	add("  burst per flip p50 / max", "", func(r *Result) string {
 		return dur(percentile(r.Burst, 50)) + " / " + dur(percentile(r.Burst, 100))
 	}, nil, nil)
+	if h.cfg.DataPath > 0 {
+		// Rates are told as times fewer than the best (1/rate), so "2.0x" is worse everywhere in the table.
+		lim := h.DataPathLimit
+		perSec := func(d DataPath) string { return fmt.Sprintf("%.0f/s", d.Rate()) }
+		inv := func(r *Result) float64 {
+			if r.DataPath.Rate() <= 0 {
+				return 0
+			}
+			return 1 / r.DataPath.Rate()
+		}
+		add(fmt.Sprintf("data path: connections through one ClusterIP (%s)", dur(h.cfg.DataPath)), perSec(lim),
+			func(r *Result) string { return perSec(r.DataPath) }, inv,
+			func(r *Result) string { return toLimit(lim.Rate(), r.DataPath.Rate()) })
+		for _, p := range []int{50, 99} {
+			lat := func(r *Result) time.Duration { return percentile(r.DataPath.Latencies, p) }
+			add(fmt.Sprintf("  request p%d (connect, line, answer, close)", p), dur(percentile(lim.Latencies, p)),
+				func(r *Result) string { return dur(lat(r)) }, secs(lat),
+				func(r *Result) string { return toLimit(lat(r).Seconds(), percentile(lim.Latencies, p).Seconds()) })
+		}
+		add("  requests, failed", fmt.Sprintf("%d, %d", lim.Requests, lim.Errors), func(r *Result) string {
+			return fmt.Sprintf("%d, %d", r.DataPath.Requests, r.DataPath.Errors)
+		}, nil, nil)
+	}
 	add("CPU seconds: cold start / whole run", "", func(r *Result) string { return fmt.Sprintf("%.1f / %.1f", r.ColdCPU, r.CPU) },
 		func(r *Result) float64 { return r.CPU }, nil)
 	add(fmt.Sprintf("CPU while idle (%s), share of a core", dur(h.cfg.Idle)), "", func(r *Result) string { return fmt.Sprintf("%.1f%%", 100*r.IdleCPU) },
@@ -118,7 +147,7 @@ func Print(out io.Writer, title string, names []string, rows []Row) {
 	for _, n := range names {
 		head = append(head, n, "")
 	}
-	head = append(head, "raw netlink loop")
+	head = append(head, "limit: raw netlink loop; pod to pod")
 	fmt.Fprintln(tw, strings.Join(head, "\t"))
 	for _, r := range rows {
 		cells := make([]string, 0, 2+2*len(r.Values))
@@ -130,23 +159,4 @@ func Print(out io.Writer, title string, names []string, rows []Row) {
 		fmt.Fprintln(tw, strings.Join(cells, "\t"))
 	}
 	_ = tw.Flush()
-}
-
-func dur(d time.Duration) string {
-	switch {
-	case d == 0:
-		return "0"
-	case d < time.Second:
-		return fmt.Sprintf("%.1fms", float64(d)/float64(time.Millisecond))
-	case d < 10*time.Minute:
-		return fmt.Sprintf("%.2fs", d.Seconds())
-	}
-	return d.Round(time.Second).String()
-}
-
-func ratio(a, b time.Duration) string {
-	if b <= 0 {
-		return ""
-	}
-	return fmt.Sprintf("%.1fx", float64(a)/float64(b))
 }

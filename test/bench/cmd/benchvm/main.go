@@ -1,4 +1,4 @@
-// Command benchvm is the scale harness's program inside the lab VM (see test/bench). It has two modes:
+// Command benchvm is the scale harness's program inside the lab VM (see test/bench). It has three modes:
 //
 //	benchvm raw --services N --endpoints M --vip-base IP --dst-base IP --port P --target-port T
 //	    programs N virtual servers x M real servers and N /32 VIPs on a dummy interface with one netlink
@@ -7,6 +7,9 @@
 //	benchvm watch --cmd FILE --out FILE
 //	    follows commands appended to --cmd and appends "ID ok key=value..." to --out when each holds. It
 //	    looks at the kernel from the node (the proxy's network namespace), never at the proxy.
+//	benchvm conns [--duration D] [--timeout D] ADDR
+//	    sends requests to the echo server(s) behind ADDR over a new TCP connection each, one after the other,
+//	    for D, and prints each one's latency as JSON (conns.go): the data path as a pod sees it.
 //
 // Commands of watch (one a line, fields separated by spaces):
 //
@@ -49,7 +52,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: benchvm raw|watch [flags]")
+		fmt.Fprintln(os.Stderr, "usage: benchvm raw|watch|conns [flags]")
 		os.Exit(2)
 	}
 	var err error
@@ -58,6 +61,8 @@ func main() {
 		err = raw(os.Args[2:])
 	case "watch":
 		err = watch(os.Args[2:])
+	case "conns":
+		err = conns(os.Args[2:])
 	default:
 		err = fmt.Errorf("unknown mode %q", os.Args[1])
 	}
