@@ -32,6 +32,8 @@ var guestModules = []string{
 	"nft_fib_ipv6", "nft_limit", "nft_log", "nft_numgen",
 	// node and pod networking
 	"bridge", "br_netfilter", "veth", "dummy",
+	// SCTP sockets for the echo server and client (IPVS and conntrack have SCTP built in)
+	"sctp",
 	// NETLINK_XFRM: vishvananda/netlink's NewHandle opens a socket of every family it knows, and the
 	// kernel would autoload this module on a real node
 	"xfrm_user",

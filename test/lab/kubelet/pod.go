@@ -576,11 +576,8 @@ func (w *podWorker) processSpec(ctx context.Context, c *container) (processSpec,
 		sec := securityFor(c.spec.SecurityContext)
 		argv = containerArgv(w.k.cfg.LabvmBinary, binds, &sec, argv)
 	default:
-		tcp, udp, unsupported := echoPorts(&c.spec)
-		if len(unsupported) > 0 {
-			c.log.Info("SCTP ports are not served by the echo server", "ports", unsupported)
-		}
-		argv = echoArgv(w.k.cfg.LabvmBinary, pod.Name, tcp, udp)
+		tcp, udp, sctp := echoPorts(&c.spec)
+		argv = echoArgv(w.k.cfg.LabvmBinary, pod.Name, tcp, udp, sctp)
 	}
 	if !w.hostNetwork {
 		argv = w.k.netns.ExecArgv(w.netns, argv)
