@@ -93,7 +93,7 @@ func newestPackage(re string) func(ctx context.Context, out io.Writer) (string, 
 			}
 			if attempt == 0 {
 				progress(out, "apt-get update (to find the kernel package)")
-				if err := runStreaming(ctx, out, "  apt: ", []string{"DEBIAN_FRONTEND=noninteractive"}, "", "apt-get", "update", "-qq"); err != nil {
+				if err := runAPT(ctx, out, "update", "-qq"); err != nil {
 					return "", err
 				}
 			}
