@@ -312,6 +312,7 @@ func buildInitramfs(ctx context.Context, cache string, k *Kernel, out io.Writer)
 	}
 	s.file("etc/lab/modules.load", k.LoadList, 0o644)
 	s.inline("etc/lab/kernel-version", []byte(k.Version+"\n"), 0o644)
+	s.inline("etc/lab/topology.env", topologyEnv(), 0o644)
 	s.inline("init", guestInit, 0o755)
 
 	sum, err := s.manifest()

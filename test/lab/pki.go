@@ -36,6 +36,20 @@ const (
 	NodeCIDR = "192.168.100.0/24"
 	// OutsideIP is the address of the outside host, which is not a cluster member.
 	OutsideIP = "192.168.100.200"
+	// NodeRootIP is the guest root netns's address on the node network (bridge lab0).
+	NodeRootIP = "192.168.100.1"
+
+	// The IPv6 family of the dual-stack lab, the same layout in unique local addresses. IPv4 comes first
+	// everywhere (Service CIDRs, pod and node addresses), so a Service that asks for no family stays IPv4.
+
+	// ServiceCIDRv6 is the Service range of IPv6 ClusterIPs (kube-apiserver refuses one wider than /108).
+	ServiceCIDRv6 = "fd00:10:96::/112"
+	// PodCIDRv6 covers every node's IPv6 pod range (node-a fd00:10:244:1::/64, node-b fd00:10:244:2::/64).
+	PodCIDRv6 = "fd00:10:244::/56"
+	// NodeCIDRv6, NodeRootIPv6 and OutsideIPv6 are NodeCIDR, NodeRootIP and OutsideIP in IPv6.
+	NodeCIDRv6   = "fd00:192:168:100::/64"
+	NodeRootIPv6 = "fd00:192:168:100::1"
+	OutsideIPv6  = "fd00:192:168:100::200"
 )
 
 // NodeInfo describes one lab node.
@@ -43,13 +57,21 @@ type NodeInfo struct {
 	Name    string
 	IP      string // on the node network (its netns's eth0)
 	PodCIDR string // on its cbr0 bridge, gateway .1
+	// IPv6 and PodCIDRv6 are the same in IPv6 (gateway ::1); a pod's IPv6 address has its IPv4 host part.
+	IPv6, PodCIDRv6 string
 }
 
 // LabNodes are the lab's nodes; their network namespaces carry the same names.
 var LabNodes = []NodeInfo{
-	{Name: "node-a", IP: "192.168.100.11", PodCIDR: "10.244.1.0/24"},
-	{Name: "node-b", IP: "192.168.100.12", PodCIDR: "10.244.2.0/24"},
+	{Name: "node-a", IP: "192.168.100.11", PodCIDR: "10.244.1.0/24", IPv6: "fd00:192:168:100::11", PodCIDRv6: "fd00:10:244:1::/64"},
+	{Name: "node-b", IP: "192.168.100.12", PodCIDR: "10.244.2.0/24", IPv6: "fd00:192:168:100::12", PodCIDRv6: "fd00:10:244:2::/64"},
 }
+
+// ServiceCIDRs is the cluster's dual-stack Service range as kube-apiserver's flag takes it (IPv4 first).
+func ServiceCIDRs() string { return ServiceCIDR + "," + ServiceCIDRv6 }
+
+// PodCIDRs is the cluster's dual-stack pod range, as kube-controller-manager's --cluster-cidr takes it.
+func PodCIDRs() string { return PodCIDR + "," + PodCIDRv6 }
 
 // pki holds the lab's certificates and keys, PEM encoded, and the files they were written to.
 type pki struct {
@@ -150,7 +172,7 @@ func generatePKI(dir string) (*pki, error) {
 	// The API server dials a kubelet at its Node's ExternalIP, 127.0.0.1 (the VM's port forward).
 	kubeletIPs := []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP(GuestIP)}
 	for _, n := range LabNodes {
-		kubeletIPs = append(kubeletIPs, net.ParseIP(n.IP))
+		kubeletIPs = append(kubeletIPs, net.ParseIP(n.IP), net.ParseIP(n.IPv6))
 	}
 	kubeletPEM, kubeletKeyPEM, err := issue(&x509.Certificate{
 		SerialNumber: serial(),

@@ -143,8 +143,8 @@ func runKubelet(ctx context.Context, args []string) int {
 	fs.StringVar(&cfg.NodeName, "node", "", "node name (required)")
 	fs.StringVar(&cfg.Kubeconfig, "kubeconfig", "/mnt/host/kubeconfig-guest", "kubeconfig of the kubelet")
 	fs.StringVar(&cfg.APIServer, "api-server", "", "API server URL written into pods' kubeconfigs (default: the kubeconfig's)")
-	fs.StringVar(&nodeIP, "node-ip", "", "node IP (required)")
-	fs.StringVar(&podCIDR, "pod-cidr", "", "the node's pod CIDR (required)")
+	fs.StringVar(&nodeIP, "node-ip", "", "node IP (required); IPV4,IPV6 for a dual-stack node")
+	fs.StringVar(&podCIDR, "pod-cidr", "", "the node's pod CIDR (required); IPV4,IPV6 for a dual-stack node")
 	fs.StringVar(&cfg.Bridge, "bridge", "cbr0", "pod bridge in the node's network namespace")
 	fs.BoolVar(&cfg.NoNodePodCIDR, "no-node-pod-cidr", false, "leave the Node's spec.podCIDRs empty (pods still use --pod-cidr)")
 	fs.Var(&imageMap, "image-map", "MATCH=DIR: images containing MATCH run DIR/<basename of command[0]> (repeatable)")
@@ -179,16 +179,31 @@ func runKubelet(ctx context.Context, args []string) int {
 		}
 		cfg.ClusterDNS = append(cfg.ClusterDNS, ip)
 	}
-	if cfg.NodeIP = net.ParseIP(nodeIP); cfg.NodeIP == nil {
+	// As a kubelet's --node-ip: one address, or an IPv4,IPv6 pair for a dual-stack node.
+	ip4, ip6, _ := strings.Cut(nodeIP, ",")
+	if cfg.NodeIP = net.ParseIP(ip4); cfg.NodeIP == nil {
 		fmt.Fprintf(os.Stderr, "kubelet: bad or missing --node-ip %q\n", nodeIP)
 		return exitUsage
 	}
-	_, cidr, err := net.ParseCIDR(podCIDR)
+	if ip6 != "" {
+		if cfg.NodeIPv6 = net.ParseIP(ip6); cfg.NodeIPv6 == nil {
+			fmt.Fprintf(os.Stderr, "kubelet: bad --node-ip %q\n", nodeIP)
+			return exitUsage
+		}
+	}
+	cidr4, cidr6, _ := strings.Cut(podCIDR, ",")
+	_, cidr, err := net.ParseCIDR(cidr4)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "kubelet: bad or missing --pod-cidr %q\n", podCIDR)
 		return exitUsage
 	}
 	cfg.PodCIDR = cidr
+	if cidr6 != "" {
+		if _, cfg.PodCIDRv6, err = net.ParseCIDR(cidr6); err != nil {
+			fmt.Fprintf(os.Stderr, "kubelet: bad --pod-cidr %q\n", podCIDR)
+			return exitUsage
+		}
+	}
 	for _, m := range imageMap {
 		mapping, err := kubelet.ParseImageMapping(m)
 		if err != nil {
