@@ -208,11 +208,11 @@ func dialSCTP(ctx context.Context, addr string, sourcePort int) (net.Conn, error
 			if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
 				return err
 			}
-			any := netip.IPv4Unspecified()
+			unspecified := netip.IPv4Unspecified()
 			if family == unix.AF_INET6 {
-				any = netip.IPv6Unspecified()
+				unspecified = netip.IPv6Unspecified()
 			}
-			if err := unix.Bind(fd, sockaddr(netip.AddrPortFrom(any, uint16(sourcePort)))); err != nil {
+			if err := unix.Bind(fd, sockaddr(netip.AddrPortFrom(unspecified, uint16(sourcePort)))); err != nil {
 				return err
 			}
 		}
