@@ -58,6 +58,28 @@ func (m podMatch) notPodSource(f ipFamily) ruleTail {
 	}
 }
 
+// refusals turns a match into the two rules that refuse what it matches, as the port filter does: TCP with
+// a reset, the rest with an ICMP port unreachable. A client's kernel drops an ICMP error that arrives while
+// connect() still holds its socket, which happens when the whole round trip runs within that system call
+// (veths deliver in the sender's softirq: the outside host's IPv6 connections timed out here, 3 of 3, after
+// 1 s SYN retransmissions); a reset is queued to the socket's backlog and refuses at once.
+func refusals(f ipFamily, text string, exprs []any) []ruleTail {
+	return []ruleTail{
+		{
+			text: text + " meta l4proto tcp reject with tcp reset",
+			exprs: concat(exprs,
+				&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: unix.NFT_REG_1},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: unix.NFT_REG_1, Data: []byte{unix.IPPROTO_TCP}},
+				&expr.Reject{Type: unix.NFT_REJECT_TCP_RST},
+			),
+		},
+		{
+			text:  text + " " + f.rejectText,
+			exprs: concat(exprs, &expr.Reject{Type: unix.NFT_REJECT_ICMP_UNREACH, Code: f.rejectCode}),
+		},
+	}
+}
+
 // guardTails are the ends of the guard's rules, after "ct state new, to a ClusterIP, not from lo": each
 // rule refuses (or drops) what is not from a pod.
 func (m podMatch) guardTails(f ipFamily) []ruleTail {
@@ -69,25 +91,16 @@ func (m podMatch) guardTails(f ipFamily) []ruleTail {
 			name += "*"
 			data = []byte(m.iface) // nft compares only the prefix's bytes
 		}
-		return []ruleTail{{
-			text: `iifname != "` + name + `" ` + f.rejectText,
-			exprs: []any{
-				&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: unix.NFT_REG_1},
-				&expr.Cmp{Op: expr.CmpOpNeq, Register: unix.NFT_REG_1, Data: data},
-				&expr.Reject{Type: unix.NFT_REJECT_ICMP_UNREACH, Code: f.rejectCode},
-			},
-		}}
+		return refusals(f, `iifname != "`+name+`"`, []any{
+			&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: unix.NFT_REG_1},
+			&expr.Cmp{Op: expr.CmpOpNeq, Register: unix.NFT_REG_1, Data: data},
+		})
 	}
-	return []ruleTail{
-		{
-			text: f.kw + " saddr != @" + f.podCIDRs + " " + f.rejectText,
-			exprs: []any{
-				&expr.Payload{DestRegister: unix.NFT_REG_1, Base: expr.PayloadBaseNetworkHeader, Offset: f.saddrOff, Len: f.addrLen},
-				&expr.Lookup{SourceRegister: unix.NFT_REG_1, SetName: f.podCIDRs, Invert: true},
-				&expr.Reject{Type: unix.NFT_REJECT_ICMP_UNREACH, Code: f.rejectCode},
-			},
-		},
-		{
+	return append(refusals(f, f.kw+" saddr != @"+f.podCIDRs, []any{
+		&expr.Payload{DestRegister: unix.NFT_REG_1, Base: expr.PayloadBaseNetworkHeader, Offset: f.saddrOff, Len: f.addrLen},
+		&expr.Lookup{SourceRegister: unix.NFT_REG_1, SetName: f.podCIDRs, Invert: true},
+	}),
+		ruleTail{
 			// Anti-spoofing: a pod address is only a pod if the packet came in where this node sends
 			// the replies to that address (a strict reverse-path check, rp_filter=1 for this rule only;
 			// the node-wide sysctl is left alone, CNIs set it as they need). A host on the node network
@@ -103,5 +116,5 @@ func (m podMatch) guardTails(f ipFamily) []ruleTail {
 				&expr.Verdict{Kind: expr.VerdictDrop},
 			},
 		},
-	}
+	)
 }

@@ -148,7 +148,7 @@ var families = []ipFamily{
 // ruleDefs returns the rules in the order they are programmed and listed; pods says how pods are told
 // from other sources.
 func ruleDefs(pods podMatch) []ruleDef {
-	out := make([]ruleDef, 0, 6*len(families)) // two rules per family, then the guard (one or two each) and the port filter (three)
+	out := make([]ruleDef, 0, 8*len(families)) // two rules per family, then the guard (two or three each) and the port filter (two)
 	for _, f := range families {
 		out = append(out, ruleDef{
 			// Hairpin: after IPVS's DNAT a pod talking to itself has saddr == daddr == an endpoint.

@@ -37,12 +37,15 @@ var (
 // echoPodSpec is a pod serving the echo server on ports, ready when GET :8080/readyz says so.
 func echoPodSpec(drv Driver, ports ...echoPort) corev1.PodSpec {
 	cports := make([]corev1.ContainerPort, 0, len(ports))
-	var tcp, udp []string
+	var tcp, udp, sctp []string
 	for _, p := range ports {
 		cports = append(cports, corev1.ContainerPort{Name: p.name, ContainerPort: p.port, Protocol: p.proto})
-		if p.proto == corev1.ProtocolUDP {
+		switch p.proto {
+		case corev1.ProtocolUDP:
 			udp = append(udp, strconv.Itoa(int(p.port)))
-		} else {
+		case corev1.ProtocolSCTP:
+			sctp = append(sctp, strconv.Itoa(int(p.port)))
+		default:
 			tcp = append(tcp, strconv.Itoa(int(p.port)))
 		}
 	}
@@ -52,6 +55,9 @@ func echoPodSpec(drv Driver, ports ...echoPort) corev1.PodSpec {
 	}
 	if len(udp) > 0 {
 		args = append(args, "--udp="+strings.Join(udp, ","))
+	}
+	if len(sctp) > 0 {
+		args = append(args, "--sctp="+strings.Join(sctp, ","))
 	}
 	return corev1.PodSpec{
 		// Longer than the echo server's shutdown delay after SIGTERM (test/lab/echo.DefaultShutdownDelay, 3 s),

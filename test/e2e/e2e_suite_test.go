@@ -69,6 +69,8 @@ var _ = Describe("ipvs-operator", func() {
 	Describe("Data path", func() {
 		dataplane.RegisterScenarios(func() dataplane.Driver { return drv })
 		dataplane.RegisterAgentPorts(func() dataplane.Driver { return drv })
+		// SCTP needs the sctp module in the developer's kernel (loaded on the first SCTP socket).
+		dataplane.RegisterSCTP(func() dataplane.Driver { return drv })
 		// Without unloading a module: a kind node shares the developer's kernel.
 		dataplane.RegisterPrivileges(func() dataplane.Driver { return drv }, false)
 	})

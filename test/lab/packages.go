@@ -69,12 +69,11 @@ func EnsurePackages(ctx context.Context, out io.Writer) error {
 			strings.Join(missing, " "), strings.Join(missing, " "))
 	}
 	host.Progress(out, "installing Debian packages: %s", strings.Join(missing, " "))
-	env := []string{"DEBIAN_FRONTEND=noninteractive"}
-	if err := host.RunStreaming(ctx, out, "  apt: ", env, "", "apt-get", "update", "-qq"); err != nil {
+	if err := host.RunAPT(ctx, out, "update", "-qq"); err != nil {
 		return err
 	}
 	args := append([]string{"install", "-y", "-qq", "--no-install-recommends"}, missing...)
-	if err := host.RunStreaming(ctx, out, "  apt: ", env, "", "apt-get", args...); err != nil {
+	if err := host.RunAPT(ctx, out, args...); err != nil {
 		return err
 	}
 	for _, t := range hostTools {

@@ -89,6 +89,10 @@ var _ = Describe("the kernel tests in the lab VM", func() {
 			pkg: "ipvs/takeover", binary: "takeover-kernel.test", tags: "kernel", run: "^TestKernel",
 			mustPass: regexp.MustCompile(`(?m)^--- PASS: TestKernelTakeover\b`), minPassed: 1,
 		}),
+		Entry("the echo server and client over SCTP (no SCTP in the host kernel)", kernelTests{
+			pkg: "test/lab/echo", binary: "echo-sctp.test", run: "^TestSCTP",
+			mustPass: regexp.MustCompile(`(?m)^--- PASS: TestSCTP\w*`), minPassed: 3,
+		}),
 		Entry("the agent's per-node lock (per network namespace), all its tests", kernelTests{
 			pkg: "controllers/agent/nodelock", binary: "nodelock.test", tags: "kernel", run: ".",
 			mustPass: regexp.MustCompile(`(?m)^--- PASS: TestLockIsPerNetworkNamespace\b`), minPassed: 1,

@@ -67,6 +67,8 @@ var _ = Describe("the lab", Ordered, func() {
 	dataplane.RegisterAgentPorts(func() dataplane.Driver { return theLab })
 	dataplane.RegisterPrivileges(func() dataplane.Driver { return theLab }, true)
 	dataplane.RegisterPodDetection(func() dataplane.Driver { return theLab })
+	dataplane.RegisterSCTP(func() dataplane.Driver { return theLab })
+	dataplane.RegisterDualStack(func() dataplane.Driver { return theLab })
 	registerClusterDNS()
 	registerKubectl()
 	// Last: it removes the install.

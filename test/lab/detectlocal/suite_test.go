@@ -47,7 +47,7 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 		Kustomize: filepath.Join(root, "bin", "kustomize"),
 		Image:     labImage,
 		Args: []string{"--agent-audit-period=10s",
-			"--agent-detect-local-mode=ClusterCIDR", "--agent-cluster-cidr=" + topology.PodCIDR},
+			"--agent-detect-local-mode=ClusterCIDR", "--agent-cluster-cidr=" + topology.PodCIDRs()},
 		Log: GinkgoWriter,
 	})).To(Succeed())
 	// Ready agents: in the default NodeCIDR mode they would not be (no pod CIDRs on their Nodes).
@@ -75,7 +75,7 @@ var _ = Describe("a lab whose Nodes have no pod CIDRs", Ordered, func() {
 		ds := &appsv1.DaemonSet{}
 		Expect(theLab.Client().Get(ctx, client.ObjectKey{Namespace: install.Namespace, Name: install.AgentDaemonSet}, ds)).To(Succeed())
 		Expect(ds.Spec.Template.Spec.Containers[0].Args).To(ContainElements(
-			"--detect-local-mode=ClusterCIDR", "--cluster-cidr="+topology.PodCIDR))
+			"--detect-local-mode=ClusterCIDR", "--cluster-cidr="+topology.PodCIDRs()))
 	})
 	dataplane.RegisterPodDetection(func() dataplane.Driver { return theLab })
 })

@@ -25,6 +25,8 @@ const (
 	ProtocolHTTP Protocol = "http"
 	ProtocolTCP  Protocol = "tcp"
 	ProtocolUDP  Protocol = "udp"
+	// ProtocolSCTP is the line protocol of ProtocolTCP over an SCTP association.
+	ProtocolSCTP Protocol = "sctp"
 )
 
 // ClientConfig describes a run of requests. Count or Duration bounds the run; with Duration the client loops
@@ -36,10 +38,10 @@ type ClientConfig struct {
 	Interval time.Duration // pause between requests
 	Duration time.Duration
 	Timeout  time.Duration // per request
-	// Hold (TCP only) opens Count connections, reads the name on each, keeps them all open this long, then
+	// Hold (TCP and SCTP) opens Count connections, reads the name on each, keeps them all open this long, then
 	// closes them: least-connection scheduling sees Count live connections at once.
 	Hold time.Duration
-	// SourcePort binds a fixed local port (TCP and UDP) so that a flow keeps its identity across requests.
+	// SourcePort binds a fixed local port (TCP, UDP and SCTP) so that a flow keeps its identity across requests.
 	SourcePort int
 	// BearerToken (HTTP only) is sent as "Authorization: Bearer <token>", as Prometheus does with its
 	// ServiceAccount's token. An https:// address is fetched without verifying the server's certificate:
@@ -103,9 +105,9 @@ func (rs Results) WriteSummary(w io.Writer) error {
 // Validate reports a configuration the client cannot run (the command exits 2 for it).
 func (c ClientConfig) Validate() error {
 	switch c.Proto {
-	case ProtocolHTTP, ProtocolTCP, ProtocolUDP:
+	case ProtocolHTTP, ProtocolTCP, ProtocolUDP, ProtocolSCTP:
 	default:
-		return fmt.Errorf("unknown protocol %q (want http, tcp or udp)", c.Proto)
+		return fmt.Errorf("unknown protocol %q (want http, tcp, udp or sctp)", c.Proto)
 	}
 	if c.Addr == "" {
 		return errors.New("an address is required")
@@ -113,8 +115,8 @@ func (c ClientConfig) Validate() error {
 	if c.Count < 1 && c.Duration <= 0 {
 		return errors.New("count must be at least 1 (or give a duration)")
 	}
-	if c.Hold > 0 && c.Proto != ProtocolTCP {
-		return errors.New("hold works with tcp only")
+	if c.Hold > 0 && c.Proto != ProtocolTCP && c.Proto != ProtocolSCTP {
+		return errors.New("hold works with tcp and sctp only")
 	}
 	if c.BearerToken != "" && c.Proto != ProtocolHTTP {
 		return errors.New("a bearer token works with http only")
@@ -129,7 +131,7 @@ func (c ClientConfig) Validate() error {
 		return errors.New("source port out of range")
 	}
 	if c.SourcePort != 0 && c.Proto == ProtocolHTTP {
-		return errors.New("source-port works with tcp and udp only")
+		return errors.New("source-port works with tcp, udp and sctp only")
 	}
 	return nil
 }
@@ -226,9 +228,18 @@ func dialer(cfg ClientConfig, network string) *net.Dialer {
 	return d
 }
 
-// tcpConnect opens a connection, sends a line and reads the name; the open connection is returned on success.
+// streamDial opens a TCP connection, or an SCTP association for ProtocolSCTP.
+func streamDial(ctx context.Context, cfg ClientConfig) (net.Conn, error) {
+	if cfg.Proto == ProtocolSCTP {
+		return dialSCTP(ctx, cfg.Addr, cfg.SourcePort)
+	}
+	return dialer(cfg, "tcp").DialContext(ctx, "tcp", cfg.Addr)
+}
+
+// tcpConnect opens a connection (TCP or SCTP), sends a line and reads the name; the open connection is
+// returned on success.
 func tcpConnect(ctx context.Context, cfg ClientConfig) (net.Conn, Result) {
-	c, err := dialer(cfg, "tcp").DialContext(ctx, "tcp", cfg.Addr)
+	c, err := streamDial(ctx, cfg)
 	if err != nil {
 		return nil, Result{Err: Reason(err)}
 	}
@@ -248,11 +259,11 @@ func tcpConnect(ctx context.Context, cfg ClientConfig) (net.Conn, Result) {
 	return c, Result{Answer: strings.TrimSpace(line)}
 }
 
-// closeConn closes a connection; with a fixed source port it resets it instead, because a TIME_WAIT on the
-// same 4-tuple would refuse the next connection of the flow.
+// closeConn closes a connection; with a fixed source port it resets (TCP) or aborts (SCTP) it instead,
+// because a TIME_WAIT on the same 4-tuple would refuse the next connection of the flow.
 func closeConn(c net.Conn, abort bool) {
-	if tc, ok := c.(*net.TCPConn); ok && abort {
-		_ = tc.SetLinger(0)
+	if lc, ok := c.(interface{ SetLinger(sec int) error }); ok && abort {
+		_ = lc.SetLinger(0)
 	}
 	_ = c.Close()
 }

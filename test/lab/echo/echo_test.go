@@ -21,7 +21,7 @@ func startServer(t *testing.T, name string) (tcpAddr, udpAddr string) {
 	done := make(chan error, 1)
 	go func() {
 		done <- Serve(ctx, Config{Name: name, Host: "127.0.0.1", TCP: []int{0}, UDP: []int{0},
-			Listening: func(tcp, udp []net.Addr) { bound <- [2]string{tcp[0].String(), udp[0].String()} }})
+			Listening: func(tcp, udp, _ []net.Addr) { bound <- [2]string{tcp[0].String(), udp[0].String()} }})
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -137,7 +137,7 @@ func TestClientHoldKeepsConnectionsOpen(t *testing.T) {
 	defer cancel()
 	srv := Config{Name: "held", Host: "127.0.0.1", TCP: []int{0}}
 	bound := make(chan string, 1)
-	srv.Listening = func(tcp, _ []net.Addr) { bound <- tcp[0].String() }
+	srv.Listening = func(tcp, _, _ []net.Addr) { bound <- tcp[0].String() }
 	done := make(chan struct{})
 	go func() { _ = Serve(ctx, srv); close(done) }()
 	addr := <-bound
@@ -212,12 +212,15 @@ func TestValidate(t *testing.T) {
 		ok     bool
 	}{
 		{"valid", func(*ClientConfig) {}, true},
-		{"bad proto", func(c *ClientConfig) { c.Proto = "sctp" }, false},
+		{"bad proto", func(c *ClientConfig) { c.Proto = "quic" }, false},
+		{"sctp", func(c *ClientConfig) { c.Proto = ProtocolSCTP }, true},
 		{"no addr", func(c *ClientConfig) { c.Addr = "" }, false},
 		{"zero count", func(c *ClientConfig) { c.Count = 0 }, false},
 		{"duration instead of count", func(c *ClientConfig) { c.Count = 0; c.Duration = time.Second }, true},
 		{"hold needs tcp", func(c *ClientConfig) { c.Hold = time.Second }, false},
 		{"hold tcp", func(c *ClientConfig) { c.Proto = ProtocolTCP; c.Hold = time.Second }, true},
+		{"hold sctp", func(c *ClientConfig) { c.Proto = ProtocolSCTP; c.Hold = time.Second }, true},
+		{"hold udp", func(c *ClientConfig) { c.Proto = ProtocolUDP; c.Hold = time.Second }, false},
 		{"source port on http", func(c *ClientConfig) { c.SourcePort = 4000 }, false},
 		{"source port on udp", func(c *ClientConfig) { c.Proto = ProtocolUDP; c.SourcePort = 4000 }, true},
 		{"bearer token on http", func(c *ClientConfig) { c.BearerToken = "t" }, true},
@@ -299,7 +302,7 @@ func TestServeShutdownDelay(t *testing.T) {
 			go func() {
 				done <- Serve(ctx, Config{Name: "draining", Host: "127.0.0.1", TCP: []int{0},
 					Shutdown: shutdown, ShutdownDelay: tc.delay,
-					Listening: func(tcp, _ []net.Addr) { bound <- tcp[0].String() }})
+					Listening: func(tcp, _, _ []net.Addr) { bound <- tcp[0].String() }})
 			}()
 			addr := <-bound
 			if got, _ := run(ClientConfig{Proto: ProtocolHTTP, Addr: addr}); got[0].Answer != "draining" {
@@ -342,7 +345,7 @@ func TestServeClosesAndReopensAPort(t *testing.T) {
 	bound := make(chan struct{})
 	go func() {
 		done <- Serve(ctx, Config{Name: "pod-a", Host: "127.0.0.1", TCP: []int{admin, other},
-			Listening: func(_, _ []net.Addr) { close(bound) }})
+			Listening: func(_, _, _ []net.Addr) { close(bound) }})
 	}()
 	t.Cleanup(func() {
 		cancel()

@@ -1,5 +1,5 @@
-// Package echo is the lab's test workload: a server that answers every TCP line, HTTP request and UDP datagram
-// with its own name (so a client can tell which backend IPVS chose), and a client that sends such requests and
+// Package echo is the lab's test workload: a server that answers every TCP or SCTP line, HTTP request and UDP
+// datagram with its own name (so a client can tell which backend IPVS chose), and a client that sends such requests and
 // prints one parseable line per answer.
 package echo
 
@@ -33,12 +33,14 @@ type Config struct {
 	Name string
 	// TCP and UDP are the ports to listen on (all addresses).
 	TCP, UDP []int
+	// SCTP are ports served as TCP ones are (line protocol or HTTP), over SCTP associations.
+	SCTP []int
 	// Host is the address to bind; empty means all addresses. Tests use 127.0.0.1.
 	Host string
 	// Ready is the initial readiness served by GET /readyz; nil means ready.
 	Ready *bool
 	// Listening, when set, is called once every socket is bound, with their actual addresses (useful with port 0).
-	Listening func(tcp, udp []net.Addr)
+	Listening func(tcp, udp, sctp []net.Addr)
 	// Shutdown, when set, asks for a graceful stop when it is closed (the program closes it on SIGTERM): the
 	// server goes on answering everything, /readyz included, for ShutdownDelay, then stops as if ctx were
 	// done. ctx ending stops the server at once, during the delay too.
@@ -131,10 +133,13 @@ func Serve(ctx context.Context, cfg Config) error {
 		state.failing.Store(true)
 	}
 
-	var tcpListeners []net.Listener
+	var tcpListeners, sctpListeners []net.Listener
 	var udpConns []net.PacketConn
 	closeAll := func() {
 		for _, l := range tcpListeners {
+			_ = l.Close()
+		}
+		for _, l := range sctpListeners {
 			_ = l.Close()
 		}
 		state.ports.closeAll()
@@ -159,17 +164,28 @@ func Serve(ctx context.Context, cfg Config) error {
 		}
 		udpConns = append(udpConns, c)
 	}
+	for _, port := range cfg.SCTP {
+		l, err := listenSCTP(cfg.Host, port)
+		if err != nil {
+			closeAll()
+			return fmt.Errorf("listening on sctp port %d: %w", port, err)
+		}
+		sctpListeners = append(sctpListeners, l)
+	}
 	if cfg.Listening != nil {
-		var tcpAddrs, udpAddrs []net.Addr
+		var tcpAddrs, udpAddrs, sctpAddrs []net.Addr
 		for _, l := range tcpListeners {
 			tcpAddrs = append(tcpAddrs, l.Addr())
 		}
 		for _, c := range udpConns {
 			udpAddrs = append(udpAddrs, c.LocalAddr())
 		}
-		cfg.Listening(tcpAddrs, udpAddrs)
+		for _, l := range sctpListeners {
+			sctpAddrs = append(sctpAddrs, l.Addr())
+		}
+		cfg.Listening(tcpAddrs, udpAddrs, sctpAddrs)
 	}
-	log.Info("Echo server listening", "tcp", cfg.TCP, "udp", cfg.UDP)
+	log.Info("Echo server listening", "tcp", cfg.TCP, "udp", cfg.UDP, "sctp", cfg.SCTP)
 
 	var wg sync.WaitGroup
 	conns := &connSet{m: map[net.Conn]struct{}{}}
@@ -185,6 +201,9 @@ func Serve(ctx context.Context, cfg Config) error {
 	state.ports.serve = serve
 	tcpListeners = nil // the switch owns them now
 	state.ports.mu.Unlock()
+	for _, l := range sctpListeners {
+		wg.Go(func() { serveTCP(l, cfg.Name, state, conns, log) })
+	}
 	for _, c := range udpConns {
 		wg.Go(func() { serveUDP(c, cfg.Name, log) })
 	}
@@ -212,7 +231,7 @@ func waitForStop(ctx context.Context, cfg Config, log logr.Logger) {
 	}
 }
 
-// connSet tracks open TCP connections so that shutdown closes held (line protocol) connections too.
+// connSet tracks open TCP and SCTP connections so that shutdown closes held (line protocol) connections too.
 type connSet struct {
 	mu     sync.Mutex
 	m      map[net.Conn]struct{}

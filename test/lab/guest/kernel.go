@@ -50,6 +50,8 @@ var guestModules = []string{
 	"ip_set_hash_net", "ip_set_bitmap_port",
 	// node and pod networking
 	"bridge", "br_netfilter", "veth", "dummy",
+	// SCTP sockets for the echo server and client (IPVS and conntrack have SCTP built in)
+	"sctp",
 	// NETLINK_XFRM: vishvananda/netlink's NewHandle opens a socket of every family it knows, and the
 	// kernel would autoload this module on a real node
 	"xfrm_user",
@@ -311,7 +313,7 @@ func kernelPackage(ctx context.Context, out io.Writer) (string, error) {
 		}
 		if attempt == 0 {
 			host.Progress(out, "apt-get update (to find the kernel package)")
-			if err := host.RunStreaming(ctx, out, "  apt: ", []string{"DEBIAN_FRONTEND=noninteractive"}, "", "apt-get", "update", "-qq"); err != nil {
+			if err := host.RunAPT(ctx, out, "update", "-qq"); err != nil {
 				return "", err
 			}
 		}

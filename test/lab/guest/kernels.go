@@ -95,7 +95,7 @@ func newestPackage(re string) func(ctx context.Context, out io.Writer) (string, 
 			}
 			if attempt == 0 {
 				host.Progress(out, "apt-get update (to find the kernel package)")
-				if err := host.RunStreaming(ctx, out, "  apt: ", []string{"DEBIAN_FRONTEND=noninteractive"}, "", "apt-get", "update", "-qq"); err != nil {
+				if err := host.RunAPT(ctx, out, "update", "-qq"); err != nil {
 					return "", err
 				}
 			}

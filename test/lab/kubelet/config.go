@@ -15,6 +15,14 @@ import (
 	"time"
 )
 
+// ipString is ip in text, "" for nil (net.IP's String says "<nil>").
+func ipString(ip net.IP) string {
+	if ip == nil {
+		return ""
+	}
+	return ip.String()
+}
+
 // KubeletVersion is what the Node reports as its kubelet version.
 const KubeletVersion = "v1.37.1"
 
@@ -26,6 +34,10 @@ type Config struct {
 	APIServer string
 	NodeIP    net.IP
 	PodCIDR   *net.IPNet
+	// NodeIPv6 and PodCIDRv6 make the node dual-stack (both or neither): the Node gets both pod CIDRs and
+	// InternalIPs, and every pod also an IPv6 address, the one of PodCIDRv6 with its IPv4 host part.
+	NodeIPv6  net.IP
+	PodCIDRv6 *net.IPNet
 	// NoNodePodCIDR keeps PodCIDR off the Node object (spec.podCIDRs stays empty), as with CNIs that
 	// allocate pod addresses themselves (Calico IPAM, Cilium cluster-pool, AWS VPC CNI); pods still get
 	// their addresses from PodCIDR on the bridge.
@@ -149,6 +161,15 @@ func (c Config) Validate() error {
 		errs = append(errs, errors.New("an IPv4 pod CIDR is required"))
 	} else if ones, bits := c.PodCIDR.Mask.Size(); bits-ones < 2 {
 		errs = append(errs, fmt.Errorf("pod CIDR %s is too small", c.PodCIDR))
+	}
+	if (c.NodeIPv6 == nil) != (c.PodCIDRv6 == nil) {
+		errs = append(errs, errors.New("a dual-stack node needs both an IPv6 node IP and an IPv6 pod CIDR"))
+	} else if c.PodCIDRv6 != nil {
+		if c.NodeIPv6.To4() != nil || c.PodCIDRv6.IP.To4() != nil {
+			errs = append(errs, errors.New("the second node IP and pod CIDR must be IPv6"))
+		} else if c.PodCIDR != nil && hostBits(c.PodCIDRv6) < hostBits(c.PodCIDR) {
+			errs = append(errs, fmt.Errorf("IPv6 pod CIDR %s has fewer addresses than %s", c.PodCIDRv6, c.PodCIDR))
+		}
 	}
 	if c.LabvmBinary == "" {
 		errs = append(errs, errors.New("the labvm binary is required"))

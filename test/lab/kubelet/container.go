@@ -51,21 +51,22 @@ func classifyImage(image, echoMatch string, mappings []ImageMapping) (containerK
 	return kindEcho, ""
 }
 
-// echoPorts splits a container's declared ports by protocol; SCTP ports are returned apart (not served).
-func echoPorts(c *corev1.Container) (tcp, udp, unsupported []int) {
+// echoPorts splits a container's declared ports by protocol (TCP when unset, as the API defaults it).
+func echoPorts(c *corev1.Container) (tcp, udp, sctp []int) {
 	for _, p := range c.Ports {
 		switch p.Protocol {
 		case corev1.ProtocolUDP:
 			udp = append(udp, int(p.ContainerPort))
 		case corev1.ProtocolSCTP:
-			unsupported = append(unsupported, int(p.ContainerPort))
+			sctp = append(sctp, int(p.ContainerPort))
 		default:
 			tcp = append(tcp, int(p.ContainerPort))
 		}
 	}
 	sort.Ints(tcp)
 	sort.Ints(udp)
-	return tcp, udp, unsupported
+	sort.Ints(sctp)
+	return tcp, udp, sctp
 }
 
 func joinInts(ports []int) string {
@@ -76,14 +77,17 @@ func joinInts(ports []int) string {
 	return strings.Join(s, ",")
 }
 
-// echoArgv is `labvm echo --name POD --tcp P,.. --udp P,..`.
-func echoArgv(echoBinary, podName string, tcp, udp []int) []string {
+// echoArgv is `labvm echo --name POD --tcp P,.. --udp P,.. --sctp P,..`.
+func echoArgv(echoBinary, podName string, tcp, udp, sctp []int) []string {
 	argv := []string{echoBinary, "echo", "--name", podName}
 	if len(tcp) > 0 {
 		argv = append(argv, "--tcp", joinInts(tcp))
 	}
 	if len(udp) > 0 {
 		argv = append(argv, "--udp", joinInts(udp))
+	}
+	if len(sctp) > 0 {
+		argv = append(argv, "--sctp", joinInts(sctp))
 	}
 	return argv
 }

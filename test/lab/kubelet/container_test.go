@@ -52,12 +52,12 @@ func TestEchoArgvFromPorts(t *testing.T) {
 	if !reflect.DeepEqual(tcp, []int{80, 8080}) || !reflect.DeepEqual(udp, []int{53}) || !reflect.DeepEqual(sctp, []int{9999}) {
 		t.Fatalf("echoPorts = %v %v %v", tcp, udp, sctp)
 	}
-	got := echoArgv("/mnt/host/bin/labvm", "web-0", tcp, udp)
-	want := []string{"/mnt/host/bin/labvm", "echo", "--name", "web-0", "--tcp", "80,8080", "--udp", "53"}
+	got := echoArgv("/mnt/host/bin/labvm", "web-0", tcp, udp, sctp)
+	want := []string{"/mnt/host/bin/labvm", "echo", "--name", "web-0", "--tcp", "80,8080", "--udp", "53", "--sctp", "9999"}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("echoArgv = %q", got)
 	}
-	if got := echoArgv("labvm", "client", nil, nil); !reflect.DeepEqual(got, []string{"labvm", "echo", "--name", "client"}) {
+	if got := echoArgv("labvm", "client", nil, nil, nil); !reflect.DeepEqual(got, []string{"labvm", "echo", "--name", "client"}) {
 		t.Errorf("echoArgv without ports = %q", got)
 	}
 }

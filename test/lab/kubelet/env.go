@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"strings"
 
@@ -20,10 +21,18 @@ type envSource interface {
 // podRuntimeInfo is what the downward API and the kubelet-provided variables need beyond the pod spec.
 type podRuntimeInfo struct {
 	PodIP, HostIP string
+	// PodIPv6 and HostIPv6 are a dual-stack node's second family ("" otherwise): status.podIPs and
+	// status.hostIPs list both, comma-separated, as the kubelet's downward API does.
+	PodIPv6, HostIPv6 string
 	// Allocatable stands in for unset resource limits in resourceFieldRef, as the node's allocatable does.
 	Allocatable corev1.ResourceList
 	// Base is set first and can be overridden by the pod (PATH, HOSTNAME, KUBERNETES_SERVICE_*, KUBECONFIG).
 	Base []corev1.EnvVar
+}
+
+// joinNonEmpty joins the non-empty addresses with commas.
+func joinNonEmpty(addrs ...string) string {
+	return strings.Join(slices.DeleteFunc(addrs, func(a string) bool { return a == "" }), ",")
 }
 
 // renderEnv computes a container's environment the way the kubelet does: envFrom, then env (later entries
@@ -141,10 +150,14 @@ func podField(pod *corev1.Pod, path string, info podRuntimeInfo) (string, error)
 		return pod.Spec.NodeName, nil
 	case "spec.serviceAccountName":
 		return pod.Spec.ServiceAccountName, nil
-	case "status.podIP", "status.podIPs":
+	case "status.podIP":
 		return info.PodIP, nil
-	case "status.hostIP", "status.hostIPs":
+	case "status.podIPs":
+		return joinNonEmpty(info.PodIP, info.PodIPv6), nil
+	case "status.hostIP":
 		return info.HostIP, nil
+	case "status.hostIPs":
+		return joinNonEmpty(info.HostIP, info.HostIPv6), nil
 	}
 	for prefix, m := range map[string]map[string]string{"metadata.labels": pod.Labels, "metadata.annotations": pod.Annotations} {
 		if key, ok := strings.CutPrefix(path, prefix+"['"); ok {

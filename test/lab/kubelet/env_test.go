@@ -42,7 +42,7 @@ func TestRenderEnv(t *testing.T) {
 		configMaps: map[string]map[string]string{"cfg": {"LEVEL": "debug", "MODE": "lab"}},
 		secrets:    map[string]map[string]string{"sec": {"token": "s3cret"}},
 	}
-	info := podRuntimeInfo{PodIP: "10.244.1.5", HostIP: "192.168.100.11",
+	info := podRuntimeInfo{PodIP: "10.244.1.5", HostIP: "192.168.100.11", PodIPv6: "fd00:10:244:1::5",
 		Allocatable: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("2"), corev1.ResourceMemory: resource.MustParse("2Gi")},
 		Base:        []corev1.EnvVar{{Name: "PATH", Value: "/bin"}, {Name: "HOSTNAME", Value: "agent-x"}}}
 	field := func(p string) *corev1.EnvVarSource {
@@ -61,8 +61,10 @@ func TestRenderEnv(t *testing.T) {
 			{Name: "POD_IP", ValueFrom: field("status.podIP")},
 			{Name: "HOST_IP", ValueFrom: field("status.hostIP")},
 			{Name: "APP", ValueFrom: field("metadata.labels['app']")},
+			{Name: "POD_IPS", ValueFrom: field("status.podIPs")},
+			{Name: "HOST_IPS", ValueFrom: field("status.hostIPs")},
 		}}, []string{"PATH=/bin", "HOSTNAME=agent-x", "POD_NAME=agent-x", "POD_NAMESPACE=ipvs-system", "NODE_NAME=node-a",
-			"POD_IP=10.244.1.5", "HOST_IP=192.168.100.11", "APP=agent"}, false},
+			"POD_IP=10.244.1.5", "HOST_IP=192.168.100.11", "APP=agent", "POD_IPS=10.244.1.5,fd00:10:244:1::5", "HOST_IPS=192.168.100.11"}, false},
 		{"values expand earlier vars and override base", corev1.Container{Env: []corev1.EnvVar{
 			{Name: "NODE", ValueFrom: field("spec.nodeName")},
 			{Name: "ADDR", Value: "$(NODE):8080 $(UNKNOWN) $$(NODE)"},

@@ -99,6 +99,29 @@ func (a *IPAM) Allocate(owner string) (net.IP, error) {
 	return nil, fmt.Errorf("no free pod address (%d in use)", len(a.byAddr))
 }
 
+// hostBits is the number of host bits of cidr.
+func hostBits(cidr *net.IPNet) int {
+	ones, bits := cidr.Mask.Size()
+	return bits - ones
+}
+
+// IPv6Pair is a pod's IPv6 address on a dual-stack node: the host part of its IPv4 address in cidr4, in
+// cidr6 (10.244.1.5 in 10.244.1.0/24 is fd00:10:244:1::5 in fd00:10:244:1::/64). Deriving it keeps one
+// allocator (IPAM) for both families and makes a pod's two addresses easy to tell as one pod's.
+func IPv6Pair(ip4 net.IP, cidr4, cidr6 *net.IPNet) net.IP {
+	n, ok := toUint32(ip4)
+	if !ok {
+		return nil
+	}
+	host := n &^ mustUint32(net.IP(cidr4.Mask))
+	ip := make(net.IP, net.IPv6len)
+	copy(ip, cidr6.IP.Mask(cidr6.Mask).To16())
+	for i := 0; i < 4; i++ {
+		ip[15-i] |= byte(host >> (8 * i))
+	}
+	return ip
+}
+
 // Release frees owner's address, if any.
 func (a *IPAM) Release(owner string) {
 	a.mu.Lock()

@@ -3,6 +3,9 @@ package kubelet
 import (
 	"net"
 	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 func mustCIDR(t *testing.T, s string) *net.IPNet {
@@ -89,5 +92,35 @@ func TestIPAMRejectsTinyOrIPv6(t *testing.T) {
 		if _, err := NewIPAM(mustCIDR(t, s)); err == nil {
 			t.Errorf("NewIPAM(%s) accepted", s)
 		}
+	}
+}
+
+func TestIPv6PairAndGateways(t *testing.T) {
+	_, v4, _ := net.ParseCIDR("10.244.1.0/24")
+	_, v6, _ := net.ParseCIDR("fd00:10:244:1::/64")
+	for _, c := range []struct{ ip4, want string }{
+		{"10.244.1.2", "fd00:10:244:1::2"},
+		{"10.244.1.254", "fd00:10:244:1::fe"},
+	} {
+		if got := IPv6Pair(net.ParseIP(c.ip4), v4, v6); !got.Equal(net.ParseIP(c.want)) {
+			t.Errorf("IPv6Pair(%s) = %s, want %s", c.ip4, got, c.want)
+		}
+	}
+	if got := gateway(v6); !got.Equal(net.ParseIP("fd00:10:244:1::1")) {
+		t.Errorf("gateway(%s) = %s", v6, got)
+	}
+	if got := gateway(v4); !got.Equal(net.ParseIP("10.244.1.1")) {
+		t.Errorf("gateway(%s) = %s", v4, got)
+	}
+}
+
+func TestDualStackPodStatus(t *testing.T) {
+	st := computePodStatus(&corev1.Pod{}, podSnapshot{HostIP: "192.168.100.11", HostIPv6: "fd00::11",
+		PodIP: "10.244.1.2", PodIPv6: "fd00:10:244:1::2"}, metav1.Now())
+	if st.PodIP != "10.244.1.2" || len(st.PodIPs) != 2 || st.PodIPs[1].IP != "fd00:10:244:1::2" {
+		t.Errorf("pod IPs = %s %v, want IPv4 first, then IPv6", st.PodIP, st.PodIPs)
+	}
+	if len(st.HostIPs) != 2 || st.HostIPs[1].IP != "fd00::11" {
+		t.Errorf("host IPs = %v", st.HostIPs)
 	}
 }

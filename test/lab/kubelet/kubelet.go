@@ -103,7 +103,7 @@ func newKubelet(cfg Config, log logr.Logger, client kubernetes.Interface, access
 		facts:     localNodeFacts(cfg),
 		ipam:      ipam,
 		netns:     &netnsManager{ipCommand: cfg.IPCommand, dir: cfg.NetnsDir, prefix: cfg.NetnsPrefix, mounts: mounts},
-		network:   &podNetwork{node: nodeNS, bridge: cfg.Bridge, cidr: cfg.PodCIDR},
+		network:   &podNetwork{node: nodeNS, bridge: cfg.Bridge, cidr: cfg.PodCIDR, cidr6: cfg.PodCIDRv6},
 		records:   netnsRecords{dir: filepath.Join(cfg.StateDir, "netns")},
 		envSource: apiEnvSource{client: client},
 		workers:   map[types.NamespacedName]*podWorker{},

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -41,19 +42,24 @@ type nodeFacts struct {
 	// KubeletIP and KubeletPort are where kube-apiserver reaches the kubelet API (0: not served).
 	KubeletIP   string
 	KubeletPort int32
+	// IPv6 and PodCIDRv6 are a dual-stack node's second family ("" otherwise).
+	IPv6, PodCIDRv6 string
 }
 
 // localNodeFacts reads the machine's CPU count, memory and kernel version.
 func localNodeFacts(cfg Config) nodeFacts {
 	f := nodeFacts{
-		Name: cfg.NodeName, IP: cfg.NodeIP.String(), PodCIDR: cfg.PodCIDR.String(),
+		Name: cfg.NodeName, IP: cfg.NodeIP.String(), PodCIDR: cfg.PodCIDR.String(), IPv6: ipString(cfg.NodeIPv6),
 		CPU: runtime.NumCPU(), MemoryBytes: memTotal(), Arch: runtime.GOARCH, OSImage: "ipvs-operator lab VM",
 	}
 	if cfg.AdvertiseAddress != "" {
 		f.KubeletIP, f.KubeletPort, _ = advertisedEndpoint(cfg.AdvertiseAddress) // checked by Validate
 	}
+	if cfg.PodCIDRv6 != nil {
+		f.PodCIDRv6 = cfg.PodCIDRv6.String()
+	}
 	if cfg.NoNodePodCIDR {
-		f.PodCIDR = "" // applyNodeSpec then leaves spec.podCIDRs alone
+		f.PodCIDR, f.PodCIDRv6 = "", "" // applyNodeSpec then leaves spec.podCIDRs alone
 	}
 	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
 		f.KernelVersion = strings.TrimSpace(string(b))
@@ -110,6 +116,9 @@ func applyNodeSpec(node *corev1.Node, f nodeFacts) error {
 	if node.Spec.PodCIDR == "" {
 		node.Spec.PodCIDR = f.PodCIDR
 		node.Spec.PodCIDRs = []string{f.PodCIDR}
+		if f.PodCIDRv6 != "" {
+			node.Spec.PodCIDRs = append(node.Spec.PodCIDRs, f.PodCIDRv6)
+		}
 	} else if node.Spec.PodCIDR != f.PodCIDR {
 		return fmt.Errorf("node %s already has pod CIDR %s, not %s", node.Name, node.Spec.PodCIDR, f.PodCIDR)
 	}
@@ -123,6 +132,9 @@ func applyNodeStatus(status *corev1.NodeStatus, f nodeFacts, now metav1.Time) {
 	status.Addresses = []corev1.NodeAddress{
 		{Type: corev1.NodeInternalIP, Address: f.IP},
 		{Type: corev1.NodeHostName, Address: f.Name},
+	}
+	if f.IPv6 != "" {
+		status.Addresses = slices.Insert(status.Addresses, 1, corev1.NodeAddress{Type: corev1.NodeInternalIP, Address: f.IPv6})
 	}
 	kubeletPort := int32(10250)
 	if f.KubeletPort != 0 {

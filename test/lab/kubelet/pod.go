@@ -39,6 +39,7 @@ type podWorker struct {
 	mu           sync.Mutex
 	pod          *corev1.Pod // the latest version seen
 	podIP        string
+	podIPv6      string // a dual-stack node's pods only
 	networkReady bool
 	startTime    time.Time
 	containers   []*container
@@ -193,6 +194,9 @@ func (w *podWorker) setUpNetwork(ctx context.Context) error {
 	if w.hostNetwork {
 		w.mu.Lock()
 		w.podIP = w.k.cfg.NodeIP.String()
+		if w.k.cfg.NodeIPv6 != nil {
+			w.podIPv6 = w.k.cfg.NodeIPv6.String()
+		}
 		w.mu.Unlock()
 		return nil
 	}
@@ -215,7 +219,8 @@ func (w *podWorker) setUpNetwork(ctx context.Context) error {
 		return fmt.Errorf("opening network namespace %s: %w", w.netns, err)
 	}
 	defer handle.Close()
-	if _, err := w.k.network.Setup(handle, w.hostVeth, ip); err != nil {
+	iface, err := w.k.network.Setup(handle, w.hostVeth, ip)
+	if err != nil {
 		return err
 	}
 	if err := w.k.writePodResolvConf(w.currentPod(), w.netns); err != nil {
@@ -223,8 +228,11 @@ func (w *podWorker) setUpNetwork(ctx context.Context) error {
 	}
 	w.mu.Lock()
 	w.podIP = ip.String()
+	if iface.IPv6 != nil {
+		w.podIPv6 = iface.IPv6.String()
+	}
 	w.mu.Unlock()
-	w.log.Info("Pod network ready", "netns", w.netns, "ip", ip.String(), "veth", w.hostVeth)
+	w.log.Info("Pod network ready", "netns", w.netns, "ip", ip.String(), "ipv6", w.podIPv6, "veth", w.hostVeth)
 	return nil
 }
 
@@ -313,7 +321,9 @@ func (w *podWorker) snapshot() podSnapshot {
 	w.mu.Lock()
 	snap := podSnapshot{
 		HostIP:       w.k.cfg.NodeIP.String(),
+		HostIPv6:     ipString(w.k.cfg.NodeIPv6),
 		PodIP:        w.podIP,
+		PodIPv6:      w.podIPv6,
 		NetworkReady: w.networkReady,
 		StartTime:    w.startTime,
 	}
@@ -528,7 +538,7 @@ func (w *podWorker) processSpec(ctx context.Context, c *container) (processSpec,
 		return !w.needsToken || w.tokenWritten, nil
 	})
 	w.mu.Lock()
-	podIP, needsToken, tokenWritten := w.podIP, w.needsToken, w.tokenWritten
+	podIP, podIPv6, needsToken, tokenWritten := w.podIP, w.podIPv6, w.needsToken, w.tokenWritten
 	w.mu.Unlock()
 	if needsToken && !tokenWritten {
 		return processSpec{}, errTokenPending
@@ -551,7 +561,7 @@ func (w *podWorker) processSpec(ctx context.Context, c *container) (processSpec,
 		base = append(base, corev1.EnvVar{Name: "KUBECONFIG", Value: w.files.Kubeconfig})
 	}
 	env, vars, err := renderEnv(ctx, pod, &c.spec, podRuntimeInfo{
-		PodIP: podIP, HostIP: w.k.cfg.NodeIP.String(), Allocatable: w.k.facts.capacity(), Base: base,
+		PodIP: podIP, HostIP: w.k.cfg.NodeIP.String(), PodIPv6: podIPv6, HostIPv6: ipString(w.k.cfg.NodeIPv6), Allocatable: w.k.facts.capacity(), Base: base,
 	}, w.k.envSource)
 	if err != nil {
 		return processSpec{}, err
@@ -576,11 +586,8 @@ func (w *podWorker) processSpec(ctx context.Context, c *container) (processSpec,
 		sec := securityFor(c.spec.SecurityContext)
 		argv = containerArgv(w.k.cfg.LabvmBinary, binds, &sec, argv)
 	default:
-		tcp, udp, unsupported := echoPorts(&c.spec)
-		if len(unsupported) > 0 {
-			c.log.Info("SCTP ports are not served by the echo server", "ports", unsupported)
-		}
-		argv = echoArgv(w.k.cfg.LabvmBinary, pod.Name, tcp, udp)
+		tcp, udp, sctp := echoPorts(&c.spec)
+		argv = echoArgv(w.k.cfg.LabvmBinary, pod.Name, tcp, udp, sctp)
 	}
 	if !w.hostNetwork {
 		argv = w.k.netns.ExecArgv(w.netns, argv)

@@ -16,6 +16,8 @@ type podNetwork struct {
 	node   netns.NsHandle // the node's network namespace, where the bridge lives
 	bridge string
 	cidr   *net.IPNet
+	// cidr6 is the node's IPv6 pod CIDR on a dual-stack node, else nil.
+	cidr6 *net.IPNet
 }
 
 // podInterface is what a pod's eth0 gets.
@@ -24,10 +26,18 @@ type podInterface struct {
 	IP       net.IP
 	Gateway  net.IP
 	Mask     net.IPMask
+	// IPv6 and Gateway6 are set on a dual-stack node.
+	IPv6, Gateway6 net.IP
 }
 
 // gateway is the first address of the pod CIDR, the bridge's address.
 func gateway(cidr *net.IPNet) net.IP {
+	if cidr.IP.To4() == nil {
+		ip := make(net.IP, net.IPv6len)
+		copy(ip, cidr.IP.Mask(cidr.Mask))
+		ip[15]++
+		return ip
+	}
 	ip := toIP(mustUint32(cidr.IP.Mask(cidr.Mask)) + 1)
 	return ip
 }
@@ -37,15 +47,20 @@ func mustUint32(ip net.IP) uint32 {
 	return n
 }
 
-// Setup plugs the pod namespace at podNS into the bridge with address ip.
+// Setup plugs the pod namespace at podNS into the bridge with address ip (and on a dual-stack node its
+// IPv6Pair, without duplicate address detection, which would keep it tentative for a second).
 // Equivalent to:
 //
 //	ip link add VETH type veth peer name eth0 netns POD
 //	ip link set VETH master BRIDGE; ip link set VETH type bridge_slave hairpin on; ip link set VETH up
 //	ip -n POD link set lo up; ip -n POD addr add IP/MASK dev eth0; ip -n POD link set eth0 up
 //	ip -n POD route add default via GATEWAY
+//	ip -n POD addr add IP6/MASK6 dev eth0 nodad; ip -n POD -6 route add default via GATEWAY6
 func (n *podNetwork) Setup(podNS netns.NsHandle, hostVeth string, ip net.IP) (podInterface, error) {
 	iface := podInterface{HostVeth: hostVeth, IP: ip, Gateway: gateway(n.cidr), Mask: n.cidr.Mask}
+	if n.cidr6 != nil {
+		iface.IPv6, iface.Gateway6 = IPv6Pair(ip, n.cidr, n.cidr6), gateway(n.cidr6)
+	}
 	node, err := netlink.NewHandleAt(n.node)
 	if err != nil {
 		return iface, fmt.Errorf("netlink in the node namespace: %w", err)
@@ -110,6 +125,17 @@ func (n *podNetwork) Setup(podNS netns.NsHandle, hostVeth string, ip net.IP) (po
 	route := &netlink.Route{LinkIndex: eth0.Attrs().Index, Gw: iface.Gateway}
 	if err := pod.RouteAdd(route); err != nil && !errors.Is(err, unix.EEXIST) {
 		return iface, fmt.Errorf("default route via %s: %w", iface.Gateway, err)
+	}
+	if iface.IPv6 == nil {
+		return iface, nil
+	}
+	addr6 := &netlink.Addr{IPNet: &net.IPNet{IP: iface.IPv6, Mask: n.cidr6.Mask}, Flags: unix.IFA_F_NODAD}
+	if err := pod.AddrAdd(eth0, addr6); err != nil && !errors.Is(err, unix.EEXIST) {
+		return iface, fmt.Errorf("adding %s to pod eth0: %w", addr6.IPNet, err)
+	}
+	route6 := &netlink.Route{LinkIndex: eth0.Attrs().Index, Gw: iface.Gateway6}
+	if err := pod.RouteAdd(route6); err != nil && !errors.Is(err, unix.EEXIST) {
+		return iface, fmt.Errorf("default route via %s: %w", iface.Gateway6, err)
 	}
 	return iface, nil
 }

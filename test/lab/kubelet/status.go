@@ -25,6 +25,8 @@ type podSnapshot struct {
 	Containers   []containerSnapshot // in spec order
 	// InitContainers are the init containers the lab runs, in spec order; empty before they are made.
 	InitContainers []containerSnapshot
+	// HostIPv6 and PodIPv6 are the second family's addresses on a dual-stack node ("" otherwise).
+	HostIPv6, PodIPv6 string
 }
 
 // computePodStatus is the status a kubelet would report for pod in this state. It starts from the pod's
@@ -36,10 +38,16 @@ func computePodStatus(pod *corev1.Pod, snap podSnapshot, now metav1.Time) corev1
 	if snap.HostIP != "" {
 		status.HostIP = snap.HostIP
 		status.HostIPs = []corev1.HostIP{{IP: snap.HostIP}}
+		if snap.HostIPv6 != "" {
+			status.HostIPs = append(status.HostIPs, corev1.HostIP{IP: snap.HostIPv6})
+		}
 	}
 	if snap.PodIP != "" {
 		status.PodIP = snap.PodIP
 		status.PodIPs = []corev1.PodIP{{IP: snap.PodIP}}
+		if snap.PodIPv6 != "" {
+			status.PodIPs = append(status.PodIPs, corev1.PodIP{IP: snap.PodIPv6})
+		}
 	}
 	if status.StartTime == nil && !snap.StartTime.IsZero() {
 		t := apiTime(snap.StartTime)

@@ -122,7 +122,7 @@ func Generate(dir string) (*PKI, error) {
 	// The API server dials a kubelet at its Node's ExternalIP, 127.0.0.1 (the VM's port forward).
 	kubeletIPs := []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP(topology.GuestIP)}
 	for _, n := range topology.Nodes {
-		kubeletIPs = append(kubeletIPs, net.ParseIP(n.IP))
+		kubeletIPs = append(kubeletIPs, net.ParseIP(n.IP), net.ParseIP(n.IPv6))
 	}
 	kubeletPEM, kubeletKeyPEM, err := issue(&x509.Certificate{
 		SerialNumber: serial(),

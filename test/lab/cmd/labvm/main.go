@@ -2,8 +2,8 @@
 // pods run, and the guest exec daemon.
 //
 //	labvm kubelet --node NAME --kubeconfig FILE --node-ip IP --pod-cidr CIDR [--bridge cbr0] [--image-map MATCH=DIR]...
-//	labvm echo [--name NAME] [--tcp PORTS] [--udp PORTS] [--shutdown-delay D]
-//	labvm client [--proto http|tcp|udp] [--count N | --duration D] [--interval D] [--timeout D] [--hold D] [--source-port P] [--bearer-token T] ADDR
+//	labvm echo [--name NAME] [--tcp PORTS] [--udp PORTS] [--sctp PORTS] [--shutdown-delay D]
+//	labvm client [--proto http|tcp|udp|sctp] [--count N | --duration D] [--interval D] [--timeout D] [--hold D] [--source-port P] [--bearer-token T] ADDR
 //	labvm lookup NAME...   (prints each name's addresses, resolved as a Go program in the pod resolves them)
 //	labvm labd --listen ADDR
 //	labvm container [--bind SRC:DST[:ro]]... -- COMMAND...   (used by the kubelet for volume mounts)
@@ -143,8 +143,8 @@ func runKubelet(ctx context.Context, args []string) int {
 	fs.StringVar(&cfg.NodeName, "node", "", "node name (required)")
 	fs.StringVar(&cfg.Kubeconfig, "kubeconfig", "/mnt/host/kubeconfig-guest", "kubeconfig of the kubelet")
 	fs.StringVar(&cfg.APIServer, "api-server", "", "API server URL written into pods' kubeconfigs (default: the kubeconfig's)")
-	fs.StringVar(&nodeIP, "node-ip", "", "node IP (required)")
-	fs.StringVar(&podCIDR, "pod-cidr", "", "the node's pod CIDR (required)")
+	fs.StringVar(&nodeIP, "node-ip", "", "node IP (required); IPV4,IPV6 for a dual-stack node")
+	fs.StringVar(&podCIDR, "pod-cidr", "", "the node's pod CIDR (required); IPV4,IPV6 for a dual-stack node")
 	fs.StringVar(&cfg.Bridge, "bridge", "cbr0", "pod bridge in the node's network namespace")
 	fs.BoolVar(&cfg.NoNodePodCIDR, "no-node-pod-cidr", false, "leave the Node's spec.podCIDRs empty (pods still use --pod-cidr)")
 	fs.Var(&imageMap, "image-map", "MATCH=DIR: images containing MATCH run DIR/<basename of command[0]> (repeatable)")
@@ -179,16 +179,31 @@ func runKubelet(ctx context.Context, args []string) int {
 		}
 		cfg.ClusterDNS = append(cfg.ClusterDNS, ip)
 	}
-	if cfg.NodeIP = net.ParseIP(nodeIP); cfg.NodeIP == nil {
+	// As a kubelet's --node-ip: one address, or an IPv4,IPv6 pair for a dual-stack node.
+	ip4, ip6, _ := strings.Cut(nodeIP, ",")
+	if cfg.NodeIP = net.ParseIP(ip4); cfg.NodeIP == nil {
 		fmt.Fprintf(os.Stderr, "kubelet: bad or missing --node-ip %q\n", nodeIP)
 		return exitUsage
 	}
-	_, cidr, err := net.ParseCIDR(podCIDR)
+	if ip6 != "" {
+		if cfg.NodeIPv6 = net.ParseIP(ip6); cfg.NodeIPv6 == nil {
+			fmt.Fprintf(os.Stderr, "kubelet: bad --node-ip %q\n", nodeIP)
+			return exitUsage
+		}
+	}
+	cidr4, cidr6, _ := strings.Cut(podCIDR, ",")
+	_, cidr, err := net.ParseCIDR(cidr4)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "kubelet: bad or missing --pod-cidr %q\n", podCIDR)
 		return exitUsage
 	}
 	cfg.PodCIDR = cidr
+	if cidr6 != "" {
+		if _, cfg.PodCIDRv6, err = net.ParseCIDR(cidr6); err != nil {
+			fmt.Fprintf(os.Stderr, "kubelet: bad --pod-cidr %q\n", podCIDR)
+			return exitUsage
+		}
+	}
 	for _, m := range imageMap {
 		mapping, err := kubelet.ParseImageMapping(m)
 		if err != nil {
@@ -219,10 +234,11 @@ func runKubelet(ctx context.Context, args []string) int {
 func runEcho(args []string) int {
 	fs := flag.NewFlagSet("echo", flag.ContinueOnError)
 	var cfg echo.Config
-	var tcp, udp portList
+	var tcp, udp, sctp portList
 	fs.StringVar(&cfg.Name, "name", "", "answer to every request (default $POD_NAME, then the hostname)")
 	fs.Var(&tcp, "tcp", "TCP ports: HTTP or line protocol, detected per connection (comma-separated, repeatable)")
 	fs.Var(&udp, "udp", "UDP ports (comma-separated, repeatable)")
+	fs.Var(&sctp, "sctp", "SCTP ports, served as the TCP ones (comma-separated, repeatable)")
 	fs.DurationVar(&cfg.ShutdownDelay, "shutdown-delay", echo.DefaultShutdownDelay,
 		"keep answering this long after SIGTERM, as a pod does while its endpoint is taken out of rotation (SIGINT or a second SIGTERM stops at once)")
 	if err := fs.Parse(args); err != nil {
@@ -232,7 +248,7 @@ func runEcho(args []string) int {
 		fmt.Fprintf(os.Stderr, "echo: unexpected arguments %q\n", fs.Args())
 		return exitUsage
 	}
-	cfg.TCP, cfg.UDP = tcp, udp
+	cfg.TCP, cfg.UDP, cfg.SCTP = tcp, udp, sctp
 	log, flush, err := newLogger("", 0)
 	if err != nil {
 		return 1
@@ -270,13 +286,13 @@ func echoStops(sigs <-chan os.Signal) (context.Context, <-chan struct{}) {
 func runClient(ctx context.Context, args []string, out io.Writer) int {
 	fs := flag.NewFlagSet("client", flag.ContinueOnError)
 	var cfg echo.ClientConfig
-	proto := fs.String("proto", "http", "http, tcp or udp")
+	proto := fs.String("proto", "http", "http, tcp, udp or sctp (the tcp line protocol over SCTP)")
 	fs.IntVar(&cfg.Count, "count", 1, "number of requests (connections with --hold)")
 	fs.DurationVar(&cfg.Interval, "interval", 0, "pause between requests")
 	fs.DurationVar(&cfg.Duration, "duration", 0, "send requests until this much time has passed (instead of --count)")
 	fs.DurationVar(&cfg.Timeout, "timeout", 2*time.Second, "per-request timeout")
-	fs.DurationVar(&cfg.Hold, "hold", 0, "tcp: open --count connections, keep all of them open this long, then close")
-	fs.IntVar(&cfg.SourcePort, "source-port", 0, "tcp/udp: bind this local port (a UDP flow keeps its identity)")
+	fs.DurationVar(&cfg.Hold, "hold", 0, "tcp/sctp: open --count connections, keep all of them open this long, then close")
+	fs.IntVar(&cfg.SourcePort, "source-port", 0, "tcp/udp/sctp: bind this local port (a UDP flow keeps its identity)")
 	fs.StringVar(&cfg.BearerToken, "bearer-token", "", "http: send this bearer token (https:// addresses are fetched without verifying the certificate)")
 	fs.SetOutput(os.Stderr)
 	if err := fs.Parse(args); err != nil {
