@@ -72,7 +72,16 @@ func inNewNetns(t *testing.T) {
 	if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
 		t.Skipf("cannot create a network namespace: %v", err)
 	}
-	sh(t, "ip link set lo up")
+	sh(t, ipCmd()+" link set lo up")
+}
+
+// ipCmd is iproute2's ip: the lab guest's busybox sh would run its own ip applet for a bare "ip", whose
+// options and output differ.
+func ipCmd() string {
+	if _, err := os.Stat("/usr/sbin/ip"); err == nil {
+		return "/usr/sbin/ip"
+	}
+	return "ip"
 }
 
 func sh(t *testing.T, script string) string {
@@ -92,11 +101,11 @@ func TestKernelTakeover(t *testing.T) {
 	if _, err := exec.LookPath("iptables-restore"); err != nil {
 		t.Skip("needs iptables and ipset")
 	}
-	if out, err := exec.Command("ip", "link", "add", takeover.KubeProxyInterface, "type", "dummy").CombinedOutput(); err != nil {
+	if out, err := exec.Command(ipCmd(), "link", "add", takeover.KubeProxyInterface, "type", "dummy").CombinedOutput(); err != nil {
 		t.Skipf("no dummy devices: %v %s", err, out)
 	}
-	sh(t, `ip addr add 10.96.0.10/32 dev kube-ipvs0
-ip addr add 10.96.0.99/32 dev kube-ipvs0
+	sh(t, ipCmd()+` addr add 10.96.0.10/32 dev kube-ipvs0
+`+ipCmd()+` addr add 10.96.0.99/32 dev kube-ipvs0
 ipset create KUBE-CLUSTER-IP hash:ip,port
 ipset add KUBE-CLUSTER-IP 10.96.0.10,tcp:80
 ipset create KUBE-LOOP-BACK hash:ip,port,ip
@@ -133,11 +142,11 @@ ipset create SOMEONE-ELSES hash:ip`)
 	}
 	golden(t, "kernel-leftovers.golden", takeover.Render(steps))
 
-	if out, err := exec.Command("ip", "link", "show", takeover.KubeProxyInterface).CombinedOutput(); err == nil {
+	if out, err := exec.Command(ipCmd(), "link", "show", takeover.KubeProxyInterface).CombinedOutput(); err == nil {
 		t.Errorf("kube-ipvs0 is still there:\n%s", out)
 	}
 	// The adopted ClusterIP is still local (its route now through ipvs0); the one nobody serves is gone.
-	local := sh(t, "ip route show table local")
+	local := sh(t, ipCmd()+" route show table local")
 	if !strings.Contains(local, "local 10.96.0.10 dev ipvs0") {
 		t.Errorf("10.96.0.10 is not local through ipvs0 any more:\n%s", local)
 	}
