@@ -261,6 +261,7 @@ func buildInitramfs(ctx context.Context, cache string, k *Kernel, out io.Writer)
 		{"usr/sbin/nft", []string{"/usr/sbin/nft", "/sbin/nft"}, false},
 		{"usr/sbin/conntrack", []string{"/usr/sbin/conntrack", "/sbin/conntrack"}, true},
 		{"usr/bin/curl", []string{"/usr/bin/curl"}, false},
+		{"usr/bin/nc", []string{"/bin/nc.openbsd", "/usr/bin/nc.openbsd"}, false},
 	}
 	for _, t := range tools {
 		src := hostProgram(t.srcs...)
