@@ -89,7 +89,7 @@ test-fuzz: ## Run each fuzz target briefly (about 10 s each; FUZZTIME=<duration 
 	go test -run '^$$' -fuzz '^FuzzParseProcTable$$' -fuzztime $(FUZZ_PROCTABLE) ./ipvs/
 
 .PHONY: test
-test: lint test-unit test-fuzz test-bundle test-e2e-compile test-e2e-dryrun test-lab test-lab-6.12 ## Every test: lint, unit, envtest, fuzz (briefly), bundle, e2e (compiled, dry run), lab (real kernel: 6.1 in full, 6.12 core).
+test: lint test-unit test-fuzz test-bundle test-e2e-compile test-e2e-dryrun test-lab test-lab-6.12 test-upstream-smoke ## Every test: lint, unit, envtest, fuzz (briefly), bundle, e2e (compiled, dry run), lab (real kernel: 6.1 in full, 6.12 core), upstream's Service e2e (core subset).
 
 # The lab suites boot a VM each: run them one package at a time (-p 1) on a 2-core machine.
 .PHONY: test-lab
@@ -102,6 +102,21 @@ LAB_CORE_FOCUS ?= init container|kernel tests|ClusterIP Service over a Deploymen
 .PHONY: test-lab-6.12
 test-lab-6.12: kustomize envtest lab-deps ## The kernel tests and core dataplane scenarios on the 6.12 lab kernel (LAB_KERNEL=6.12).
 	LAB_KERNEL=6.12 go test -tags lab -p 1 -count=1 -timeout 40m ./test/lab/dataplane/ -ginkgo.v -ginkgo.focus='$(LAB_CORE_FOCUS)'
+
+# Kubernetes' own sig-network e2e specs (e2e.test and agnhost of k8s.io/kubernetes, built once into bin/k8s by
+# hack/build-kube-e2e.sh) against the lab: agents in scope all, no kube-proxy. test/upstream/skip.txt says
+# what is not run and why; the JUnit report and a summary land in .upstream/<set>/.
+.PHONY: upstream-deps
+upstream-deps: ## Build (once) upstream's e2e.test and agnhost into bin/k8s.
+	hack/build-kube-e2e.sh
+
+.PHONY: test-upstream
+test-upstream: kustomize lab-deps upstream-deps ## Upstream's sig-network ClusterIP e2e specs in the lab (UPSTREAM_FOCUS=<regexp> narrows them).
+	UPSTREAM_SET=full go test -tags lab -p 1 -count=1 -timeout 180m ./test/upstream/ -ginkgo.v
+
+.PHONY: test-upstream-smoke
+test-upstream-smoke: kustomize lab-deps upstream-deps ## The stable core of test-upstream (a few minutes), part of `make test`.
+	UPSTREAM_SET=smoke go test -tags lab -p 1 -count=1 -timeout 60m ./test/upstream/ -ginkgo.v
 
 # The scale harness (test/bench): N Services x M endpoints written to the lab's API server, a proxy measured
 # from outside (the kernel seen from the node, /proc, its metrics) next to a raw netlink loop. One lab per size.
