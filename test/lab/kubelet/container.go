@@ -89,7 +89,8 @@ func echoArgv(echoBinary, podName string, tcp, udp []int) []string {
 	return argv
 }
 
-// mappedArgv is <dir>/<basename(command[0])> command[1:]... args..., with $(VAR) expanded as the kubelet does;
+// mappedArgv is <dir>/<basename(command[0])> command[1:]... args..., with $(VAR) expanded as the kubelet does
+// (command[0] itself for a mapping with an entrypoint);
 // the command and args are the container's, completed from the image's entrypoint and cmd (see
 // ImageMapping.commandLine).
 func mappedArgv(m ImageMapping, c *corev1.Container, vars map[string]string) ([]string, error) {
@@ -98,6 +99,11 @@ func mappedArgv(m ImageMapping, c *corev1.Container, vars map[string]string) ([]
 		return nil, fmt.Errorf("container %s has no command: the lab maps command[0] to a local binary", c.Name)
 	}
 	argv := []string{filepath.Join(m.Dir, path.Base(command[0]))}
+	if m.Entrypoint != "" {
+		// An upstream image: the VM's root stands in for its filesystem, with the entrypoint linked into it
+		// (linkEntrypoints), so /agnhost and the image's shell tools (/bin/sh, sleep, dd) run as named.
+		argv[0] = command[0]
+	}
 	for _, a := range append(append([]string{}, command[1:]...), args...) {
 		argv = append(argv, expandVars(a, vars))
 	}

@@ -53,7 +53,12 @@ func TestCommandLine(t *testing.T) {
 		}
 	}
 	argv, err := mappedArgv(agnhost, &corev1.Container{Args: []string{"netexec", "--http-port=$(PORT)"}}, map[string]string{"PORT": "8080"})
-	if want := []string{"/bin/agnhost", "netexec", "--http-port=8080"}; err != nil || !reflect.DeepEqual(argv, want) {
+	if want := []string{"/agnhost", "netexec", "--http-port=8080"}; err != nil || !reflect.DeepEqual(argv, want) {
+		t.Errorf("mappedArgv = %q, %v; want %q", argv, err, want)
+	}
+	// The image's own tools run from the VM's root, as upstream's specs name them.
+	argv, err = mappedArgv(agnhost, &corev1.Container{Command: []string{"/bin/sh", "-c", "sleep 10"}}, nil)
+	if want := []string{"/bin/sh", "-c", "sleep 10"}; err != nil || !reflect.DeepEqual(argv, want) {
 		t.Errorf("mappedArgv = %q, %v; want %q", argv, err, want)
 	}
 }
