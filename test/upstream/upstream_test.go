@@ -70,6 +70,9 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 		RepoRoot: root, Out: GinkgoWriter, ClusterDNS: true, InstallOperator: true,
 		ImageMap:      lab.DefaultImageMap + "," + upstreamImageMap,
 		ExtraBinaries: []string{filepath.Join(kubeBin, "agnhost")},
+		// Deleted pods keep serving for their grace period (up to 2 minutes), as with a real kubelet: the
+		// terminating-endpoint specs delete a pod with a 600 s grace period and then expect it to answer.
+		KubeletArgs: []string{"--max-grace-period=2m"},
 	})
 	Expect(err).NotTo(HaveOccurred())
 	GinkgoWriter.Printf("lab: %s\n", theLab.Timings)
