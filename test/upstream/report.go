@@ -116,7 +116,12 @@ func Summarize(r io.Reader, focus *regexp.Regexp, skips []SkipEntry) (Summary, e
 				s.Skipped++
 				o.Reason = skipReason(name, skips)
 				if o.Reason == "" && c.Skipped != nil {
-					o.Reason = "the suite: " + strings.TrimPrefix(c.Skipped.Message, "skipped - ")
+					if msg, ok := strings.CutPrefix(c.Skipped.Message, "skipped - "); ok {
+						o.Reason = "the suite: " + msg
+					} else {
+						// A bare "skipped": the run ended (suite timeout, interrupt) before the spec.
+						o.Reason = "not reached: the run ended first"
+					}
 				}
 			default: // failed, panicked, timedout, interrupted, aborted
 				o.Status = "failed"
