@@ -103,6 +103,21 @@ LAB_CORE_FOCUS ?= init container|kernel tests|ClusterIP Service over a Deploymen
 test-lab-6.12: kustomize envtest lab-deps ## The kernel tests and core dataplane scenarios on the 6.12 lab kernel (LAB_KERNEL=6.12).
 	LAB_KERNEL=6.12 go test -tags lab -p 1 -count=1 -timeout 40m ./test/lab/dataplane/ -ginkgo.v -ginkgo.focus='$(LAB_CORE_FOCUS)'
 
+# Kubernetes' own sig-network e2e specs (e2e.test and agnhost of k8s.io/kubernetes, built once into bin/k8s by
+# hack/build-kube-e2e.sh) against the lab: agents in scope all, no kube-proxy. test/upstream/skip.txt says
+# what is not run and why; the JUnit report and a summary land in .upstream/<set>/.
+.PHONY: upstream-deps
+upstream-deps: ## Build (once) upstream's e2e.test and agnhost into bin/k8s.
+	hack/build-kube-e2e.sh
+
+.PHONY: test-upstream
+test-upstream: kustomize lab-deps upstream-deps ## Upstream's sig-network ClusterIP e2e specs in the lab (UPSTREAM_FOCUS=<regexp> narrows them).
+	UPSTREAM_SET=full go test -tags lab -p 1 -count=1 -timeout 180m ./test/upstream/ -ginkgo.v
+
+.PHONY: test-upstream-smoke
+test-upstream-smoke: kustomize lab-deps upstream-deps ## The core subset of test-upstream (a few minutes; not in `make test` yet, see README).
+	UPSTREAM_SET=smoke go test -tags lab -p 1 -count=1 -timeout 60m ./test/upstream/ -ginkgo.v
+
 # The scale harness (test/bench): N Services x M endpoints written to the lab's API server, a proxy measured
 # from outside (the kernel seen from the node, /proc, its metrics) next to a raw netlink loop. One lab per size.
 BENCH_SERVICES ?= 1000,10000

@@ -83,7 +83,7 @@ func TransformService(in any) (any, error) {
 }
 
 // TransformEndpointSlice keeps what desired.ForService, the service-name index and the latency metric read
-// of an EndpointSlice. Dropped: targetRef, hostname, zone and hints of every endpoint, the Service's labels
+// of an EndpointSlice (of its labels: the Service's name and service.kubernetes.io/headless). Dropped: targetRef, hostname, zone and hints of every endpoint, the Service's labels
 // that the EndpointSlice controller copies onto its slices, ownerReferences and managedFields.
 func TransformEndpointSlice(in any) (any, error) {
 	es, ok := in.(*discoveryv1.EndpointSlice)
@@ -91,8 +91,13 @@ func TransformEndpointSlice(in any) (any, error) {
 		return in, nil
 	}
 	meta := cachedMeta(&es.ObjectMeta)
-	if name, ok := es.Labels[discoveryv1.LabelServiceName]; ok {
-		meta.Labels = map[string]string{discoveryv1.LabelServiceName: name}
+	for _, l := range []string{discoveryv1.LabelServiceName, corev1.IsHeadlessService} {
+		if v, ok := es.Labels[l]; ok {
+			if meta.Labels == nil {
+				meta.Labels = map[string]string{}
+			}
+			meta.Labels[l] = v
+		}
 	}
 	if t, ok := es.Annotations[corev1EndpointsLastChangeTriggerTime]; ok {
 		meta.Annotations = map[string]string{corev1EndpointsLastChangeTriggerTime: t}

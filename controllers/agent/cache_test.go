@@ -211,6 +211,27 @@ func TestTransformEndpointSlice(t *testing.T) {
 	}
 }
 
+// The cache keeps service.kubernetes.io/headless on a slice, so that desired.ForService can leave the slice
+// out as kube-proxy does (upstream's e2e "Services should implement service.kubernetes.io/headless").
+func TestTransformEndpointSliceKeepsHeadlessLabel(t *testing.T) {
+	svc := apiService(12)
+	es := apiEndpointSlice(svc, 12, 2)
+	es.Labels[corev1.IsHeadlessService] = ""
+	got := transformed(t, agent.TransformEndpointSlice, es)
+	if want := map[string]string{discoveryv1.LabelServiceName: svc.Name, corev1.IsHeadlessService: ""}; !cmp.Equal(got.Labels, want) {
+		t.Errorf("labels %v, want %v", got.Labels, want)
+	}
+	st, err := desired.ForService(svc, []*discoveryv1.EndpointSlice{got}, nil, desired.Options{DefaultScheduler: "rr"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range st.Servers {
+		if len(s.Destinations) > 0 {
+			t.Errorf("the headless-labelled slice is proxied: %+v", st)
+		}
+	}
+}
+
 // checkSameState fails unless desired.ForService computes the same State (or error) on both inputs; an
 // in-scope, cluster-wide Service with endpoints must get real servers, so the comparison is not vacuous.
 func checkSameState(t *testing.T, opts desired.Options, svcA *corev1.Service, slicesA []*discoveryv1.EndpointSlice,

@@ -326,6 +326,11 @@ func (l *Lab) buildGuestBinaries(ctx context.Context) error {
 			return err
 		}
 	}
+	for _, b := range l.opts.ExtraBinaries {
+		if err := host.CopyFile(b, filepath.Join(l.shareDir, "bin", filepath.Base(b)), 0o755); err != nil {
+			return err
+		}
+	}
 	// CoreDNS, for the image-map entry of its image (coreDNSImageMap).
 	if l.opts.ClusterDNS {
 		if err := host.CopyFile(coreDNSBinary(l.opts), filepath.Join(l.shareDir, "bin", "coredns"), 0o755); err != nil {

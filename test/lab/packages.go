@@ -51,6 +51,9 @@ var hostTools = []hostTool{
 	{"ipset", anyFile("/usr/sbin/ipset", "/sbin/ipset")},
 	// curl in pods: `kubectl exec POD -- curl -s http://SERVICE`, as the Kubernetes tutorials type it.
 	{"curl", anyFile("/usr/bin/curl")},
+	// A netcat with -v/-t/-u in pods: upstream's Service e2e specs probe with `nc -v -t -w 2 HOST PORT` (as in
+	// their agnhost image); busybox's nc has none of these flags.
+	{"netcat-openbsd", anyFile("/bin/nc.openbsd", "/usr/bin/nc.openbsd")},
 }
 
 // EnsurePackages installs the Debian packages the lab needs that are missing (apt-get, as root).

@@ -50,9 +50,12 @@ type Options struct {
 	LabvmPackage string
 	// NoKubelets boots the VM without starting the lab kubelets and does not wait for Nodes.
 	NoKubelets bool
-	// ImageMap is the lab kubelet's --image-map, comma-separated MATCH=DIR (default
-	// "ipvs-operator/=/mnt/host/bin,coredns/coredns=/mnt/host/bin").
+	// ImageMap is the lab kubelet's --image-map, comma-separated MATCH=DIR[:ENTRYPOINT[:CMD]] (default
+	// DefaultImageMap).
 	ImageMap string
+	// ExtraBinaries are host files copied into <share>/bin next to the guest binaries (upstream's agnhost
+	// for test/upstream).
+	ExtraBinaries []string
 	// ClusterDNS runs CoreDNS behind the kube-dns Service (ClusterDNSIP) and makes Start wait until it is
 	// available. Its name answers only once something serves ClusterIPs (the agents in scope all).
 	ClusterDNS bool
@@ -66,6 +69,9 @@ type Options struct {
 	BootTimeout  time.Duration
 	ReadyTimeout time.Duration
 }
+
+// DefaultImageMap maps the project's images and CoreDNS's to the guest's binaries.
+const DefaultImageMap = "ipvs-operator/=" + GuestBin + "," + coreDNSImageMap
 
 func (o *Options) defaults() error {
 	if o.Out == nil {
@@ -100,7 +106,7 @@ func (o *Options) defaults() error {
 		o.LabvmPackage = "./test/lab/cmd/labvm"
 	}
 	if o.ImageMap == "" {
-		o.ImageMap = "ipvs-operator/=" + GuestBin + "," + coreDNSImageMap
+		o.ImageMap = DefaultImageMap
 	}
 	if o.BootTimeout == 0 {
 		o.BootTimeout = 3 * time.Minute

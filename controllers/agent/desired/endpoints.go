@@ -31,7 +31,7 @@ type portEndpoints map[ipvs.DestinationKey]*conditions
 func endpointsByPort(endpointSlices []*discoveryv1.EndpointSlice, family discoveryv1.AddressType, ports []servicePort, nodeName string) []portEndpoints {
 	out := make([]portEndpoints, len(ports))
 	for _, es := range endpointSlices {
-		if es == nil || es.AddressType != family {
+		if es == nil || es.AddressType != family || notProxied(es) {
 			continue
 		}
 		var eps []sliceEndpoint // parsed once per slice, on first use
@@ -60,6 +60,15 @@ func endpointsByPort(endpointSlices []*discoveryv1.EndpointSlice, family discove
 		}
 	}
 	return out
+}
+
+// notProxied reports a slice labelled service.kubernetes.io/headless (any value): kube-proxy's EndpointSlice
+// informer excludes such slices, so its endpoints are served by DNS only, whatever the Service's ClusterIP.
+// The EndpointSlice controller puts the label on the slices of headless Services; hand-made slices may carry
+// it to take their endpoints out of the proxy (upstream's "should implement service.kubernetes.io/headless").
+func notProxied(es *discoveryv1.EndpointSlice) bool {
+	_, ok := es.Labels[corev1.IsHeadlessService]
+	return ok
 }
 
 // targetPort finds the slice's port for a Service port: same name (both may be empty for a single-port

@@ -329,6 +329,20 @@ var forServiceCases = []struct {
 	},
 	want: lines("vips fd00::10", "-t [fd00::10]:80 -s rr -> [fd00:244::5]:8080", "drain 30s"),
 }, {
+	// kube-proxy's EndpointSlice informer excludes this label; upstream's e2e
+	// "Services should implement service.kubernetes.io/headless" adds it to a live slice.
+	name: "a slice labelled service.kubernetes.io/headless is not proxied, whatever its value",
+	svc:  service(func(s *corev1.Service) { s.Spec.Selector = nil }),
+	slices: []*discoveryv1.EndpointSlice{
+		func() *discoveryv1.EndpointSlice {
+			es := v4("web-headless", discoveryv1.Endpoint{Addresses: []string{"192.0.2.10"}})
+			es.Labels = map[string]string{corev1.IsHeadlessService: ""}
+			return es
+		}(),
+		v4("web-manual", discoveryv1.Endpoint{Addresses: []string{"192.0.2.11"}}),
+	},
+	want: lines("vips 10.96.0.10", "-t 10.96.0.10:80 -s rr -> 192.0.2.11:8080", "drain 30s"),
+}, {
 	name:   "selector-less Service with a hand-made slice",
 	svc:    service(func(s *corev1.Service) { s.Spec.Selector = nil }),
 	slices: []*discoveryv1.EndpointSlice{v4("web-manual", discoveryv1.Endpoint{Addresses: []string{"192.0.2.10"}})},

@@ -277,6 +277,7 @@ func BuildInitramfs(ctx context.Context, cache string, k *Kernel, out io.Writer)
 		{"usr/bin/curl", []string{"/usr/bin/curl"}, false},
 		// kube-proxy's ipvs mode checks `ipset --version` and keeps its sets with it
 		{"usr/sbin/ipset", []string{"/usr/sbin/ipset", "/sbin/ipset"}, false},
+		{"usr/bin/nc", []string{"/bin/nc.openbsd", "/usr/bin/nc.openbsd"}, false},
 	}
 	for _, t := range tools {
 		src := hostProgram(t.srcs...)

@@ -37,6 +37,8 @@ type containerSecurity struct {
 	Capabilities []string // sorted names, without CAP_
 	NoNewPrivs   bool
 	ReadOnlyRoot bool
+	// Hostname, when set, gives the process a UTS namespace of its own with this hostname (privileged too).
+	Hostname string
 }
 
 // securityFor resolves a container's securityContext the way the kubelet and the runtime do: the runtime's
@@ -78,7 +80,14 @@ func securityFor(sc *corev1.SecurityContext) containerSecurity {
 
 // args are containerSecurity as `labvm container` flags.
 func (s containerSecurity) args() []string {
-	out := []string{"--caps=" + strings.Join(s.Capabilities, ",")}
+	var out []string
+	if s.Hostname != "" {
+		out = append(out, "--hostname="+s.Hostname)
+	}
+	if s.Privileged {
+		return out
+	}
+	out = append(out, "--caps="+strings.Join(s.Capabilities, ","))
 	if s.NoNewPrivs {
 		out = append(out, "--no-new-privs")
 	}

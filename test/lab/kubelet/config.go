@@ -93,15 +93,28 @@ type Config struct {
 type ImageMapping struct {
 	Match string
 	Dir   string
+	// Entrypoint and Cmd are the image's ENTRYPOINT and CMD (see commandLine): upstream's e2e images
+	// (agnhost) are run with args only.
+	Entrypoint string
+	Cmd        []string
 }
 
-// ParseImageMapping parses "match=dir".
+// ParseImageMapping parses "match=dir" or "match=dir:entrypoint[:cmd]".
 func ParseImageMapping(s string) (ImageMapping, error) {
-	match, dir, ok := strings.Cut(s, "=")
+	match, rest, ok := strings.Cut(s, "=")
+	dir, image, _ := strings.Cut(rest, ":")
 	if !ok || match == "" || dir == "" {
-		return ImageMapping{}, fmt.Errorf("image mapping %q: want MATCH=DIR", s)
+		return ImageMapping{}, fmt.Errorf("image mapping %q: want MATCH=DIR[:ENTRYPOINT[:CMD]]", s)
 	}
-	return ImageMapping{Match: match, Dir: dir}, nil
+	m := ImageMapping{Match: match, Dir: dir}
+	if image != "" {
+		entry, cmd, _ := strings.Cut(image, ":")
+		m.Entrypoint = entry
+		if cmd != "" {
+			m.Cmd = []string{cmd}
+		}
+	}
+	return m, nil
 }
 
 // WithDefaults fills what was left empty with the lab's values.

@@ -38,17 +38,18 @@ func imageRepository(image string) string {
 }
 
 // classifyImage decides what runs for image: the echo image (its repository name contains echoMatch) and
-// every unmapped image run the echo server; an image containing a mapping's Match runs binaries from its Dir.
-func classifyImage(image, echoMatch string, mappings []ImageMapping) (containerKind, string) {
+// every unmapped image run the echo server; an image containing a mapping's Match runs binaries from its Dir
+// (the mapping is returned).
+func classifyImage(image, echoMatch string, mappings []ImageMapping) (containerKind, ImageMapping) {
 	if echoMatch != "" && strings.Contains(imageRepository(image), echoMatch) {
-		return kindEcho, ""
+		return kindEcho, ImageMapping{}
 	}
 	for _, m := range mappings {
 		if strings.Contains(image, m.Match) {
-			return kindMappedBinary, m.Dir
+			return kindMappedBinary, m
 		}
 	}
-	return kindEcho, ""
+	return kindEcho, ImageMapping{}
 }
 
 // echoPorts splits a container's declared ports by protocol (TCP when unset, as the API defaults it).
@@ -92,13 +93,22 @@ func echoArgv(echoBinary, podName string, tcp, udp, sctp []int) []string {
 	return argv
 }
 
-// mappedArgv is <dir>/<basename(command[0])> command[1:]... args..., with $(VAR) expanded as the kubelet does.
-func mappedArgv(dir string, c *corev1.Container, vars map[string]string) ([]string, error) {
-	if len(c.Command) == 0 {
+// mappedArgv is <dir>/<basename(command[0])> command[1:]... args..., with $(VAR) expanded as the kubelet does
+// (command[0] itself for a mapping with an entrypoint);
+// the command and args are the container's, completed from the image's entrypoint and cmd (see
+// ImageMapping.commandLine).
+func mappedArgv(m ImageMapping, c *corev1.Container, vars map[string]string) ([]string, error) {
+	command, args := m.commandLine(c)
+	if len(command) == 0 {
 		return nil, fmt.Errorf("container %s has no command: the lab maps command[0] to a local binary", c.Name)
 	}
-	argv := []string{filepath.Join(dir, path.Base(c.Command[0]))}
-	for _, a := range append(append([]string{}, c.Command[1:]...), c.Args...) {
+	argv := []string{filepath.Join(m.Dir, path.Base(command[0]))}
+	if m.Entrypoint != "" {
+		// An upstream image: the VM's root stands in for its filesystem, with the entrypoint linked into it
+		// (linkEntrypoints), so /agnhost and the image's shell tools (/bin/sh, sleep, dd) run as named.
+		argv[0] = command[0]
+	}
+	for _, a := range append(append([]string{}, command[1:]...), args...) {
 		argv = append(argv, expandVars(a, vars))
 	}
 	return argv, nil
@@ -106,11 +116,11 @@ func mappedArgv(dir string, c *corev1.Container, vars map[string]string) ([]stri
 
 // container is one container of a pod: its supervised process and its probe results.
 type container struct {
-	spec   corev1.Container
-	kind   containerKind
-	binDir string
-	sup    *supervisor
-	log    logr.Logger
+	spec    corev1.Container
+	kind    containerKind
+	mapping ImageMapping // what a kindMappedBinary container runs
+	sup     *supervisor
+	log     logr.Logger
 
 	mu          sync.Mutex
 	startupDone bool // no startup probe, or it has succeeded for the current process
@@ -132,8 +142,8 @@ func (c *container) snapshot(podUID string) containerSnapshot {
 	ready := started && c.readinessOK
 	c.mu.Unlock()
 	imageID := "lab://echo"
-	if c.kind == kindMappedBinary && len(c.spec.Command) > 0 {
-		imageID = "lab://" + filepath.Join(c.binDir, path.Base(c.spec.Command[0]))
+	if command, _ := c.mapping.commandLine(&c.spec); c.kind == kindMappedBinary && len(command) > 0 {
+		imageID = "lab://" + filepath.Join(c.mapping.Dir, path.Base(command[0]))
 	}
 	return containerSnapshot{
 		Name:        c.spec.Name,

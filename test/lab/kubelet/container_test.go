@@ -22,9 +22,9 @@ func TestClassifyImage(t *testing.T) {
 		{"nginx", kindEcho, ""},
 	}
 	for _, c := range cases {
-		kind, dir := classifyImage(c.image, "echo", mappings)
-		if kind != c.wantKind || dir != c.wantDir {
-			t.Errorf("classifyImage(%q) = %v %q, want %v %q", c.image, kind, dir, c.wantKind, c.wantDir)
+		kind, m := classifyImage(c.image, "echo", mappings)
+		if dir := m.Dir; kind != c.wantKind || dir != c.wantDir {
+			t.Errorf("classifyImage(%q) = %v %q, want %v %q", c.image, kind, m.Dir, c.wantKind, c.wantDir)
 		}
 	}
 }
@@ -77,7 +77,7 @@ func TestMappedArgv(t *testing.T) {
 		{"no command", corev1.Container{Name: "x", Args: []string{"--a"}}, nil, true},
 	}
 	for _, c := range cases {
-		got, err := mappedArgv("/mnt/host/bin", &c.c, vars)
+		got, err := mappedArgv(ImageMapping{Dir: "/mnt/host/bin"}, &c.c, vars)
 		if (err != nil) != c.wantErr || !reflect.DeepEqual(got, c.want) {
 			t.Errorf("%s: mappedArgv = %q, %v", c.name, got, err)
 		}

@@ -62,6 +62,9 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	log := logr.FromContextOrDiscard(ctx).WithValues("node", cfg.NodeName)
+	if err := linkEntrypoints(cfg.ImageMap); err != nil {
+		return fmt.Errorf("linking image entrypoints: %w", err)
+	}
 	restConfig, err := clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig)
 	if err != nil {
 		return fmt.Errorf("loading kubeconfig %s: %w", cfg.Kubeconfig, err)

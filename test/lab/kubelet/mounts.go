@@ -92,14 +92,14 @@ func isServiceAccountVolume(v corev1.Volume) bool {
 // containerArgv wraps argv so that it runs with binds and, unless sec is nil or privileged, the container's
 // security settings: `LABVM container [--bind S:T[:ro]]... [--caps=A,B] [--no-new-privs] [--read-only-root] -- ARGV`.
 func containerArgv(labvm string, binds []bindMount, sec *containerSecurity, argv []string) []string {
-	if len(binds) == 0 && (sec == nil || sec.Privileged) {
+	if len(binds) == 0 && (sec == nil || (sec.Privileged && sec.Hostname == "")) {
 		return argv
 	}
 	out := []string{labvm, ContainerCommand}
 	for _, b := range binds {
 		out = append(out, "--bind", b.String())
 	}
-	if sec != nil && !sec.Privileged {
+	if sec != nil {
 		out = append(out, sec.args()...)
 	}
 	return append(append(out, "--"), argv...)
@@ -114,8 +114,11 @@ func ExecInMountNamespace(args []string) error {
 	var binds []bindMount
 	var caps []string
 	restrictCaps, noNewPrivs, readOnlyRoot := false, false, false
+	hostname := ""
 	for len(args) > 0 && args[0] != "--" {
 		switch {
+		case strings.HasPrefix(args[0], "--hostname="):
+			hostname = strings.TrimPrefix(args[0], "--hostname=")
 		case args[0] == "--bind" && len(args) >= 2:
 			b, err := parseBindMount(args[1])
 			if err != nil {
@@ -134,7 +137,7 @@ func ExecInMountNamespace(args []string) error {
 		case args[0] == "--read-only-root":
 			readOnlyRoot = true
 		default:
-			return fmt.Errorf("usage: labvm %s [--bind SOURCE:TARGET[:ro]]... [--caps=CAP,...] [--no-new-privs] [--read-only-root] -- COMMAND [ARG ...]", ContainerCommand)
+			return fmt.Errorf("usage: labvm %s [--bind SOURCE:TARGET[:ro]]... [--caps=CAP,...] [--no-new-privs] [--read-only-root] [--hostname=NAME] -- COMMAND [ARG ...]", ContainerCommand)
 		}
 		args = args[1:]
 	}
@@ -154,6 +157,11 @@ func ExecInMountNamespace(args []string) error {
 	}
 	if err := unix.Mount("", "/", "", unix.MS_SLAVE|unix.MS_REC, ""); err != nil {
 		return fmt.Errorf("making mounts private: %w", err)
+	}
+	if hostname != "" {
+		if err := setUTSHostname(hostname); err != nil {
+			return err
+		}
 	}
 	for _, b := range binds {
 		if err := bind(b); err != nil {

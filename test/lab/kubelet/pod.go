@@ -480,8 +480,8 @@ func (w *podWorker) startContainers(ctx context.Context) {
 			w.log.Info("Sidecar init containers are not run by the lab kubelet", "container", spec.Name)
 			continue
 		}
-		kind, dir := classifyImage(spec.Image, w.k.cfg.EchoImage, w.k.cfg.ImageMap)
-		c := &container{spec: spec, kind: kind, binDir: dir, log: w.log.WithValues("initContainer", spec.Name)}
+		kind, mapping := classifyImage(spec.Image, w.k.cfg.EchoImage, w.k.cfg.ImageMap)
+		c := &container{spec: spec, kind: kind, mapping: mapping, log: w.log.WithValues("initContainer", spec.Name)}
 		c.sup = newSupervisor(c.log, 0, w.k.cfg.KillGracePeriod,
 			func(ctx context.Context) (processSpec, error) { return w.processSpec(ctx, c) }, nil, w.requestStatusSync)
 		c.sup.untilSuccess = true
@@ -490,8 +490,8 @@ func (w *podWorker) startContainers(ctx context.Context) {
 	containers := make([]*container, 0, len(pod.Spec.Containers))
 	for i := range pod.Spec.Containers {
 		spec := pod.Spec.Containers[i]
-		kind, dir := classifyImage(spec.Image, w.k.cfg.EchoImage, w.k.cfg.ImageMap)
-		c := &container{spec: spec, kind: kind, binDir: dir, log: w.log.WithValues("container", spec.Name)}
+		kind, mapping := classifyImage(spec.Image, w.k.cfg.EchoImage, w.k.cfg.ImageMap)
+		c := &container{spec: spec, kind: kind, mapping: mapping, log: w.log.WithValues("container", spec.Name)}
 		// A kubelet restart killed the previous process: that counts as a restart of the container.
 		restarts := int32(0)
 		if prev, ok := previous[spec.Name]; ok {
@@ -569,7 +569,7 @@ func (w *podWorker) processSpec(ctx context.Context, c *container) (processSpec,
 	var argv []string
 	switch c.kind {
 	case kindMappedBinary:
-		if argv, err = mappedArgv(c.binDir, &c.spec, vars); err != nil {
+		if argv, err = mappedArgv(c.mapping, &c.spec, vars); err != nil {
 			return processSpec{}, err
 		}
 		var files *serviceAccountFiles
@@ -584,6 +584,9 @@ func (w *podWorker) processSpec(ctx context.Context, c *container) (processSpec,
 			c.log.Info("Volume mounts not provided by the lab kubelet", "volumes", skipped)
 		}
 		sec := securityFor(c.spec.SecurityContext)
+		if !w.hostNetwork {
+			sec.Hostname = podHostname(pod)
+		}
 		argv = containerArgv(w.k.cfg.LabvmBinary, binds, &sec, argv)
 	default:
 		tcp, udp, sctp := echoPorts(&c.spec)
