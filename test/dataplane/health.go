@@ -3,7 +3,6 @@ package dataplane
 import (
 	"fmt"
 	"slices"
-	"sync"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -171,41 +170,15 @@ func registerHealthChecks(drvp *Driver, nsp *string, clip **corev1.Pod) {
 			expectWeights(20*time.Second, sickRS+" w=0", wellRS+" w=1")
 
 			By("restarting node B's agent: the pod stays at weight 0 throughout")
-			var (
-				mu     sync.Mutex
-				flaps  []string
-				stop   = make(chan struct{})
-				polled sync.WaitGroup
-			)
-			polled.Go(func() {
-				defer GinkgoRecover()
-				for {
-					select {
-					case <-stop:
-						return
-					case <-time.After(300 * time.Millisecond):
-					}
-					out, err := drv.NodeExec(ctx, nodeB, "ipvsadm", "-Sn")
-					if err != nil {
-						continue
-					}
-					table, err := ipvs.ParseSave(out)
-					if err != nil {
-						continue
-					}
-					if vs := virtualServer(table, vip, 80, ipvs.TCP); vs != nil {
-						if rs := realServers(vs); !slices.Contains(rs, sickRS+" w=0") {
-							mu.Lock()
-							flaps = append(flaps, fmt.Sprintf("%s: %v", time.Now().Format(time.StampMilli), rs))
-							mu.Unlock()
-						}
-					}
+			var flaps []string
+			stop := watchVirtualServer(ctx, drv, nodeB, vip, 80, ipvs.TCP, func(vs *ipvs.VirtualServer) {
+				if rs := realServers(vs); !slices.Contains(rs, sickRS+" w=0") {
+					flaps = append(flaps, fmt.Sprintf("%s: %v", time.Now().Format(time.StampMilli), rs))
 				}
 			})
 			restartAgent(ctx, drv, nodeB)
 			time.Sleep((period*threshold + 2) * time.Second) // past the point where a fresh start would have flapped
-			close(stop)
-			polled.Wait()
+			stop()
 			Expect(flaps).To(BeEmpty(), "the unhealthy pod's weight on %s during and after the agent's restart", nodeB)
 
 			By("removing the health check from the policy: readiness alone decides again")

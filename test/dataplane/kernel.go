@@ -5,7 +5,10 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+	"sync"
+	"time"
 
+	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
 	"github.com/ipvs-operator/ipvs-operator/ipvs"
@@ -33,6 +36,40 @@ func virtualServer(table []ipvs.VirtualServer, vip string, port int32, proto ipv
 		}
 	}
 	return nil
+}
+
+// watchVirtualServer reads node's IPVS table (`ipvsadm -Sn`) every 300 ms, from now until stop is called,
+// and hands each reading of the virtual server vip:port/proto to seen, when it is there: for checks that
+// last through an event, such as an agent's restart. stop waits for the reading under way.
+func watchVirtualServer(ctx context.Context, drv Driver, node, vip string, port int32, proto ipvs.Protocol,
+	seen func(*ipvs.VirtualServer)) (stop func()) {
+	done := make(chan struct{})
+	var polled sync.WaitGroup
+	polled.Go(func() {
+		defer GinkgoRecover()
+		for {
+			select {
+			case <-done:
+				return
+			case <-time.After(300 * time.Millisecond):
+			}
+			out, err := drv.NodeExec(ctx, node, "ipvsadm", "-Sn")
+			if err != nil {
+				continue
+			}
+			table, err := ipvs.ParseSave(out)
+			if err != nil {
+				continue
+			}
+			if vs := virtualServer(table, vip, port, proto); vs != nil {
+				seen(vs)
+			}
+		}
+	})
+	return func() {
+		close(done)
+		polled.Wait()
+	}
 }
 
 // realServers renders a virtual server's destinations as sorted "ip:port w=N" strings for readable failures.

@@ -154,46 +154,23 @@ func registerSlowStart(drvp *Driver, nsp *string) {
 
 			By("restarting node B's agent mid-ramp: the weight continues from what the kernel shows, the others stay full")
 			var (
-				flaps  []string
-				last   int
-				stop   = make(chan struct{})
-				polled sync.WaitGroup
+				flaps []string
+				last  int
 			)
-			polled.Go(func() {
-				defer GinkgoRecover()
-				for {
-					select {
-					case <-stop:
-						return
-					case <-time.After(300 * time.Millisecond):
+			stop := watchVirtualServer(ctx, drv, nodeB, vip, 80, ipvs.TCP, func(vs *ipvs.VirtualServer) {
+				for _, d := range vs.Destinations {
+					rs := d.DestinationKey.String()
+					if (rs != thirdRS && d.Weight != 100) || (rs == thirdRS && d.Weight < last) {
+						flaps = append(flaps, fmt.Sprintf("%s: %s w=%d", time.Now().Format(time.StampMilli), rs, d.Weight))
 					}
-					out, err := drv.NodeExec(ctx, nodeB, "ipvsadm", "-Sn")
-					if err != nil {
-						continue
-					}
-					table, err := ipvs.ParseSave(out)
-					if err != nil {
-						continue
-					}
-					vs := virtualServer(table, vip, 80, ipvs.TCP)
-					if vs == nil {
-						continue
-					}
-					for _, d := range vs.Destinations {
-						rs := d.DestinationKey.String()
-						if (rs != thirdRS && d.Weight != 100) || (rs == thirdRS && d.Weight < last) {
-							flaps = append(flaps, fmt.Sprintf("%s: %s w=%d", time.Now().Format(time.StampMilli), rs, d.Weight))
-						}
-						if rs == thirdRS {
-							last = d.Weight
-						}
+					if rs == thirdRS {
+						last = d.Weight
 					}
 				}
 			})
 			restartAgent(ctx, drv, nodeB)
 			seen, took := ramp(nodeB, thirdRS, []string{firstRS, secondRS}, 60*time.Second)
-			close(stop)
-			polled.Wait()
+			stop()
 			AddReportEntry("slow start: weights seen on "+nodeB+" after its agent's restart", fmt.Sprintf("%v in %v", seen, took))
 			rising(seen, nodeB+" after the restart")
 			Expect(flaps).To(BeEmpty(), "weights on %s during and after the agent's restart", nodeB)
