@@ -20,8 +20,8 @@ const (
 )
 
 // Ramps remembers the usable real servers of one Service's virtual servers and when each became usable; the
-// zero time means its ramp is over (or it never had one). A virtual server absent from Ramps is new: its
-// real servers start at full weight together (as HAProxy never slow-starts servers at its own start; equal
+// zero time means its ramp is over (or it never had one). A virtual server absent from Ramps is new, and one
+// with no usable real server had nothing to ramp against: their real servers start at full weight together (as HAProxy never slow-starts servers at its own start; equal
 // weights would mean no ramp anyway).
 type Ramps map[ipvs.ServiceKey]map[ipvs.DestinationKey]time.Time
 
@@ -84,7 +84,9 @@ func SlowStart(st State, window time.Duration, prev Ramps, now time.Time) (State
 				continue
 			}
 			since, had := was[d.DestinationKey]
-			if known && !had {
+			// A real server ramps against the others already serving: when none was (a new virtual server,
+			// or one whose endpoints were all gone), the ones that come start at full weight together.
+			if known && !had && len(was) > 0 {
 				since = now
 			}
 			dests[j].Weight = SlowStartFullWeight

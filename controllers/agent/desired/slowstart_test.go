@@ -157,13 +157,12 @@ func TestSlowStart(t *testing.T) {
 		wantRamps: Ramps{vs: {a: {}, b: t0}},
 		recheck:   20 * time.Second,
 	}, {
-		name:      "a known virtual server with no usable endpoint: the first one to come ramps",
-		in:        map[ipvs.ServiceKey][]ipvs.Destination{vs: {d(a, 1)}, vs2: {d(b, 1)}},
+		name:      "a known virtual server with no usable endpoint: the first ones to come have nothing to ramp against",
+		in:        map[ipvs.ServiceKey][]ipvs.Destination{vs: {d(a, 1), d(c, 1)}, vs2: {d(b, 1)}},
 		prev:      Ramps{vs: {}},
 		now:       t0.Add(time.Second),
-		want:      map[ipvs.ServiceKey][]ipvs.Destination{vs: {d(a, 10)}, vs2: {d(b, 100)}},
-		wantRamps: Ramps{vs: {a: t0.Add(time.Second)}, vs2: {b: {}}},
-		recheck:   20 * time.Second,
+		want:      map[ipvs.ServiceKey][]ipvs.Destination{vs: {d(a, 100), d(c, 100)}, vs2: {d(b, 100)}},
+		wantRamps: Ramps{vs: {a: {}, c: {}}, vs2: {b: {}}},
 	}, {
 		name:      "the earliest next step of several ramps is the timer",
 		in:        map[ipvs.ServiceKey][]ipvs.Destination{vs: {d(a, 1), d(b, 1)}, vs2: {d(c, 1)}},
