@@ -63,8 +63,14 @@ func chooseKernel(name string) (kernelChoice, error) {
 
 // bootModules are the modules the guest loads at boot with this kernel.
 func (c kernelChoice) bootModules() []string {
-	return slices.DeleteFunc(slices.Clone(guestModules), func(m string) bool { return slices.Contains(c.agentLoads, m) })
+	return slices.DeleteFunc(slices.Clone(guestModules), func(m string) bool {
+		return slices.Contains(c.agentLoads, m) || slices.Contains(c.agentLoads, loadsWith[m])
+	})
 }
+
+// loadsWith names, for a boot module that depends on one the agent loads itself, that module: booting it
+// would load the agent's module before the agent does (xt_ipvs, kube-proxy's ipvs-mode match, needs ip_vs).
+var loadsWith = map[string]string{"xt_ipvs": "ip_vs"}
 
 // inputs extends kernelInputs for kernels other than the first, whose cache key stays what it was.
 func (c kernelChoice) inputs() string {

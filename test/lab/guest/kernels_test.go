@@ -32,8 +32,9 @@ func TestKernelChoices(t *testing.T) {
 			continue
 		}
 		boot := c.bootModules()
-		if slices.Contains(boot, "ip_vs") != tt.bootIPVS || slices.Contains(boot, "dummy") != tt.bootIPVS {
-			t.Errorf("%q: boot modules %v, want ip_vs and dummy at boot: %v", tt.name, boot, tt.bootIPVS)
+		if slices.Contains(boot, "ip_vs") != tt.bootIPVS || slices.Contains(boot, "dummy") != tt.bootIPVS ||
+			slices.Contains(boot, "xt_ipvs") != tt.bootIPVS {
+			t.Errorf("%q: boot modules %v, want ip_vs, dummy and xt_ipvs (which needs ip_vs) at boot: %v", tt.name, boot, tt.bootIPVS)
 		}
 		if !slices.Contains(boot, "9p") || !slices.Contains(boot, "br_netfilter") {
 			t.Errorf("%q: the guest's own modules are missing from %v", tt.name, boot)
