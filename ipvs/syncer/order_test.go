@@ -57,24 +57,36 @@ func (r *rulesWatchingIPVS) Update(add, remove ipvs.RuleElements) error {
 	return r.Rules.Update(add, remove)
 }
 
-// NAT is decided on a connection's first packet: an endpoint must be in the hairpin set before IPVS can send
-// it a connection, and leave it only once IPVS no longer does.
-func TestHairpinElementsBracketTheRealServers(t *testing.T) {
-	ctx := context.Background()
+// watchedSyncer is a syncer on the fakes, adopted, whose rules record the order of their updates against IPVS.
+func watchedSyncer(t *testing.T) (*syncer.Syncer, *rulesWatchingIPVS) {
+	t.Helper()
 	k := fake.New()
 	vips := fake.NewVIPs()
 	rules := &rulesWatchingIPVS{Rules: fake.NewRules(), k: k, vips: vips}
 	s := syncer.New(k, vips, rules, clocktesting.NewFakePassiveClock(time.Unix(0, 0)), syncer.Options{})
-	must(t, s.Adopt(ctx))
+	must(t, s.Adopt(context.Background()))
+	return s, rules
+}
 
+// oneService is the desired state of one rr virtual server 10.96.0.10:port/proto with the endpoints eps on
+// dstPort.
+func oneService(proto ipvs.Protocol, port, dstPort uint16) func(eps ...string) plan.Desired {
 	vip := netip.MustParseAddr("10.96.0.10")
-	state := func(eps ...string) plan.Desired {
-		vs := ipvs.VirtualServer{Service: ipvs.Service{ServiceKey: ipvs.ServiceKey{Address: vip, Port: 53, Protocol: ipvs.UDP}, Scheduler: "rr"}}
+	return func(eps ...string) plan.Desired {
+		vs := ipvs.VirtualServer{Service: ipvs.Service{ServiceKey: ipvs.ServiceKey{Address: vip, Port: port, Protocol: proto}, Scheduler: "rr"}}
 		for _, e := range eps {
-			vs.Destinations = append(vs.Destinations, ipvs.Destination{DestinationKey: ipvs.DestinationKey{Address: netip.MustParseAddr(e), Port: 5353}, Weight: 1})
+			vs.Destinations = append(vs.Destinations, ipvs.Destination{DestinationKey: ipvs.DestinationKey{Address: netip.MustParseAddr(e), Port: dstPort}, Weight: 1})
 		}
 		return plan.Desired{VIPs: []netip.Addr{vip}, Servers: []ipvs.VirtualServer{vs}}
 	}
+}
+
+// NAT is decided on a connection's first packet: an endpoint must be in the hairpin set before IPVS can send
+// it a connection, and leave it only once IPVS no longer does.
+func TestHairpinElementsBracketTheRealServers(t *testing.T) {
+	ctx := context.Background()
+	s, rules := watchedSyncer(t)
+	state := oneService(ipvs.UDP, 53, 5353)
 	for _, step := range [][]string{{"10.244.1.2"}, {"10.244.1.2", "10.244.1.3"}, {"10.244.1.3"}, nil} {
 		if _, err := s.SyncService(ctx, "ns/dns", state(step...)); err != nil {
 			t.Fatal(err)
@@ -94,19 +106,8 @@ func TestHairpinElementsBracketTheRealServers(t *testing.T) {
 // servers and one after. A Service already bound still gets its new endpoints first.
 func TestUnreachedServiceOneNftablesUpdate(t *testing.T) {
 	ctx := context.Background()
-	k := fake.New()
-	vips := fake.NewVIPs()
-	rules := &rulesWatchingIPVS{Rules: fake.NewRules(), k: k, vips: vips}
-	s := syncer.New(k, vips, rules, clocktesting.NewFakePassiveClock(time.Unix(0, 0)), syncer.Options{})
-	must(t, s.Adopt(ctx))
-	vip := netip.MustParseAddr("10.96.0.10")
-	state := func(eps ...string) plan.Desired {
-		vs := ipvs.VirtualServer{Service: ipvs.Service{ServiceKey: ipvs.ServiceKey{Address: vip, Port: 80, Protocol: ipvs.TCP}, Scheduler: "rr"}}
-		for _, e := range eps {
-			vs.Destinations = append(vs.Destinations, ipvs.Destination{DestinationKey: ipvs.DestinationKey{Address: netip.MustParseAddr(e), Port: 8080}, Weight: 1})
-		}
-		return plan.Desired{VIPs: []netip.Addr{vip}, Servers: []ipvs.VirtualServer{vs}}
-	}
+	s, rules := watchedSyncer(t)
+	state := oneService(ipvs.TCP, 80, 8080)
 	for _, step := range []struct {
 		eps     []string
 		updates int
@@ -129,7 +130,7 @@ func TestUnreachedServiceOneNftablesUpdate(t *testing.T) {
 	if len(els.ClusterIPs) != 1 || len(els.Endpoints) != 3 || len(els.Ports) != 1 {
 		t.Errorf("elements %+v, want the ClusterIP, 3 endpoints and 1 port", els)
 	}
-	if bound, _ := vips.List(); len(bound) != 1 {
-		t.Errorf("bound VIPs %v, want %s", bound, vip)
+	if bound, _ := rules.vips.List(); len(bound) != 1 {
+		t.Errorf("bound VIPs %v, want 10.96.0.10", bound)
 	}
 }
