@@ -254,10 +254,16 @@ func restartAgent(ctx context.Context, node string, check func() error) (tries i
 		}
 	}
 	Expect(old).To(HaveLen(1), "one agent pod on %s", node)
+	t0 := time.Now()
 	Eventually(ctx, func(g Gomega) {
 		tries++
 		if err := check(); err != nil {
-			failures = append(failures, err.Error())
+			failures = append(failures, fmt.Sprintf("%s after the deletion: %v", time.Since(t0).Round(time.Millisecond), err))
+			if len(failures) == 1 {
+				// What the node's data path looked like at the first failure, for the report.
+				out, _ := theLab.NodeExec(ctx, node, "sh", "-c", "ipvsadm -Ln; nft list table inet ipvs-operator")
+				GinkgoWriter.Printf("%s at the first failed check:\n%s\n", node, out)
+			}
 		}
 		g.Expect(c.List(ctx, list, client.InNamespace(install.Namespace), client.MatchingLabels{"app.kubernetes.io/name": install.AgentDaemonSet})).To(Succeed())
 		ready := 0
