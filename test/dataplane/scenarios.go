@@ -617,6 +617,14 @@ func vsLines(save, vip string) []string {
 // restartAgent deletes the agent pod of a node and waits for its replacement to be Ready.
 func restartAgent(ctx context.Context, drv Driver, node string) {
 	GinkgoHelper()
+	RestartAgent(ctx, drv, node, nil)
+}
+
+// RestartAgent deletes the agent pod of node and waits, polling every 250 ms, until the node has a new Ready
+// one. during, if not nil, runs at each poll, from the deletion on: the caller's check of the data path
+// while no agent, then a starting one, runs on the node.
+func RestartAgent(ctx context.Context, drv Driver, node string, during func()) {
+	GinkgoHelper()
 	list := &corev1.PodList{}
 	Expect(drv.Client().List(ctx, list, client.InNamespace(AgentNamespace), client.MatchingLabels{agentLabel: agentLabelVal})).To(Succeed())
 	var old *corev1.Pod
@@ -628,6 +636,9 @@ func restartAgent(ctx context.Context, drv Driver, node string) {
 	Expect(old).NotTo(BeNil(), "no agent pod on %s", node)
 	Expect(drv.Client().Delete(ctx, old)).To(Succeed())
 	Eventually(ctx, func(g Gomega) {
+		if during != nil {
+			during()
+		}
 		g.Expect(drv.Client().List(ctx, list, client.InNamespace(AgentNamespace), client.MatchingLabels{agentLabel: agentLabelVal})).To(Succeed())
 		found := false
 		for _, p := range list.Items {

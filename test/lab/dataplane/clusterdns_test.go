@@ -19,7 +19,7 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/ipvs-operator/ipvs-operator/test/install"
+	"github.com/ipvs-operator/ipvs-operator/test/dataplane"
 	"github.com/ipvs-operator/ipvs-operator/test/lab"
 	"github.com/ipvs-operator/ipvs-operator/test/lab/topology"
 )
@@ -121,15 +121,23 @@ func registerClusterDNS() {
 			Expect(out).To(HavePrefix("ERR refused"))
 
 			By("DNS keeps answering while the agent of " + nodeB + ", whose IPVS the client's queries go through, restarts")
-			tries, failures := restartAgent(ctx, nodeB, func() error {
+			var (
+				tries    int
+				failures []string
+			)
+			t0 := time.Now()
+			dataplane.RestartAgent(ctx, theLab, nodeB, func() {
+				tries++
 				out, err := theLab.PodExec(ctx, pod, lab.GuestBin+"/labvm", "lookup", "web")
-				if err != nil {
-					return fmt.Errorf("lookup web: %w: %s", err, out)
+				if err == nil && strings.Contains(out, "web "+ip+"\n") {
+					return
 				}
-				if !strings.Contains(out, "web "+ip+"\n") {
-					return fmt.Errorf("lookup web answered %q", out)
+				failures = append(failures, fmt.Sprintf("%s after the deletion: %v: %q", time.Since(t0).Round(time.Millisecond), err, out))
+				if len(failures) == 1 {
+					// What the node's data path looked like at the first failure, for the report.
+					out, _ := theLab.NodeExec(ctx, nodeB, "sh", "-c", "ipvsadm -Ln; nft list table inet ipvs-operator")
+					GinkgoWriter.Printf("%s at the first failed lookup:\n%s\n", nodeB, out)
 				}
-				return nil
 			})
 			Expect(failures).To(BeEmpty(), "lookups that failed during the restart (of %d)", tries)
 			Expect(tries).To(BeNumerically(">", 0))
@@ -237,44 +245,4 @@ func vsConns(out string) int {
 		}
 	}
 	return -1
-}
-
-// restartAgent deletes the agent pod of node and waits until the node has a new Ready one, running check
-// all along; it returns how many checks ran and the errors of those that failed.
-func restartAgent(ctx context.Context, node string, check func() error) (tries int, failures []string) {
-	GinkgoHelper()
-	c := theLab.Client()
-	list := &corev1.PodList{}
-	Expect(c.List(ctx, list, client.InNamespace(install.Namespace), client.MatchingLabels{"app.kubernetes.io/name": install.AgentDaemonSet})).To(Succeed())
-	old := map[types.UID]bool{}
-	for i := range list.Items {
-		if list.Items[i].Spec.NodeName == node {
-			old[list.Items[i].UID] = true
-			Expect(c.Delete(ctx, &list.Items[i])).To(Succeed())
-		}
-	}
-	Expect(old).To(HaveLen(1), "one agent pod on %s", node)
-	t0 := time.Now()
-	Eventually(ctx, func(g Gomega) {
-		tries++
-		if err := check(); err != nil {
-			failures = append(failures, fmt.Sprintf("%s after the deletion: %v", time.Since(t0).Round(time.Millisecond), err))
-			if len(failures) == 1 {
-				// What the node's data path looked like at the first failure, for the report.
-				out, _ := theLab.NodeExec(ctx, node, "sh", "-c", "ipvsadm -Ln; nft list table inet ipvs-operator")
-				GinkgoWriter.Printf("%s at the first failed check:\n%s\n", node, out)
-			}
-		}
-		g.Expect(c.List(ctx, list, client.InNamespace(install.Namespace), client.MatchingLabels{"app.kubernetes.io/name": install.AgentDaemonSet})).To(Succeed())
-		ready := 0
-		for _, p := range list.Items {
-			for _, cond := range p.Status.Conditions {
-				if p.Spec.NodeName == node && !old[p.UID] && cond.Type == corev1.PodReady && cond.Status == corev1.ConditionTrue {
-					ready++
-				}
-			}
-		}
-		g.Expect(ready).To(Equal(1), "a new Ready agent on %s", node)
-	}).WithTimeout(90 * time.Second).WithPolling(250 * time.Millisecond).Should(Succeed())
-	return tries, failures
 }
