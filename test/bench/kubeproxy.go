@@ -22,8 +22,8 @@ import (
 // (KubeProxyConfig): measured exactly as the agent is.
 type KubeProxy struct {
 	// Mode is "nftables", "ipvs" or "iptables" (the guest has the iptables and ipset programs and the
-	// x_tables and ip_set modules those two need). Dataplane and the harness's kernel watch know IPVS and
-	// nftables: an iptables run needs a watch of its own.
+	// x_tables and ip_set modules those two need; its iptables is iptables-nft, which the harness's watch
+	// reads over netlink).
 	Mode string
 	// Binary is kube-proxy on the host; Start copies it into the lab's share.
 	Binary string
@@ -34,8 +34,11 @@ func (k KubeProxy) Name() string { return "kube-proxy-" + k.Mode }
 
 // Dataplane is where the mode programs Services.
 func (k KubeProxy) Dataplane() Dataplane {
-	if k.Mode == "ipvs" {
+	switch k.Mode {
+	case "ipvs":
 		return DataplaneIPVS
+	case "iptables":
+		return DataplaneIPTables
 	}
 	return DataplaneNFTables
 }
@@ -132,7 +135,8 @@ func (k KubeProxy) Stop(ctx context.Context, l *lab.Lab, pid int) error {
 
 // Cleanup runs `kube-proxy --cleanup`, which removes what every mode leaves; where its teardown of another
 // mode's leftovers fails in the guest, success is checked on what this mode left: no `kube-proxy` nftables
-// table (nftables mode), no virtual server and no kube-ipvs0 (ipvs mode).
+// table (nftables mode), no virtual server and no kube-ipvs0 (ipvs mode), no KUBE-SERVICES or service chain
+// in the nat table (iptables mode).
 func (k KubeProxy) Cleanup(ctx context.Context, l *lab.Lab, node string) error {
 	_, guest := k.configPath(l.ShareDir())
 	out, cleanupErr := l.ExecCombined(ctx, node, lab.GuestBin+"/kube-proxy", "--config="+guest, "--cleanup")
@@ -151,6 +155,18 @@ func (k KubeProxy) Cleanup(ctx context.Context, l *lab.Lab, node string) error {
 		}
 		if strings.Contains(vs, "TCP ") || strings.Contains(vs, "UDP ") || strings.Contains(links, "kube-ipvs0") {
 			return errors.Join(fmt.Errorf("bench: kube-proxy --cleanup left IPVS state:\n%s\n%s", vs, out), cleanupErr)
+		}
+		return nil
+	}
+	if k.Dataplane() == DataplaneIPTables {
+		// As in ipvs mode, what this mode left is checked rather than --cleanup's exit status, which also
+		// reports the other modes' teardown: no service chain left in the nat table.
+		nat, err := l.ExecCombined(ctx, node, "iptables-save", "-t", "nat")
+		if err != nil {
+			return fmt.Errorf("bench: iptables-save -t nat: %w\n%s", err, nat)
+		}
+		if strings.Contains(nat, ":KUBE-SERVICES") || strings.Contains(nat, ":KUBE-SVC-") {
+			return errors.Join(fmt.Errorf("bench: kube-proxy --cleanup left its chains:\n%.2000s\n%s", nat, out), cleanupErr)
 		}
 		return nil
 	}

@@ -21,6 +21,10 @@
 //	nftflip ID VIP PORT DST DPORT ACTIVE  the same, for kube-proxy's nftables mode: DST:DPORT is a DNAT target
 //	                                    of VIP:PORT/TCP in table `ip kube-proxy` (see nft.go)
 //	nftfull ID PREFIX N M               the same as full, for kube-proxy's nftables mode
+//	iptflip ID VIP PORT DST DPORT ACTIVE  the same, for kube-proxy's iptables mode (iptables-nft): DST:DPORT is
+//	                                    the DNAT target of an endpoint chain of VIP:PORT/TCP's service chain
+//	                                    in table `ip nat` (see ipt.go)
+//	iptfull ID PREFIX N M               the same as full, for kube-proxy's iptables mode
 //	get ID URL TOKEN FILE STATUS        GET URL (bearer TOKEN unless "-", TLS unverified) answers STATUS;
 //	                                    the body goes to FILE unless "-" (retried every 200 ms)
 //	proc ID PID                         CPU seconds (user+system, with children waited for) and peak RSS of PID
@@ -165,7 +169,7 @@ type pending struct {
 	// and each check dumps only the others' real servers. (A full dump every second holds the kernel's
 	// IPVS mutex long enough at scale to slow the proxy being measured.)
 	complete map[ipvs.ServiceKey]bool
-	// nftComplete is the same for nftfull, by service chain.
+	// nftComplete is the same for nftfull and iptfull, by service chain.
 	nftComplete map[string]bool
 }
 
@@ -191,7 +195,11 @@ func watch(args []string) error {
 	if err != nil {
 		return err
 	}
-	w := &watcher{h: h, nft: nft, httpc: httpc, out: out}
+	ipt, err := newIPTView()
+	if err != nil {
+		return err
+	}
+	w := &watcher{h: h, nft: nft, ipt: ipt, httpc: httpc, out: out}
 	commands := &linetail.Tail{Path: *cmdPath}
 	var todo []*pending
 	for {
@@ -231,6 +239,7 @@ func watch(args []string) error {
 type watcher struct {
 	h     ipvs.Interface
 	nft   *nftView
+	ipt   *iptView
 	httpc *http.Client
 	// lastProgress is the last line progress logged.
 	lastProgress string
@@ -255,6 +264,14 @@ func (w *watcher) check(p *pending) (bool, string, error) {
 			p.nftComplete = map[string]bool{}
 		}
 		return w.nftFull(p.f, p.nftComplete)
+	case "iptflip":
+		return w.iptFlip(p.f)
+	case "iptfull":
+		p.next = time.Now().Add(time.Second)
+		if p.nftComplete == nil {
+			p.nftComplete = map[string]bool{}
+		}
+		return w.iptFull(p.f, p.nftComplete)
 	case "get":
 		// Each failed probe costs the proxy a log line: not too often.
 		p.next = time.Now().Add(200 * time.Millisecond)
