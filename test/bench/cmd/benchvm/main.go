@@ -30,6 +30,8 @@
 //	proc ID PID                         CPU seconds (user+system, with children waited for) and peak RSS of PID
 //	                                    and its live descendants
 //
+// Each answer ends with checks=N check_us=T: the checks made until the condition held and their mean time.
+//
 // A condition is a state, not an event: a command appended before the change it waits for cannot miss it.
 package main
 
@@ -171,6 +173,10 @@ type pending struct {
 	complete map[ipvs.ServiceKey]bool
 	// nftComplete is the same for nftfull and iptfull, by service chain.
 	nftComplete map[string]bool
+	// checks and spent count the checks made and their time: the answer reports them (what the watch
+	// costs the node).
+	checks int
+	spent  time.Duration
 }
 
 func watch(args []string) error {
@@ -220,12 +226,17 @@ func watch(args []string) error {
 				kept = append(kept, p)
 				continue
 			}
+			t0 := time.Now()
 			done, answer, err := w.check(p)
+			p.checks++
+			p.spent += time.Since(t0)
 			if err != nil {
 				_, _ = fmt.Fprintf(out, "%s error error=%s\n", p.id, strconv.Quote(err.Error()))
 				continue
 			}
 			if done {
+				// What watching cost: how many checks until the condition held, and their mean time.
+				answer = strings.TrimSpace(fmt.Sprintf("%s checks=%d check_us=%d", answer, p.checks, p.spent.Microseconds()/int64(p.checks)))
 				_, _ = fmt.Fprintf(out, "%s ok %s\n", p.id, answer)
 				continue
 			}
