@@ -18,6 +18,8 @@ import (
 // tables nat and filter of both families, through the socket options iptables-legacy itself uses (the blob
 // is read and rewritten in xtables.go). Only tables the node has already loaded are read
 // (/proc/net/ip_tables_names): asking the kernel for another would create it.
+//
+// Its methods must run on a thread in the node's network namespace (x_tables are per namespace).
 type LegacyFirewall struct {
 	// LockPath is iptables' lock file, taken around each rewrite when it exists so that no iptables-legacy
 	// command (kubelet's, a CNI plugin's) changes the table in between; "" is /run/xtables.lock.
@@ -64,9 +66,11 @@ func getsockopt(fd, level, opt int, buf []byte) error {
 
 // loadedTables lists the family's x_tables tables the kernel has in this network namespace.
 func loadedTables(fam Family) ([]string, error) {
-	path := "/proc/net/ip_tables_names"
+	// thread-self: /proc/net is the network namespace of the process's first thread, which need not be the
+	// calling thread's.
+	path := "/proc/thread-self/net/ip_tables_names"
 	if fam == IPv6 {
-		path = "/proc/net/ip6_tables_names"
+		path = "/proc/thread-self/net/ip6_tables_names"
 	}
 	b, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {

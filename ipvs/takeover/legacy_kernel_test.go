@@ -80,6 +80,13 @@ func TestKernelLegacyLeftovers(t *testing.T) {
 			t.Skipf("needs %s", p)
 		}
 	}
+	// A namespace without legacy tables: nothing to read, and reading created none.
+	if chains, jumps, err := (takeover.LegacyFirewall{}).Read(takeover.IPv4); err != nil || len(chains)+len(jumps) != 0 {
+		t.Fatalf("no legacy table: %v %v %v", chains, jumps, err)
+	}
+	if names := strings.TrimSpace(sh(t, "cat /proc/thread-self/net/ip_tables_names")); names != "" {
+		t.Fatalf("reading created legacy tables: %q", names)
+	}
 	sh(t, `ipset create KUBE-CLUSTER-IP hash:ip,port
 ipset create KUBE-LOOP-BACK hash:ip,port,ip
 ipset create KUBE-IPVS-IPS hash:ip
