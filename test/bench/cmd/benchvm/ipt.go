@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"encoding/binary"
 	"fmt"
 	"net/netip"
@@ -150,52 +151,20 @@ func (v *iptView) endpoint(sepChain string) (netip.AddrPort, error) {
 // IPs' masquerade marks) are not.
 func iptServiceRule(es []expr.Any) (iptServiceKey, string, bool) {
 	var k iptServiceKey
-	loaded := map[uint32]string{} // register -> what was loaded into it
+	loaded := iptLoads{}
 	chain := ""
 	for _, e := range es {
+		loaded.note(e)
 		switch e := e.(type) {
-		case *expr.Payload:
-			switch {
-			case e.Base == expr.PayloadBaseNetworkHeader && e.Offset == ipDaddrOffset && e.Len == 4:
-				loaded[e.DestRegister] = "daddr"
-			case e.Base == expr.PayloadBaseTransportHeader && e.Offset == tcpDportOffset && e.Len == 2:
-				loaded[e.DestRegister] = "dport"
-			default:
-				delete(loaded, e.DestRegister)
-			}
-		case *expr.Meta:
-			if e.Key == expr.MetaKeyL4PROTO && !e.SourceRegister {
-				loaded[e.Register] = "l4proto"
-			} else {
-				delete(loaded, e.Register)
-			}
-		case *expr.Bitwise:
-			delete(loaded, e.DestRegister) // a prefix shorter than /32: not a ClusterIP
 		case *expr.Cmp:
-			if e.Op != expr.CmpOpEq {
-				continue
-			}
-			switch loaded[e.Register] {
-			case "daddr":
-				if len(e.Data) == 4 {
-					k.addr = netip.AddrFrom4([4]byte(e.Data))
-				}
-			case "dport":
-				if len(e.Data) == 2 {
-					k.port = binary.BigEndian.Uint16(e.Data)
-				}
-			case "l4proto":
-				if len(e.Data) == 1 {
-					k.proto = e.Data[0]
-				}
+			if e.Op == expr.CmpOpEq {
+				k.compare(loaded[e.Register], e.Data)
 			}
 		case *expr.Match:
 			// An iptables that does not translate `-m tcp --dport` keeps it an xtables match.
 			if t, ok := e.Info.(*xt.Tcp); ok && e.Name == "tcp" && t.DstPorts[0] == t.DstPorts[1] && t.InvFlags == 0 {
 				k.port = t.DstPorts[0]
-				if k.proto == 0 {
-					k.proto = unix.IPPROTO_TCP
-				}
+				k.proto = cmp.Or(k.proto, unix.IPPROTO_TCP)
 			}
 		case *expr.Verdict:
 			if (e.Kind == expr.VerdictJump || e.Kind == expr.VerdictGoto) && strings.HasPrefix(e.Chain, iptSvcPrefix) {
@@ -204,6 +173,44 @@ func iptServiceRule(es []expr.Any) (iptServiceKey, string, bool) {
 		}
 	}
 	return k, chain, chain != "" && k.addr.IsValid() && k.port != 0 && k.proto != 0
+}
+
+// iptLoads tracks which packet field each register holds ("daddr", "dport", "l4proto").
+type iptLoads map[uint32]string
+
+// note records what e loads into a register; anything else written to a register forgets it.
+func (l iptLoads) note(e expr.Any) {
+	switch e := e.(type) {
+	case *expr.Payload:
+		switch {
+		case e.Base == expr.PayloadBaseNetworkHeader && e.Offset == ipDaddrOffset && e.Len == 4:
+			l[e.DestRegister] = "daddr"
+		case e.Base == expr.PayloadBaseTransportHeader && e.Offset == tcpDportOffset && e.Len == 2:
+			l[e.DestRegister] = "dport"
+		default:
+			delete(l, e.DestRegister)
+		}
+	case *expr.Meta:
+		if e.Key == expr.MetaKeyL4PROTO && !e.SourceRegister {
+			l[e.Register] = "l4proto"
+		} else {
+			delete(l, e.Register)
+		}
+	case *expr.Bitwise:
+		delete(l, e.DestRegister) // a prefix shorter than /32: not a ClusterIP
+	}
+}
+
+// compare takes the value a rule compares field with.
+func (k *iptServiceKey) compare(field string, data []byte) {
+	switch {
+	case field == "daddr" && len(data) == 4:
+		k.addr = netip.AddrFrom4([4]byte(data))
+	case field == "dport" && len(data) == 2:
+		k.port = binary.BigEndian.Uint16(data)
+	case field == "l4proto" && len(data) == 1:
+		k.proto = data[0]
+	}
 }
 
 // iptJumps lists the chains a rule jumps or goes to.
