@@ -138,5 +138,5 @@ func (k *kernel) takeoverFrom(f flags) (agent.Takeover, error) {
 		return nil, err
 	}
 	return &takeover.Takeover{Agent: k.vips, KubeProxy: theirs, AgentDevice: f.Interface,
-		Firewall: takeover.NFTablesFirewall{}, Sets: takeover.NetlinkIPSets{}}, nil
+		Firewall: takeover.NFTablesFirewall{}, Legacy: takeover.LegacyFirewall{}, Sets: takeover.NetlinkIPSets{}}, nil
 }

@@ -37,9 +37,19 @@ type Takeover struct {
 	Agent, KubeProxy ipvs.VIPs
 	// AgentDevice names Agent's device in the steps.
 	AgentDevice string
-	// Firewall and Sets may be nil: those leftovers are then not looked for.
+	// Firewall (iptables-nft's chains), Legacy (iptables-legacy's) and Sets may be nil: those leftovers are
+	// then not looked for.
 	Firewall Firewall
+	Legacy   Firewall
 	Sets     IPSets
+}
+
+// firewall is the Firewall of a backend, or nil.
+func (t *Takeover) firewall(b Backend) Firewall {
+	if b == Legacy {
+		return t.Legacy
+	}
+	return t.Firewall
 }
 
 // Adopt binds on the agent's device every ClusterIP in serve that kube-proxy holds on kube-ipvs0, and returns
@@ -77,8 +87,8 @@ func (t *Takeover) RemoveLeftovers(_ context.Context) ([]Step, error) {
 	}
 	steps := PlanLeftovers(l)
 	var done []Step
-	// The device, then per family all the firewall steps at once (one transaction), then the sets.
-	byFamily := map[Family][]Step{}
+	// The device, then per ruleset all the firewall steps at once (one transaction), then the sets.
+	byRuleset := map[Ruleset][]Step{}
 	for _, s := range steps {
 		switch s.Kind {
 		case DeleteInterface:
@@ -87,11 +97,11 @@ func (t *Takeover) RemoveLeftovers(_ context.Context) ([]Step, error) {
 			}
 			done = append(done, s)
 		case DeleteJump, DeleteChain:
-			byFamily[s.Family] = append(byFamily[s.Family], s)
+			byRuleset[s.Ruleset] = append(byRuleset[s.Ruleset], s)
 		}
 	}
-	for _, fam := range []Family{IPv4, IPv6} {
-		fs := byFamily[fam]
+	for _, rs := range rulesets {
+		fs := byRuleset[rs]
 		if len(fs) == 0 {
 			continue
 		}
@@ -104,8 +114,8 @@ func (t *Takeover) RemoveLeftovers(_ context.Context) ([]Step, error) {
 				chains = append(chains, s.Chain)
 			}
 		}
-		if err := t.Firewall.Delete(fam, jumps, chains); err != nil {
-			return done, fmt.Errorf("takeover: removing kube-proxy's %s chains: %w", fam.command(), err)
+		if err := t.firewall(rs.Backend).Delete(rs.Family, jumps, chains); err != nil {
+			return done, fmt.Errorf("takeover: removing kube-proxy's %s chains: %w", rs.command(), err)
 		}
 		done = append(done, fs...)
 	}
@@ -123,7 +133,7 @@ func (t *Takeover) RemoveLeftovers(_ context.Context) ([]Step, error) {
 
 // read reads the leftovers.
 func (t *Takeover) read() (Leftovers, error) {
-	l := Leftovers{Chains: map[Family][]Chain{}, Jumps: map[Family][]Jump{}}
+	l := Leftovers{Chains: map[Ruleset][]Chain{}, Jumps: map[Ruleset][]Jump{}}
 	_, err := t.KubeProxy.List()
 	switch {
 	case errors.Is(err, unix.ENODEV):
@@ -132,14 +142,16 @@ func (t *Takeover) read() (Leftovers, error) {
 	default:
 		l.Interface = true
 	}
-	if t.Firewall != nil {
-		for _, fam := range []Family{IPv4, IPv6} {
-			chains, jumps, err := t.Firewall.Read(fam)
-			if err != nil {
-				return l, fmt.Errorf("takeover: reading %s chains: %w", fam.command(), err)
-			}
-			l.Chains[fam], l.Jumps[fam] = chains, jumps
+	for _, rs := range rulesets {
+		fw := t.firewall(rs.Backend)
+		if fw == nil {
+			continue
 		}
+		chains, jumps, err := fw.Read(rs.Family)
+		if err != nil {
+			return l, fmt.Errorf("takeover: reading %s chains: %w", rs.command(), err)
+		}
+		l.Chains[rs], l.Jumps[rs] = chains, jumps
 	}
 	if t.Sets != nil {
 		names, err := t.Sets.List()

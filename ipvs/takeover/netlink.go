@@ -13,7 +13,7 @@ import (
 
 // NFTablesFirewall reads and removes kube-proxy's chains as iptables-nft made them: nftables tables "nat" and
 // "filter" of the ip and ip6 families, whose rules hold xtables matches. Chains made by iptables-legacy live
-// in the kernel's x_tables, which nftables does not see: those stay (`kube-proxy --cleanup` removes them).
+// in the kernel's x_tables, which nftables does not see: LegacyFirewall removes those.
 type NFTablesFirewall struct{}
 
 var _ Firewall = NFTablesFirewall{}

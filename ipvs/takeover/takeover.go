@@ -13,8 +13,10 @@
 //     endpoints that changed while nothing programmed them). Nothing is flushed or created again.
 //  2. Leftovers (after the agent's first full sync, once every Service is programmed by the agent): the
 //     device kube-ipvs0 (its addresses go with it; those the agent serves stay on the agent's device),
-//     kube-proxy's iptables chains and the rules that jump to them, and then its ipsets, which the chains
-//     reference and which cannot be destroyed before them. Virtual servers on addresses the agent does not
+//     kube-proxy's iptables chains and the rules that jump to them, in iptables-nft's nftables tables and in
+//     iptables-legacy's x_tables, and then its ipsets, which the chains reference and which cannot be
+//     destroyed before them. Each step that fails stops the removal and leaves the rest in place: none of it
+//     carries the agent's traffic, so the node keeps serving and the agent reports the error and tries again. Virtual servers on addresses the agent does not
 //     serve (NodePorts on the node's own addresses, external IPs) are not the agent's and are left alone.
 //
 // Planning is pure (this file); the kernel is read and changed by the Kernel implementations at the edge.
@@ -96,11 +98,39 @@ const (
 	IPv6 Family = 6
 )
 
-func (f Family) command() string {
-	if f == IPv6 {
-		return "ip6tables"
+// Backend is where a ruleset's chains live: iptables-nft keeps them in nftables tables, iptables-legacy in
+// the kernel's x_tables. kube-proxy writes with whichever `iptables` its image runs (its image's wrapper picks
+// the one the node already uses), so a node may hold its chains in either, or in both after a switch.
+type Backend uint8
+
+// The backends.
+const (
+	// NFT is iptables-nft (Debian's and most distributions' default).
+	NFT Backend = iota
+	// Legacy is iptables-legacy.
+	Legacy
+)
+
+// Ruleset is one family's chains in one backend: what one of iptables-nft, ip6tables-nft, iptables-legacy,
+// ip6tables-legacy shows.
+type Ruleset struct {
+	Backend Backend
+	Family  Family
+}
+
+// rulesets is every ruleset, in the order a plan visits them.
+var rulesets = []Ruleset{{NFT, IPv4}, {NFT, IPv6}, {Legacy, IPv4}, {Legacy, IPv6}}
+
+// command is the program that shows and edits the ruleset.
+func (r Ruleset) command() string {
+	c := "iptables"
+	if r.Family == IPv6 {
+		c = "ip6tables"
 	}
-	return "iptables"
+	if r.Backend == Legacy {
+		c += "-legacy"
+	}
+	return c
 }
 
 // Kind is what a Step does.
@@ -129,11 +159,11 @@ type Step struct {
 	Addr netip.Addr
 	// Device is the device of BindVIP (the agent's) and DeleteInterface (kube-ipvs0).
 	Device string
-	// Family, Chain and Jump are the chain of DeleteJump and DeleteChain; Jump is the rule DeleteJump
+	// Ruleset, Chain and Jump are the chain of DeleteJump and DeleteChain; Jump is the rule DeleteJump
 	// removes.
-	Family Family
-	Chain  Chain
-	Jump   Jump
+	Ruleset Ruleset
+	Chain   Chain
+	Jump    Jump
 	// Set is the ipset of DestroySet.
 	Set string
 }
@@ -146,9 +176,9 @@ func (s Step) String() string {
 	case DeleteInterface:
 		return "ip link del " + s.Device
 	case DeleteJump:
-		return fmt.Sprintf("%s -t %s -D %s -j %s", s.Family.command(), s.Jump.From.Table, s.Jump.From.Name, s.Jump.To)
+		return fmt.Sprintf("%s -t %s -D %s -j %s", s.Ruleset.command(), s.Jump.From.Table, s.Jump.From.Name, s.Jump.To)
 	case DeleteChain:
-		return fmt.Sprintf("%s -t %s -F %s && %[1]s -t %[2]s -X %[3]s", s.Family.command(), s.Chain.Table, s.Chain.Name)
+		return fmt.Sprintf("%s -t %s -F %s && %[1]s -t %[2]s -X %[3]s", s.Ruleset.command(), s.Chain.Table, s.Chain.Name)
 	case DestroySet:
 		return "ipset destroy " + s.Set
 	}
@@ -159,7 +189,8 @@ func (s Step) String() string {
 type Jump struct {
 	From Chain
 	To   string
-	// Handle identifies the rule in the kernel (nftables' rule handle); 0 when unknown.
+	// Handle identifies the rule in the kernel: nftables' rule handle (NFT), the rule's number in its chain
+	// as `iptables -D CHAIN N` counts (Legacy); 0 when unknown.
 	Handle uint64
 }
 
@@ -184,39 +215,40 @@ func PlanAdopt(kubeProxyVIPs, agentVIPs []netip.Addr, serve sets.Set[netip.Addr]
 type Leftovers struct {
 	// Interface says whether kube-ipvs0 exists.
 	Interface bool
-	// Chains are the chains present in each family (any name: the plan picks kube-proxy's).
-	Chains map[Family][]Chain
-	// Jumps are the rules, in chains that are not kube-proxy's, that jump to one of its chains, per family.
-	Jumps map[Family][]Jump
+	// Chains are the chains present in each ruleset (any name: the plan picks kube-proxy's).
+	Chains map[Ruleset][]Chain
+	// Jumps are the rules, in chains that are not kube-proxy's, that jump to one of its chains, per ruleset.
+	Jumps map[Ruleset][]Jump
 	// Sets are the names of the ipsets present (any name).
 	Sets []string
 }
 
 // PlanLeftovers returns the steps that remove kube-proxy's leftovers, in an order the kernel accepts: the
-// device first, then per family the jumps into kube-proxy's chains, then its chains (each step flushes one;
-// the edge flushes them all before deleting any), then its ipsets, which the chains' rules reference.
+// device first, then per ruleset (iptables-nft's, then iptables-legacy's) the jumps into kube-proxy's
+// chains, then its chains (each step flushes one; the edge flushes them all before deleting any), then its
+// ipsets, which the chains' rules of either backend reference.
 func PlanLeftovers(l Leftovers) []Step {
 	var steps []Step
 	if l.Interface {
 		steps = append(steps, Step{Kind: DeleteInterface, Device: KubeProxyInterface})
 	}
-	for _, fam := range []Family{IPv4, IPv6} {
+	for _, rs := range rulesets {
 		var jumps []Step
-		for _, j := range l.Jumps[fam] {
+		for _, j := range l.Jumps[rs] {
 			if isKubeProxyChain(j.From) || !isKubeProxyChain(Chain{j.From.Table, j.To}) {
 				continue
 			}
-			jumps = append(jumps, Step{Kind: DeleteJump, Family: fam, Jump: j})
+			jumps = append(jumps, Step{Kind: DeleteJump, Ruleset: rs, Jump: j})
 		}
 		slices.SortFunc(jumps, func(a, b Step) int {
 			return cmp.Or(strings.Compare(a.Jump.From.String(), b.Jump.From.String()), cmp.Compare(a.Jump.Handle, b.Jump.Handle),
 				strings.Compare(a.Jump.To, b.Jump.To))
 		})
 		steps = append(steps, jumps...)
-		present := sets.New(l.Chains[fam]...)
+		present := sets.New(l.Chains[rs]...)
 		for _, c := range KubeProxyChains {
 			if present.Has(c) {
-				steps = append(steps, Step{Kind: DeleteChain, Family: fam, Chain: c})
+				steps = append(steps, Step{Kind: DeleteChain, Ruleset: rs, Chain: c})
 			}
 		}
 	}

@@ -2,6 +2,7 @@ package takeover_test
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"net/netip"
 	"os"
@@ -71,7 +72,8 @@ func TestPlanAdopt(t *testing.T) {
 }
 
 // kubeProxyLeftovers is what kube-proxy v1.37.1's IPVS mode leaves in a dual-stack node, plus kubelet's
-// chains and another program's set, which must stay.
+// chains and another program's set, which must stay; its IPv4 chains are in both backends, as on a node
+// whose kube-proxy image switched from iptables-legacy to iptables-nft.
 func kubeProxyLeftovers() takeover.Leftovers {
 	chains := func(extra ...takeover.Chain) []takeover.Chain {
 		return append(slices.Clone(takeover.KubeProxyChains), append([]takeover.Chain{
@@ -93,11 +95,42 @@ func kubeProxyLeftovers() takeover.Leftovers {
 	}
 	return takeover.Leftovers{
 		Interface: true,
-		Chains:    map[takeover.Family][]takeover.Chain{takeover.IPv4: chains(), takeover.IPv6: chains()},
-		Jumps:     map[takeover.Family][]takeover.Jump{takeover.IPv4: jumps, takeover.IPv6: jumps[:3]},
+		Chains: map[takeover.Ruleset][]takeover.Chain{
+			{Backend: takeover.NFT, Family: takeover.IPv4}: chains(), {Backend: takeover.NFT, Family: takeover.IPv6}: chains(),
+			{Backend: takeover.Legacy, Family: takeover.IPv4}: chains(),
+		},
+		Jumps: map[takeover.Ruleset][]takeover.Jump{
+			{Backend: takeover.NFT, Family: takeover.IPv4}: jumps, {Backend: takeover.NFT, Family: takeover.IPv6}: jumps[:3],
+			{Backend: takeover.Legacy, Family: takeover.IPv4}: legacyJumps(jumps),
+		},
 		Sets: []string{"KUBE-CLUSTER-IP", "KUBE-LOOP-BACK", "KUBE-IPVS-IPS", "KUBE-NODE-PORT-TCP", "KUBE-6-CLUSTER-IP",
 			"KUBE-6-LOAD-BALANCER-SOURCE-CID", "cali40all-ipam-pools", "KUBE-EXTRA-NOT-OURS"},
 	}
+}
+
+// legacyJumps numbers the jumps as iptables-legacy identifies them: by their place in their chain.
+func legacyJumps(jumps []takeover.Jump) []takeover.Jump {
+	out := slices.Clone(jumps)
+	n := map[takeover.Chain]uint64{}
+	for i := range out {
+		n[out[i].From]++
+		out[i].Handle = n[out[i].From]
+	}
+	return out
+}
+
+// firewalls splits leftovers into a fake Firewall per backend.
+func firewalls(l takeover.Leftovers) (nft, legacy *fakeFirewall) {
+	nft = &fakeFirewall{chains: map[takeover.Family][]takeover.Chain{}, jumps: map[takeover.Family][]takeover.Jump{}}
+	legacy = &fakeFirewall{chains: map[takeover.Family][]takeover.Chain{}, jumps: map[takeover.Family][]takeover.Jump{}}
+	for rs, c := range l.Chains {
+		fw := nft
+		if rs.Backend == takeover.Legacy {
+			fw = legacy
+		}
+		fw.chains[rs.Family], fw.jumps[rs.Family] = slices.Clone(c), slices.Clone(l.Jumps[rs])
+	}
+	return nft, legacy
 }
 
 func TestPlanLeftovers(t *testing.T) {
@@ -186,9 +219,9 @@ func TestTakeoverKeepsKubeProxysVirtualServers(t *testing.T) {
 		}
 	}
 	l := kubeProxyLeftovers()
-	fw := &fakeFirewall{chains: l.Chains, jumps: l.Jumps}
+	fw, legacy := firewalls(l)
 	ipsets := &fakeSets{names: l.Sets}
-	tk := &takeover.Takeover{Agent: ipvs0, KubeProxy: kubeIPVS0, AgentDevice: "ipvs0", Firewall: fw, Sets: ipsets}
+	tk := &takeover.Takeover{Agent: ipvs0, KubeProxy: kubeIPVS0, AgentDevice: "ipvs0", Firewall: fw, Legacy: legacy, Sets: ipsets}
 
 	// 1. Adopt: the served ClusterIP goes on the agent's device too.
 	steps, err := tk.Adopt(ctx, sets.New(addrs("10.96.0.10")...))
@@ -243,15 +276,80 @@ func TestTakeoverKeepsKubeProxysVirtualServers(t *testing.T) {
 	if want := []string{"cali40all-ipam-pools", "KUBE-EXTRA-NOT-OURS"}; !slices.Equal(ipsets.names, want) {
 		t.Errorf("ipsets left: %v, want %v", ipsets.names, want)
 	}
-	for _, fam := range []takeover.Family{takeover.IPv4, takeover.IPv6} {
-		for _, c := range fw.chains[fam] {
-			if slices.Contains(takeover.KubeProxyChains, c) {
-				t.Errorf("family %d: chain %s left", fam, c)
+	for name, f := range map[string]*fakeFirewall{"nft": fw, "legacy": legacy} {
+		for _, fam := range []takeover.Family{takeover.IPv4, takeover.IPv6} {
+			for _, c := range f.chains[fam] {
+				if slices.Contains(takeover.KubeProxyChains, c) {
+					t.Errorf("%s family %d: chain %s left", name, fam, c)
+				}
 			}
 		}
 	}
 	// A second run finds nothing to do.
 	if steps, err := tk.RemoveLeftovers(ctx); err != nil || len(steps) != 0 {
 		t.Errorf("second run: %v, %v", steps, err)
+	}
+}
+
+// failingFirewall refuses every Delete.
+type failingFirewall struct{ *fakeFirewall }
+
+var errKernel = errors.New("kernel says no")
+
+func (failingFirewall) Delete(takeover.Family, []takeover.Jump, []takeover.Chain) error {
+	return errKernel
+}
+
+type failingSets struct{ *fakeSets }
+
+func (failingSets) Destroy(string) error { return errKernel }
+
+// TestRemoveLeftoversFailsStatic: when a removal fails, the error is returned (the agent logs it and tries
+// again after its next audit), nothing after the failed step is touched (an ipset still referenced by a chain
+// is never destroyed), and the agent's own VIPs stay: the traffic the agent carries does not depend on any
+// of it. The next attempt, once the kernel lets it, finishes the job.
+func TestRemoveLeftoversFailsStatic(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		fail func(tk *takeover.Takeover)
+	}{
+		{name: "iptables-nft", fail: func(tk *takeover.Takeover) { tk.Firewall = failingFirewall{tk.Firewall.(*fakeFirewall)} }},
+		{name: "iptables-legacy", fail: func(tk *takeover.Takeover) { tk.Legacy = failingFirewall{tk.Legacy.(*fakeFirewall)} }},
+		{name: "ipset", fail: func(tk *takeover.Takeover) { tk.Sets = failingSets{tk.Sets.(*fakeSets)} }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			l := kubeProxyLeftovers()
+			fw, legacy := firewalls(l)
+			ipsets := &fakeSets{names: slices.Clone(l.Sets)}
+			kubeIPVS0, ipvs0 := fake.NewVIPs(), fake.NewVIPs()
+			for _, v := range []*fake.VIPs{kubeIPVS0, ipvs0} {
+				if err := v.EnsureInterface(); err != nil {
+					t.Fatal(err)
+				}
+				if err := v.Bind(netip.MustParseAddr("10.96.0.10")); err != nil {
+					t.Fatal(err)
+				}
+			}
+			tk := &takeover.Takeover{Agent: ipvs0, KubeProxy: kubeIPVS0, AgentDevice: "ipvs0", Firewall: fw, Legacy: legacy, Sets: ipsets}
+			tc.fail(tk)
+			if _, err := tk.RemoveLeftovers(ctx); !errors.Is(err, errKernel) {
+				t.Fatalf("RemoveLeftovers = %v, want the kernel's error", err)
+			}
+			if got, _ := ipvs0.List(); !slices.Equal(got, addrs("10.96.0.10")) {
+				t.Errorf("the agent's VIPs after the failure: %v", got)
+			}
+			if !slices.Equal(ipsets.names, l.Sets) {
+				t.Errorf("ipsets destroyed although a step before them failed: %v", ipsets.names)
+			}
+			// The kernel lets go: the next attempt finishes.
+			tk.Firewall, tk.Legacy, tk.Sets = fw, legacy, ipsets
+			if _, err := tk.RemoveLeftovers(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if want := []string{"cali40all-ipam-pools", "KUBE-EXTRA-NOT-OURS"}; !slices.Equal(ipsets.names, want) {
+				t.Errorf("ipsets left after the retry: %v, want %v", ipsets.names, want)
+			}
+		})
 	}
 }

@@ -469,8 +469,11 @@ func (h *Harness) readyAll(ctx context.Context) error {
 // withKernelState adds to err the start of what the node's kernel holds, as its own tools list it.
 func (h *Harness) withKernelState(ctx context.Context, dp Dataplane, err error) error {
 	argv := []string{"ipvsadm", "-Ln"}
-	if dp == DataplaneNFTables {
+	switch dp {
+	case DataplaneNFTables:
 		argv = []string{"nft", "list", "map", "ip", "kube-proxy", "service-ips"}
+	case DataplaneIPTables:
+		argv = []string{"iptables", "-t", "nat", "-S", "KUBE-SERVICES"}
 	}
 	out, lerr := h.lab.ExecCombined(context.WithoutCancel(ctx), h.cfg.Node, argv...)
 	if len(out) > 3000 {

@@ -10,7 +10,7 @@ package bench
 //
 // Other settings: BENCH_ENDPOINTS (5), BENCH_FLIPS (200), BENCH_BURST (100), BENCH_AUDIT_PERIOD (1m, the
 // agent's default; 10s in the smoke run), BENCH_IDLE (20s; 5s), BENCH_OUT (a file the tables are appended to),
-// BENCH_PROXIES (the columns: agent, kube-proxy-nftables, kube-proxy-ipvs; the agent alone by default;
+// BENCH_PROXIES (the columns: agent, kube-proxy-nftables, kube-proxy-iptables, kube-proxy-ipvs; the agent alone by default;
 // BENCH_PROXIES_<size> for one size),
 // BENCH_DATAPATH (10s; 3s: how long requests run through the data path's ClusterIP, 0 skips it).
 // Each size boots a lab of its own: the kernel and the API server start empty.
@@ -58,7 +58,7 @@ func envDuration(name string, def time.Duration) time.Duration {
 }
 
 // proxies are the columns of the table, named by BENCH_PROXIES (default: the agent alone): "agent",
-// "kube-proxy-nftables" and "kube-proxy-ipvs". With BENCH_PROFILE=1 the agent runs as its test binary and leaves a CPU and a
+// "kube-proxy-nftables", "kube-proxy-iptables" and "kube-proxy-ipvs". With BENCH_PROFILE=1 the agent runs as its test binary and leaves a CPU and a
 // heap profile (the agent serves no pprof endpoint).
 // BENCH_PROXIES_<size> (e.g. BENCH_PROXIES_10000=agent) overrides it for one size: a kube-proxy mode that
 // takes seconds a flip at 10,000 Services can stay in the smaller table only.
@@ -79,11 +79,10 @@ func proxies(root, profileDir string, size int) ([]Proxy, error) {
 		switch n = strings.TrimSpace(n); n {
 		case "agent":
 			ps = append(ps, Agent{ProfileDir: profileDir})
-		case "kube-proxy-nftables", "kube-proxy-ipvs":
+		case "kube-proxy-nftables", "kube-proxy-iptables", "kube-proxy-ipvs":
 			ps = append(ps, KubeProxy{Mode: strings.TrimPrefix(n, "kube-proxy-"), Binary: filepath.Join(kubeBin, "kube-proxy")})
 		default:
-			// kube-proxy-iptables runs in the guest, but the harness has no watch of iptables rules yet.
-			return nil, fmt.Errorf("BENCH_PROXIES: unknown proxy %q (agent, kube-proxy-nftables, kube-proxy-ipvs)", n)
+			return nil, fmt.Errorf("BENCH_PROXIES: unknown proxy %q (agent, kube-proxy-nftables, kube-proxy-iptables, kube-proxy-ipvs)", n)
 		}
 	}
 	return ps, nil

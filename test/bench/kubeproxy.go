@@ -22,11 +22,45 @@ import (
 // (KubeProxyConfig): measured exactly as the agent is.
 type KubeProxy struct {
 	// Mode is "nftables", "ipvs" or "iptables" (the guest has the iptables and ipset programs and the
-	// x_tables and ip_set modules those two need). Dataplane and the harness's kernel watch know IPVS and
-	// nftables: an iptables run needs a watch of its own.
+	// x_tables and ip_set modules those two need; its iptables is iptables-nft, which the harness's watch
+	// reads over netlink).
 	Mode string
 	// Binary is kube-proxy on the host; Start copies it into the lab's share.
 	Binary string
+	// Legacy runs kube-proxy with iptables-legacy as its `iptables` (and ip6tables, and their -save and
+	// -restore), as its image's wrapper picks on a node whose rules are in x_tables: links to the guest's
+	// xtables-legacy-multi in the share, first on its PATH. Otherwise it runs the guest's iptables-nft.
+	Legacy bool
+}
+
+// legacyBin is the share's directory of iptables-legacy links (see Legacy); legacyPATH is kube-proxy's PATH
+// with it.
+const (
+	legacyBin  = "xtables-legacy"
+	legacyPATH = "PATH=" + lab.GuestShare + "/" + legacyBin + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+)
+
+// legacyLinks makes the share's iptables-legacy links once per lab.
+func legacyLinks(shareDir string) error {
+	dir := filepath.Join(shareDir, legacyBin)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	for _, n := range []string{"iptables", "iptables-save", "iptables-restore", "ip6tables", "ip6tables-save", "ip6tables-restore"} {
+		err := os.Symlink("/usr/sbin/xtables-legacy-multi", filepath.Join(dir, n))
+		if err != nil && !errors.Is(err, os.ErrExist) {
+			return err
+		}
+	}
+	return nil
+}
+
+// env is kube-proxy's extra environment.
+func (k KubeProxy) env(shareDir string) ([]string, error) {
+	if !k.Legacy {
+		return nil, nil
+	}
+	return []string{legacyPATH}, legacyLinks(shareDir)
 }
 
 // Name is "kube-proxy-<mode>".
@@ -34,8 +68,11 @@ func (k KubeProxy) Name() string { return "kube-proxy-" + k.Mode }
 
 // Dataplane is where the mode programs Services.
 func (k KubeProxy) Dataplane() Dataplane {
-	if k.Mode == "ipvs" {
+	switch k.Mode {
+	case "ipvs":
 		return DataplaneIPVS
+	case "iptables":
+		return DataplaneIPTables
 	}
 	return DataplaneNFTables
 }
@@ -63,7 +100,11 @@ func (k KubeProxy) Start(ctx context.Context, l *lab.Lab, node string, _ time.Du
 	if err := copyOnce(k.Binary, filepath.Join(l.ShareDir(), "bin", "kube-proxy")); err != nil {
 		return 0, err
 	}
-	resp, err := l.Run(ctx, labd.ExecRequest{Netns: node, Background: true,
+	env, err := k.env(l.ShareDir())
+	if err != nil {
+		return 0, err
+	}
+	resp, err := l.Run(ctx, labd.ExecRequest{Netns: node, Background: true, Env: env,
 		// -v=2 logs each sync and its time ("SyncProxyRules complete"): a few lines per sync.
 		Argv:    []string{lab.GuestBin + "/kube-proxy", "--config=" + guest, "-v=2"},
 		LogFile: lab.GuestLogs + "/bench-" + k.Name() + "-" + node + ".log"})
@@ -132,10 +173,25 @@ func (k KubeProxy) Stop(ctx context.Context, l *lab.Lab, pid int) error {
 
 // Cleanup runs `kube-proxy --cleanup`, which removes what every mode leaves; where its teardown of another
 // mode's leftovers fails in the guest, success is checked on what this mode left: no `kube-proxy` nftables
-// table (nftables mode), no virtual server and no kube-ipvs0 (ipvs mode).
+// table (nftables mode), no virtual server and no kube-ipvs0 (ipvs mode), no KUBE-SERVICES or service chain
+// in the nat table (iptables mode).
 func (k KubeProxy) Cleanup(ctx context.Context, l *lab.Lab, node string) error {
 	_, guest := k.configPath(l.ShareDir())
-	out, cleanupErr := l.ExecCombined(ctx, node, lab.GuestBin+"/kube-proxy", "--config="+guest, "--cleanup")
+	env, err := k.env(l.ShareDir())
+	if err != nil {
+		return err
+	}
+	out, cleanupErr := "", error(nil)
+	resp, err := l.Run(ctx, labd.ExecRequest{Netns: node, Env: env, Combined: true,
+		Argv: []string{lab.GuestBin + "/kube-proxy", "--config=" + guest, "--cleanup"}})
+	switch {
+	case err != nil:
+		cleanupErr = err
+	case resp.Error != "" || resp.ExitCode != 0:
+		out, cleanupErr = resp.Stdout, fmt.Errorf("exit status %d %s", resp.ExitCode, resp.Error)
+	default:
+		out = resp.Stdout
+	}
 	if k.Mode == "ipvs" {
 		// Its iptables teardown fails in the guest (iptables-nft: CHAIN_DEL "Device or resource busy" on
 		// KUBE-MARK-MASQ, seen at 1,000 Services) after it removed its IPVS state: what the next proxy
@@ -151,6 +207,22 @@ func (k KubeProxy) Cleanup(ctx context.Context, l *lab.Lab, node string) error {
 		}
 		if strings.Contains(vs, "TCP ") || strings.Contains(vs, "UDP ") || strings.Contains(links, "kube-ipvs0") {
 			return errors.Join(fmt.Errorf("bench: kube-proxy --cleanup left IPVS state:\n%s\n%s", vs, out), cleanupErr)
+		}
+		return nil
+	}
+	if k.Dataplane() == DataplaneIPTables {
+		// As in ipvs mode, what this mode left is checked rather than --cleanup's exit status, which also
+		// reports the other modes' teardown: no service chain left in the nat table.
+		save := "iptables-save"
+		if k.Legacy {
+			save = "iptables-legacy-save"
+		}
+		nat, err := l.ExecCombined(ctx, node, save, "-t", "nat")
+		if err != nil {
+			return fmt.Errorf("bench: %s -t nat: %w\n%s", save, err, nat)
+		}
+		if strings.Contains(nat, ":KUBE-SERVICES") || strings.Contains(nat, ":KUBE-SVC-") {
+			return errors.Join(fmt.Errorf("bench: kube-proxy --cleanup left its chains:\n%.2000s\n%s", nat, out), cleanupErr)
 		}
 		return nil
 	}

@@ -49,12 +49,18 @@ const (
 	DataplaneIPVS Dataplane = "ipvs"
 	// DataplaneNFTables is kube-proxy's nftables mode: the map service-ips and one DNAT per service chain.
 	DataplaneNFTables Dataplane = "nftables"
+	// DataplaneIPTables is kube-proxy's iptables mode through iptables-nft (the guest's iptables): KUBE-SERVICES,
+	// the service chains and the endpoint chains' DNAT in table `ip nat`.
+	DataplaneIPTables Dataplane = "iptables"
 )
 
 // watchCommands are the `benchvm watch` commands that wait for the full state and for a flip.
 func (d Dataplane) watchCommands() (full, flip string) {
-	if d == DataplaneNFTables {
+	switch d {
+	case DataplaneNFTables:
 		return "nftfull", "nftflip"
+	case DataplaneIPTables:
+		return "iptfull", "iptflip"
 	}
 	return "full", "flip"
 }

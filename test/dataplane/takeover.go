@@ -17,6 +17,7 @@ import (
 
 	lbv1alpha1 "github.com/ipvs-operator/ipvs-operator/api/v1alpha1"
 	"github.com/ipvs-operator/ipvs-operator/ipvs"
+	"github.com/ipvs-operator/ipvs-operator/ipvs/takeover"
 )
 
 // TakeoverHooks are what the takeover spec needs of a cluster beyond the Driver: running kube-proxy by hand
@@ -40,7 +41,8 @@ const takeoverWindow = 2 * time.Second
 // RegisterTakeover declares the migration from kube-proxy's IPVS mode as a spec: kube-proxy serves a Service
 // (TCP and UDP) on every node under a steady request loop from a pod on each node; kube-proxy stops; the
 // operator is installed with --agent-takeover-kube-proxy-ipvs; not one request may fail, and once the agents
-// are ready kube-ipvs0, kube-proxy's iptables chains and its ipsets are gone while the same ClusterIP answers.
+// are ready kube-ipvs0, kube-proxy's iptables chains (in iptables-nft's tables and iptables-legacy's, where
+// the hooks' kube-proxy wrote them) and its ipsets are gone while the same ClusterIP answers.
 // It needs a cluster where no agent runs: call it after RegisterUninstall. It removes its install again.
 func RegisterTakeover(driver func() Driver, hooks func() TakeoverHooks) {
 	It("takes over from kube-proxy's IPVS mode without failing a request, then removes its leftovers", func(ctx SpecContext) {
@@ -77,6 +79,28 @@ func RegisterTakeover(driver func() Driver, hooks func() TakeoverHooks) {
 			}).WithTimeout(60 * time.Second).WithPolling(500 * time.Millisecond).Should(Succeed())
 		}
 
+		// Where each node's kube-proxy wrote its chains (iptables-nft or iptables-legacy: the hooks may run
+		// either): they must be there now, and gone after the takeover.
+		backends := map[string]string{}
+		for _, node := range drv.Nodes() {
+			Eventually(ctx, func(g Gomega) {
+				var where []string
+				for _, b := range []string{"nft", "legacy"} {
+					out, err := drv.NodeExec(ctx, node, "iptables-"+b+"-save", "-t", "nat")
+					g.Expect(err).NotTo(HaveOccurred(), out)
+					if strings.Contains(out, ":KUBE-SERVICES") {
+						where = append(where, "iptables-"+b)
+					}
+				}
+				g.Expect(where).NotTo(BeEmpty(), "kube-proxy's KUBE-SERVICES on %s", node)
+				backends[node] = strings.Join(where, "+")
+				out, err := drv.NodeExec(ctx, node, "ipset", "list", "-n")
+				g.Expect(err).NotTo(HaveOccurred(), out)
+				g.Expect(out).To(ContainSubstring("KUBE-CLUSTER-IP"), "kube-proxy's ipsets on %s", node)
+			}).WithTimeout(30 * time.Second).WithPolling(500 * time.Millisecond).Should(Succeed())
+		}
+		GinkgoWriter.Printf("kube-proxy's chains before the takeover: %v\n", backends)
+
 		// The steady loop: back-to-back windows of requests from each node's client pod to both ports.
 		finish := steadyLoop(ctx, drv, clients, vip)
 		defer finish()
@@ -98,10 +122,11 @@ func RegisterTakeover(driver func() Driver, hooks func() TakeoverHooks) {
 			Eventually(ctx, func(g Gomega) {
 				out, err := drv.NodeExec(ctx, node, "ip", "link", "show", "kube-ipvs0")
 				g.Expect(err).To(HaveOccurred(), "kube-ipvs0 on %s is still there:\n%s", node, out)
-				out, err = drv.NodeExec(ctx, node, "sh", "-c", "iptables-save; ip6tables-save")
+				out, err = drv.NodeExec(ctx, node, "sh", "-c",
+					"iptables-nft-save; ip6tables-nft-save; iptables-legacy-save; ip6tables-legacy-save")
 				g.Expect(err).NotTo(HaveOccurred(), out)
-				for _, chain := range []string{"KUBE-SERVICES", "KUBE-POSTROUTING", "KUBE-MARK-MASQ", "KUBE-IPVS-FILTER", "KUBE-FORWARD", "KUBE-NODE-PORT"} {
-					g.Expect(out).NotTo(ContainSubstring(chain), "kube-proxy's chains on %s", node)
+				for _, chain := range takeover.KubeProxyChains {
+					g.Expect(out).NotTo(MatchRegexp(`(?m)^:`+chain.Name+` `), "kube-proxy's chains on %s", node)
 				}
 				out, err = drv.NodeExec(ctx, node, "ipset", "list", "-n")
 				g.Expect(err).NotTo(HaveOccurred(), out)
@@ -115,7 +140,8 @@ func RegisterTakeover(driver func() Driver, hooks func() TakeoverHooks) {
 		// Judgement: every window answered in full, by the Service's pods, through the same ClusterIP.
 		bad, total := judgeWindows(windows, pods)
 		Expect(bad).To(BeEmpty(), "failed requests during the takeover")
-		AddReportEntry("takeover", fmt.Sprintf("%d windows, answered requests %v; agents ready %s after the install", len(windows), total, ready.Round(time.Millisecond)),
+		AddReportEntry("takeover", fmt.Sprintf("%d windows, answered requests %v; agents ready %s after the install; kube-proxy's chains were in %v",
+			len(windows), total, ready.Round(time.Millisecond), backends),
 			ReportEntryVisibilityAlways)
 		GinkgoWriter.Printf("takeover: %d windows, answered requests %v, no failure\n", len(windows), total)
 

@@ -22,8 +22,9 @@ import (
 	"github.com/ipvs-operator/ipvs-operator/test/lab"
 )
 
-// takeoverHooks runs kube-proxy in IPVS mode in the lab's nodes with the scale harness's launcher, and
-// installs the operator as the suite's BeforeSuite does.
+// takeoverHooks runs kube-proxy in the lab's nodes with the scale harness's launcher, and installs the
+// operator as the suite's BeforeSuite does. In ipvs mode, the last node's kube-proxy writes its chains with
+// iptables-legacy, the others' with the guest's iptables-nft: the takeover must remove both kinds.
 func takeoverHooks() dataplane.TakeoverHooks {
 	root, err := filepath.Abs(filepath.Join("..", "..", ".."))
 	if err != nil {
@@ -32,7 +33,8 @@ func takeoverHooks() dataplane.TakeoverHooks {
 	binary := filepath.Join(root, "bin", "k8s", "1.37.1", "kube-proxy")
 	return dataplane.TakeoverHooks{
 		StartKubeProxy: func(ctx context.Context, node, mode string) (func(context.Context) error, error) {
-			kp := bench.KubeProxy{Mode: mode, Binary: binary}
+			nodes := theLab.Nodes()
+			kp := bench.KubeProxy{Mode: mode, Binary: binary, Legacy: mode == "ipvs" && node == nodes[len(nodes)-1]}
 			pid, err := kp.Start(ctx, theLab, node, 0)
 			if err != nil {
 				return nil, err
@@ -47,7 +49,8 @@ func takeoverHooks() dataplane.TakeoverHooks {
 			}, nil
 		},
 		CleanupKubeProxy: func(ctx context.Context, node, mode string) error {
-			return bench.KubeProxy{Mode: mode, Binary: binary}.Cleanup(ctx, theLab, node)
+			nodes := theLab.Nodes()
+			return bench.KubeProxy{Mode: mode, Binary: binary, Legacy: mode == "ipvs" && node == nodes[len(nodes)-1]}.Cleanup(ctx, theLab, node)
 		},
 		Install: func(ctx context.Context, args ...string) error {
 			if err := namespaceGone(ctx, theLab.Client()); err != nil {

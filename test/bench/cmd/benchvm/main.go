@@ -21,10 +21,16 @@
 //	nftflip ID VIP PORT DST DPORT ACTIVE  the same, for kube-proxy's nftables mode: DST:DPORT is a DNAT target
 //	                                    of VIP:PORT/TCP in table `ip kube-proxy` (see nft.go)
 //	nftfull ID PREFIX N M               the same as full, for kube-proxy's nftables mode
+//	iptflip ID VIP PORT DST DPORT ACTIVE  the same, for kube-proxy's iptables mode (iptables-nft): DST:DPORT is
+//	                                    the DNAT target of an endpoint chain of VIP:PORT/TCP's service chain
+//	                                    in table `ip nat` (see ipt.go)
+//	iptfull ID PREFIX N M               the same as full, for kube-proxy's iptables mode
 //	get ID URL TOKEN FILE STATUS        GET URL (bearer TOKEN unless "-", TLS unverified) answers STATUS;
 //	                                    the body goes to FILE unless "-" (retried every 200 ms)
 //	proc ID PID                         CPU seconds (user+system, with children waited for) and peak RSS of PID
 //	                                    and its live descendants
+//
+// Each answer ends with checks=N check_us=T: the checks made until the condition held and their mean time.
 //
 // A condition is a state, not an event: a command appended before the change it waits for cannot miss it.
 package main
@@ -165,8 +171,12 @@ type pending struct {
 	// and each check dumps only the others' real servers. (A full dump every second holds the kernel's
 	// IPVS mutex long enough at scale to slow the proxy being measured.)
 	complete map[ipvs.ServiceKey]bool
-	// nftComplete is the same for nftfull, by service chain.
+	// nftComplete is the same for nftfull and iptfull, by service chain.
 	nftComplete map[string]bool
+	// checks and spent count the checks made and their time: the answer reports them (what the watch
+	// costs the node).
+	checks int
+	spent  time.Duration
 }
 
 func watch(args []string) error {
@@ -191,7 +201,11 @@ func watch(args []string) error {
 	if err != nil {
 		return err
 	}
-	w := &watcher{h: h, nft: nft, httpc: httpc, out: out}
+	ipt, err := newIPTView()
+	if err != nil {
+		return err
+	}
+	w := &watcher{h: h, nft: nft, ipt: ipt, httpc: httpc, out: out}
 	commands := &linetail.Tail{Path: *cmdPath}
 	var todo []*pending
 	for {
@@ -212,12 +226,17 @@ func watch(args []string) error {
 				kept = append(kept, p)
 				continue
 			}
+			t0 := time.Now()
 			done, answer, err := w.check(p)
+			p.checks++
+			p.spent += time.Since(t0)
 			if err != nil {
 				_, _ = fmt.Fprintf(out, "%s error error=%s\n", p.id, strconv.Quote(err.Error()))
 				continue
 			}
 			if done {
+				// What watching cost: how many checks until the condition held, and their mean time.
+				answer = strings.TrimSpace(fmt.Sprintf("%s checks=%d check_us=%d", answer, p.checks, p.spent.Microseconds()/int64(p.checks)))
 				_, _ = fmt.Fprintf(out, "%s ok %s\n", p.id, answer)
 				continue
 			}
@@ -231,6 +250,7 @@ func watch(args []string) error {
 type watcher struct {
 	h     ipvs.Interface
 	nft   *nftView
+	ipt   *iptView
 	httpc *http.Client
 	// lastProgress is the last line progress logged.
 	lastProgress string
@@ -255,6 +275,14 @@ func (w *watcher) check(p *pending) (bool, string, error) {
 			p.nftComplete = map[string]bool{}
 		}
 		return w.nftFull(p.f, p.nftComplete)
+	case "iptflip":
+		return w.iptFlip(p.f)
+	case "iptfull":
+		p.next = time.Now().Add(time.Second)
+		if p.nftComplete == nil {
+			p.nftComplete = map[string]bool{}
+		}
+		return w.iptFull(p.f, p.nftComplete)
 	case "get":
 		// Each failed probe costs the proxy a log line: not too often.
 		p.next = time.Now().Add(200 * time.Millisecond)
