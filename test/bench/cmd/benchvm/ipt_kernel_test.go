@@ -2,14 +2,11 @@ package main
 
 import (
 	"net/netip"
-	"os"
 	"os/exec"
-	"runtime"
 	"slices"
 	"strings"
 	"testing"
 
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -19,26 +16,11 @@ import (
 // reads them back the way `benchvm watch` does. It needs root, nf_tables and iptables-nft (the host or the
 // lab VM); it skips elsewhere.
 func TestIPTViewKernel(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
 	restore, err := exec.LookPath("iptables-nft-restore")
 	if err != nil {
 		t.Skip("needs iptables-nft-restore")
 	}
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer orig.Close()
-	ns, err := netns.New()
-	if err != nil {
-		t.Skipf("no network namespaces: %v", err)
-	}
-	defer ns.Close()
-	defer func() { _ = netns.Set(orig) }()
+	enterFreshNetns(t)
 
 	v, err := newIPTView()
 	if err != nil {

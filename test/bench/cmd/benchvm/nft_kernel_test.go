@@ -2,13 +2,10 @@ package main
 
 import (
 	"net/netip"
-	"os"
 	"os/exec"
-	"runtime"
 	"slices"
 	"testing"
 
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -17,26 +14,11 @@ import (
 // network namespace with nft, and reads it back the way `benchvm watch` does. It needs root and nf_tables
 // (the host or the lab VM); it skips elsewhere.
 func TestNFTViewKernel(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
 	nftBin, err := exec.LookPath("nft")
 	if err != nil {
 		t.Skip("needs nft")
 	}
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer orig.Close()
-	ns, err := netns.New()
-	if err != nil {
-		t.Skipf("no network namespaces: %v", err)
-	}
-	defer ns.Close()
-	defer func() { _ = netns.Set(orig) }()
+	enterFreshNetns(t)
 
 	v, err := newNFTView()
 	if err != nil {
