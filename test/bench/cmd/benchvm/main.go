@@ -167,6 +167,9 @@ type pending struct {
 	complete map[ipvs.ServiceKey]bool
 	// nftComplete is the same for nftfull, by service chain.
 	nftComplete map[string]bool
+	// checked is when the command was last checked: a flip is answered with the time since then (poll=),
+	// the most the watcher's own polling added to its latency.
+	checked time.Time
 }
 
 func watch(args []string) error {
@@ -217,6 +220,10 @@ func watch(args []string) error {
 				_, _ = fmt.Fprintf(out, "%s error error=%s\n", p.id, strconv.Quote(err.Error()))
 				continue
 			}
+			if done && (p.kind == "flip" || p.kind == "nftflip") && !p.checked.IsZero() {
+				answer = strings.TrimSpace(answer + " poll=" + time.Since(p.checked).String())
+			}
+			p.checked = time.Now()
 			if done {
 				_, _ = fmt.Fprintf(out, "%s ok %s\n", p.id, answer)
 				continue
