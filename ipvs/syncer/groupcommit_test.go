@@ -50,7 +50,7 @@ func (r *slowRules) count() int {
 // shares with Service i+1 (endpoint IPs shared between Services are counted, not owned).
 func groupService(i int) plan.Desired {
 	vip := fmt.Sprintf("10.96.%d.%d:80", i/250, i%250+1)
-	var dests []string
+	dests := make([]string, 0, 5)
 	for j := range 5 {
 		n := i*4 + j
 		dests = append(dests, fmt.Sprintf("10.%d.%d.%d:8080", 128+n/65536, n/256%256, n%256))
