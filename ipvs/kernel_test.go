@@ -31,7 +31,7 @@ var loadOnce sync.Once
 
 // requireKernel loads the modules once (before any IPVS handle exists: moby/ipvs resolves the IPVS
 // netlink family once per process) and skips unless the kernel has IPVS.
-func requireKernel(t *testing.T) {
+func requireKernel(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root")

@@ -21,7 +21,7 @@ type testNS struct {
 
 // newTestNS creates a namespace with lo up (IPVS refuses real servers with EINVAL in a namespace whose
 // lo is down). It skips the test when not root. The calling goroutine's thread is left where it was.
-func newTestNS(t *testing.T) *testNS {
+func newTestNS(t testing.TB) *testNS {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to create a network namespace")

@@ -50,7 +50,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "agent:", err)
 		os.Exit(2)
 	}
-	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
+	ctrl.SetLogger(lazyValues(zap.New(zap.UseFlagOptions(&opts))))
 	if err := run(ctrl.SetupSignalHandler(), f); err != nil {
 		ctrl.Log.Error(err, "Agent failed")
 		os.Exit(1)

@@ -27,7 +27,7 @@ func TestAgentProfiled(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctrl.SetLogger(zap.New())
+	ctrl.SetLogger(lazyValues(zap.New()))
 	ctx := ctrl.SetupSignalHandler()
 	heapDone := make(chan struct{})
 	go func() {

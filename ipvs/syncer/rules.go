@@ -33,7 +33,11 @@ func (e elementSet) len() int { return e.clusterIPs.Len() + e.endpoints.Len() + 
 // belong to one Service, the VIP's owner; they are counted the same way.)
 type ruleSets struct {
 	// mu is held across Rules.Update so that the kernel and the counts change together.
-	mu                    sync.Mutex
+	mu sync.Mutex
+	// queue holds the changes of Services waiting for the next Rules.Update (see setElements); queueMu
+	// guards it and is never held across I/O.
+	queueMu               sync.Mutex
+	queue                 []*elementChange
 	clusterIPs, endpoints map[netip.Addr]int
 	ports                 map[ipvs.ServiceKey]int
 	have                  elementSet
@@ -106,51 +110,113 @@ func (s *Syncer) updateElements(e *entry, want plan.Desired) error {
 	return s.setElements(e, contribution(e, want))
 }
 
-// setElements makes e contribute next to the sets.
+// setElements makes e contribute next to the sets. Concurrent calls share one Rules.Update (a group
+// commit): a call queues its change and takes the sets' lock; if a call that held the lock meanwhile
+// committed the change with its own, it is done, else it commits every change queued so far. One
+// nftables transaction costs about as much as the IPVS calls of a whole Service; with the agent's
+// workers syncing Services at once (a cold start, a burst), they commit together. A change that fails in a
+// batch is committed again alone, so one Service's failure never fails another's sync.
 func (s *Syncer) setElements(e *entry, next elementSet) error {
-	addC, remC := next.clusterIPs.Difference(e.elements.clusterIPs), e.elements.clusterIPs.Difference(next.clusterIPs)
-	addE, remE := next.endpoints.Difference(e.elements.endpoints), e.elements.endpoints.Difference(next.endpoints)
-	addP, remP := next.ports.Difference(e.elements.ports), e.elements.ports.Difference(next.ports)
-	if addC.Len()+remC.Len()+addE.Len()+remE.Len()+addP.Len()+remP.Len() == 0 {
+	c := &elementChange{e: e, next: next}
+	c.addC, c.remC = next.clusterIPs.Difference(e.elements.clusterIPs), e.elements.clusterIPs.Difference(next.clusterIPs)
+	c.addE, c.remE = next.endpoints.Difference(e.elements.endpoints), e.elements.endpoints.Difference(next.endpoints)
+	c.addP, c.remP = next.ports.Difference(e.elements.ports), e.elements.ports.Difference(next.ports)
+	if c.addC.Len()+c.remC.Len()+c.addE.Len()+c.remE.Len()+c.addP.Len()+c.remP.Len() == 0 {
 		return nil
 	}
 	r := &s.elements
+	r.queueMu.Lock()
+	r.queue = append(r.queue, c)
+	r.queueMu.Unlock()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	var add, remove ipvs.RuleElements
-	add.ClusterIPs, remove.ClusterIPs = adjust(r.clusterIPs, r.have.clusterIPs, addC, remC)
-	add.Endpoints, remove.Endpoints = adjust(r.endpoints, r.have.endpoints, addE, remE)
-	add.Ports, remove.Ports = adjust(r.ports, r.have.ports, addP, remP)
-	if err := s.applyElements(add, remove); err != nil {
-		// Undo the counts: the kernel did not change, and e.elements still says what e contributes.
-		adjust(r.clusterIPs, r.have.clusterIPs, remC, addC)
-		adjust(r.endpoints, r.have.endpoints, remE, addE)
-		adjust(r.ports, r.have.ports, remP, addP)
-		return err
+	if c.done {
+		return c.err
 	}
-	e.elements = next
-	return nil
-}
-
-// adjust counts inc up and dec down, and returns the elements the kernel must gain and lose.
-func adjust[T element](refs map[T]int, have sets.Set[T], inc, dec sets.Set[T]) (add, remove []T) {
-	for a := range inc {
-		refs[a]++
-		if refs[a] == 1 && !have.Has(a) {
-			add = append(add, a)
+	r.queueMu.Lock()
+	batch := r.queue
+	r.queue = nil
+	r.queueMu.Unlock()
+	if err := s.commitLocked(batch); err != nil && len(batch) > 1 {
+		for _, b := range batch {
+			b.err = s.commitLocked([]*elementChange{b})
 		}
 	}
-	for a := range dec {
-		if refs[a]--; refs[a] <= 0 {
-			delete(refs, a)
-			if have.Has(a) {
-				remove = append(remove, a)
-			}
+	return c.err
+}
+
+// elementChange is one Service's queued change to the sets (see setElements).
+type elementChange struct {
+	e          *entry
+	next       elementSet
+	addC, remC sets.Set[netip.Addr]
+	addE, remE sets.Set[netip.Addr]
+	addP, remP sets.Set[ipvs.ServiceKey]
+	// done and err are set, under the sets' lock, by the call that committed it.
+	done bool
+	err  error
+}
+
+// commitLocked counts the changes and applies their net effect on the sets in one Rules.Update. On
+// failure the counts are undone and every change keeps its entry's elements (the next sync retries); on
+// success each entry contributes its next elements. The owner of each entry is waiting in setElements,
+// with the entry's key lock held. Called with s.elements.mu held.
+func (s *Syncer) commitLocked(batch []*elementChange) error {
+	r := &s.elements
+	touchedC, touchedE, touchedP := sets.New[netip.Addr](), sets.New[netip.Addr](), sets.New[ipvs.ServiceKey]()
+	for _, c := range batch {
+		count(r.clusterIPs, c.addC, c.remC)
+		count(r.endpoints, c.addE, c.remE)
+		count(r.ports, c.addP, c.remP)
+		touchedC.Insert(c.addC.UnsortedList()...).Insert(c.remC.UnsortedList()...)
+		touchedE.Insert(c.addE.UnsortedList()...).Insert(c.remE.UnsortedList()...)
+		touchedP.Insert(c.addP.UnsortedList()...).Insert(c.remP.UnsortedList()...)
+	}
+	var add, remove ipvs.RuleElements
+	add.ClusterIPs, remove.ClusterIPs = netChange(r.clusterIPs, r.have.clusterIPs, touchedC)
+	add.Endpoints, remove.Endpoints = netChange(r.endpoints, r.have.endpoints, touchedE)
+	add.Ports, remove.Ports = netChange(r.ports, r.have.ports, touchedP)
+	err := s.applyElements(add, remove)
+	for _, c := range batch {
+		if err != nil {
+			// Undo the counts: the kernel did not change, and e.elements still says what e contributes.
+			count(r.clusterIPs, c.remC, c.addC)
+			count(r.endpoints, c.remE, c.addE)
+			count(r.ports, c.remP, c.addP)
+		} else {
+			c.e.elements = c.next
+		}
+		c.done, c.err = true, err
+	}
+	return err
+}
+
+// netChange is what the kernel must gain and lose among the touched elements so that it holds exactly the
+// counted ones: the net effect of several Services' changes, one of which may add what another removes.
+func netChange[T element](refs map[T]int, have, touched sets.Set[T]) (add, remove []T) {
+	for a := range touched {
+		switch want := refs[a] > 0; {
+		case want && !have.Has(a):
+			add = append(add, a)
+		case !want && have.Has(a):
+			remove = append(remove, a)
 		}
 	}
 	slices.SortFunc(add, compareElements)
 	slices.SortFunc(remove, compareElements)
 	return add, remove
+}
+
+// count counts inc up and dec down; an element no Service counts any more is dropped.
+func count[T element](refs map[T]int, inc, dec sets.Set[T]) {
+	for a := range inc {
+		refs[a]++
+	}
+	for a := range dec {
+		if refs[a]--; refs[a] <= 0 {
+			delete(refs, a)
+		}
+	}
 }
 
 // element is what the sets hold: an address, or a virtual server's key.

@@ -120,6 +120,8 @@ type Harness struct {
 	slices []*discoveryv1.EndpointSlice
 	ready  []bool // of endpoint 0 of each Service
 	token  string
+	// flipPolls are the watcher's polling rounds at the single flips of the run under way (see flip).
+	flipPolls []time.Duration
 
 	// Writes is the time writing the objects took, RawLoop the limit.
 	Writes  time.Duration
@@ -399,6 +401,10 @@ func (h *Harness) Run(ctx context.Context, p Proxy) (*Result, error) {
 	r.FlipSpan = time.Since(tFlips)
 	h.logf("%s: %d flips over %s, p50 %s max %s", p.Name(), cfg.Flips, r.FlipSpan.Round(time.Millisecond),
 		percentile(r.Flips, 50), percentile(r.Flips, 100))
+	// The watcher saw each flip at most one polling round after it reached the kernel.
+	h.logf("%s: watcher's polling round at the flips p50 %s max %s (%d flips seen after the first look)", p.Name(),
+		percentile(h.flipPolls, 50), percentile(h.flipPolls, 100), len(h.flipPolls))
+	h.flipPolls = nil
 
 	if err := h.burst(ctx, w, r); err != nil {
 		return nil, err
@@ -505,6 +511,9 @@ func (h *Harness) flip(ctx context.Context, w *kernelWatch, i int) (time.Duratio
 	a, err := await(ctx, ch, flipTimeout, "flip of "+serviceName(i))
 	if err != nil {
 		return 0, 0, err
+	}
+	if d, err := time.ParseDuration(a.fields["poll"]); err == nil {
+		h.flipPolls = append(h.flipPolls, d)
 	}
 	return a.seen.Sub(t0), write, nil
 }

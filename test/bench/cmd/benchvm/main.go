@@ -177,6 +177,9 @@ type pending struct {
 	// costs the node).
 	checks int
 	spent  time.Duration
+	// checked is when the command was last checked: a flip is answered with the time since then (poll=),
+	// the most the watcher's own polling added to its latency.
+	checked time.Time
 }
 
 func watch(args []string) error {
@@ -234,6 +237,10 @@ func watch(args []string) error {
 				_, _ = fmt.Fprintf(out, "%s error error=%s\n", p.id, strconv.Quote(err.Error()))
 				continue
 			}
+			if done && (p.kind == "flip" || p.kind == "nftflip" || p.kind == "iptflip") && !p.checked.IsZero() {
+				answer = strings.TrimSpace(answer + " poll=" + time.Since(p.checked).String())
+			}
+			p.checked = time.Now()
 			if done {
 				// What watching cost: how many checks until the condition held, and their mean time.
 				answer = strings.TrimSpace(fmt.Sprintf("%s checks=%d check_us=%d", answer, p.checks, p.spent.Microseconds()/int64(p.checks)))
