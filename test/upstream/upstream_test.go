@@ -17,6 +17,7 @@ import (
 	. "github.com/onsi/gomega"
 
 	"github.com/ipvs-operator/ipvs-operator/test/lab"
+	"github.com/ipvs-operator/ipvs-operator/test/lab/guest"
 )
 
 // The runs this suite knows. UPSTREAM_SET picks one (default full); UPSTREAM_FOCUS replaces its focus while
@@ -34,9 +35,10 @@ var focusSets = map[string]string{
 
 // upstreamImageMap maps upstream's e2e images to the real programs: agnhost (built from the same
 // k8s.io/kubernetes as e2e.test; ENTRYPOINT /agnhost, CMD pause, as in its Dockerfile) and busybox (the VM's
-// own busybox: its containers name their command, sh or sleep).
+// own busybox, every applet by name: its containers name their command, sh or sleep, and its sh runs its own
+// nc and wget, as in that image).
 const upstreamImageMap = "e2e-test-images/agnhost=" + lab.GuestBin + ":/agnhost:pause," +
-	"e2e-test-images/busybox=/bin"
+	"e2e-test-images/busybox=" + guest.BusyboxImageDir
 
 var theLab *lab.Lab
 
