@@ -11,7 +11,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 KUBE_VERSION=${KUBE_VERSION:-1.37.1}
 OUT=${KUBE_BIN_DIR:-$ROOT/bin/k8s/$KUBE_VERSION}
 SRC=$ROOT/bin/.src/kube-e2e-$KUBE_VERSION
-want=("$@"); [ ${#want[@]} -gt 0 ] || want=(e2e.test agnhost)
+want=("$@"); [ ${#want[@]} -gt 0 ] || want=(e2e.test agnhost regression-issue-74839)
 mkdir -p "$OUT" "$SRC"
 
 missing=()
@@ -50,6 +50,7 @@ package tools
 import (
 	_ "k8s.io/kubernetes/test/e2e"
 	_ "k8s.io/kubernetes/test/images/agnhost"
+	_ "k8s.io/kubernetes/test/images/regression-issue-74839"
 )
 GO
   timeout 900 go mod tidy -e >/dev/null 2>tidy.log || { cat tidy.log; exit 1; }
@@ -67,6 +68,10 @@ for b in "${missing[@]}"; do
     agnhost)
       echo ">> building agnhost (cold ~3 min on 2 cores)"
       go build -trimpath -ldflags "-s -w" -o "$OUT/agnhost.tmp" k8s.io/kubernetes/test/images/agnhost ;;
+    regression-issue-74839)
+      # The Conntrack "invalid conntrack state" spec's boom-server: it injects out-of-window TCP packets.
+      echo ">> building regression-issue-74839 (seconds once agnhost's dependencies are built)"
+      go build -trimpath -ldflags "-s -w" -o "$OUT/$b.tmp" k8s.io/kubernetes/test/images/regression-issue-74839 ;;
     *) echo "unknown binary $b" >&2; exit 2 ;;
   esac
   mv "$OUT/$b.tmp" "$OUT/$b"

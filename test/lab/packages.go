@@ -54,6 +54,9 @@ var hostTools = []hostTool{
 	// A netcat with -v/-t/-u in pods: upstream's Service e2e specs probe with `nc -v -t -w 2 HOST PORT` (as in
 	// their agnhost image); busybox's nc has none of these flags.
 	{"netcat-openbsd", anyFile("/bin/nc.openbsd", "/usr/bin/nc.openbsd")},
+	// Pods' /bin/sh and wget (guest.userland says why not busybox's).
+	{"dash", anyFile("/usr/bin/dash", "/bin/dash")},
+	{"wget", anyFile("/usr/bin/wget")},
 }
 
 // EnsurePackages installs the Debian packages the lab needs that are missing (apt-get, as root).

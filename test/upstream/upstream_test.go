@@ -17,6 +17,7 @@ import (
 	. "github.com/onsi/gomega"
 
 	"github.com/ipvs-operator/ipvs-operator/test/lab"
+	"github.com/ipvs-operator/ipvs-operator/test/lab/guest"
 )
 
 // The runs this suite knows. UPSTREAM_SET picks one (default full); UPSTREAM_FOCUS replaces its focus while
@@ -34,9 +35,11 @@ var focusSets = map[string]string{
 
 // upstreamImageMap maps upstream's e2e images to the real programs: agnhost (built from the same
 // k8s.io/kubernetes as e2e.test; ENTRYPOINT /agnhost, CMD pause, as in its Dockerfile) and busybox (the VM's
-// own busybox: its containers name their command, sh or sleep).
+// own busybox, every applet by name: its containers name their command, sh or sleep, and its sh runs its own
+// nc and wget, as in that image).
 const upstreamImageMap = "e2e-test-images/agnhost=" + lab.GuestBin + ":/agnhost:pause," +
-	"e2e-test-images/busybox=/bin"
+	"e2e-test-images/busybox=" + guest.BusyboxImageDir + "," +
+	"e2e-test-images/regression-issue-74839=" + lab.GuestBin + ":/regression-issue-74839"
 
 var theLab *lab.Lab
 
@@ -69,7 +72,7 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 	theLab, err = lab.Start(ctx, lab.Options{
 		RepoRoot: root, Out: GinkgoWriter, ClusterDNS: true, InstallOperator: true,
 		ImageMap:      lab.DefaultImageMap + "," + upstreamImageMap,
-		ExtraBinaries: []string{filepath.Join(kubeBin, "agnhost")},
+		ExtraBinaries: []string{filepath.Join(kubeBin, "agnhost"), filepath.Join(kubeBin, "regression-issue-74839")},
 		// Deleted pods keep serving for their grace period (up to 2 minutes), as with a real kubelet: the
 		// terminating-endpoint specs delete a pod with a 600 s grace period and then expect it to answer.
 		KubeletArgs: []string{"--max-grace-period=2m"},

@@ -247,65 +247,16 @@ func BuildInitramfs(ctx context.Context, cache string, k *Kernel, out io.Writer)
 	s.add(&cpioEntry{name: "dev/console", mode: sIFCHR | 0o600, rmajor: 5, rminor: 1})
 	s.symlink("var/run", "../run")
 
-	bb := busyboxPath()
-	if bb == "" || !isStatic(bb) {
-		return "", fmt.Errorf("lab: a static busybox is needed (package busybox-static)")
-	}
-	s.file("bin/busybox", bb, 0o755)
-	list, err := host.Run(ctx, "", bb, "--list")
-	if err != nil {
+	if err := s.userland(ctx); err != nil {
 		return "", err
 	}
-	for _, a := range strings.Fields(list) {
-		if a == "busybox" {
-			continue
-		}
-		s.symlink("bin/"+a, "busybox")
-	}
-	// The kernel's request_module() (e.g. IPVS scheduler autoload) runs /sbin/modprobe.
-	s.symlink("sbin/modprobe", "../bin/busybox")
-
-	tools := []struct {
-		dst      string
-		srcs     []string
-		optional bool
-	}{
-		{"usr/sbin/ip", []string{"/usr/sbin/ip", "/sbin/ip", "/bin/ip"}, false},
-		{"usr/sbin/ipvsadm", []string{"/usr/sbin/ipvsadm", "/sbin/ipvsadm"}, false},
-		{"usr/sbin/nft", []string{"/usr/sbin/nft", "/sbin/nft"}, false},
-		{"usr/sbin/conntrack", []string{"/usr/sbin/conntrack", "/sbin/conntrack"}, true},
-		{"usr/bin/curl", []string{"/usr/bin/curl"}, false},
-		// kube-proxy's ipvs mode checks `ipset --version` and keeps its sets with it
-		{"usr/sbin/ipset", []string{"/usr/sbin/ipset", "/sbin/ipset"}, false},
-		{"usr/bin/nc", []string{"/bin/nc.openbsd", "/usr/bin/nc.openbsd"}, false},
-	}
-	for _, t := range tools {
-		src := hostProgram(t.srcs...)
-		if src == "" {
-			if t.optional {
-				continue
-			}
-			return "", fmt.Errorf("lab: host program %s not found", t.dst)
-		}
-		resolved, err := filepath.EvalSymlinks(src)
-		if err != nil {
-			return "", err
-		}
-		if err := s.dynamic(ctx, t.dst, resolved); err != nil {
-			return "", err
-		}
-	}
-	if err := addXtables(ctx, s); err != nil {
-		return "", err
-	}
-	s.hostEtc()
 	s.inline("etc/passwd", []byte("root:x:0:0:root:/root:/bin/sh\n"), 0o644)
 	s.inline("etc/group", []byte("root:x:0:\n"), 0o644)
 	s.inline("etc/hosts", []byte("127.0.0.1 localhost\n10.0.2.100 lab-host\n"), 0o644)
 
 	// kernel modules, with modules.dep (the agent's own loader reads it)
 	modRoot := filepath.Join(k.ModulesRoot, "lib", "modules", k.Version)
-	err = filepath.WalkDir(modRoot, func(p string, d fs.DirEntry, err error) error {
+	err := filepath.WalkDir(modRoot, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
@@ -358,6 +309,79 @@ func BuildInitramfs(ctx context.Context, cache string, k *Kernel, out io.Writer)
 	st, _ := os.Stat(outFile)
 	host.Progress(out, "initramfs %s: %d MiB in %s", outFile, st.Size()>>20, time.Since(t0).Round(time.Millisecond))
 	return outFile, nil
+}
+
+// BusyboxImageDir holds one link to busybox per applet, and nothing else: the lab kubelet maps upstream's
+// busybox image there, so its containers run busybox's own sh, whose applets (nc, wget) shadow the programs
+// on PATH as in that image, which has nothing but busybox.
+const BusyboxImageDir = "/usr/lib/busybox-image"
+
+// userland adds the guest's programs: busybox for the lab's own scripts (init runs busybox sh by name),
+// dash as /bin/sh, and the real programs pods and nodes run.
+//
+// /bin/sh is dash, not busybox, because pods share the VM's root filesystem and upstream's e2e specs run
+// their probes through /bin/sh -c in the agnhost image (Alpine): that sh looks commands up on PATH and finds
+// netcat-openbsd and curl there. Debian's busybox sh runs its own applets instead, whatever PATH says, and
+// its nc has no -v/-t/-u while its wget crashes on -T. GNU wget stands in for Alpine's busybox wget (`wget
+// -T 1 -q -O -` means the same to both).
+func (s *initramfsSpec) userland(ctx context.Context) error {
+	bb := busyboxPath()
+	if bb == "" || !isStatic(bb) {
+		return fmt.Errorf("lab: a static busybox is needed (package busybox-static)")
+	}
+	s.file("bin/busybox", bb, 0o755)
+	list, err := host.Run(ctx, "", bb, "--list")
+	if err != nil {
+		return err
+	}
+	for _, a := range strings.Fields(list) {
+		if a == "busybox" {
+			continue
+		}
+		s.symlink("bin/"+a, "busybox")
+		s.symlink(path.Join(strings.TrimPrefix(BusyboxImageDir, "/"), a), "/bin/busybox")
+	}
+	// The kernel's request_module() (e.g. IPVS scheduler autoload) runs /sbin/modprobe.
+	s.symlink("sbin/modprobe", "../bin/busybox")
+
+	tools := []struct {
+		dst      string
+		srcs     []string
+		optional bool
+	}{
+		{"bin/dash", []string{"/usr/bin/dash", "/bin/dash"}, false},
+		{"usr/sbin/ip", []string{"/usr/sbin/ip", "/sbin/ip", "/bin/ip"}, false},
+		{"usr/sbin/ipvsadm", []string{"/usr/sbin/ipvsadm", "/sbin/ipvsadm"}, false},
+		{"usr/sbin/nft", []string{"/usr/sbin/nft", "/sbin/nft"}, false},
+		{"usr/sbin/conntrack", []string{"/usr/sbin/conntrack", "/sbin/conntrack"}, true},
+		{"usr/bin/curl", []string{"/usr/bin/curl"}, false},
+		{"usr/bin/wget", []string{"/usr/bin/wget"}, false},
+		// kube-proxy's ipvs mode checks `ipset --version` and keeps its sets with it
+		{"usr/sbin/ipset", []string{"/usr/sbin/ipset", "/sbin/ipset"}, false},
+		{"usr/bin/nc", []string{"/bin/nc.openbsd", "/usr/bin/nc.openbsd"}, false},
+	}
+	for _, t := range tools {
+		src := hostProgram(t.srcs...)
+		if src == "" {
+			if t.optional {
+				continue
+			}
+			return fmt.Errorf("lab: host program %s not found", t.dst)
+		}
+		resolved, err := filepath.EvalSymlinks(src)
+		if err != nil {
+			return err
+		}
+		if err := s.dynamic(ctx, t.dst, resolved); err != nil {
+			return err
+		}
+	}
+	s.symlink("bin/sh", "dash")
+	if err := addXtables(ctx, s); err != nil {
+		return err
+	}
+	s.hostEtc()
+	return nil
 }
 
 // StaticBusybox reports whether /bin/busybox (or /usr/bin/busybox) is statically linked: the guest has

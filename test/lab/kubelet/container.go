@@ -121,6 +121,9 @@ type container struct {
 	mapping ImageMapping // what a kindMappedBinary container runs
 	sup     *supervisor
 	log     logr.Logger
+	// sidecar marks a restartable init container (restartPolicy Always): it keeps running beside the
+	// containers, is restarted like them, and its readiness counts for the pod's.
+	sidecar bool
 
 	mu          sync.Mutex
 	startupDone bool // no startup probe, or it has succeeded for the current process
@@ -153,7 +156,16 @@ func (c *container) snapshot(podUID string) containerSnapshot {
 		Process:     st,
 		Ready:       ready,
 		Started:     started,
+		Sidecar:     c.sidecar,
 	}
+}
+
+// started reports whether the current process runs and is past its startup probe.
+func (c *container) started() bool {
+	running := c.sup.State().Running
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return running && c.startupDone
 }
 
 // runProbes starts the container's probes for one process; they end with procCtx. Readiness and liveness

@@ -300,3 +300,79 @@ func TestKubeletRunsAMappedBinary(t *testing.T) {
 			p.Status.InitContainerStatuses[0].State.Terminated.Reason == "Completed"
 	})
 }
+
+// TestKubeletRunsASidecar runs a host-network pod whose init container has restartPolicy Always (a
+// sidecar, as in upstream's "restartable init containers" Service specs): it keeps serving beside the
+// pod's container, the pod is Ready only while the sidecar is, and its status is a running init container.
+func TestKubeletRunsASidecar(t *testing.T) {
+	sidePort, appPort := freePort(t), freePort(t)
+	probe := func(port string) *corev1.Probe {
+		return &corev1.Probe{PeriodSeconds: 1, TimeoutSeconds: 1, FailureThreshold: 1, SuccessThreshold: 1,
+			ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/readyz", Port: intstr.FromString(port)}}}
+	}
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "web-0", Namespace: "default", UID: "uid-web-0", ResourceVersion: "1"},
+		Spec: corev1.PodSpec{
+			NodeName: "node-a", HostNetwork: true, AutomountServiceAccountToken: ptr.To(false),
+			InitContainers: []corev1.Container{{
+				Name: "sidecar", Image: "ipvs-operator/echo:lab", RestartPolicy: ptr.To(corev1.ContainerRestartPolicyAlways),
+				Ports:          []corev1.ContainerPort{{Name: "side", ContainerPort: int32(sidePort)}},
+				ReadinessProbe: probe("side"),
+			}},
+			Containers: []corev1.Container{{
+				Name: "app", Image: "ipvs-operator/echo:lab",
+				Ports: []corev1.ContainerPort{{Name: "app", ContainerPort: int32(appPort)}},
+			}},
+		},
+	}
+	client := fake.NewClientset(pod)
+	self, _ := os.Executable()
+	dir := t.TempDir()
+	cfg := Config{
+		NodeName: "node-a", NodeIP: net.ParseIP("127.0.0.1"), PodCIDR: mustCIDR(t, "10.250.10.0/24"),
+		LabvmBinary: self, StateDir: filepath.Join(dir, "state"), PodLogDir: filepath.Join(dir, "logs"),
+		HeartbeatInterval: time.Second, MaxGracePeriod: 200 * time.Millisecond, KillGracePeriod: 500 * time.Millisecond,
+	}.WithDefaults()
+	ctx, cancel := context.WithCancel(logr.NewContext(context.Background(), testr.New(t)))
+	mounts, err := startMountNamespaceRunner(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodeNS, err := netns.Get()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nodeNS.Close()
+	ipam, _ := NewIPAM(cfg.PodCIDR)
+	k := newKubelet(cfg, testr.New(t), client, clusterAccess{Server: "https://127.0.0.1:6443"}, ipam, mounts, nodeNS)
+	runDone := make(chan error, 1)
+	go func() { runDone <- k.run(ctx) }()
+	defer func() { cancel(); _ = <-runDone }()
+
+	podReady := func() (bool, *corev1.Pod) {
+		p, err := client.CoreV1().Pods("default").Get(context.Background(), "web-0", metav1.GetOptions{})
+		if err != nil {
+			return false, nil
+		}
+		c := findCondition(p.Status.Conditions, corev1.PodReady)
+		return c != nil && c.Status == corev1.ConditionTrue, p
+	}
+	waitFor(t, 20*time.Second, "the pod to become Ready", func() bool { ok, _ := podReady(); return ok })
+	_, p := podReady()
+	if ics := p.Status.InitContainerStatuses; len(ics) != 1 || ics[0].State.Running == nil || !ics[0].Ready || !*ics[0].Started {
+		t.Errorf("sidecar status = %+v", ics)
+	}
+	if cs := p.Status.ContainerStatuses; len(cs) != 1 || cs[0].State.Running == nil {
+		t.Errorf("container status = %+v", cs)
+	}
+	side := fmt.Sprintf("http://127.0.0.1:%d", sidePort)
+	for _, url := range []string{side + "/", fmt.Sprintf("http://127.0.0.1:%d/", appPort)} {
+		if code, body := getURL(t, url); code != 200 || body != "web-0\n" {
+			t.Errorf("%s answered %d %q", url, code, body)
+		}
+	}
+	getURL(t, side+"/admin/fail-readiness")
+	waitFor(t, 5*time.Second, "Ready=False with the sidecar not ready", func() bool { ok, p := podReady(); return p != nil && !ok })
+	getURL(t, side+"/admin/pass-readiness")
+	waitFor(t, 5*time.Second, "Ready=True again", func() bool { ok, _ := podReady(); return ok })
+}

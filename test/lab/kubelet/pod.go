@@ -43,7 +43,8 @@ type podWorker struct {
 	networkReady bool
 	startTime    time.Time
 	containers   []*container
-	// initContainers run to completion, in order, before containers start.
+	// initContainers run to completion, in order, before containers start; a sidecar among them starts in
+	// its turn and keeps running.
 	initContainers []*container
 	needsToken     bool
 	tokenWritten   bool
@@ -465,6 +466,8 @@ var errTokenPending = errors.New("waiting for the service account token")
 
 // startContainers runs the init containers one after the other, each until it succeeds (retried with
 // backoff, as with restartPolicy Always), then starts a supervisor for every container, as the kubelet does.
+// A sidecar (an init container with restartPolicy Always) is started in its turn, supervised like a
+// container, and the next one waits until it has started (past its startup probe).
 // The init containers run at every start of the worker, also after a kubelet restart (a real kubelet runs
 // them again whenever it makes a new pod sandbox).
 func (w *podWorker) startContainers(ctx context.Context) {
@@ -473,11 +476,16 @@ func (w *podWorker) startContainers(ctx context.Context) {
 	for _, cs := range pod.Status.ContainerStatuses {
 		previous[cs.Name] = cs
 	}
+	for _, cs := range pod.Status.InitContainerStatuses {
+		previous[cs.Name] = cs
+	}
 	inits := make([]*container, 0, len(pod.Spec.InitContainers))
 	for i := range pod.Spec.InitContainers {
 		spec := pod.Spec.InitContainers[i]
 		if spec.RestartPolicy != nil && *spec.RestartPolicy == corev1.ContainerRestartPolicyAlways {
-			w.log.Info("Sidecar init containers are not run by the lab kubelet", "container", spec.Name)
+			c := w.longRunning(spec, previous, "initContainer")
+			c.sidecar = true
+			inits = append(inits, c)
 			continue
 		}
 		kind, mapping := classifyImage(spec.Image, w.k.cfg.EchoImage, w.k.cfg.ImageMap)
@@ -489,26 +497,7 @@ func (w *podWorker) startContainers(ctx context.Context) {
 	}
 	containers := make([]*container, 0, len(pod.Spec.Containers))
 	for i := range pod.Spec.Containers {
-		spec := pod.Spec.Containers[i]
-		kind, mapping := classifyImage(spec.Image, w.k.cfg.EchoImage, w.k.cfg.ImageMap)
-		c := &container{spec: spec, kind: kind, mapping: mapping, log: w.log.WithValues("container", spec.Name)}
-		// A kubelet restart killed the previous process: that counts as a restart of the container.
-		restarts := int32(0)
-		if prev, ok := previous[spec.Name]; ok {
-			restarts = prev.RestartCount
-			if prev.State.Running != nil {
-				restarts++
-			}
-		}
-		c.sup = newSupervisor(c.log, restarts, w.k.cfg.KillGracePeriod,
-			func(ctx context.Context) (processSpec, error) { return w.processSpec(ctx, c) },
-			func(procCtx context.Context, _ int) {
-				c.resetForStart()
-				w.requestStatusSync()
-				c.runProbes(procCtx, w.probeTarget(c), w.requestStatusSync)
-			},
-			w.requestStatusSync)
-		containers = append(containers, c)
+		containers = append(containers, w.longRunning(pod.Spec.Containers[i], previous, "container"))
 	}
 	w.mu.Lock()
 	w.initContainers = inits
@@ -516,6 +505,16 @@ func (w *podWorker) startContainers(ctx context.Context) {
 	w.mu.Unlock()
 	w.containersRun.Go(func() {
 		for _, c := range inits {
+			if c.sidecar {
+				w.containersRun.Go(func() { c.sup.Run(ctx) })
+				err := wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(context.Context) (bool, error) {
+					return c.started(), nil
+				})
+				if err != nil {
+					return // the pod is stopping: the containers never start
+				}
+				continue
+			}
 			c.sup.Run(ctx)
 			if !c.sup.State().Succeeded {
 				return // the pod is stopping: the containers never start
@@ -525,6 +524,29 @@ func (w *podWorker) startContainers(ctx context.Context) {
 			w.containersRun.Go(func() { c.sup.Run(ctx) })
 		}
 	})
+}
+
+// longRunning is a container the worker keeps running (restartPolicy Always), with its probes: a pod's
+// container or a sidecar. A kubelet restart killed its previous process: that counts as a restart.
+func (w *podWorker) longRunning(spec corev1.Container, previous map[string]corev1.ContainerStatus, kindKey string) *container {
+	kind, mapping := classifyImage(spec.Image, w.k.cfg.EchoImage, w.k.cfg.ImageMap)
+	c := &container{spec: spec, kind: kind, mapping: mapping, log: w.log.WithValues(kindKey, spec.Name)}
+	restarts := int32(0)
+	if prev, ok := previous[spec.Name]; ok {
+		restarts = prev.RestartCount
+		if prev.State.Running != nil {
+			restarts++
+		}
+	}
+	c.sup = newSupervisor(c.log, restarts, w.k.cfg.KillGracePeriod,
+		func(ctx context.Context) (processSpec, error) { return w.processSpec(ctx, c) },
+		func(procCtx context.Context, _ int) {
+			c.resetForStart()
+			w.requestStatusSync()
+			c.runProbes(procCtx, w.probeTarget(c), w.requestStatusSync)
+		},
+		w.requestStatusSync)
+	return c
 }
 
 // processSpec is what to run for container c now.

@@ -14,6 +14,7 @@ type containerSnapshot struct {
 	Process              processState
 	Ready                bool
 	Started              bool // running and past its startup probe
+	Sidecar              bool // a restartable init container
 }
 
 // podSnapshot is the pod's runtime state at a moment.
@@ -60,16 +61,30 @@ func computePodStatus(pod *corev1.Pod, snap podSnapshot, now metav1.Time) corev1
 	if len(snap.InitContainers) > 0 {
 		status.InitContainerStatuses = make([]corev1.ContainerStatus, 0, len(snap.InitContainers))
 	}
-	for _, c := range snap.InitContainers {
-		cs := containerStatus(c)
-		cs.Ready = c.Process.Succeeded // an init container is ready once it completed
-		status.InitContainerStatuses = append(status.InitContainerStatuses, cs)
-		if !c.Process.Succeeded {
-			initialized = false
-		}
-	}
 	anyStarted := false
 	allReady := len(snap.Containers) > 0
+	for _, c := range snap.InitContainers {
+		cs := containerStatus(c)
+		if c.Sidecar {
+			// A sidecar counts as initialized once started, and its readiness counts for the pod's, as
+			// with the kubelet's restartable init containers.
+			if !c.Started {
+				initialized = false
+			}
+			if !cs.Ready {
+				allReady = false
+			}
+			if c.Process.Starts > 0 || c.Process.Running {
+				anyStarted = true
+			}
+		} else {
+			cs.Ready = c.Process.Succeeded // an init container is ready once it completed
+			if !c.Process.Succeeded {
+				initialized = false
+			}
+		}
+		status.InitContainerStatuses = append(status.InitContainerStatuses, cs)
+	}
 	status.ContainerStatuses = make([]corev1.ContainerStatus, 0, len(snap.Containers))
 	for _, c := range snap.Containers {
 		cs := containerStatus(c)

@@ -11,6 +11,7 @@ import (
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/utils/ptr"
 )
 
 func testPod() *corev1.Pod {
@@ -110,6 +111,48 @@ func TestComputePodStatus(t *testing.T) {
 		}
 		if c.check != nil {
 			c.check(t, s)
+		}
+	}
+}
+
+// TestComputePodStatusWithSidecar: a restartable init container initializes the pod once started, shows as
+// running, and its readiness counts for the pod's (upstream's "restartable init containers" Service specs
+// need the pod Ready while only the sidecar serves).
+func TestComputePodStatusWithSidecar(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 10, 0, 0, 0, time.UTC)
+	running := processState{Running: true, Starts: 1, StartedAt: t0}
+	app := containerSnapshot{Name: "app", Process: running, Ready: true, Started: true}
+	side := containerSnapshot{Name: "side", Process: running, Ready: true, Started: true}
+	waiting := []containerSnapshot{{Name: "app"}, {Name: "side"}}
+	for _, c := range []struct {
+		name                  string
+		sidecar               containerSnapshot
+		containers            []containerSnapshot
+		wantInitialized       corev1.ConditionStatus
+		wantReady, wantCReady corev1.ConditionStatus
+		wantPhase             corev1.PodPhase
+	}{
+		{"sidecar starting", containerSnapshot{Name: "sidecar", Sidecar: true}, waiting, "False", "False", "False", corev1.PodPending},
+		{"sidecar started, containers starting", containerSnapshot{Name: "sidecar", Sidecar: true, Process: running, Started: true},
+			waiting, "True", "False", "False", corev1.PodRunning},
+		{"all ready", containerSnapshot{Name: "sidecar", Sidecar: true, Process: running, Started: true, Ready: true},
+			[]containerSnapshot{app, side}, "True", "True", "True", corev1.PodRunning},
+		{"sidecar not ready", containerSnapshot{Name: "sidecar", Sidecar: true, Process: running, Started: true},
+			[]containerSnapshot{app, side}, "True", "False", "False", corev1.PodRunning},
+	} {
+		pod := testPod()
+		pod.Spec.InitContainers = []corev1.Container{{Name: "sidecar", RestartPolicy: ptr.To(corev1.ContainerRestartPolicyAlways)}}
+		snap := podSnapshot{PodIP: "10.244.1.2", NetworkReady: true, StartTime: t0,
+			InitContainers: []containerSnapshot{c.sidecar}, Containers: c.containers}
+		s := computePodStatus(pod, snap, metav1.NewTime(t0.Add(time.Minute)))
+		if got := conditionOf(s, corev1.PodInitialized); got != c.wantInitialized {
+			t.Errorf("%s: Initialized=%s", c.name, got)
+		}
+		if conditionOf(s, corev1.PodReady) != c.wantReady || conditionOf(s, corev1.ContainersReady) != c.wantCReady || s.Phase != c.wantPhase {
+			t.Errorf("%s: phase=%s Ready=%s ContainersReady=%s", c.name, s.Phase, conditionOf(s, corev1.PodReady), conditionOf(s, corev1.ContainersReady))
+		}
+		if cs := s.InitContainerStatuses[0]; (cs.State.Running != nil) != c.sidecar.Process.Running || cs.Ready != c.sidecar.Ready {
+			t.Errorf("%s: sidecar status = %+v", c.name, cs)
 		}
 	}
 }
