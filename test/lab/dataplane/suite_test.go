@@ -6,6 +6,7 @@
 package dataplane_test
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -46,7 +47,10 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 	opts.Args = []string{"--agent-audit-period=10s"}
 	opts.Log = GinkgoWriter
 	Expect(install.Kustomize(ctx, theLab.Client(), opts)).To(Succeed())
-	Expect(install.WaitReady(ctx, theLab.Client(), theLab.Nodes(), 3*time.Minute)).To(Succeed(), "operator and the agents it renders")
+	if err := install.WaitReady(ctx, theLab.Client(), theLab.Nodes(), 3*time.Minute); err != nil {
+		theLab.Diagnose(ctx, GinkgoWriter)
+		Fail(fmt.Sprintf("operator and the agents it renders: %v", err))
+	}
 	GinkgoWriter.Printf("operator installed and agents ready in %s\n", time.Since(t1).Round(time.Millisecond))
 }, NodeTimeout(20*time.Minute))
 
