@@ -4,7 +4,7 @@
 //	labvm kubelet --node NAME --kubeconfig FILE --node-ip IP --pod-cidr CIDR [--bridge cbr0] [--image-map MATCH=DIR]...
 //	labvm echo [--name NAME] [--tcp PORTS] [--udp PORTS] [--sctp PORTS] [--shutdown-delay D]
 //	labvm client [--proto http|tcp|udp|sctp] [--count N | --duration D] [--interval D] [--timeout D] [--hold D] [--source-port P] [--bearer-token T] ADDR
-//	labvm lookup NAME...   (prints each name's addresses, resolved as a Go program in the pod resolves them)
+//	labvm lookup [--timeout D] NAME...   (prints each name's addresses, resolved as a Go program in the pod resolves them)
 //	labvm labd --listen ADDR
 //	labvm container [--bind SRC:DST[:ro]]... -- COMMAND...   (used by the kubelet for volume mounts)
 package main
@@ -331,14 +331,22 @@ func runLabd(ctx context.Context, args []string) int {
 
 // runLookup resolves each name with the resolver every Go program in a pod uses (/etc/resolv.conf, its
 // search path and ndots) and prints "NAME ADDR[,ADDR...]"; a name that does not resolve fails the command.
-func runLookup(ctx context.Context, names []string, out io.Writer) int {
+// --timeout bounds each name (default 5 s, the resolver's own wait for one answer: a lost query then fails
+// the name; above 5 s the resolver sends it again, as a libc resolver does).
+func runLookup(ctx context.Context, args []string, out io.Writer) int {
+	fs := flag.NewFlagSet("lookup", flag.ContinueOnError)
+	timeout := fs.Duration("timeout", 5*time.Second, "how long each name may take")
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	names := fs.Args()
 	if len(names) == 0 {
-		fmt.Fprintln(os.Stderr, "usage: labvm lookup NAME...")
+		fmt.Fprintln(os.Stderr, "usage: labvm lookup [--timeout D] NAME...")
 		return exitUsage
 	}
 	code := 0
 	for _, name := range names {
-		lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		lctx, cancel := context.WithTimeout(ctx, *timeout)
 		addrs, err := net.DefaultResolver.LookupHost(lctx, name)
 		cancel()
 		if err != nil {
