@@ -21,6 +21,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/client-go/tools/clientcmd"
@@ -46,6 +47,32 @@ func getURL(t *testing.T, url string) (int, string) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
+}
+
+// runTestKubelet runs a kubelet with cfg against client in this process's network namespace until the test
+// ends.
+func runTestKubelet(t *testing.T, cfg Config, client kubernetes.Interface, access clusterAccess) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(logr.NewContext(context.Background(), testr.New(t)))
+	mounts, err := startMountNamespaceRunner(ctx, "")
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	nodeNS, err := netns.Get()
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	ipam, _ := NewIPAM(cfg.PodCIDR)
+	k := newKubelet(cfg, testr.New(t), client, access, ipam, mounts, nodeNS)
+	done := make(chan error, 1)
+	go func() { done <- k.run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		_ = <-done
+		nodeNS.Close()
+	})
 }
 
 // TestKubeletRunsAHostNetworkPod drives the whole kubelet against a fake API: node registration, a
@@ -79,24 +106,7 @@ func TestKubeletRunsAHostNetworkPod(t *testing.T) {
 		LabvmBinary: self, StateDir: filepath.Join(dir, "state"), PodLogDir: filepath.Join(dir, "logs"),
 		HeartbeatInterval: time.Second, MaxGracePeriod: 500 * time.Millisecond, KillGracePeriod: 500 * time.Millisecond,
 	}.WithDefaults()
-	ctx, cancel := context.WithCancel(logr.NewContext(context.Background(), testr.New(t)))
-	mounts, err := startMountNamespaceRunner(ctx, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	nodeNS, err := netns.Get()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nodeNS.Close()
-	ipam, _ := NewIPAM(cfg.PodCIDR)
-	k := newKubelet(cfg, testr.New(t), client, clusterAccess{Server: "https://127.0.0.1:6443"}, ipam, mounts, nodeNS)
-	runDone := make(chan error, 1)
-	go func() { runDone <- k.run(ctx) }()
-	defer func() {
-		cancel()
-		_ = <-runDone
-	}()
+	runTestKubelet(t, cfg, client, clusterAccess{Server: "https://127.0.0.1:6443"})
 
 	podReady := func() (bool, *corev1.Pod) {
 		p, err := client.CoreV1().Pods("default").Get(context.Background(), "web-0", metav1.GetOptions{})
@@ -243,15 +253,7 @@ func TestKubeletRunsAMappedBinary(t *testing.T) {
 		ImageMap:          []ImageMapping{{Match: "ipvs-operator/", Dir: bin}},
 		HeartbeatInterval: time.Second, MaxGracePeriod: 200 * time.Millisecond, KillGracePeriod: 500 * time.Millisecond,
 	}.WithDefaults()
-	ctx, cancel := context.WithCancel(context.Background())
-	mounts, _ := startMountNamespaceRunner(ctx, "")
-	nodeNS, _ := netns.Get()
-	defer nodeNS.Close()
-	ipam, _ := NewIPAM(cfg.PodCIDR)
-	k := newKubelet(cfg, testr.New(t), client, clusterAccess{Server: "https://10.0.2.100:6443", CAData: []byte("CA")}, ipam, mounts, nodeNS)
-	done := make(chan error, 1)
-	go func() { done <- k.run(ctx) }()
-	defer func() { cancel(); _ = <-done }()
+	runTestKubelet(t, cfg, client, clusterAccess{Server: "https://10.0.2.100:6443", CAData: []byte("CA")})
 
 	waitFor(t, 20*time.Second, "the agent's report", func() bool {
 		b, err := os.ReadFile(reportPath)
@@ -333,21 +335,7 @@ func TestKubeletRunsASidecar(t *testing.T) {
 		LabvmBinary: self, StateDir: filepath.Join(dir, "state"), PodLogDir: filepath.Join(dir, "logs"),
 		HeartbeatInterval: time.Second, MaxGracePeriod: 200 * time.Millisecond, KillGracePeriod: 500 * time.Millisecond,
 	}.WithDefaults()
-	ctx, cancel := context.WithCancel(logr.NewContext(context.Background(), testr.New(t)))
-	mounts, err := startMountNamespaceRunner(ctx, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	nodeNS, err := netns.Get()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nodeNS.Close()
-	ipam, _ := NewIPAM(cfg.PodCIDR)
-	k := newKubelet(cfg, testr.New(t), client, clusterAccess{Server: "https://127.0.0.1:6443"}, ipam, mounts, nodeNS)
-	runDone := make(chan error, 1)
-	go func() { runDone <- k.run(ctx) }()
-	defer func() { cancel(); _ = <-runDone }()
+	runTestKubelet(t, cfg, client, clusterAccess{Server: "https://127.0.0.1:6443"})
 
 	podReady := func() (bool, *corev1.Pod) {
 		p, err := client.CoreV1().Pods("default").Get(context.Background(), "web-0", metav1.GetOptions{})
