@@ -75,6 +75,16 @@ func runTestKubelet(t *testing.T, cfg Config, client kubernetes.Interface, acces
 	})
 }
 
+// readyPod reads a pod and tells whether its Ready condition is true (false if it cannot be read).
+func readyPod(client kubernetes.Interface, namespace, name string) (bool, *corev1.Pod) {
+	p, err := client.CoreV1().Pods(namespace).Get(context.Background(), name, metav1.GetOptions{})
+	if err != nil {
+		return false, nil
+	}
+	c := findCondition(p.Status.Conditions, corev1.PodReady)
+	return c != nil && c.Status == corev1.ConditionTrue, p
+}
+
 // TestKubeletRunsAHostNetworkPod drives the whole kubelet against a fake API: node registration, a
 // host-network pod whose echo container really runs (this test binary plays labvm), a real HTTP readiness
 // probe that follows the server's /readyz, and graceful deletion that ends with the Pod object removed.
@@ -108,14 +118,7 @@ func TestKubeletRunsAHostNetworkPod(t *testing.T) {
 	}.WithDefaults()
 	runTestKubelet(t, cfg, client, clusterAccess{Server: "https://127.0.0.1:6443"})
 
-	podReady := func() (bool, *corev1.Pod) {
-		p, err := client.CoreV1().Pods("default").Get(context.Background(), "web-0", metav1.GetOptions{})
-		if err != nil {
-			return false, nil
-		}
-		c := findCondition(p.Status.Conditions, corev1.PodReady)
-		return c != nil && c.Status == corev1.ConditionTrue, p
-	}
+	podReady := func() (bool, *corev1.Pod) { return readyPod(client, "default", "web-0") }
 	waitFor(t, 20*time.Second, "the pod to become Ready", func() bool { ok, _ := podReady(); return ok })
 	_, p := podReady()
 	if p.Status.Phase != corev1.PodRunning || p.Status.PodIP != "127.0.0.1" || p.Status.HostIP != "127.0.0.1" {
@@ -337,14 +340,7 @@ func TestKubeletRunsASidecar(t *testing.T) {
 	}.WithDefaults()
 	runTestKubelet(t, cfg, client, clusterAccess{Server: "https://127.0.0.1:6443"})
 
-	podReady := func() (bool, *corev1.Pod) {
-		p, err := client.CoreV1().Pods("default").Get(context.Background(), "web-0", metav1.GetOptions{})
-		if err != nil {
-			return false, nil
-		}
-		c := findCondition(p.Status.Conditions, corev1.PodReady)
-		return c != nil && c.Status == corev1.ConditionTrue, p
-	}
+	podReady := func() (bool, *corev1.Pod) { return readyPod(client, "default", "web-0") }
 	waitFor(t, 20*time.Second, "the pod to become Ready", func() bool { ok, _ := podReady(); return ok })
 	_, p := podReady()
 	if ics := p.Status.InitContainerStatuses; len(ics) != 1 || ics[0].State.Running == nil || !ics[0].Ready || !*ics[0].Started {
