@@ -82,7 +82,11 @@ func Generate(dir string) (*PKI, error) {
 		return nil, err
 	}
 	ca, _ := x509.ParseCertificate(caDER)
+	// issue signs a leaf certificate with the CA: every leaf has the same validity and key usage.
 	issue := func(tmpl *x509.Certificate) ([]byte, []byte, error) {
+		tmpl.SerialNumber = serial()
+		tmpl.NotBefore, tmpl.NotAfter = now, now.Add(10*365*24*time.Hour)
+		tmpl.KeyUsage = x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment
 		k, err := newKey()
 		if err != nil {
 			return nil, nil, err
@@ -95,13 +99,9 @@ func Generate(dir string) (*PKI, error) {
 		return certPEM(der), kp, err
 	}
 	serverPEM, serverKeyPEM, err := issue(&x509.Certificate{
-		SerialNumber: serial(),
-		Subject:      pkix.Name{CommonName: "kube-apiserver"},
-		NotBefore:    now,
-		NotAfter:     now.Add(10 * 365 * 24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP(topology.GuestAPIServerHost), net.ParseIP(topology.KubernetesServiceIP)},
+		Subject:     pkix.Name{CommonName: "kube-apiserver"},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP(topology.GuestAPIServerHost), net.ParseIP(topology.KubernetesServiceIP)},
 		DNSNames: []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
 			"kubernetes.default.svc.cluster.local"},
 	})
@@ -109,12 +109,8 @@ func Generate(dir string) (*PKI, error) {
 		return nil, err
 	}
 	adminPEM, adminKeyPEM, err := issue(&x509.Certificate{
-		SerialNumber: serial(),
-		Subject:      pkix.Name{CommonName: "lab-admin", Organization: []string{"system:masters"}},
-		NotBefore:    now,
-		NotAfter:     now.Add(10 * 365 * 24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		Subject:     pkix.Name{CommonName: "lab-admin", Organization: []string{"system:masters"}},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	})
 	if err != nil {
 		return nil, err
@@ -125,25 +121,17 @@ func Generate(dir string) (*PKI, error) {
 		kubeletIPs = append(kubeletIPs, net.ParseIP(n.IP), net.ParseIP(n.IPv6))
 	}
 	kubeletPEM, kubeletKeyPEM, err := issue(&x509.Certificate{
-		SerialNumber: serial(),
-		Subject:      pkix.Name{CommonName: "lab-kubelet"},
-		NotBefore:    now,
-		NotAfter:     now.Add(10 * 365 * 24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IPAddresses:  kubeletIPs,
-		DNSNames:     []string{"localhost"},
+		Subject:     pkix.Name{CommonName: "lab-kubelet"},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IPAddresses: kubeletIPs,
+		DNSNames:    []string{"localhost"},
 	})
 	if err != nil {
 		return nil, err
 	}
 	kubeletClientPEM, kubeletClientKeyPEM, err := issue(&x509.Certificate{
-		SerialNumber: serial(),
-		Subject:      pkix.Name{CommonName: "kube-apiserver-kubelet-client"},
-		NotBefore:    now,
-		NotAfter:     now.Add(10 * 365 * 24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		Subject:     pkix.Name{CommonName: "kube-apiserver-kubelet-client"},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	})
 	if err != nil {
 		return nil, err
