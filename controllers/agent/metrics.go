@@ -101,7 +101,7 @@ func RegisterMetrics(reg prometheus.Registerer) error {
 		metricSyncDuration, metricSyncErrors, metricProgrammingLatency, metricAuditDuration,
 		metricKernelOps, metricVirtualServers, metricRealServers,
 		metricDriftDetections, metricAuditFindings, metricAuditRepairOps,
-		metricServicesHeld,
+		metricServicesHeld, metricTakeoverLeftovers,
 	}, healthCollectors...) {
 		if err := reg.Register(c); err != nil {
 			return err

@@ -54,6 +54,7 @@ func TestRegisterMetrics(t *testing.T) {
 		"ipvs_operator_agent_services_held",
 		"ipvs_operator_agent_sync_duration_seconds",
 		"ipvs_operator_agent_sync_errors_total",
+		"ipvs_operator_agent_takeover_leftovers",
 		"ipvs_operator_agent_virtual_servers",
 	}
 	slices.Sort(got)

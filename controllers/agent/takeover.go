@@ -4,7 +4,9 @@ import (
 	"context"
 	"net/netip"
 
+	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/sets"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
@@ -20,6 +22,15 @@ type Takeover interface {
 	RemoveLeftovers(ctx context.Context) ([]takeover.Step, error)
 }
 
+// metricTakeoverLeftovers is what an operator alerts on: kube-proxy's leftovers that stay after a takeover
+// (their removal keeps failing) are harmless to traffic the agent owns, but kube-ipvs0 still holds
+// ClusterIPs and the KUBE-* rules still match packets.
+var metricTakeoverLeftovers = prometheus.NewGauge(prometheus.GaugeOpts{
+	Namespace: metricsNamespace, Subsystem: metricsSubsystem, Name: "takeover_leftovers",
+	Help: "1 while a takeover from kube-proxy's IPVS mode (--takeover-kube-proxy-ipvs) has not yet removed " +
+		"kube-proxy's leftovers (kube-ipvs0, its KUBE-* chains and ipsets); 0 once removed, and without a takeover.",
+})
+
 // takeoverAdopt binds on the agent's device the ClusterIPs kube-proxy holds for the Services the agent serves,
 // so that the engine's Adopt finds kube-proxy's virtual servers on its own VIPs and edits them in place.
 func (s *Startup) takeoverAdopt(ctx context.Context) error {
@@ -32,6 +43,7 @@ func (s *Startup) takeoverAdopt(ctx context.Context) error {
 	for i := range list.Items {
 		serve.Insert(desired.ServedClusterIPs(&list.Items[i], s.Services.Options.ManageAll)...)
 	}
+	metricTakeoverLeftovers.Set(1)
 	steps, err := s.Takeover.Adopt(ctx, serve)
 	log.Info("Adopted kube-proxy's ClusterIPs", "bound", len(steps), "served", serve.Len())
 	for _, st := range steps {
@@ -52,8 +64,23 @@ func (s *Startup) takeoverLeftovers(ctx context.Context) {
 	}
 	if err != nil {
 		log.Error(err, "Removing kube-proxy's leftovers failed; retrying after the next audit")
+		s.leftoversEvent(err)
 		return
 	}
 	s.leftoversGone.Store(true)
+	metricTakeoverLeftovers.Set(0)
 	log.Info("Takeover from kube-proxy done", "removed", len(steps))
+}
+
+// leftoversEvent puts a failed removal on the Node, where `kubectl describe node` shows it; the recorder folds
+// the repeats of each audit into one series.
+func (s *Startup) leftoversEvent(err error) {
+	if s.Services == nil || s.Services.Recorder == nil || s.Services.Options.NodeName == "" {
+		return
+	}
+	// As kube-proxy refers to its Node in its Events: by name, with the name as UID.
+	node := s.Services.Options.NodeName
+	ref := &corev1.ObjectReference{Kind: "Node", Name: node, UID: types.UID(node)}
+	s.Services.Recorder.Eventf(ref, nil, corev1.EventTypeWarning, "TakeoverLeftoversFailed", "RemoveLeftovers",
+		"Removing kube-proxy's leftovers after the takeover failed (retried after each audit): %v", err)
 }
