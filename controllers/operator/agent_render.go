@@ -32,6 +32,10 @@ const (
 	// `agent --cleanup` can restore them: the host's /run/ipvs-operator (a tmpfs, emptied at reboot like the
 	// sysctls themselves), at the same path in the container.
 	AgentStateDir = "/run/ipvs-operator"
+	// XtablesLock is iptables' lock file, mounted (created if missing, as kube-proxy's DaemonSet does) only
+	// with --takeover-kube-proxy-ipvs: the takeover rewrites kube-proxy's iptables-legacy tables under it,
+	// so that no other iptables-legacy writer on the node (kubelet, a CNI plugin) changes them in between.
+	XtablesLock = "/run/xtables.lock"
 
 	// AgentSysctlRoot is the agent's --sysctl-root: the host's /proc/sys/net is mounted writable at
 	// AgentSysctlRoot/net (see RenderAgentDaemonSet), so net.ipv4.vs.conntrack is written to
@@ -195,6 +199,24 @@ func RenderAgentDaemonSet(cfg AgentConfig) *appsv1.DaemonSet {
 		)
 	}
 
+	agentMounts := []corev1.VolumeMount{
+		libModules, // modules.builtin, to tell a built-in module from a missing one
+		{Name: "host-proc-sys-net", MountPath: AgentSysctlRoot + "/net"},
+		{Name: "state", MountPath: AgentStateDir},
+	}
+	volumes := []corev1.Volume{
+		// No type check: hosts without loadable modules (everything built in) may lack it.
+		{Name: "lib-modules", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/lib/modules"}}},
+		{Name: "host-proc-sys-net", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/proc/sys/net", Type: &hostPathDirectory}}},
+		{Name: "state", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: AgentStateDir, Type: &hostPathDirectoryOrCreate}}},
+	}
+	if cfg.Agent.TakeoverKubeProxyIPVS {
+		// Read-only is enough: flock(2) needs only an open descriptor.
+		agentMounts = append(agentMounts, corev1.VolumeMount{Name: "xtables-lock", MountPath: XtablesLock, ReadOnly: true})
+		volumes = append(volumes, corev1.Volume{Name: "xtables-lock", VolumeSource: corev1.VolumeSource{
+			HostPath: &corev1.HostPathVolumeSource{Path: XtablesLock, Type: ptr.To(corev1.HostPathFileOrCreate)}}})
+	}
+
 	return &appsv1.DaemonSet{
 		TypeMeta: metav1.TypeMeta{APIVersion: appsv1.SchemeGroupVersion.String(), Kind: "DaemonSet"},
 		ObjectMeta: metav1.ObjectMeta{
@@ -270,20 +292,11 @@ func RenderAgentDaemonSet(cfg AgentConfig) *appsv1.DaemonSet {
 							corev1.ResourceCPU:    resource.MustParse("100m"),
 							corev1.ResourceMemory: resource.MustParse("128Mi"),
 						}},
-						SecurityContext: restricted("NET_ADMIN"),
-						VolumeMounts: []corev1.VolumeMount{
-							libModules, // modules.builtin, to tell a built-in module from a missing one
-							{Name: "host-proc-sys-net", MountPath: AgentSysctlRoot + "/net"},
-							{Name: "state", MountPath: AgentStateDir},
-						},
+						SecurityContext:          restricted("NET_ADMIN"),
+						VolumeMounts:             agentMounts,
 						TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
 					}},
-					Volumes: []corev1.Volume{
-						// No type check: hosts without loadable modules (everything built in) may lack it.
-						{Name: "lib-modules", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/lib/modules"}}},
-						{Name: "host-proc-sys-net", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/proc/sys/net", Type: &hostPathDirectory}}},
-						{Name: "state", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: AgentStateDir, Type: &hostPathDirectoryOrCreate}}},
-					},
+					Volumes: volumes,
 				},
 			},
 		},

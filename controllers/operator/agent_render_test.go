@@ -241,6 +241,34 @@ func TestRenderAgentDaemonSet(t *testing.T) {
 			},
 		},
 		{
+			name: "takeover: iptables' lock file mounted read-only, created if missing",
+			cfg: func() AgentConfig {
+				c := testAgentConfig()
+				c.Agent.TakeoverKubeProxyIPVS, c.Agent.Scope = true, agentconfig.ScopeAll
+				return c
+			}(),
+			check: func(t *testing.T, ds *appsv1.DaemonSet) {
+				var mount *corev1.VolumeMount
+				for i, m := range agentContainer(t, ds).VolumeMounts {
+					if m.Name == "xtables-lock" {
+						mount = &agentContainer(t, ds).VolumeMounts[i]
+					}
+				}
+				if mount == nil || mount.MountPath != "/run/xtables.lock" || !mount.ReadOnly {
+					t.Errorf("xtables-lock mount = %+v, want /run/xtables.lock read-only", mount)
+				}
+				for _, v := range ds.Spec.Template.Spec.Volumes {
+					if v.Name == "xtables-lock" {
+						if v.HostPath == nil || v.HostPath.Path != "/run/xtables.lock" || v.HostPath.Type == nil || *v.HostPath.Type != corev1.HostPathFileOrCreate {
+							t.Errorf("xtables-lock volume = %+v, want hostPath /run/xtables.lock FileOrCreate", v)
+						}
+						return
+					}
+				}
+				t.Errorf("no xtables-lock volume")
+			},
+		},
+		{
 			name: "custom config reaches args, ports and pull policy",
 			cfg: AgentConfig{
 				Namespace: "elsewhere", Image: "registry.local/agent@sha256:abc", ImagePullPolicy: corev1.PullAlways,

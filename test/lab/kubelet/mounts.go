@@ -79,6 +79,26 @@ func containerMounts(pod *corev1.Pod, c *corev1.Container, podDir string, files 
 	return binds, skipped
 }
 
+// createHostPathFiles creates, as a kubelet does, each missing hostPath of type FileOrCreate as an empty file
+// (mode 0644) before the container starts: `labvm container` would otherwise take a missing source for a
+// directory. (A FileOrCreate hostPath such as /run/xtables.lock must stay a file for the node's other users.)
+func createHostPathFiles(pod *corev1.Pod) error {
+	for _, v := range pod.Spec.Volumes {
+		if v.HostPath == nil || v.HostPath.Type == nil || *v.HostPath.Type != corev1.HostPathFileOrCreate {
+			continue
+		}
+		if err := os.MkdirAll(filepath.Dir(v.HostPath.Path), 0o755); err != nil {
+			return fmt.Errorf("hostPath volume %s: %w", v.Name, err)
+		}
+		f, err := os.OpenFile(v.HostPath.Path, os.O_CREATE|os.O_RDONLY, 0o644)
+		if err != nil {
+			return fmt.Errorf("hostPath volume %s: %w", v.Name, err)
+		}
+		f.Close()
+	}
+	return nil
+}
+
 // isServiceAccountVolume recognises the kube-api-access-* volume that the ServiceAccount admission plugin adds.
 func isServiceAccountVolume(v corev1.Volume) bool {
 	for _, s := range v.Projected.Sources {

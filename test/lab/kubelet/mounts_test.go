@@ -164,3 +164,32 @@ func TestExecWithCapabilities(t *testing.T) {
 		t.Errorf("--caps= (none): %v %q", err, out)
 	}
 }
+
+// A FileOrCreate hostPath that does not exist becomes an empty file, not the directory `labvm container`
+// makes of a missing source; an existing one is left as it is, and other types are not created.
+func TestCreateHostPathFiles(t *testing.T) {
+	dir := t.TempDir()
+	lock := filepath.Join(dir, "run", "xtables.lock")
+	kept := filepath.Join(dir, "kept")
+	if err := os.WriteFile(kept, []byte("held"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	untyped := filepath.Join(dir, "untyped")
+	pod := &corev1.Pod{Spec: corev1.PodSpec{Volumes: []corev1.Volume{
+		{Name: "xtables-lock", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: lock, Type: ptr.To(corev1.HostPathFileOrCreate)}}},
+		{Name: "kept", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: kept, Type: ptr.To(corev1.HostPathFileOrCreate)}}},
+		{Name: "untyped", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: untyped}}},
+	}}}
+	if err := createHostPathFiles(pod); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := os.Stat(lock); err != nil || !st.Mode().IsRegular() || st.Size() != 0 {
+		t.Errorf("%s after createHostPathFiles: %v, %v; want an empty file", lock, st, err)
+	}
+	if b, err := os.ReadFile(kept); err != nil || string(b) != "held" {
+		t.Errorf("existing file now %q, %v; want it untouched", b, err)
+	}
+	if _, err := os.Stat(untyped); !os.IsNotExist(err) {
+		t.Errorf("untyped hostPath %s created (%v); only FileOrCreate is", untyped, err)
+	}
+}

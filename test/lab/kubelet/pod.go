@@ -601,6 +601,9 @@ func (w *podWorker) processSpec(ctx context.Context, c *container) (processSpec,
 		if err := w.writeConfigMapVolumes(ctx, pod); err != nil {
 			return processSpec{}, err
 		}
+		if err := createHostPathFiles(pod); err != nil {
+			return processSpec{}, err
+		}
 		binds, skipped := containerMounts(pod, &c.spec, w.dir, files)
 		if len(skipped) > 0 {
 			c.log.Info("Volume mounts not provided by the lab kubelet", "volumes", skipped)
