@@ -45,7 +45,7 @@ const takeoverWindow = 2 * time.Second
 // the hooks' kube-proxy wrote them) and its ipsets are gone while the same ClusterIP answers.
 // It needs a cluster where no agent runs: call it after RegisterUninstall. It removes its install again.
 func RegisterTakeover(driver func() Driver, hooks func() TakeoverHooks) {
-	It("takes over from kube-proxy's IPVS mode without failing a request, then removes its leftovers", func(ctx SpecContext) {
+	It("takes over from kube-proxy's IPVS mode without failing a request, then removes its leftovers, through an agent restart", func(ctx SpecContext) {
 		drv, h := driver(), hooks()
 		ns := newNamespace(ctx, drv)
 		echoDeployment(ctx, drv, ns, "moving", 2, "", httpPort, udpPort)
@@ -135,6 +135,13 @@ func RegisterTakeover(driver func() Driver, hooks func() TakeoverHooks) {
 		}
 		GinkgoWriter.Printf("kube-proxy's leftovers gone from every node %s after the agents were ready\n", time.Since(tLeft).Round(time.Millisecond))
 		time.Sleep(2 * takeoverWindow) // the agents alone serve some windows
+		// A restarted agent, the takeover still on and kube-proxy's leftovers gone, adopts its own state and
+		// serves on: the steady loop goes on through it.
+		restarted := drv.Nodes()[len(drv.Nodes())-1]
+		tRestart := time.Now()
+		RestartAgent(ctx, drv, restarted, nil)
+		GinkgoWriter.Printf("agent on %s restarted, Ready again %s after its pod's deletion\n", restarted, time.Since(tRestart).Round(time.Millisecond))
+		time.Sleep(2 * takeoverWindow)
 		windows := finish()
 
 		// Judgement: every window answered in full, by the Service's pods, through the same ClusterIP.
