@@ -89,7 +89,7 @@ test-fuzz: ## Run each fuzz target briefly (about 10 s each; FUZZTIME=<duration 
 	go test -run '^$$' -fuzz '^FuzzParseProcTable$$' -fuzztime $(FUZZ_PROCTABLE) ./ipvs/
 
 .PHONY: test
-test: lint test-unit test-fuzz test-bundle test-e2e-compile test-e2e-dryrun test-lab test-lab-6.12 ## Every test: lint, unit, envtest, fuzz (briefly), bundle, e2e (compiled, dry run), lab (real kernel: 6.1 in full, 6.12 core).
+test: lint test-unit test-fuzz test-bundle test-e2e-compile test-e2e-dryrun test-lab test-lab-6.12 test-upstream-smoke ## Every test: lint, unit, envtest, fuzz (briefly), bundle, e2e (compiled, dry run), lab (real kernel: 6.1 in full, 6.12 core), upstream's e2e smoke.
 
 # The lab suites boot a VM each: run them one package at a time (-p 1) on a 2-core machine.
 .PHONY: test-lab
@@ -115,7 +115,7 @@ test-upstream: kustomize lab-deps upstream-deps ## Upstream's sig-network Cluste
 	UPSTREAM_SET=full go test -tags lab -p 1 -count=1 -timeout 180m ./test/upstream/ -ginkgo.v
 
 .PHONY: test-upstream-smoke
-test-upstream-smoke: kustomize lab-deps upstream-deps ## The core subset of test-upstream (a few minutes; not in `make test` yet, see README).
+test-upstream-smoke: kustomize lab-deps upstream-deps ## The core subset of test-upstream (a few minutes; the last step of `make test`).
 	UPSTREAM_SET=smoke go test -tags lab -p 1 -count=1 -timeout 60m ./test/upstream/ -ginkgo.v
 
 # The scale harness (test/bench): N Services x M endpoints written to the lab's API server, a proxy measured

@@ -91,8 +91,9 @@ type Lab struct {
 	shareDir string
 	logDir   string
 
-	cp *controlplane.ControlPlane
-	vm *vm.VM
+	cp     *controlplane.ControlPlane
+	vm     *vm.VM
+	egress *egressProxy
 
 	hostKubeconfig string
 	cfg            *rest.Config
@@ -181,8 +182,13 @@ func Start(ctx context.Context, opts Options) (_ *Lab, err error) {
 		_ = <-buildDone // the error that stopped the start is the one to report
 		return nil, err
 	}
+	// The API server's way to pods and nodes (pods/proxy, logs, exec), through labd for the VM's addresses.
+	if l.egress, err = startEgressProxy(l.runDir, fmt.Sprintf("127.0.0.1:%d", labdPort)); err != nil {
+		_ = <-buildDone // the error that stopped the start is the one to report
+		return nil, err
+	}
 	tcp := time.Now()
-	l.cp, err = controlplane.Start(ctx, assets.KubeBinDir, l.runDir, l.logDir, p, cpp)
+	l.cp, err = controlplane.Start(ctx, assets.KubeBinDir, l.runDir, l.logDir, p, cpp, l.egress.Socket())
 	if err != nil {
 		_ = <-buildDone // the error that stopped the start is the one to report
 		return nil, err
@@ -440,7 +446,7 @@ func (l *Lab) Stop() error {
 			}
 			errs = append(errs, l.vm.Stop(grace))
 		}
-		errs = append(errs, l.cp.Stop())
+		errs = append(errs, l.cp.Stop(), l.egress.Close())
 		l.stopErr = errorsJoin(errs...)
 		if l.runDir != "" {
 			_ = os.Remove(filepath.Join(l.runDir, stateFile))

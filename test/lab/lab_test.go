@@ -25,6 +25,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/ipvs-operator/ipvs-operator/test/lab"
@@ -270,5 +271,36 @@ for s in IPP IPPIP IPPNET NET IP PORT; do ipset destroy LAB-SMOKE-$s; done`)
 		out, err = l.NodeExec(ctx, "node-a", "sh", "-c", "ping -c1 -W2 "+pod.Status.PodIP+" >/dev/null && echo reachable")
 		Expect(err).NotTo(HaveOccurred(), out)
 		Expect(strings.TrimSpace(out)).To(Equal("reachable"))
+	})
+
+	// The API server runs on the host and the pods in the VM: its egress selector sends pods/proxy through
+	// labd (upstream's e2e framework reads pods that way), and the kubelet API (logs) still works through it.
+	It("lets the API server reach pods through pods/proxy, on both nodes, and the kubelets' API", func(ctx SpecContext) {
+		cs, err := kubernetes.NewForConfig(l.Config())
+		Expect(err).NotTo(HaveOccurred())
+		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "lab-proxy-"}}
+		Expect(l.Client().Create(ctx, ns)).To(Succeed())
+		DeferCleanup(func(ctx SpecContext) { _ = l.Client().Delete(ctx, ns) })
+		for _, node := range []string{"node-a", "node-b"} {
+			pod := &corev1.Pod{
+				ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, Name: "proxied-" + node},
+				Spec: corev1.PodSpec{
+					NodeName: node,
+					Containers: []corev1.Container{{Name: "echo", Image: l.Image(),
+						Ports: []corev1.ContainerPort{{ContainerPort: 8080}}}},
+				},
+			}
+			Expect(l.Client().Create(ctx, pod)).To(Succeed())
+		}
+		for _, node := range []string{"node-a", "node-b"} {
+			name := "proxied-" + node
+			Eventually(func(g Gomega) {
+				body, err := cs.CoreV1().Pods(ns.Name).ProxyGet("http", name, "8080", "/", nil).DoRaw(ctx)
+				g.Expect(err).NotTo(HaveOccurred(), "pods/%s:8080/proxy/: %s", name, body)
+				g.Expect(strings.TrimSpace(string(body))).To(Equal(name))
+			}).WithContext(ctx).WithTimeout(60*time.Second).WithPolling(time.Second).Should(Succeed(), "GET /api/v1/namespaces/%s/pods/%s:8080/proxy/", ns.Name, name)
+			_, err := cs.CoreV1().Pods(ns.Name).GetLogs(name, &corev1.PodLogOptions{}).DoRaw(ctx)
+			Expect(err).NotTo(HaveOccurred(), "logs of %s through the kubelet API", name)
+		}
 	})
 })

@@ -61,8 +61,9 @@ func (cp *ControlPlane) Procs() []*host.Proc {
 }
 
 // Start starts etcd and kube-apiserver, waits for the API server, then
-// starts the controller manager and scheduler and waits for them too.
-func Start(ctx context.Context, kubeBin, dir, logs string, p *pki.PKI, ports Ports) (_ *ControlPlane, err error) {
+// starts the controller manager and scheduler and waits for them too. egressUDS, when set, is the unix
+// socket of the HTTP CONNECT proxy the API server reaches the cluster through (EgressSelectorConfiguration).
+func Start(ctx context.Context, kubeBin, dir, logs string, p *pki.PKI, ports Ports, egressUDS string) (_ *ControlPlane, err error) {
 	cp := &ControlPlane{dir: dir, logs: logs, pki: p, apiPort: ports.API}
 	defer func() {
 		if err != nil {
@@ -89,14 +90,26 @@ func Start(ctx context.Context, kubeBin, dir, logs string, p *pki.PKI, ports Por
 	if err != nil {
 		return nil, err
 	}
-	cp.apiserver, err = host.Start("kube-apiserver", logf("kube-apiserver"), []string{bin("kube-apiserver"),
+	var egressArgs []string
+	if egressUDS != "" {
+		conf, err := EgressSelectorConfiguration(egressUDS)
+		if err != nil {
+			return nil, err
+		}
+		path := filepath.Join(dir, "egress-selector.yaml")
+		if err := host.WriteFileAtomic(path, conf); err != nil {
+			return nil, err
+		}
+		egressArgs = []string{"--egress-selector-config-file=" + path}
+	}
+	cp.apiserver, err = host.Start("kube-apiserver", logf("kube-apiserver"), append([]string{bin("kube-apiserver"),
 		"--etcd-servers=" + etcdURL,
 		"--bind-address=127.0.0.1", "--secure-port=" + strconv.Itoa(apiPort),
 		"--advertise-address=" + topology.GuestAPIServerHost,
 		"--tls-cert-file=" + p.ServerCert, "--tls-private-key-file=" + p.ServerKey,
 		"--client-ca-file=" + p.CACert,
 		// kubectl exec/logs/port-forward: the lab kubelets' Nodes advertise the VM's port forward on
-		// 127.0.0.1 as their ExternalIP.
+		// 127.0.0.1 as their ExternalIP (with an egress selector, its proxy dials loopback directly).
 		"--kubelet-client-certificate=" + p.KubeletClientCert, "--kubelet-client-key=" + p.KubeletClientKey,
 		"--kubelet-certificate-authority=" + p.CACert,
 		"--kubelet-preferred-address-types=ExternalIP,InternalIP,Hostname",
@@ -109,7 +122,7 @@ func Start(ctx context.Context, kubeBin, dir, logs string, p *pki.PKI, ports Por
 		"--profiling=false",
 		"--endpoint-reconciler-type=lease",
 		"--v=1",
-	}, nil)
+	}, egressArgs...), nil)
 	if err != nil {
 		return nil, err
 	}

@@ -11,6 +11,9 @@
 //	POST /wait      WaitRequest -> WaitResponse (waits for a background process)
 //	POST /dial      DialRequest -> DialResponse (a TCP connect from a network namespace)
 //	POST /poweroff  powers the VM off (asks PID 1, the guest init, to shut down)
+//	CONNECT host:port  an HTTP CONNECT tunnel to host:port, dialled from the guest's root network namespace
+//	                   (which routes to the nodes and every node's pods): how the host's kube-apiserver
+//	                   reaches pods (see ConnectProxy and the lab's egress selector)
 package labd
 
 import (
@@ -146,9 +149,10 @@ func Serve(ctx context.Context, addr string) error {
 
 // Daemon is labd's HTTP handler.
 type Daemon struct {
-	mux *http.ServeMux
-	mu  sync.Mutex
-	bg  map[int]*bgProc
+	mux     *http.ServeMux
+	connect ConnectProxy
+	mu      sync.Mutex
+	bg      map[int]*bgProc
 	// PowerOff is called by /poweroff (default: signal PID 1, then reboot(2) if it does not act).
 	PowerOff func()
 }
@@ -163,6 +167,10 @@ type bgProc struct {
 // NewDaemon returns the handler Serve uses.
 func NewDaemon() *Daemon {
 	d := &Daemon{mux: http.NewServeMux(), bg: map[int]*bgProc{}, PowerOff: powerOff}
+	d.connect = ConnectProxy{Dial: func(ctx context.Context, address string) (net.Conn, error) {
+		var dialer net.Dialer
+		return dialer.DialContext(ctx, "tcp", address)
+	}}
 	d.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
 	d.mux.HandleFunc("POST /exec", d.handleExec)
 	d.mux.HandleFunc("POST /kill", d.handleKill)
@@ -181,7 +189,14 @@ func NewDaemon() *Daemon {
 	return d
 }
 
-func (d *Daemon) ServeHTTP(w http.ResponseWriter, r *http.Request) { d.mux.ServeHTTP(w, r) }
+func (d *Daemon) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// A CONNECT request names no path (its target is host:port): the mux would not route it.
+	if r.Method == http.MethodConnect {
+		d.connect.ServeHTTP(w, r)
+		return
+	}
+	d.mux.ServeHTTP(w, r)
+}
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
