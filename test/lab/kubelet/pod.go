@@ -237,22 +237,29 @@ func (w *podWorker) setUpNetwork(ctx context.Context) error {
 	return nil
 }
 
-// gracePeriod keeps the pod running for min(terminationGracePeriodSeconds, MaxGracePeriod) after deletion
-// starts, like an application finishing in-flight work, while status updates continue.
+// gracePeriod stops the pod's containers the way a kubelet does once deletion starts: SIGTERM to every
+// process now, SIGKILL to those still running after min(the pod's grace period, MaxGracePeriod). Status
+// updates continue meanwhile, so that a server failing its readiness after SIGTERM (agnhost netexec
+// --delay-shutdown) turns the pod unready while it still serves. It returns once every process has exited,
+// or at once on abort or kubelet stop (finish then stops what still runs).
 func (w *podWorker) gracePeriod(ctx context.Context) {
-	grace := w.k.cfg.MaxGracePeriod
-	pod := w.currentPod()
-	if s := pod.DeletionGracePeriodSeconds; s != nil && time.Duration(*s)*time.Second < grace {
-		grace = time.Duration(*s) * time.Second
-	} else if s := pod.Spec.TerminationGracePeriodSeconds; s != nil && time.Duration(*s)*time.Second < grace {
-		grace = time.Duration(*s) * time.Second
+	grace := deletionGracePeriod(w.currentPod(), w.k.cfg.MaxGracePeriod)
+	w.log.Info("Pod is being deleted, stopping its containers", "gracePeriod", grace.String())
+	w.mu.Lock()
+	all := append(append([]*container{}, w.initContainers...), w.containers...)
+	w.mu.Unlock()
+	// Sidecars with the rest: a kubelet stops them after the pod's containers, which no lab pod relies on.
+	for _, c := range all {
+		c.sup.Terminate(grace)
 	}
-	w.log.Info("Pod is being deleted", "keepRunningFor", grace.String())
-	t := time.NewTimer(grace)
-	defer t.Stop()
+	stopped := make(chan struct{})
+	go func() {
+		w.containersRun.Wait()
+		close(stopped)
+	}()
 	for {
 		select {
-		case <-t.C:
+		case <-stopped:
 			return
 		case <-w.abortCh:
 			return
@@ -262,6 +269,18 @@ func (w *podWorker) gracePeriod(ctx context.Context) {
 			w.syncStatus(ctx)
 		}
 	}
+}
+
+// deletionGracePeriod is how long a deleted pod's processes get between SIGTERM and SIGKILL: the deletion's
+// grace period (else the pod's terminationGracePeriodSeconds), capped at maxGrace.
+func deletionGracePeriod(pod *corev1.Pod, maxGrace time.Duration) time.Duration {
+	grace := maxGrace
+	if s := pod.DeletionGracePeriodSeconds; s != nil {
+		grace = min(grace, time.Duration(*s)*time.Second)
+	} else if s := pod.Spec.TerminationGracePeriodSeconds; s != nil {
+		grace = min(grace, time.Duration(*s)*time.Second)
+	}
+	return grace
 }
 
 // finish stops the processes (SIGTERM, then SIGKILL), removes the network, and, if the pod is being deleted
@@ -508,9 +527,9 @@ func (w *podWorker) startContainers(ctx context.Context) {
 			if c.sidecar {
 				w.containersRun.Go(func() { c.sup.Run(ctx) })
 				err := wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(context.Context) (bool, error) {
-					return c.started(), nil
+					return c.started() || c.sup.isTerminating(), nil
 				})
-				if err != nil {
+				if err != nil || c.sup.isTerminating() {
 					return // the pod is stopping: the containers never start
 				}
 				continue
