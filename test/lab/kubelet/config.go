@@ -79,6 +79,9 @@ type Config struct {
 	// SIGKILL once the grace period (capped) is over. The default, 3 s, lets the echo server answer for its
 	// whole shutdown delay (test/lab/echo.DefaultShutdownDelay).
 	MaxGracePeriod time.Duration
+	// StorageCheckInterval is how often the containers with an ephemeral-storage limit are measured (see
+	// eviction.go); the kubelet's eviction manager looks every 10 s.
+	StorageCheckInterval time.Duration
 	// KillGracePeriod is the time between SIGTERM and SIGKILL when a process is stopped for another reason: a
 	// failed liveness or startup probe, a kubelet stop, or a Pod object that vanished during its grace period.
 	KillGracePeriod time.Duration
@@ -156,6 +159,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.MaxGracePeriod == 0 {
 		c.MaxGracePeriod = DefaultMaxGracePeriod
+	}
+	if c.StorageCheckInterval == 0 {
+		c.StorageCheckInterval = 2 * time.Second
 	}
 	if c.KillGracePeriod == 0 {
 		c.KillGracePeriod = time.Second

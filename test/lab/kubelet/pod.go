@@ -54,6 +54,10 @@ type podWorker struct {
 	deleteCh      chan struct{} // the pod has a deletionTimestamp: stop gracefully, then delete the object
 	abortOnce     sync.Once
 	abortCh       chan struct{} // the Pod object is gone: stop at once
+	evictOnce     sync.Once
+	evictCh       chan struct{} // a container exceeded its ephemeral-storage limit (evictMessage says which)
+	evictMessage  string
+	evicted       bool // the containers are stopped and the pod is reported Failed, reason Evicted
 	done          chan struct{}
 	containersRun sync.WaitGroup
 }
@@ -68,6 +72,7 @@ func newPodWorker(k *Kubelet, pod *corev1.Pod) *podWorker {
 		kick:        make(chan struct{}, 1),
 		deleteCh:    make(chan struct{}),
 		abortCh:     make(chan struct{}),
+		evictCh:     make(chan struct{}),
 		done:        make(chan struct{}),
 	}
 	w.log = k.log.WithValues("pod", w.key.String(), "uid", string(pod.UID))
@@ -144,6 +149,25 @@ func (w *podWorker) run(ctx context.Context) {
 			w.gracePeriod(ctx)
 			w.finish(ctx, stopContainers)
 			return
+		case <-w.evictCh:
+			w.evictPod(ctx)
+			// An evicted pod stays, Failed, until it is deleted (by its owner, or by hand).
+			for {
+				select {
+				case <-w.kick:
+					w.syncStatus(ctx)
+					continue
+				case <-heartbeat.C:
+					w.syncStatus(ctx)
+					continue
+				case <-w.deleteCh:
+				case <-w.abortCh:
+				case <-ctx.Done():
+					return
+				}
+				w.finish(ctx, stopContainers)
+				return
+			}
 		case <-w.abortCh:
 			w.finish(ctx, stopContainers)
 			return
@@ -187,6 +211,7 @@ func (w *podWorker) setUp(ctx context.Context) bool {
 	w.mu.Unlock()
 	w.startServiceAccountToken(ctx)
 	w.startContainers(ctx)
+	go w.watchStorage(ctx, w.k.cfg.StorageCheckInterval)
 	w.requestStatusSync()
 	return true
 }
@@ -240,11 +265,17 @@ func (w *podWorker) setUpNetwork(ctx context.Context) error {
 // gracePeriod stops the pod's containers the way a kubelet does once deletion starts: SIGTERM to every
 // process now, SIGKILL to those still running after min(the pod's grace period, MaxGracePeriod). Status
 // updates continue meanwhile, so that a server failing its readiness after SIGTERM (agnhost netexec
-// --delay-shutdown) turns the pod unready while it still serves. It returns once every process has exited,
-// or at once on abort or kubelet stop (finish then stops what still runs).
+// --delay-shutdown) turns the pod unready while it still serves.
 func (w *podWorker) gracePeriod(ctx context.Context) {
 	grace := deletionGracePeriod(w.currentPod(), w.k.cfg.MaxGracePeriod)
 	w.log.Info("Pod is being deleted, stopping its containers", "gracePeriod", grace.String())
+	w.stopContainersWithin(ctx, grace)
+}
+
+// stopContainersWithin sends SIGTERM to every container's process and SIGKILL to those still running after
+// grace, with status updates meanwhile. It returns once every process has exited, or at once on abort or
+// kubelet stop (finish then stops what still runs).
+func (w *podWorker) stopContainersWithin(ctx context.Context, grace time.Duration) {
 	w.mu.Lock()
 	all := append(append([]*container{}, w.initContainers...), w.containers...)
 	w.mu.Unlock()
@@ -346,6 +377,9 @@ func (w *podWorker) snapshot() podSnapshot {
 		PodIPv6:      w.podIPv6,
 		NetworkReady: w.networkReady,
 		StartTime:    w.startTime,
+	}
+	if w.evicted {
+		snap.Evicted = w.evictMessage
 	}
 	containers, inits := w.containers, w.initContainers
 	w.mu.Unlock()
@@ -636,10 +670,14 @@ func (w *podWorker) processSpec(ctx context.Context, c *container) (processSpec,
 	if !w.hostNetwork {
 		argv = w.k.netns.ExecArgv(w.netns, argv)
 	}
+	dir, err := prepareWritableDir(w.dir, &c.spec)
+	if err != nil {
+		return processSpec{}, err
+	}
 	return processSpec{
 		Argv:    argv,
 		Env:     env,
-		Dir:     "/",
+		Dir:     dir,
 		LogPath: containerLogPath(w.k.cfg.PodLogDir, pod, c.spec.Name),
 	}, nil
 }
