@@ -61,7 +61,7 @@ func echoPodSpec(drv Driver, ports ...echoPort) corev1.PodSpec {
 	}
 	return corev1.PodSpec{
 		// Longer than the echo server's shutdown delay after SIGTERM (test/lab/echo.DefaultShutdownDelay, 3 s),
-		// so that a real kubelet (kind) lets it end by itself. The lab kubelet caps the grace at 2 s anyway.
+		// so that a real kubelet (kind) lets it end by itself. The lab kubelet caps the grace at 3 s.
 		TerminationGracePeriodSeconds: ptr.To[int64](5),
 		Containers: []corev1.Container{{
 			Name:    "echo",

@@ -26,6 +26,11 @@ func ipString(ip net.IP) string {
 // KubeletVersion is what the Node reports as its kubelet version.
 const KubeletVersion = "v1.37.1"
 
+// DefaultMaxGracePeriod caps a deleted pod's grace period (Config.MaxGracePeriod): as long as the echo
+// server's shutdown delay, and as long as a process that ignored SIGTERM lived before the lab kubelet sent
+// SIGTERM at the start of the grace period (2 s unsignalled, then 1 s to SIGKILL).
+const DefaultMaxGracePeriod = 3 * time.Second
+
 // Config is what one lab kubelet needs to know about its node.
 type Config struct {
 	NodeName   string
@@ -70,9 +75,15 @@ type Config struct {
 	PodLogDir string
 	// HeartbeatInterval is the period of Node status and Lease updates.
 	HeartbeatInterval time.Duration
-	// MaxGracePeriod caps how long a deleted pod keeps running before SIGTERM.
+	// MaxGracePeriod caps a deleted pod's grace period: its processes get SIGTERM when the deletion starts and
+	// SIGKILL once the grace period (capped) is over. The default, 3 s, lets the echo server answer for its
+	// whole shutdown delay (test/lab/echo.DefaultShutdownDelay).
 	MaxGracePeriod time.Duration
-	// KillGracePeriod is the time between SIGTERM and SIGKILL.
+	// StorageCheckInterval is how often the containers with an ephemeral-storage limit are measured (see
+	// eviction.go); the kubelet's eviction manager looks every 10 s.
+	StorageCheckInterval time.Duration
+	// KillGracePeriod is the time between SIGTERM and SIGKILL when a process is stopped for another reason: a
+	// failed liveness or startup probe, a kubelet stop, or a Pod object that vanished during its grace period.
 	KillGracePeriod time.Duration
 	// ClusterDNS and ClusterDomain are the kubelet's --cluster-dns and --cluster-domain: what a ClusterFirst
 	// pod's resolv.conf names (see podResolvConf). Without ClusterDNS, pods get the node's resolv.conf.
@@ -147,7 +158,10 @@ func (c Config) WithDefaults() Config {
 		c.HeartbeatInterval = 10 * time.Second
 	}
 	if c.MaxGracePeriod == 0 {
-		c.MaxGracePeriod = 2 * time.Second
+		c.MaxGracePeriod = DefaultMaxGracePeriod
+	}
+	if c.StorageCheckInterval == 0 {
+		c.StorageCheckInterval = 2 * time.Second
 	}
 	if c.KillGracePeriod == 0 {
 		c.KillGracePeriod = time.Second

@@ -317,6 +317,14 @@ func (k *Kubelet) syncPod(ctx context.Context, key types.NamespacedName) time.Du
 	}
 	if w == nil {
 		if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
+			// A terminal pod runs nothing here; once deleted, its object goes as soon as the kubelet sees it
+			// (an evicted pod left over from before a kubelet restart).
+			if pod.DeletionTimestamp != nil {
+				if err := deletePodObject(ctx, k.client, key, pod.UID); err != nil {
+					k.log.Error(err, "Deleting terminal pod failed", "pod", key.String())
+					return time.Second
+				}
+			}
 			return 0
 		}
 		w = newPodWorker(k, pod)

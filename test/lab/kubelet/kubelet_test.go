@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -359,4 +360,71 @@ func TestKubeletRunsASidecar(t *testing.T) {
 	waitFor(t, 5*time.Second, "Ready=False with the sidecar not ready", func() bool { ok, p := podReady(); return p != nil && !ok })
 	getURL(t, side+"/admin/pass-readiness")
 	waitFor(t, 5*time.Second, "Ready=True again", func() bool { ok, _ := podReady(); return ok })
+}
+
+// TestKubeletSendsSIGTERMWhenDeletionStarts: as a kubelet, the lab kubelet signals a deleted pod's process at
+// once and SIGKILLs it when the (capped) grace period is over; meanwhile the process serves, its readiness
+// probe runs and the status follows it, so that a server failing /readyz after SIGTERM (agnhost netexec
+// --delay-shutdown, upstream's terminating-endpoint specs) turns the pod unready before it is gone.
+func TestKubeletSendsSIGTERMWhenDeletionStarts(t *testing.T) {
+	port := freePort(t)
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "web-0", Namespace: "default", UID: "uid-web-0", ResourceVersion: "1"},
+		Spec: corev1.PodSpec{
+			NodeName: "node-a", HostNetwork: true, AutomountServiceAccountToken: ptr.To(false),
+			TerminationGracePeriodSeconds: ptr.To[int64](300),
+			Containers: []corev1.Container{{
+				Name: "echo", Image: "ipvs-operator/echo:lab",
+				// Serves far longer than the grace period after SIGTERM: only SIGKILL ends it.
+				Env:   []corev1.EnvVar{{Name: "FAKE_ECHO_SHUTDOWN_DELAY", Value: "1m"}},
+				Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: int32(port)}},
+				ReadinessProbe: &corev1.Probe{PeriodSeconds: 1, TimeoutSeconds: 1, FailureThreshold: 1, SuccessThreshold: 1,
+					ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/readyz", Port: intstr.FromString("http")}}},
+			}},
+		},
+	}
+	client := fake.NewClientset(pod)
+	self, _ := os.Executable()
+	dir := t.TempDir()
+	cfg := Config{
+		NodeName: "node-a", NodeIP: net.ParseIP("127.0.0.1"), PodCIDR: mustCIDR(t, "10.250.11.0/24"),
+		LabvmBinary: self, StateDir: filepath.Join(dir, "state"), PodLogDir: filepath.Join(dir, "logs"),
+		HeartbeatInterval: time.Second, MaxGracePeriod: 4 * time.Second, KillGracePeriod: 500 * time.Millisecond,
+	}.WithDefaults()
+	runTestKubelet(t, cfg, client, clusterAccess{Server: "https://127.0.0.1:6443"})
+	waitFor(t, 20*time.Second, "the pod to become Ready", func() bool { ok, _ := readyPod(client, "default", "web-0"); return ok })
+
+	p, _ := client.CoreV1().Pods("default").Get(context.Background(), "web-0", metav1.GetOptions{})
+	now := metav1.Now()
+	p.DeletionTimestamp, p.DeletionGracePeriodSeconds = &now, ptr.To[int64](300)
+	if _, err := client.CoreV1().Pods("default").Update(context.Background(), p, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	deleted := time.Now()
+	logPath := filepath.Join(cfg.PodLogDir, "default_web-0_echo.log")
+	waitFor(t, 2*time.Second, "SIGTERM as the deletion starts", func() bool {
+		b, _ := os.ReadFile(logPath)
+		return strings.Contains(string(b), fakeEchoTermLine)
+	})
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	if code, _ := getURL(t, base+"/"); code != 200 {
+		t.Error("the pod stopped serving at SIGTERM")
+	}
+	// The probe still runs and the status still follows it during the grace period.
+	getURL(t, base+"/admin/fail-readiness")
+	waitFor(t, 2500*time.Millisecond, "Ready=False while terminating", func() bool {
+		ok, p := readyPod(client, "default", "web-0")
+		return p != nil && !ok
+	})
+	waitFor(t, 10*time.Second, "the Pod object to be deleted", func() bool {
+		_, err := client.CoreV1().Pods("default").Get(context.Background(), "web-0", metav1.GetOptions{})
+		return err != nil
+	})
+	if d := time.Since(deleted); d < cfg.MaxGracePeriod || d > cfg.MaxGracePeriod+3*time.Second {
+		t.Errorf("deleted after %v, want the grace period (%v) and SIGKILL", d, cfg.MaxGracePeriod)
+	}
+	b, _ := os.ReadFile(logPath)
+	if !strings.Contains(string(b), fmt.Sprintf("signal=%d", syscall.SIGKILL)) {
+		t.Errorf("the process did not end by SIGKILL:\n%s", b)
+	}
 }

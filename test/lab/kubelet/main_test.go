@@ -11,6 +11,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/ipvs-operator/ipvs-operator/test/lab/echo"
 )
@@ -59,13 +60,30 @@ func fakeLabvmEcho(args []string) int {
 		}
 		return out
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
-	defer stop()
-	if err := echo.Serve(ctx, echo.Config{Name: *name, TCP: ports(*tcp), UDP: ports(*udp)}); err != nil {
+	// As `labvm echo`: the first SIGTERM starts the shutdown delay ($FAKE_ECHO_SHUTDOWN_DELAY, else labvm's
+	// default), during which the server answers everything, /readyz included; the line below tells a test
+	// when SIGTERM came.
+	delay := echo.DefaultShutdownDelay
+	if d, err := time.ParseDuration(os.Getenv("FAKE_ECHO_SHUTDOWN_DELAY")); err == nil {
+		delay = d
+	}
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM)
+	shutdown := make(chan struct{})
+	go func() {
+		<-sigs
+		fmt.Fprintln(os.Stderr, fakeEchoTermLine)
+		close(shutdown)
+	}()
+	cfg := echo.Config{Name: *name, TCP: ports(*tcp), UDP: ports(*udp), Shutdown: shutdown, ShutdownDelay: delay}
+	if err := echo.Serve(context.Background(), cfg); err != nil {
 		return 1
 	}
 	return 0
 }
+
+// fakeEchoTermLine is what the fake echo server logs when SIGTERM arrives.
+const fakeEchoTermLine = "fake echo: SIGTERM received"
 
 // fakeAgentName is the binary name a mapped image's command resolves to in TestKubeletRunsAMappedBinary.
 const fakeAgentName = "fakeagent"

@@ -54,6 +54,10 @@ type podWorker struct {
 	deleteCh      chan struct{} // the pod has a deletionTimestamp: stop gracefully, then delete the object
 	abortOnce     sync.Once
 	abortCh       chan struct{} // the Pod object is gone: stop at once
+	evictOnce     sync.Once
+	evictCh       chan struct{} // a container exceeded its ephemeral-storage limit (evictMessage says which)
+	evictMessage  string
+	evicted       bool // the containers are stopped and the pod is reported Failed, reason Evicted
 	done          chan struct{}
 	containersRun sync.WaitGroup
 }
@@ -68,6 +72,7 @@ func newPodWorker(k *Kubelet, pod *corev1.Pod) *podWorker {
 		kick:        make(chan struct{}, 1),
 		deleteCh:    make(chan struct{}),
 		abortCh:     make(chan struct{}),
+		evictCh:     make(chan struct{}),
 		done:        make(chan struct{}),
 	}
 	w.log = k.log.WithValues("pod", w.key.String(), "uid", string(pod.UID))
@@ -144,6 +149,25 @@ func (w *podWorker) run(ctx context.Context) {
 			w.gracePeriod(ctx)
 			w.finish(ctx, stopContainers)
 			return
+		case <-w.evictCh:
+			w.evictPod(ctx)
+			// An evicted pod stays, Failed, until it is deleted (by its owner, or by hand).
+			for {
+				select {
+				case <-w.kick:
+					w.syncStatus(ctx)
+					continue
+				case <-heartbeat.C:
+					w.syncStatus(ctx)
+					continue
+				case <-w.deleteCh:
+				case <-w.abortCh:
+				case <-ctx.Done():
+					return
+				}
+				w.finish(ctx, stopContainers)
+				return
+			}
 		case <-w.abortCh:
 			w.finish(ctx, stopContainers)
 			return
@@ -187,6 +211,7 @@ func (w *podWorker) setUp(ctx context.Context) bool {
 	w.mu.Unlock()
 	w.startServiceAccountToken(ctx)
 	w.startContainers(ctx)
+	go w.watchStorage(ctx, w.k.cfg.StorageCheckInterval)
 	w.requestStatusSync()
 	return true
 }
@@ -237,22 +262,35 @@ func (w *podWorker) setUpNetwork(ctx context.Context) error {
 	return nil
 }
 
-// gracePeriod keeps the pod running for min(terminationGracePeriodSeconds, MaxGracePeriod) after deletion
-// starts, like an application finishing in-flight work, while status updates continue.
+// gracePeriod stops the pod's containers the way a kubelet does once deletion starts: SIGTERM to every
+// process now, SIGKILL to those still running after min(the pod's grace period, MaxGracePeriod). Status
+// updates continue meanwhile, so that a server failing its readiness after SIGTERM (agnhost netexec
+// --delay-shutdown) turns the pod unready while it still serves.
 func (w *podWorker) gracePeriod(ctx context.Context) {
-	grace := w.k.cfg.MaxGracePeriod
-	pod := w.currentPod()
-	if s := pod.DeletionGracePeriodSeconds; s != nil && time.Duration(*s)*time.Second < grace {
-		grace = time.Duration(*s) * time.Second
-	} else if s := pod.Spec.TerminationGracePeriodSeconds; s != nil && time.Duration(*s)*time.Second < grace {
-		grace = time.Duration(*s) * time.Second
+	grace := deletionGracePeriod(w.currentPod(), w.k.cfg.MaxGracePeriod)
+	w.log.Info("Pod is being deleted, stopping its containers", "gracePeriod", grace.String())
+	w.stopContainersWithin(ctx, grace)
+}
+
+// stopContainersWithin sends SIGTERM to every container's process and SIGKILL to those still running after
+// grace, with status updates meanwhile. It returns once every process has exited, or at once on abort or
+// kubelet stop (finish then stops what still runs).
+func (w *podWorker) stopContainersWithin(ctx context.Context, grace time.Duration) {
+	w.mu.Lock()
+	all := append(append([]*container{}, w.initContainers...), w.containers...)
+	w.mu.Unlock()
+	// Sidecars with the rest: a kubelet stops them after the pod's containers, which no lab pod relies on.
+	for _, c := range all {
+		c.sup.Terminate(grace)
 	}
-	w.log.Info("Pod is being deleted", "keepRunningFor", grace.String())
-	t := time.NewTimer(grace)
-	defer t.Stop()
+	stopped := make(chan struct{})
+	go func() {
+		w.containersRun.Wait()
+		close(stopped)
+	}()
 	for {
 		select {
-		case <-t.C:
+		case <-stopped:
 			return
 		case <-w.abortCh:
 			return
@@ -262,6 +300,18 @@ func (w *podWorker) gracePeriod(ctx context.Context) {
 			w.syncStatus(ctx)
 		}
 	}
+}
+
+// deletionGracePeriod is how long a deleted pod's processes get between SIGTERM and SIGKILL: the deletion's
+// grace period (else the pod's terminationGracePeriodSeconds), capped at maxGrace.
+func deletionGracePeriod(pod *corev1.Pod, maxGrace time.Duration) time.Duration {
+	grace := maxGrace
+	if s := pod.DeletionGracePeriodSeconds; s != nil {
+		grace = min(grace, time.Duration(*s)*time.Second)
+	} else if s := pod.Spec.TerminationGracePeriodSeconds; s != nil {
+		grace = min(grace, time.Duration(*s)*time.Second)
+	}
+	return grace
 }
 
 // finish stops the processes (SIGTERM, then SIGKILL), removes the network, and, if the pod is being deleted
@@ -327,6 +377,9 @@ func (w *podWorker) snapshot() podSnapshot {
 		PodIPv6:      w.podIPv6,
 		NetworkReady: w.networkReady,
 		StartTime:    w.startTime,
+	}
+	if w.evicted {
+		snap.Evicted = w.evictMessage
 	}
 	containers, inits := w.containers, w.initContainers
 	w.mu.Unlock()
@@ -508,9 +561,9 @@ func (w *podWorker) startContainers(ctx context.Context) {
 			if c.sidecar {
 				w.containersRun.Go(func() { c.sup.Run(ctx) })
 				err := wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(context.Context) (bool, error) {
-					return c.started(), nil
+					return c.started() || c.sup.isTerminating(), nil
 				})
-				if err != nil {
+				if err != nil || c.sup.isTerminating() {
 					return // the pod is stopping: the containers never start
 				}
 				continue
@@ -620,10 +673,14 @@ func (w *podWorker) processSpec(ctx context.Context, c *container) (processSpec,
 	if !w.hostNetwork {
 		argv = w.k.netns.ExecArgv(w.netns, argv)
 	}
+	dir, err := prepareWritableDir(w.dir, &c.spec)
+	if err != nil {
+		return processSpec{}, err
+	}
 	return processSpec{
 		Argv:    argv,
 		Env:     env,
-		Dir:     "/",
+		Dir:     dir,
 		LogPath: containerLogPath(w.k.cfg.PodLogDir, pod, c.spec.Name),
 	}, nil
 }

@@ -58,7 +58,9 @@ func restartBackoff() wait.Backoff {
 const backoffResetAfter = time.Minute
 
 // supervisor runs one container's process with restartPolicy Always: it restarts a process that exits, with
-// backoff, until its context ends; then it sends SIGTERM and, after killGrace, SIGKILL.
+// backoff, until its context ends; then it sends SIGTERM and, after killGrace, SIGKILL. Terminate stops it the
+// way a kubelet stops a deleted pod's container: SIGTERM at once, SIGKILL when the grace period is over, and
+// no restart, while the probes of the process go on until it has exited.
 type supervisor struct {
 	log       logr.Logger
 	build     func(ctx context.Context) (processSpec, error) // evaluated per start: env refs, token files
@@ -69,6 +71,10 @@ type supervisor struct {
 	// untilSuccess makes Run end once a process exits 0 (an init container); failures are retried.
 	untilSuccess bool
 
+	terminateOnce sync.Once
+	terminating   chan struct{} // closed by Terminate
+	terminateIn   time.Duration // Terminate's grace period: from SIGTERM to SIGKILL
+
 	mu    sync.Mutex
 	state processState
 	cmd   *exec.Cmd
@@ -78,7 +84,31 @@ func newSupervisor(log logr.Logger, restarts int32, killGrace time.Duration,
 	build func(context.Context) (processSpec, error), onStart func(context.Context, int), onChange func()) *supervisor {
 	return &supervisor{
 		log: log, build: build, killGrace: killGrace, onStart: onStart, onChange: onChange,
-		state: processState{Restarts: restarts, Waiting: "ContainerCreating"},
+		terminating: make(chan struct{}),
+		state:       processState{Restarts: restarts, Waiting: "ContainerCreating"},
+	}
+}
+
+// Terminate ends the container for good, as a kubelet does once its pod's deletion starts: SIGTERM to the
+// running process now (a server then fails its readiness while it still serves, as agnhost netexec
+// --delay-shutdown and the lab's echo server do), SIGKILL if it still runs after grace, and no process is
+// started again. Run returns once the process has exited. Only the first call counts.
+func (s *supervisor) Terminate(grace time.Duration) {
+	s.terminateOnce.Do(func() {
+		s.mu.Lock()
+		s.terminateIn = grace
+		s.mu.Unlock()
+		close(s.terminating)
+	})
+}
+
+// isTerminating tells whether Terminate was called.
+func (s *supervisor) isTerminating() bool {
+	select {
+	case <-s.terminating:
+		return true
+	default:
+		return false
 	}
 }
 
@@ -105,26 +135,29 @@ func (s *supervisor) update(fn func(*processState)) {
 // Run supervises until ctx ends, and returns once the last process has exited.
 func (s *supervisor) Run(ctx context.Context) {
 	backoff := restartBackoff()
-	for ctx.Err() == nil {
+	for ctx.Err() == nil && !s.isTerminating() {
 		spec, err := s.build(ctx)
 		if err != nil {
 			s.log.Error(err, "Preparing container failed")
 			s.update(func(st *processState) { st.Waiting, st.WaitingMessage = "CreateContainerConfigError", err.Error() })
-			if !sleepCtx(ctx, backoff.Step()) {
+			if !s.sleep(ctx, backoff.Step()) {
 				break
 			}
 			continue
+		}
+		if s.isTerminating() {
+			break // the pod's deletion started while the process was being prepared
 		}
 		exit, err := s.runOnce(ctx, spec)
 		if err != nil {
 			s.log.Error(err, "Starting container failed", "argv", spec.Argv)
 			s.update(func(st *processState) { st.Waiting, st.WaitingMessage = "RunContainerError", err.Error() })
-			if !sleepCtx(ctx, backoff.Step()) {
+			if !s.sleep(ctx, backoff.Step()) {
 				break
 			}
 			continue
 		}
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || s.isTerminating() {
 			s.update(func(st *processState) { st.LastExit, st.Stopped = exit, true })
 			return
 		}
@@ -144,11 +177,25 @@ func (s *supervisor) Run(ctx context.Context) {
 			st.Waiting = "CrashLoopBackOff"
 			st.WaitingMessage = fmt.Sprintf("back-off %s restarting failed container", delay)
 		})
-		if !sleepCtx(ctx, delay) {
+		if !s.sleep(ctx, delay) {
 			break
 		}
 	}
 	s.update(func(st *processState) { st.Stopped = true })
+}
+
+// sleep waits d, and reports false if ctx ended or Terminate was called first.
+func (s *supervisor) sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-s.terminating:
+		return false
+	case <-t.C:
+		return true
+	}
 }
 
 // runOnce starts the process and waits for it; when ctx ends first it stops the process.
@@ -191,7 +238,13 @@ func (s *supervisor) runOnce(ctx context.Context, spec processSpec) (*exitInfo, 
 	select {
 	case waitErr = <-exited:
 	case <-ctx.Done():
-		waitErr = s.terminate(cmd, exited)
+		waitErr = s.terminate(cmd, exited, s.killGrace, nil)
+	case <-s.terminating:
+		s.mu.Lock()
+		grace := s.terminateIn
+		s.mu.Unlock()
+		// A kubelet stop or an abort during the grace period cuts it to killGrace.
+		waitErr = s.terminate(cmd, exited, grace, ctx.Done())
 	}
 	cancelProc()
 	exit := exitFrom(cmd.ProcessState, waitErr, start)
@@ -203,19 +256,30 @@ func (s *supervisor) runOnce(ctx context.Context, spec processSpec) (*exitInfo, 
 	return exit, nil
 }
 
-// terminate sends SIGTERM to the process group and SIGKILL after the grace period.
-func (s *supervisor) terminate(cmd *exec.Cmd, exited <-chan error) error {
+// terminate sends SIGTERM to the process group and SIGKILL after grace; if hurry closes first, SIGKILL comes
+// killGrace after that instead (when that is sooner).
+func (s *supervisor) terminate(cmd *exec.Cmd, exited <-chan error, grace time.Duration, hurry <-chan struct{}) error {
 	pid := cmd.Process.Pid
+	s.log.Info("Stopping container", "pid", pid, "gracePeriod", grace.String())
 	_ = syscall.Kill(-pid, syscall.SIGTERM)
-	t := time.NewTimer(s.killGrace)
+	deadline := time.Now().Add(grace)
+	t := time.NewTimer(grace)
 	defer t.Stop()
-	select {
-	case err := <-exited:
-		return err
-	case <-t.C:
-		s.log.Info("Container ignored SIGTERM, killing", "pid", pid)
-		_ = syscall.Kill(-pid, syscall.SIGKILL)
-		return <-exited
+	for {
+		select {
+		case err := <-exited:
+			return err
+		case <-hurry:
+			hurry = nil
+			if sooner := time.Now().Add(s.killGrace); sooner.Before(deadline) {
+				deadline = sooner
+				t.Reset(s.killGrace)
+			}
+		case <-t.C:
+			s.log.Info("Container still running after its grace period, killing", "pid", pid)
+			_ = syscall.Kill(-pid, syscall.SIGKILL)
+			return <-exited
+		}
 	}
 }
 

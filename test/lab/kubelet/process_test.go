@@ -86,3 +86,68 @@ func TestSupervisorKillRestartsAndProbesFollowTheProcess(t *testing.T) {
 		t.Errorf("after kill: %+v %+v", st, st.LastExit)
 	}
 }
+
+// TestSupervisorTerminate: Terminate is a deleted pod's stop: SIGTERM at once, SIGKILL after the grace period
+// (or killGrace after the context ends, when sooner), and never a restart.
+func TestSupervisorTerminate(t *testing.T) {
+	const killGrace = 300 * time.Millisecond
+	for _, tc := range []struct {
+		name       string
+		script     string
+		grace      time.Duration
+		cancelCtx  bool // the kubelet stops during the grace period
+		beforeRun  bool // Terminate before the process ever started
+		wantStarts int
+		wantSignal syscall.Signal // 0: exited by itself
+		minTime    time.Duration
+		maxTime    time.Duration
+	}{
+		{name: "exits on SIGTERM at once, no restart", script: `trap "exit 0" TERM; while :; do sleep 0.05; done`,
+			grace: 10 * time.Second, wantStarts: 1, maxTime: 2 * time.Second},
+		{name: "ignores SIGTERM: SIGKILL after the grace period", script: `trap "" TERM; while :; do sleep 0.05; done`,
+			grace: time.Second, wantStarts: 1, wantSignal: syscall.SIGKILL, minTime: time.Second, maxTime: 3 * time.Second},
+		{name: "kubelet stop cuts the grace period to killGrace", script: `trap "" TERM; while :; do sleep 0.05; done`,
+			grace: time.Minute, cancelCtx: true, wantStarts: 1, wantSignal: syscall.SIGKILL, minTime: killGrace, maxTime: 3 * time.Second},
+		{name: "terminated before it started: never starts", script: "exec sleep 30",
+			grace: time.Minute, beforeRun: true, wantStarts: 0, maxTime: time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newSupervisor(logr.Discard(), 0, killGrace, shSpec(t, tc.script), nil, nil)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			if tc.beforeRun {
+				s.Terminate(tc.grace)
+			}
+			done := make(chan struct{})
+			go func() { s.Run(ctx); close(done) }()
+			if !tc.beforeRun {
+				waitFor(t, 5*time.Second, "the process to run", func() bool { return s.State().Running })
+				time.Sleep(150 * time.Millisecond) // let the shell install its trap
+				s.Terminate(tc.grace)
+				if tc.cancelCtx {
+					time.Sleep(100 * time.Millisecond)
+					cancel()
+				}
+			}
+			start := time.Now()
+			select {
+			case <-done:
+			case <-time.After(tc.maxTime + 2*time.Second):
+				t.Fatal("Run did not return")
+			}
+			took := time.Since(start)
+			if took < tc.minTime || took > tc.maxTime {
+				t.Errorf("stopped after %v, want %v..%v", took, tc.minTime, tc.maxTime)
+			}
+			st := s.State()
+			if !st.Stopped || st.Starts != tc.wantStarts || st.Running {
+				t.Errorf("state = %+v, want stopped after %d start(s)", st, tc.wantStarts)
+			}
+			if tc.wantStarts > 0 {
+				if st.LastExit == nil || st.LastExit.Signal != int32(tc.wantSignal) {
+					t.Errorf("last exit = %+v, want signal %d", st.LastExit, tc.wantSignal)
+				}
+			}
+		})
+	}
+}

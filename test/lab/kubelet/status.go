@@ -28,6 +28,8 @@ type podSnapshot struct {
 	InitContainers []containerSnapshot
 	// HostIPv6 and PodIPv6 are the second family's addresses on a dual-stack node ("" otherwise).
 	HostIPv6, PodIPv6 string
+	// Evicted is the eviction message once the pod was evicted and its containers stopped ("" otherwise).
+	Evicted string
 }
 
 // computePodStatus is the status a kubelet would report for pod in this state. It starts from the pod's
@@ -96,9 +98,12 @@ func computePodStatus(pod *corev1.Pod, snap podSnapshot, now metav1.Time) corev1
 			allReady = false
 		}
 	}
-	if anyStarted {
+	switch {
+	case snap.Evicted != "":
+		status.Phase, status.Reason, status.Message = corev1.PodFailed, evictedReason, snap.Evicted
+	case anyStarted:
 		status.Phase = corev1.PodRunning
-	} else {
+	default:
 		status.Phase = corev1.PodPending
 	}
 

@@ -157,7 +157,7 @@ func runKubelet(ctx context.Context, args []string) int {
 	fs.StringVar(&cfg.PodDir, "pod-dir", "", "per-pod files: token, kubeconfig (default STATE-DIR/pods)")
 	fs.StringVar(&cfg.PodLogDir, "pod-log-dir", "/mnt/host/logs/pods", "container logs: NAMESPACE_POD_CONTAINER.log")
 	fs.DurationVar(&cfg.HeartbeatInterval, "heartbeat", 10*time.Second, "node status and lease period")
-	fs.DurationVar(&cfg.MaxGracePeriod, "max-grace-period", 2*time.Second, "how long a deleted pod keeps running at most (its grace period, capped)")
+	fs.DurationVar(&cfg.MaxGracePeriod, "max-grace-period", kubelet.DefaultMaxGracePeriod, "a deleted pod's grace period at most: SIGTERM when its deletion starts, SIGKILL after this")
 	fs.Var(&clusterDNS, "cluster-dns", "DNS server IPs of the cluster, for pods' ClusterFirst resolv.conf (comma-separated)")
 	fs.StringVar(&cfg.ClusterDomain, "cluster-domain", "cluster.local", "the cluster's DNS domain")
 	fs.StringVar(&cfg.ResolvConf, "resolv-conf", "/etc/resolv.conf", "the node's resolv.conf (dnsPolicy Default)")
