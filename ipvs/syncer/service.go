@@ -78,7 +78,13 @@ func (s *Syncer) syncLocked(ctx context.Context, key string, want plan.Desired) 
 	}
 	// Release first: a VIP given up leaves the ClusterIP set with it.
 	s.release(e, effective)
-	if err := s.updateElements(e, effective); err != nil {
+	if unreached && s.cold.Load() {
+		// A cold start: the first audit commits the elements of every Service at once and then binds.
+		s.mu.Lock()
+		s.deferred.Insert(key)
+		s.mu.Unlock()
+		binds = nil
+	} else if err := s.updateElements(e, effective); err != nil {
 		errs = append(errs, err)
 		if unreached {
 			// Its ClusterIPs and endpoints are not in the sets: binding would let clients reach real

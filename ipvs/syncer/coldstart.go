@@ -1,0 +1,112 @@
+package syncer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+
+	"k8s.io/apimachinery/pkg/util/sets"
+)
+
+// coldChunk is how many Services' elements one nftables transaction of finishColdStart carries. At 10,000
+// Services the per-Service transactions (a few Services each, in group commits) cost 11 CPU seconds of a
+// cold start in the lab VM; a transaction's fixed cost is paid once per chunk instead. A chunk of 1,000
+// Services of 5 endpoints is about 7,000 elements, far below what one netlink batch may carry.
+const coldChunk = 1000
+
+// coldBinders is how many Services finishColdStart binds at once. The kernel takes the RTNL lock for each
+// address, so more would only queue there; two keep the encoding of one request beside the other's call.
+const coldBinders = 2
+
+// finishColdStart ends a cold start (Options.BatchColdStart): every Service a SyncService programmed since
+// Adopt holds its virtual servers but neither its nftables elements nor its bound VIPs. It commits those
+// elements in transactions of coldChunk Services, then syncs each of these Services again, which now only
+// binds its VIPs (or, for a Service whose chunk the kernel refused, commits its own elements first, and binds
+// nothing if that fails too: fail closed, as SyncService). It runs with world held exclusively, so no sync
+// runs meanwhile; the Services' own later syncs take the normal path.
+//
+// It reports whether the audit's read may be skipped: Adopt found nothing of the agent's in the kernel and
+// every sync since succeeded, so there is nothing to sweep and nothing to repair. Otherwise the audit
+// runs in full right after.
+func (s *Syncer) finishColdStart(ctx context.Context) (skipRead bool, err error) {
+	s.world.Lock()
+	defer s.world.Unlock()
+	s.cold.Store(false)
+	s.mu.Lock()
+	keys := slices.Sorted(func(yield func(string) bool) {
+		for k := range s.deferred {
+			if !yield(k) {
+				return
+			}
+		}
+	})
+	s.deferred = sets.New[string]()
+	var entries []*entry
+	for _, k := range keys {
+		if e := s.entries[k]; e != nil {
+			entries = append(entries, e)
+		}
+	}
+	s.mu.Unlock()
+
+	if s.rules != nil {
+		for chunk := range slices.Chunk(entries, coldChunk) {
+			s.commitCold(chunk)
+		}
+	}
+
+	errs := make([]error, len(entries))
+	var wg sync.WaitGroup
+	next := make(chan int)
+	for range coldBinders {
+		wg.Go(func() {
+			for i := range next {
+				e := entries[i]
+				l := s.keyLock(e.key)
+				l.Lock()
+				_, errs[i] = s.syncLocked(ctx, e.key, e.want)
+				l.Unlock()
+			}
+		})
+	}
+	for i := range entries {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return false, fmt.Errorf("sync: cold start: %w", err)
+	}
+
+	s.mu.Lock()
+	clean := len(s.orphans) == 0
+	for _, e := range s.entries {
+		clean = clean && !e.dirty
+	}
+	for v := range s.bound {
+		_, owned := s.vipOwner[v]
+		clean = clean && owned
+	}
+	s.mu.Unlock()
+	return clean, nil
+}
+
+// commitCold commits the elements of a chunk of cold Services in one transaction; if the kernel refuses
+// it, each Service is left to its own sync (which commits its elements alone before binding).
+func (s *Syncer) commitCold(chunk []*entry) {
+	var batch []*elementChange
+	for _, e := range chunk {
+		next := contribution(e, e.want)
+		c := &elementChange{e: e, next: next}
+		c.addC, c.remC = next.clusterIPs.Difference(e.elements.clusterIPs), e.elements.clusterIPs.Difference(next.clusterIPs)
+		c.addE, c.remE = next.endpoints.Difference(e.elements.endpoints), e.elements.endpoints.Difference(next.endpoints)
+		c.addP, c.remP = next.ports.Difference(e.elements.ports), e.elements.ports.Difference(next.ports)
+		batch = append(batch, c)
+	}
+	r := &s.elements
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_ = s.commitLocked(batch) // on failure the counts are undone and each Service's sync retries its own
+}
