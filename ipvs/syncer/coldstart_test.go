@@ -28,7 +28,7 @@ func TestBatchColdStart(t *testing.T) {
 		bad int
 		// wantUpdates is how many nftables transactions the first Audit makes (with bad, the refused chunk's
 		// Services commit one by one); -1: not checked.
-		wantUpdates int
+		wantUpdates  int
 		wantDeferred bool
 	}{
 		{name: "cold start", bad: -1, wantUpdates: 3, wantDeferred: true},

@@ -110,19 +110,19 @@ type Syncer struct {
 // (rules may be nil). Call Adopt before anything else.
 func New(ipvsIface ipvs.Interface, vips ipvs.VIPs, rules ipvs.Rules, clk clock.PassiveClock, opts Options) *Syncer {
 	s := &Syncer{
-		ipvs:     ipvsIface,
-		vips:     vips,
-		rules:    rules,
-		clock:    clk,
-		metrics:  opts.Metrics,
-		poll:     opts.DrainPollInterval,
-		podCIDRs: opts.PodCIDRs,
-		entries:  map[string]*entry{},
-		vipOwner: map[netip.Addr]string{},
-		bound:    sets.New[netip.Addr](),
-		orphans:  map[netip.Addr]map[ipvs.ServiceKey]*server{},
-		elements: newRuleSets(),
-		deferred: sets.New[string](),
+		ipvs:      ipvsIface,
+		vips:      vips,
+		rules:     rules,
+		clock:     clk,
+		metrics:   opts.Metrics,
+		poll:      opts.DrainPollInterval,
+		podCIDRs:  opts.PodCIDRs,
+		entries:   map[string]*entry{},
+		vipOwner:  map[netip.Addr]string{},
+		bound:     sets.New[netip.Addr](),
+		orphans:   map[netip.Addr]map[ipvs.ServiceKey]*server{},
+		elements:  newRuleSets(),
+		deferred:  sets.New[string](),
 		batchCold: opts.BatchColdStart,
 	}
 	if s.metrics == nil {
