@@ -98,12 +98,7 @@ func (s *Syncer) finishColdStart(ctx context.Context) (skipRead bool, err error)
 func (s *Syncer) commitCold(chunk []*entry) {
 	var batch []*elementChange
 	for _, e := range chunk {
-		next := contribution(e, e.want)
-		c := &elementChange{e: e, next: next}
-		c.addC, c.remC = next.clusterIPs.Difference(e.elements.clusterIPs), e.elements.clusterIPs.Difference(next.clusterIPs)
-		c.addE, c.remE = next.endpoints.Difference(e.elements.endpoints), e.elements.endpoints.Difference(next.endpoints)
-		c.addP, c.remP = next.ports.Difference(e.elements.ports), e.elements.ports.Difference(next.ports)
-		batch = append(batch, c)
+		batch = append(batch, newElementChange(e, contribution(e, e.want)))
 	}
 	r := &s.elements
 	r.mu.Lock()

@@ -65,7 +65,8 @@ func (s *Syncer) syncLocked(ctx context.Context, key string, want plan.Desired) 
 			// elements are not in the sets. Operations that need only what the sets already hold (removals,
 			// drains, weights of known endpoints) still run; the error makes the caller retry.
 			errs = append(errs, err)
-			a.inSets = &elementSet{clusterIPs: e.elements.clusterIPs, endpoints: e.elements.endpoints, ports: e.elements.ports}
+			in := e.elements.set()
+			a.inSets = &in
 		}
 	}
 	p := plan.Compute(effective, s.observed(e), now)
