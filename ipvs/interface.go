@@ -69,6 +69,15 @@ type VIPs interface {
 	DeleteInterface() error
 }
 
+// VIPBatcher is implemented by VIPs that can bind many addresses at once, several per system call. A cold
+// start binds every ClusterIP of the cluster in a row: one request and one acknowledgement per address
+// was the larger part of their cost apart from the kernel's own work.
+type VIPBatcher interface {
+	// BindAll binds each address as Bind does and returns one error per address, in order (nil: bound, or
+	// already bound). Equivalent to: `ip -batch` of `addr add VIP/32 dev NAME` lines.
+	BindAll([]netip.Addr) []error
+}
+
 var (
 	// ErrNotSupported means the kernel has no working IPVS: the probe could not create and read back a
 	// virtual server.

@@ -481,3 +481,66 @@ func TestKernelAllDestinations(t *testing.T) {
 		t.Errorf("second AllDestinations: %d virtual servers, %v", len(again), err)
 	}
 }
+
+// TestKernelBindAll: BindAll binds many addresses in batches (here three, the last one ending in an invalid
+// address) with the outcome of each, as Bind would: bound, already bound (not an error), or refused; List,
+// which parses the dump in place, reads them all back; IPv6 ones are usable at once (no DAD).
+func TestKernelBindAll(t *testing.T) {
+	requireKernel(t)
+	n := newTestNS(t)
+	v, err := ipvs.NewDummyVIPsInNamespace("ipvs-op0", n.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.EnsureInterface(); err != nil {
+		t.Fatal(err)
+	}
+	b, ok := v.(ipvs.VIPBatcher)
+	if !ok {
+		t.Fatal("the dummy VIPs do not batch binds")
+	}
+	var want, addrs []netip.Addr
+	for i := range 600 {
+		want = append(want, netip.AddrFrom4([4]byte{10, 96, byte(i / 250), byte(i%250 + 1)}))
+	}
+	a6 := netip.MustParseAddr("fd00::10")
+	want = append(want, a6)
+	if err := v.Bind(want[5]); err != nil { // already bound: not an error
+		t.Fatal(err)
+	}
+	invalid := netip.MustParseAddr("::ffff:10.1.1.1")
+	addrs = append(append(addrs, want...), invalid)
+	errs := b.BindAll(addrs)
+	if len(errs) != len(addrs) {
+		t.Fatalf("%d outcomes for %d addresses", len(errs), len(addrs))
+	}
+	for i, err := range errs {
+		if wantErr := addrs[i] == invalid; (err != nil) != wantErr {
+			t.Errorf("BindAll: %s: %v", addrs[i], err)
+		}
+	}
+	if !errors.Is(errs[len(errs)-1], unix.EINVAL) {
+		t.Errorf("BindAll of a v4-mapped address: %v, want EINVAL", errs[len(errs)-1])
+	}
+	got, err := v.List()
+	slices.SortFunc(want, netip.Addr.Compare)
+	if err != nil || !slices.Equal(got, want) {
+		t.Errorf("List() after BindAll: %d addresses (%v), want %d", len(got), err, len(want))
+	}
+	if err := n.do(func() error { return bindUDP(a6) }); err != nil {
+		t.Errorf("bind a socket to %s: %v", a6, err)
+	}
+	for i, err := range b.BindAll(want) { // every one bound already
+		if err != nil {
+			t.Errorf("second BindAll: %s: %v", want[i], err)
+		}
+	}
+	if err := v.DeleteInterface(); err != nil {
+		t.Fatal(err)
+	}
+	for i, err := range b.BindAll(want[:3]) {
+		if !errors.Is(err, unix.ENODEV) {
+			t.Errorf("BindAll without the interface: %s: %v, want ENODEV", want[i], err)
+		}
+	}
+}

@@ -44,6 +44,7 @@ const (
 	InterfaceUp     Verb = "InterfaceUp"
 	List            Verb = "List"
 	Bind            Verb = "Bind"
+	BindAll         Verb = "BindAll"
 	Unbind          Verb = "Unbind"
 	DeleteInterface Verb = "DeleteInterface"
 )
