@@ -257,6 +257,9 @@ func (s *Syncer) kernelCall(op plan.Op) error {
 	k := op.Service.ServiceKey
 	switch op.Kind {
 	case plan.BindVIP:
+		if err, ok := s.takePrebound(op.VIP); ok {
+			return err
+		}
 		return s.vips.Bind(op.VIP)
 	case plan.UnbindVIP:
 		return s.vips.Unbind(op.VIP)

@@ -4,10 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"sync"
 
 	"k8s.io/apimachinery/pkg/util/sets"
+
+	"github.com/ipvs-operator/ipvs-operator/ipvs"
+	"github.com/ipvs-operator/ipvs-operator/ipvs/plan"
 )
 
 // coldChunk is how many Services' elements one nftables transaction of finishColdStart carries. At 10,000
@@ -51,11 +55,16 @@ func (s *Syncer) finishColdStart(ctx context.Context) (skipRead bool, err error)
 	}
 	s.mu.Unlock()
 
+	committed := entries
 	if s.rules != nil {
+		committed = nil
 		for chunk := range slices.Chunk(entries, coldChunk) {
-			s.commitCold(chunk)
+			if s.commitCold(chunk) {
+				committed = append(committed, chunk...)
+			}
 		}
 	}
+	s.prebind(committed)
 
 	errs := make([]error, len(entries))
 	var wg sync.WaitGroup
@@ -82,6 +91,15 @@ func (s *Syncer) finishColdStart(ctx context.Context) (skipRead bool, err error)
 
 	s.mu.Lock()
 	clean := len(s.orphans) == 0
+	for v, err := range s.prebound {
+		// Bound ahead for a sync that then did not bind it (none is expected): the kernel has it, so the
+		// cache says so, and the audit decides.
+		if err == nil {
+			s.bound.Insert(v)
+			clean = false
+		}
+	}
+	s.prebound = nil
 	for _, e := range s.entries {
 		clean = clean && !e.dirty
 	}
@@ -93,9 +111,53 @@ func (s *Syncer) finishColdStart(ctx context.Context) (skipRead bool, err error)
 	return clean, nil
 }
 
-// commitCold commits the elements of a chunk of cold Services in one transaction; if the kernel refuses
-// it, each Service is left to its own sync (which commits its elements alone before binding).
-func (s *Syncer) commitCold(chunk []*entry) {
+// prebind binds, in batches (ipvs.VIPBatcher), the VIPs that the syncs of these Services, whose elements are
+// committed, are about to bind, and records the outcomes for them (takePrebound). The VIPs are those their
+// plans bind, on which a virtual server exists, as the applier binds them.
+func (s *Syncer) prebind(entries []*entry) {
+	b, ok := s.vips.(ipvs.VIPBatcher)
+	if !ok || len(entries) == 0 {
+		return
+	}
+	now := s.clock.Now()
+	var vips []netip.Addr
+	for _, e := range entries {
+		for _, op := range plan.Compute(e.want, s.observed(e), now).Ops {
+			if op.Kind != plan.BindVIP || !serversOn(e.servers, op.VIP) {
+				continue
+			}
+			s.mu.Lock()
+			owned := s.vipOwner[op.VIP] == e.key
+			s.mu.Unlock()
+			if owned {
+				vips = append(vips, op.VIP)
+			}
+		}
+	}
+	errs := b.BindAll(vips)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.prebound = make(map[netip.Addr]error, len(vips))
+	for i, v := range vips {
+		s.prebound[v] = errs[i]
+	}
+}
+
+// takePrebound returns the outcome of v's bind if prebind made it, once.
+func (s *Syncer) takePrebound(v netip.Addr) (error, bool) { //nolint:revive // (outcome, found), like a map read
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	err, ok := s.prebound[v]
+	if ok {
+		delete(s.prebound, v)
+	}
+	return err, ok
+}
+
+// commitCold commits the elements of a chunk of cold Services in one transaction and reports whether the
+// kernel took it; if it refused it, each Service is left to its own sync (which commits its elements alone
+// before binding).
+func (s *Syncer) commitCold(chunk []*entry) bool {
 	var batch []*elementChange
 	for _, e := range chunk {
 		batch = append(batch, newElementChange(e, contribution(e, e.want)))
@@ -103,5 +165,5 @@ func (s *Syncer) commitCold(chunk []*entry) {
 	r := &s.elements
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	_ = s.commitLocked(batch) // on failure the counts are undone and each Service's sync retries its own
+	return s.commitLocked(batch) == nil // on failure the counts are undone and each Service's sync retries its own
 }

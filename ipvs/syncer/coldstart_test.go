@@ -24,16 +24,20 @@ func TestBatchColdStart(t *testing.T) {
 		name string
 		// preBound is bound on the dummy interface before Adopt: a restart, not a cold start.
 		preBound bool
-		// badEndpoint, if >= 0, is a Service whose element the kernel refuses.
+		// bad, if >= 0, is a Service whose element the kernel refuses.
 		bad int
-		// wantUpdates is how many nftables transactions the first Audit makes (with bad, the refused chunk's
-		// Services commit one by one); -1: not checked.
+		// wantUpdates is how many nftables transactions the first Audit makes, and says that it binds
+		// with one BindAll; -1: not checked.
 		wantUpdates  int
 		wantDeferred bool
+		// bindAllFails makes the batched binds fail: the Services' syncs report it, and the audit's full
+		// pass binds them one by one.
+		bindAllFails bool
 	}{
 		{name: "cold start", bad: -1, wantUpdates: 3, wantDeferred: true},
 		{name: "restart: per-Service path", preBound: true, bad: -1, wantUpdates: -1},
 		{name: "a refused element fails its Service alone", bad: 7, wantUpdates: -1, wantDeferred: true},
+		{name: "batched binds refused", bad: -1, wantUpdates: -1, wantDeferred: true, bindAllFails: true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -75,14 +79,24 @@ func TestBatchColdStart(t *testing.T) {
 
 			before = rules.count()
 			services := kernel.OpCount(fake.Services)
+			vips.ResetOps()
+			errBindAll := errors.New("injected: batched binds refused")
+			if tc.bindAllFails {
+				vips.SetError(fake.BindAll, errBindAll)
+			}
 			err := s.Audit(t.Context())
 			switch {
 			case tc.bad >= 0 && !errors.Is(err, errBadElement):
 				t.Errorf("Audit: err = %v, want %v", err, errBadElement)
-			case tc.bad < 0 && err != nil:
+			case tc.bindAllFails && !errors.Is(err, errBindAll):
+				t.Errorf("Audit: err = %v, want %v", err, errBindAll)
+			case tc.bad < 0 && !tc.bindAllFails && err != nil:
 				t.Fatalf("Audit: %v", err)
 			}
 			if tc.wantUpdates >= 0 {
+				if ops := vips.Ops(); ops[fake.BindAll] != 1 || ops[fake.Bind] != 0 {
+					t.Errorf("the first audit bound with %d BindAll and %d Bind calls, want 1 and 0", ops[fake.BindAll], ops[fake.Bind])
+				}
 				if got := rules.count() - before; got != tc.wantUpdates {
 					t.Errorf("the first audit made %d nftables updates, want %d", got, tc.wantUpdates)
 				}

@@ -101,6 +101,9 @@ type Syncer struct {
 	canary string
 	// deferred are the Services whose elements and binds a cold start left to finishColdStart.
 	deferred sets.Set[string]
+	// prebound, while finishColdStart runs, holds the outcome of the binds it made in batches ahead of the
+	// Services' syncs, which take them instead of binding (see takePrebound).
+	prebound map[netip.Addr]error
 
 	// elements tracks the nftables sets; it has its own lock, held across Rules.Update.
 	elements ruleSets
