@@ -313,7 +313,11 @@ func (s *Syncer) closePorts(keys []ipvs.ServiceKey) error {
 
 // execOp makes one kernel call for op outside a Service's sync, counts it and reports it.
 func (s *Syncer) execOp(log logr.Logger, key string, op plan.Op) error {
-	err := s.kernelCall(op)
+	return s.reportOp(log, key, op, s.kernelCall(op))
+}
+
+// reportOp counts and reports a kernel call's outcome, and wraps its error in an OpError.
+func (s *Syncer) reportOp(log logr.Logger, key string, op plan.Op, err error) error {
 	s.metrics.OpDone(op.Kind, err)
 	if l := log.V(2); l.Enabled() {
 		l.Info("Kernel operation", "service", key, "op", op.String(), "error", err)

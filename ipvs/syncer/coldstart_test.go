@@ -4,11 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"reflect"
 	"testing"
 	"time"
 
 	clocktesting "k8s.io/utils/clock/testing"
 
+	"github.com/ipvs-operator/ipvs-operator/ipvs"
 	"github.com/ipvs-operator/ipvs-operator/ipvs/fake"
 	"github.com/ipvs-operator/ipvs-operator/ipvs/plan"
 )
@@ -166,5 +168,90 @@ func TestBatchColdStartRemovedMeanwhile(t *testing.T) {
 	want := wantElements(3, 1)
 	if got := sortedElements(t, rules); !equalElements(got, want) {
 		t.Errorf("sets:\n got %v\nwant %v", got, want)
+	}
+}
+
+// TestColdStartBatchedAdditions: a cold start's Service creates its virtual servers and real servers in one
+// ipvs.Batcher call, and each outcome is handled as the call's own: a virtual server someone made meanwhile
+// is taken over (its stranger real server removed), a missing scheduler fails that Service alone and
+// leaves no real server behind, and the kernel ends as the desired state says.
+func TestColdStartBatchedAdditions(t *testing.T) {
+	want := service(0, tcp("10.96.0.1:80", "10.244.1.1:8080", "10.244.1.2:8080"), udp("10.96.0.1:53", "10.244.1.1:53"))
+	tests := []struct {
+		name string
+		// meanwhile runs between Adopt and the sync.
+		meanwhile func(t *testing.T, k *fake.IPVS)
+		wantErr   error
+		// wantDests is each virtual server's real servers after the first audit.
+		wantDests map[ipvs.ServiceKey][]ipvs.DestinationKey
+	}{
+		{
+			name: "new virtual servers",
+			wantDests: map[ipvs.ServiceKey][]ipvs.DestinationKey{
+				skey(ipvs.TCP, "10.96.0.1:80"): {dkey("10.244.1.1:8080"), dkey("10.244.1.2:8080")},
+				skey(ipvs.UDP, "10.96.0.1:53"): {dkey("10.244.1.1:53")},
+			},
+		},
+		{
+			name: "a virtual server made meanwhile is taken over",
+			meanwhile: func(t *testing.T, k *fake.IPVS) {
+				k80 := skey(ipvs.TCP, "10.96.0.1:80")
+				if err := k.AddService(ipvs.Service{ServiceKey: k80, Scheduler: "lc"}); err != nil {
+					t.Fatal(err)
+				}
+				if err := k.AddDestination(k80, ipvs.Destination{DestinationKey: dkey("10.244.9.9:8080"), Weight: 3}); err != nil {
+					t.Fatal(err)
+				}
+			},
+			wantDests: map[ipvs.ServiceKey][]ipvs.DestinationKey{
+				skey(ipvs.TCP, "10.96.0.1:80"): {dkey("10.244.1.1:8080"), dkey("10.244.1.2:8080")},
+				skey(ipvs.UDP, "10.96.0.1:53"): {dkey("10.244.1.1:53")},
+			},
+		},
+		{
+			name:      "a missing scheduler fails the Service",
+			meanwhile: func(_ *testing.T, k *fake.IPVS) { k.SetSchedulers("lc") },
+			wantErr:   ipvs.ErrSchedulerNotFound,
+			wantDests: map[ipvs.ServiceKey][]ipvs.DestinationKey{},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			kernel, vips, rules := fake.New(), fake.NewVIPs(), fake.NewRules()
+			s := New(kernel, vips, rules, clocktesting.NewFakePassiveClock(t0), Options{BatchColdStart: true})
+			if err := s.Adopt(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			if tc.meanwhile != nil {
+				tc.meanwhile(t, kernel)
+			}
+			kernel.ResetOps()
+			_, err := s.SyncService(t.Context(), "ns/a", want)
+			if !errors.Is(err, tc.wantErr) || (tc.wantErr == nil && err != nil) {
+				t.Fatalf("SyncService: %v, want %v", err, tc.wantErr)
+			}
+			if got := kernel.OpCount(fake.Batch); got != 1 {
+				t.Errorf("%d Batch calls, want 1", got)
+			}
+			_ = s.Audit(t.Context())
+			got := map[ipvs.ServiceKey][]ipvs.DestinationKey{}
+			svcs, _ := kernel.Services()
+			for _, svc := range svcs {
+				if svc.Scheduler != "rr" {
+					t.Errorf("%s has scheduler %q, want rr", svc.ServiceKey, svc.Scheduler)
+				}
+				dsts, _ := kernel.Destinations(svc.ServiceKey)
+				got[svc.ServiceKey] = []ipvs.DestinationKey{}
+				for _, d := range dsts {
+					got[svc.ServiceKey] = append(got[svc.ServiceKey], d.DestinationKey)
+					if d.Weight != 1 {
+						t.Errorf("%s -r %s at weight %d, want 1", svc.ServiceKey, d.DestinationKey, d.Weight)
+					}
+				}
+			}
+			if !reflect.DeepEqual(got, tc.wantDests) {
+				t.Errorf("kernel after the first audit:\n got %v\nwant %v", got, tc.wantDests)
+			}
+		})
 	}
 }

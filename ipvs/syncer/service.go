@@ -71,7 +71,12 @@ func (s *Syncer) syncLocked(ctx context.Context, key string, want plan.Desired) 
 	}
 	p := plan.Compute(effective, s.observed(e), now)
 	ops, binds := splitBinds(p.Ops)
+	cold := unreached && s.cold.Load()
+	if cold {
+		a.prefetch(ops)
+	}
 	a.run(ctx, ops)
+	a.done = nil // only for the ops they were made for: a second plan calls the kernel again
 	if a.replan && len(a.errs) == 0 {
 		p = plan.Compute(effective, s.observed(e), now)
 		ops, binds = splitBinds(p.Ops)
@@ -79,7 +84,7 @@ func (s *Syncer) syncLocked(ctx context.Context, key string, want plan.Desired) 
 	}
 	// Release first: a VIP given up leaves the ClusterIP set with it.
 	s.release(e, effective)
-	if unreached && s.cold.Load() {
+	if cold {
 		// A cold start: the first audit commits the elements of every Service at once and then binds.
 		s.mu.Lock()
 		s.deferred.Insert(key)
