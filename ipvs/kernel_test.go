@@ -500,7 +500,7 @@ func TestKernelBindAll(t *testing.T) {
 	if !ok {
 		t.Fatal("the dummy VIPs do not batch binds")
 	}
-	var want, addrs []netip.Addr
+	want := make([]netip.Addr, 0, 601)
 	for i := range 600 {
 		want = append(want, netip.AddrFrom4([4]byte{10, 96, byte(i / 250), byte(i%250 + 1)}))
 	}
@@ -510,7 +510,7 @@ func TestKernelBindAll(t *testing.T) {
 		t.Fatal(err)
 	}
 	invalid := netip.MustParseAddr("::ffff:10.1.1.1")
-	addrs = append(append(addrs, want...), invalid)
+	addrs := append(slices.Clone(want), invalid)
 	errs := b.BindAll(addrs)
 	if len(errs) != len(addrs) {
 		t.Fatalf("%d outcomes for %d addresses", len(errs), len(addrs))
@@ -557,7 +557,7 @@ func TestKernelBatch(t *testing.T) {
 	if !ok {
 		t.Fatal("the netlink Interface does not batch")
 	}
-	var adds []ipvs.Addition
+	adds := make([]ipvs.Addition, 0, 602)
 	for i := range 150 {
 		svc := ipvs.Service{ServiceKey: key(fmt.Sprintf("10.96.%d.%d:80", i/250, i%250+1), ipvs.TCP), Scheduler: "rr"}
 		if i%7 == 0 {

@@ -158,7 +158,7 @@ func (s *Syncer) takePrebound(v netip.Addr) (error, bool) { //nolint:revive // (
 // kernel took it; if it refused it, each Service is left to its own sync (which commits its elements alone
 // before binding).
 func (s *Syncer) commitCold(chunk []*entry) bool {
-	var batch []*elementChange
+	batch := make([]*elementChange, 0, len(chunk))
 	for _, e := range chunk {
 		batch = append(batch, newElementChange(e, contribution(e, e.want)))
 	}
