@@ -107,7 +107,9 @@ func (v *dummyVIPs) bindBatchLocked(index int, addrs []netip.Addr, start, end in
 				switch err := unix.Errno(errno); {
 				case errors.Is(err, unix.EEXIST):
 				case errors.Is(err, unix.ENODEV):
-					retry = append(retry, i) // the device was re-created: Bind looks it up again
+					// The device was deleted (and maybe re-created): Bind, and the next batch, look it up again.
+					v.link = nil
+					retry = append(retry, i)
 				default:
 					errs[i] = fmt.Errorf("vips: ip addr add %s/%d dev %s: %w", addrs[i], addrs[i].BitLen(), v.name, err)
 				}

@@ -85,21 +85,13 @@ func (s *Syncer) finishColdStart(ctx context.Context) (skipRead bool, err error)
 	}
 	close(next)
 	wg.Wait()
+	s.unbindUntaken()
 	if err := errors.Join(errs...); err != nil {
 		return false, fmt.Errorf("sync: cold start: %w", err)
 	}
 
 	s.mu.Lock()
 	clean := len(s.orphans) == 0
-	for v, err := range s.prebound {
-		// Bound ahead for a sync that then did not bind it (none is expected): the kernel has it, so the
-		// cache says so, and the audit decides.
-		if err == nil {
-			s.bound.Insert(v)
-			clean = false
-		}
-	}
-	s.prebound = nil
 	for _, e := range s.entries {
 		clean = clean && !e.dirty
 	}
@@ -140,6 +132,26 @@ func (s *Syncer) prebind(entries []*entry) {
 	s.prebound = make(map[netip.Addr]error, len(vips))
 	for i, v := range vips {
 		s.prebound[v] = errs[i]
+	}
+}
+
+// unbindUntaken ends prebind's bindings: a VIP bound ahead that no sync took (none is expected; a sync
+// cut short by the end of ctx) is unbound again, since no sync checked its elements; if that fails, the
+// cache records it as bound and the audit decides.
+func (s *Syncer) unbindUntaken() {
+	s.mu.Lock()
+	untaken := s.prebound
+	s.prebound = nil
+	s.mu.Unlock()
+	for v, err := range untaken {
+		if err != nil {
+			continue
+		}
+		if err := s.vips.Unbind(v); err != nil {
+			s.mu.Lock()
+			s.bound.Insert(v)
+			s.mu.Unlock()
+		}
 	}
 }
 

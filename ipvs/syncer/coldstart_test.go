@@ -1,6 +1,7 @@
 package syncer
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -253,5 +254,37 @@ func TestColdStartBatchedAdditions(t *testing.T) {
 				t.Errorf("kernel after the first audit:\n got %v\nwant %v", got, tc.wantDests)
 			}
 		})
+	}
+}
+
+// TestBatchColdStartCutShort: a first audit whose context ends during its syncs leaves no VIP bound that
+// a sync did not bind (the batch bound them ahead), and the next audit binds them all.
+func TestBatchColdStartCutShort(t *testing.T) {
+	kernel, vips, rules := fake.New(), fake.NewVIPs(), fake.NewRules()
+	s := New(kernel, vips, rules, clocktesting.NewFakePassiveClock(t0), Options{BatchColdStart: true})
+	if err := s.Adopt(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if _, err := s.SyncService(t.Context(), fmt.Sprintf("ns/svc-%d", i), groupService(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if err := s.Audit(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Audit with an ended context: %v, want %v", err, context.Canceled)
+	}
+	if bound, _ := vips.List(); len(bound) != 0 {
+		t.Errorf("VIPs bound after a cut-short first audit: %v, want none", bound)
+	}
+	if err := s.Audit(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if bound, _ := vips.List(); len(bound) != 3 {
+		t.Errorf("VIPs bound after the next audit: %v, want 3", bound)
+	}
+	if got, want := sortedElements(t, rules), wantElements(3, -1); !equalElements(got, want) {
+		t.Errorf("sets:\n got %v\nwant %v", got, want)
 	}
 }
