@@ -7,6 +7,7 @@ package ipvs_test
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -479,5 +480,147 @@ func TestKernelAllDestinations(t *testing.T) {
 	// Read again: the file is re-read from its start.
 	if again, err := d.AllDestinations(); err != nil || len(again) != len(services) {
 		t.Errorf("second AllDestinations: %d virtual servers, %v", len(again), err)
+	}
+}
+
+// TestKernelBindAll: BindAll binds many addresses in batches (here three, the last one ending in an invalid
+// address) with the outcome of each, as Bind would: bound, already bound (not an error), or refused; List,
+// which parses the dump in place, reads them all back; IPv6 ones are usable at once (no DAD).
+func TestKernelBindAll(t *testing.T) {
+	requireKernel(t)
+	n := newTestNS(t)
+	v, err := ipvs.NewDummyVIPsInNamespace("ipvs-op0", n.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.EnsureInterface(); err != nil {
+		t.Fatal(err)
+	}
+	b, ok := v.(ipvs.VIPBatcher)
+	if !ok {
+		t.Fatal("the dummy VIPs do not batch binds")
+	}
+	want := make([]netip.Addr, 0, 601)
+	for i := range 600 {
+		want = append(want, netip.AddrFrom4([4]byte{10, 96, byte(i / 250), byte(i%250 + 1)}))
+	}
+	a6 := netip.MustParseAddr("fd00::10")
+	want = append(want, a6)
+	if err := v.Bind(want[5]); err != nil { // already bound: not an error
+		t.Fatal(err)
+	}
+	invalid := netip.MustParseAddr("::ffff:10.1.1.1")
+	addrs := append(slices.Clone(want), invalid)
+	errs := b.BindAll(addrs)
+	if len(errs) != len(addrs) {
+		t.Fatalf("%d outcomes for %d addresses", len(errs), len(addrs))
+	}
+	for i, err := range errs {
+		if wantErr := addrs[i] == invalid; (err != nil) != wantErr {
+			t.Errorf("BindAll: %s: %v", addrs[i], err)
+		}
+	}
+	if !errors.Is(errs[len(errs)-1], unix.EINVAL) {
+		t.Errorf("BindAll of a v4-mapped address: %v, want EINVAL", errs[len(errs)-1])
+	}
+	got, err := v.List()
+	slices.SortFunc(want, netip.Addr.Compare)
+	if err != nil || !slices.Equal(got, want) {
+		t.Errorf("List() after BindAll: %d addresses (%v), want %d", len(got), err, len(want))
+	}
+	if err := n.do(func() error { return bindUDP(a6) }); err != nil {
+		t.Errorf("bind a socket to %s: %v", a6, err)
+	}
+	for i, err := range b.BindAll(want) { // every one bound already
+		if err != nil {
+			t.Errorf("second BindAll: %s: %v", want[i], err)
+		}
+	}
+	if err := v.DeleteInterface(); err != nil {
+		t.Fatal(err)
+	}
+	for i, err := range b.BindAll(want[:3]) {
+		if !errors.Is(err, unix.ENODEV) {
+			t.Errorf("BindAll without the interface: %s: %v, want ENODEV", want[i], err)
+		}
+	}
+}
+
+// TestKernelBatch: Batch leaves the kernel exactly as the same AddService and AddDestination calls made one
+// by one do (IPv4 and IPv6, persistence, weights, several messages of batchSize), and reports each
+// addition's own error: an existing virtual server (ErrExists), a real server of a missing one
+// (ErrNotFound), a missing scheduler (ErrSchedulerNotFound), the last of a message included.
+func TestKernelBatch(t *testing.T) {
+	_, batched := kernelIPVS(t)
+	_, single := kernelIPVS(t)
+	b, ok := batched.(ipvs.Batcher)
+	if !ok {
+		t.Fatal("the netlink Interface does not batch")
+	}
+	adds := make([]ipvs.Addition, 0, 602)
+	for i := range 150 {
+		svc := ipvs.Service{ServiceKey: key(fmt.Sprintf("10.96.%d.%d:80", i/250, i%250+1), ipvs.TCP), Scheduler: "rr"}
+		if i%7 == 0 {
+			svc.Persistence = 3 * time.Hour
+		}
+		adds = append(adds, ipvs.Addition{Op: ipvs.OpAddService, Service: svc})
+		for j := range 3 {
+			d := ipvs.Destination{DestinationKey: ipvs.DestinationKey{Address: netip.AddrFrom4([4]byte{10, 244, byte(i), byte(j + 1)}), Port: 8080}, Weight: j + 1}
+			adds = append(adds, ipvs.Addition{Op: ipvs.OpAddDestination, Service: svc, Destination: d})
+		}
+	}
+	v6 := ipvs.Service{ServiceKey: key("[fd00::10]:53", ipvs.UDP), Scheduler: "lc", Persistence: 10 * time.Second}
+	adds = append(adds,
+		ipvs.Addition{Op: ipvs.OpAddService, Service: v6},
+		ipvs.Addition{Op: ipvs.OpAddDestination, Service: v6, Destination: ipvs.Destination{DestinationKey: ipvs.DestinationKey{Address: netip.MustParseAddr("fd00:10:244::5"), Port: 53}, Weight: 2}},
+	)
+	type failure struct {
+		add ipvs.Addition
+		err error
+	}
+	failures := []failure{
+		{ipvs.Addition{Op: ipvs.OpAddService, Service: adds[0].Service}, ipvs.ErrExists},
+		{ipvs.Addition{Op: ipvs.OpAddDestination, Service: ipvs.Service{ServiceKey: key("10.96.99.99:80", ipvs.TCP)},
+			Destination: ipvs.Destination{DestinationKey: ipvs.DestinationKey{Address: netip.MustParseAddr("10.244.99.1"), Port: 80}, Weight: 1}}, ipvs.ErrNotFound},
+		{ipvs.Addition{Op: ipvs.OpAddService, Service: ipvs.Service{ServiceKey: key("10.96.99.98:80", ipvs.TCP), Scheduler: "nosuch"}}, ipvs.ErrSchedulerNotFound},
+	}
+	// The failures sit in the middle of a message and at the end of one (and of the whole batch).
+	all := slices.Concat(adds[:200], []ipvs.Addition{failures[0].add, failures[1].add}, adds[200:], []ipvs.Addition{failures[2].add})
+	errs := b.Batch(all)
+	if len(errs) != len(all) {
+		t.Fatalf("%d outcomes for %d additions", len(errs), len(all))
+	}
+	for i, a := range all {
+		want := error(nil)
+		for _, f := range failures {
+			if reflect.DeepEqual(a, f.add) && (i == 200 || i == 201 || i == len(all)-1) {
+				want = f.err
+			}
+		}
+		if (want == nil && errs[i] != nil) || (want != nil && !errors.Is(errs[i], want)) {
+			t.Errorf("addition %d (%s %s): %v, want %v", i, a.Op, a.Service.ServiceKey, errs[i], want)
+		}
+	}
+	for _, a := range adds {
+		var err error
+		if a.Op == ipvs.OpAddService {
+			err = single.AddService(a.Service)
+		} else {
+			err = single.AddDestination(a.Service.ServiceKey, a.Destination)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	state := func(i ipvs.Interface) string {
+		t.Helper()
+		vs, err := ipvs.Snapshot(i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ipvs.Render(vs)
+	}
+	if got, want := state(batched), state(single); got != want {
+		t.Errorf("kernel after Batch differs from one call per addition:\n--- Batch\n%s--- one by one\n%s", got, want)
 	}
 }

@@ -16,6 +16,7 @@ import (
 
 	mobyipvs "github.com/moby/ipvs"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
@@ -47,6 +48,11 @@ type netlinkIPVS struct {
 	// to the namespace it was opened in) and read again from the start by AllDestinations, under dumpMu.
 	// nil: it could not be opened, and AllDestinations fails with ErrNotSupported.
 	table *os.File
+	// family is the IPVS generic netlink family's id, and batch the sockets Batch sends on
+	// (netlink_batch.go): moby/ipvs sends one request per call.
+	family   uint16
+	batch    chan *nl.SocketHandle
+	batchAll []*nl.SocketHandle
 }
 
 // DefaultHandles is how many netlink sockets NewNetlink opens for changes and single reads: more than the
@@ -77,18 +83,27 @@ func NewNetlinkHandles(path string, n int) (Interface, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ipvs: open generic netlink: %w", err)
 	}
-	_, err = nh.GenlFamilyGet("IPVS")
+	fam, err := nh.GenlFamilyGet("IPVS")
 	nh.Close()
 	if err != nil {
 		return nil, fmt.Errorf("%w: generic netlink family IPVS not registered (load the ip_vs module): %w", ErrNotSupported, err)
 	}
 	n = max(n, 1)
-	out := &netlinkIPVS{handles: make(chan *mobyipvs.Handle, n)}
+	out := &netlinkIPVS{handles: make(chan *mobyipvs.Handle, n), family: fam.ID, batch: make(chan *nl.SocketHandle, n)}
+	if out.batchAll, err = openBatchSockets(path, n); err != nil {
+		return nil, fmt.Errorf("ipvs: open generic netlink: %w", err)
+	}
+	for _, s := range out.batchAll {
+		out.batch <- s
+	}
 	for range n + 1 {
 		h, err := mobyipvs.New(path)
 		if err != nil {
 			for _, h := range out.all {
 				h.Close()
+			}
+			for _, s := range out.batchAll {
+				s.Socket.Close()
 			}
 			return nil, fmt.Errorf("ipvs: open handle: %w", err)
 		}
@@ -115,6 +130,9 @@ func (n *netlinkIPVS) with(f func(h *mobyipvs.Handle) error) error {
 func (n *netlinkIPVS) Close() error {
 	for range n.all {
 		(<-n.handles).Close()
+	}
+	for range n.batchAll {
+		(<-n.batch).Socket.Close()
 	}
 	n.dumpMu.Lock()
 	defer n.dumpMu.Unlock()

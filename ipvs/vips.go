@@ -11,6 +11,7 @@ import (
 	"sync"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
@@ -23,6 +24,9 @@ type dummyVIPs struct {
 	// link is cached so that a Bind costs one round trip; it is looked up again when the kernel says the
 	// device is gone (someone deleted and re-created it).
 	link netlink.Link
+	// sh is a second rtnetlink socket, for the requests netlink.Handle has no verb for: BindAll's batches
+	// and List's dump parsed in place (vips_batch.go).
+	sh *nl.SocketHandle
 }
 
 // NewDummyVIPs returns a VIPs that binds addresses to the dummy interface ifName in the caller's network
@@ -48,7 +52,12 @@ func newDummyVIPs(ifName string, ns netns.NsHandle) (VIPs, error) {
 	if err != nil {
 		return nil, fmt.Errorf("vips: open rtnetlink: %w", err)
 	}
-	return &dummyVIPs{name: ifName, h: h}, nil
+	sock, err := nl.GetNetlinkSocketAt(ns, netns.None(), unix.NETLINK_ROUTE)
+	if err != nil {
+		h.Close()
+		return nil, fmt.Errorf("vips: open rtnetlink: %w", err)
+	}
+	return &dummyVIPs{name: ifName, h: h, sh: &nl.SocketHandle{Socket: sock}}, nil
 }
 
 // Close releases the netlink socket.
@@ -56,6 +65,7 @@ func (v *dummyVIPs) Close() error {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	v.h.Close()
+	v.sh.Socket.Close()
 	return nil
 }
 
@@ -120,13 +130,13 @@ func (v *dummyVIPs) InterfaceUp() (bool, error) {
 func (v *dummyVIPs) List() ([]netip.Addr, error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	var addrs []netlink.Addr
+	var addrs []netip.Addr
 	err := v.withLink(func(l netlink.Link) error {
 		var err error
 		// A dump interrupted by a concurrent change is retried: it may be incomplete.
 		for range 3 {
-			addrs, err = v.h.AddrList(l, netlink.FAMILY_ALL)
-			if !errors.Is(err, netlink.ErrDumpInterrupted) {
+			addrs, err = v.listAddrs(l.Attrs().Index)
+			if !errors.Is(err, nl.ErrDumpInterrupted) {
 				break
 			}
 		}
@@ -135,12 +145,8 @@ func (v *dummyVIPs) List() ([]netip.Addr, error) {
 	if err != nil {
 		return nil, fmt.Errorf("vips: ip addr show dev %s: %w", v.name, err)
 	}
-	out := make([]netip.Addr, 0, len(addrs))
-	for _, a := range addrs {
-		ip, ok := netip.AddrFromSlice(a.IP)
-		if !ok {
-			continue
-		}
+	out := addrs[:0]
+	for _, ip := range addrs {
 		ip = ip.Unmap()
 		if ip.IsLinkLocalUnicast() {
 			continue

@@ -73,7 +73,7 @@ func prepareKernel(f flags, ipv6 bool) (*kernel, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening nftables: %w", err)
 	}
-	engine := syncer.New(handle, vips, rules, clock.RealClock{}, syncer.Options{Metrics: agent.EngineMetrics{}})
+	engine := syncer.New(handle, vips, rules, clock.RealClock{}, syncer.Options{Metrics: agent.EngineMetrics{}, BatchColdStart: true})
 	return &kernel{ipvs: handle, vips: vips, engine: engine}, nil
 }
 

@@ -152,6 +152,7 @@ func run(ctx context.Context, f flags) error {
 	startup := agent.NewStartup(agent.StartupConfig{Takeover: tk,
 		Cache: mgr.GetCache(), Client: mgr.GetClient(), Engine: engine,
 		Services: services, AuditPeriod: f.AuditPeriod, PodCIDRs: podCIDRs, DriftCheckPeriod: f.DriftCheckPeriod,
+		Workers: f.Workers,
 	})
 	if err := services.SetupWithManager(mgr, f.Workers); err != nil {
 		return err

@@ -51,8 +51,9 @@ type ServiceReconciler struct {
 	Options  desired.Options
 	Recorder events.EventRecorder
 	Clock    clock.PassiveClock
-	// Gate is closed once the engine has adopted the kernel's state; until then reconciles wait, so the
-	// first programming never races the adoption of what a previous agent left.
+	// Gate is closed once the start-up pass is done (the engine adopted the kernel's state, every Service
+	// was synced once, the first audit ran); until then reconciles wait, so the first programming never
+	// races the adoption of what a previous agent left, nor syncs a Service the pass syncs too.
 	Gate <-chan struct{}
 	// HeldUnreadyAfter is how long a Service may be held for a dependency error before ReadyCheck fails;
 	// 0 means DefaultHeldUnreadyAfter.

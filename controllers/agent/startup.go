@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -46,6 +47,8 @@ type StartupConfig struct {
 	PodCIDRs func(ctx context.Context) ([]netip.Prefix, error)
 	// Takeover, if set, takes the node over from kube-proxy's IPVS mode (see takeover.go).
 	Takeover Takeover
+	// Workers is how many Services the start-up pass syncs at once (the controller's --workers); 0 means 1.
+	Workers int
 }
 
 // NewStartup returns a Startup whose gate the ServiceReconciler waits on.
@@ -83,29 +86,51 @@ func (s *Startup) Start(ctx context.Context) error {
 	if err := s.Engine.Adopt(ctx); err != nil {
 		return err // the manager exits and the kubelet restarts us: better than programming blind
 	}
-	close(s.gate)
 
 	list := &corev1.ServiceList{}
 	// Read only: not a deep copy of every Service held through the whole first pass (tens of MB at 10,000).
 	if err := s.Client.List(ctx, list, client.UnsafeDisableDeepCopy); err != nil {
 		return err
 	}
-	failed := 0
-	for i := range list.Items {
-		// A Service that cannot be evaluated is held by its ClusterIPs, so the audit below never sweeps it.
-		if _, err := s.Services.syncService(ctx, client.ObjectKeyFromObject(&list.Items[i]), &list.Items[i]); err != nil {
-			failed++ // the controller retries it; one bad Service must not keep the node unready
-		}
-	}
+	failed := s.syncAll(ctx, list.Items)
 	if err := s.audit(ctx); err != nil {
 		log.Error(err, "First audit failed; will retry", "period", s.AuditPeriod)
 	}
 	s.synced.Store(true)
+	// The controller's reconciles wait until now: while the start-up pass runs, each of them would sync a
+	// Service the pass syncs too (every Service is queued once the caches fill), which at 10,000 Services
+	// doubled the Services' syncs before the node was ready. Changes made meanwhile are queued, and
+	// reconciled from here on.
+	close(s.gate)
 	log.Info("First full sync done", "services", len(list.Items), "failed", failed, "duration", time.Since(t0))
 	s.takeoverLeftovers(ctx)
 
 	s.runPeriodic(ctx)
 	return nil
+}
+
+// syncAll syncs every listed Service once, Workers at a time, and returns how many failed. A Service that
+// cannot be evaluated is held by its ClusterIPs, so the first audit never sweeps it; one that fails is
+// retried by the controller, since one bad Service must not keep the node unready.
+func (s *Startup) syncAll(ctx context.Context, svcs []corev1.Service) int {
+	var failed atomic.Int64
+	var wg sync.WaitGroup
+	next := make(chan int)
+	for range max(s.Workers, 1) {
+		wg.Go(func() {
+			for i := range next {
+				if _, err := s.Services.syncService(ctx, client.ObjectKeyFromObject(&svcs[i]), &svcs[i]); err != nil {
+					failed.Add(1)
+				}
+			}
+		})
+	}
+	for i := range svcs {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	return int(failed.Load())
 }
 
 // runPeriodic runs, until ctx ends, the drift canary every DriftCheckPeriod and the audit every AuditPeriod,

@@ -36,6 +36,7 @@ const (
 	DeleteDestination Verb = ipvs.OpDeleteDestination
 	// AllDestinations is ipvs.DestinationDumper's verb.
 	AllDestinations Verb = "AllDestinations"
+	Batch           Verb = "Batch"
 )
 
 // Verbs of ipvs.VIPs.
@@ -44,6 +45,7 @@ const (
 	InterfaceUp     Verb = "InterfaceUp"
 	List            Verb = "List"
 	Bind            Verb = "Bind"
+	BindAll         Verb = "BindAll"
 	Unbind          Verb = "Unbind"
 	DeleteInterface Verb = "DeleteInterface"
 )
@@ -217,6 +219,30 @@ func (f *IPVS) Flush() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.services = map[ipvs.ServiceKey]*service{}
+}
+
+var _ ipvs.Batcher = (*IPVS)(nil)
+
+// Batch makes the additions in order with AddService and AddDestination (each counted as such), and counts
+// one Batch.
+func (f *IPVS) Batch(adds []ipvs.Addition) []error {
+	f.mu.Lock()
+	err := f.rec.op(Batch)
+	f.mu.Unlock()
+	errs := make([]error, len(adds))
+	for i, a := range adds {
+		switch {
+		case err != nil:
+			errs[i] = err
+		case a.Op == ipvs.OpAddService:
+			errs[i] = f.AddService(a.Service)
+		case a.Op == ipvs.OpAddDestination:
+			errs[i] = f.AddDestination(a.Service.ServiceKey, a.Destination)
+		default:
+			errs[i] = errno(a.Op, a.Service.ServiceKey.String(), unix.EINVAL)
+		}
+	}
+	return errs
 }
 
 // AddService creates a virtual server.

@@ -96,6 +96,32 @@ func (v *VIPs) Bind(a netip.Addr) error {
 	return nil
 }
 
+var _ ipvs.VIPBatcher = (*VIPs)(nil)
+
+// BindAll binds each address as Bind does, counted as one BindAll (the real one sends them in batches).
+func (v *VIPs) BindAll(addrs []netip.Addr) []error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	errs := make([]error, len(addrs))
+	if err := v.rec.op(BindAll); err != nil {
+		for i := range errs {
+			errs[i] = err
+		}
+		return errs
+	}
+	for i, a := range addrs {
+		switch err := checkVIP(a); {
+		case err != nil:
+			errs[i] = err
+		case !v.exists:
+			errs[i] = noInterface("bind " + a.String())
+		default:
+			v.addrs[a] = true
+		}
+	}
+	return errs
+}
+
 // Unbind removes an address; an absent address or interface is not an error.
 func (v *VIPs) Unbind(a netip.Addr) error {
 	v.mu.Lock()

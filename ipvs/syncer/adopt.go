@@ -32,6 +32,7 @@ func (s *Syncer) Adopt(_ context.Context) error {
 	if err := s.openAdoptedPorts(snap); err != nil {
 		return fmt.Errorf("sync: nftables sets: %w", err)
 	}
+	s.cold.Store(s.batchCold && len(snap.servers) == 0 && snap.bound.Len() == 0 && snap.elements.len() == 0)
 	s.adopted.Store(true)
 	return nil
 }

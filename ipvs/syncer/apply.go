@@ -35,6 +35,52 @@ type applier struct {
 	// new elements failed: an op that would route to anything else is held back (fail closed), and counts
 	// as a failed add for the ops that depend on it.
 	inSets *elementSet
+	// done holds the outcomes of the additions prefetch made in one batch, which exec takes instead of
+	// calling the kernel.
+	done map[opID]error
+}
+
+// opID identifies an addition of a plan.
+type opID struct {
+	kind plan.Kind
+	svc  ipvs.ServiceKey
+	dst  ipvs.DestinationKey
+}
+
+func idOf(op plan.Op) opID {
+	return opID{kind: op.Kind, svc: op.Service.ServiceKey, dst: op.Destination.DestinationKey}
+}
+
+// prefetch makes the additions that ops starts with (a new virtual server and its real servers) in one
+// batch (ipvs.Batcher), in the order run would make them; run then takes their outcomes as it reaches
+// them, and handles each as if it had made the call itself (an existing virtual server is taken over, a
+// failed one's real servers are skipped: the batch made them too, and they failed with it). It only pays
+// off when a Service is created, so the engine uses it for a cold start's Services.
+func (a *applier) prefetch(ops []plan.Op) {
+	b, ok := a.s.ipvs.(ipvs.Batcher)
+	if !ok || a.inSets != nil {
+		return
+	}
+	var adds []ipvs.Addition
+	for _, op := range ops {
+		switch op.Kind {
+		case plan.AddService:
+			adds = append(adds, ipvs.Addition{Op: ipvs.OpAddService, Service: op.Service})
+		case plan.AddDestination:
+			adds = append(adds, ipvs.Addition{Op: ipvs.OpAddDestination, Service: op.Service, Destination: op.Destination})
+		}
+		if op.Kind != plan.AddService && op.Kind != plan.AddDestination {
+			break
+		}
+	}
+	if len(adds) < 2 {
+		return
+	}
+	errs := b.Batch(adds)
+	a.done = make(map[opID]error, len(adds))
+	for i, op := range ops[:len(adds)] {
+		a.done[idOf(op)] = errs[i]
+	}
 }
 
 func (s *Syncer) newApplier(ctx context.Context, e *entry, now time.Time) *applier {
@@ -215,6 +261,10 @@ func (a *applier) heldBack(op plan.Op) bool {
 // exec makes one kernel call for op, counts it and reports it.
 func (a *applier) exec(op plan.Op) error {
 	a.ops++
+	if err, ok := a.done[idOf(op)]; ok {
+		delete(a.done, idOf(op))
+		return a.s.reportOp(a.log, a.e.key, op, err)
+	}
 	return a.s.execOp(a.log, a.e.key, op)
 }
 
@@ -257,6 +307,9 @@ func (s *Syncer) kernelCall(op plan.Op) error {
 	k := op.Service.ServiceKey
 	switch op.Kind {
 	case plan.BindVIP:
+		if err, ok := s.takePrebound(op.VIP); ok {
+			return err
+		}
 		return s.vips.Bind(op.VIP)
 	case plan.UnbindVIP:
 		return s.vips.Unbind(op.VIP)

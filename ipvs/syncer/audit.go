@@ -71,6 +71,16 @@ func (s *Syncer) Audit(ctx context.Context) error {
 	s.auditMu.Lock()
 	defer s.auditMu.Unlock()
 	s.preempt.Store(false)
+	var errs []error
+	if s.cold.Load() {
+		skipRead, err := s.finishColdStart(ctx)
+		if err == nil && skipRead {
+			s.metrics.AuditDone(AuditReport{})
+			return nil
+		}
+		// Some Service's sync failed: the full audit below re-applies it.
+		errs = append(errs, err)
+	}
 	s.world.RLock()
 	defer s.world.RUnlock()
 	log := logr.FromContextOrDiscard(ctx)
@@ -82,7 +92,6 @@ func (s *Syncer) Audit(ctx context.Context) error {
 	// at any time during them, so the snapshot is at least as new as its cache.
 	gens, claimed := s.generations()
 	var rep AuditReport
-	var errs []error
 	// The sets first: a real server the repairs below put back must find its hairpin element there. If
 	// they cannot be repaired, neither is anything else (fail closed): Services would be re-applied
 	// against sets the cache believes complete, and real servers restored without their elements. Their
@@ -304,7 +313,11 @@ func (s *Syncer) closePorts(keys []ipvs.ServiceKey) error {
 
 // execOp makes one kernel call for op outside a Service's sync, counts it and reports it.
 func (s *Syncer) execOp(log logr.Logger, key string, op plan.Op) error {
-	err := s.kernelCall(op)
+	return s.reportOp(log, key, op, s.kernelCall(op))
+}
+
+// reportOp counts and reports a kernel call's outcome, and wraps its error in an OpError.
+func (s *Syncer) reportOp(log logr.Logger, key string, op plan.Op, err error) error {
 	s.metrics.OpDone(op.Kind, err)
 	if l := log.V(2); l.Enabled() {
 		l.Info("Kernel operation", "service", key, "op", op.String(), "error", err)

@@ -3,6 +3,7 @@ package syncer
 import (
 	"errors"
 	"net/netip"
+	"reflect"
 	"sync"
 	"testing"
 	"time"
@@ -348,4 +349,53 @@ func TestAuditFailsClosedOnNftables(t *testing.T) {
 	if got := h.state(); got != want {
 		t.Errorf("after the retry:\n%s\nwant\n%s", got, want)
 	}
+}
+
+// TestAuditOfAnUnchangedKernelKeepsTheCache: an audit that finds a Service as the cache has it only copies
+// the connection counts into the cache (no new maps for every Service at every audit); one that finds a
+// real server's weight changed rebuilds that Service's cache and repairs it.
+func TestAuditOfAnUnchangedKernelKeepsTheCache(t *testing.T) {
+	h := newHarness(t)
+	h.sync("ns/a", service(0, tcp("10.96.0.1:80", "10.244.1.1:8080", "10.244.1.2:8080")))
+	k, d1 := skey(ipvs.TCP, "10.96.0.1:80"), dkey("10.244.1.1:8080")
+	e := h.s.entries["ns/a"]
+	servers, dests := e.servers, e.servers[k].dests
+	if err := h.ipvs.SetConnections(k, d1, 3, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.s.Audit(h.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !sameMap(servers, e.servers) || !sameMap(dests, e.servers[k].dests) {
+		t.Errorf("an audit of an unchanged kernel replaced the Service's cached maps")
+	}
+	if got := e.servers[k].dests[d1].DestinationStats; got != (ipvs.DestinationStats{ActiveConnections: 3, InactiveConnections: 1}) {
+		t.Errorf("cached counts after the audit: %+v, want 3 active, 1 inactive", got)
+	}
+	if r := h.metrics.lastAudit(); r.Services != 0 {
+		t.Errorf("audit of an unchanged kernel: %+v, want no Service repaired", r)
+	}
+
+	if err := h.ipvs.UpdateDestination(k, ipvs.Destination{DestinationKey: d1, Weight: 7}); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.s.Audit(h.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if r := h.metrics.lastAudit(); r.Services != 1 {
+		t.Errorf("audit after a weight changed by hand: %+v, want 1 Service repaired", r)
+	}
+	obs, err := h.ipvs.Destinations(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range obs {
+		if o.Weight != 1 {
+			t.Errorf("real server %s at weight %d after the audit, want 1", o.DestinationKey, o.Weight)
+		}
+	}
+}
+
+func sameMap[K comparable, V any](a, b map[K]V) bool {
+	return reflect.ValueOf(a).UnsafePointer() == reflect.ValueOf(b).UnsafePointer()
 }

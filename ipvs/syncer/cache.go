@@ -23,7 +23,7 @@ type entry struct {
 	// re-reads its virtual servers from the kernel first.
 	dirty bool
 	// elements is what this Service contributes to the nftables sets, as last applied.
-	elements elementSet
+	elements appliedElements
 	// counts is this Service's contribution to the gauges, as last reported.
 	counts counts
 	// gen changes (under s.mu, from the Syncer-wide counter) at the end of every sync of the entry. The
@@ -33,7 +33,7 @@ type entry struct {
 }
 
 func newEntry(key string) *entry {
-	return &entry{key: key, vips: sets.New[netip.Addr](), servers: map[ipvs.ServiceKey]*server{}, elements: newElementSet()}
+	return &entry{key: key, vips: sets.New[netip.Addr](), servers: map[ipvs.ServiceKey]*server{}}
 }
 
 // empty reports whether the entry holds nothing and can be forgotten.

@@ -152,6 +152,9 @@ func (s *Syncer) install(snap snapshot, now time.Time) {
 // servers and whether each VIP is bound. It reports whether the kernel differed from the cache: drift.
 // Called with e's key lock and s.mu held, and only when e was not synced since the snapshot was taken.
 func (s *Syncer) installEntryLocked(e *entry, snap snapshot, now time.Time) bool {
+	if s.refreshEntryLocked(e, snap, now) {
+		return false
+	}
 	drift := false
 	old := e.servers
 	e.servers = map[ipvs.ServiceKey]*server{}
@@ -184,6 +187,43 @@ func (s *Syncer) installEntryLocked(e *entry, snap snapshot, now time.Time) bool
 	}
 	e.dirty = false
 	return drift
+}
+
+// refreshEntryLocked is installEntryLocked's common case, without allocating: when the snapshot holds
+// exactly e's cached virtual servers and real servers, with the same VIP bindings, it only copies the
+// connection counts into the cache and reports true. Every audit used to rebuild every Service's maps: at
+// 10,000 Services, about 15 MB of garbage per audit for nothing changed.
+func (s *Syncer) refreshEntryLocked(e *entry, snap snapshot, now time.Time) bool {
+	n := 0
+	for v := range e.vips {
+		if snap.bound.Has(v) != s.bound.Has(v) {
+			return false
+		}
+		for k, o := range snap.servers[v] {
+			sv := e.servers[k]
+			if sv == nil || sv.svc != o.svc || !sameDests(sv.dests, o.dests) {
+				return false
+			}
+			n++
+		}
+	}
+	if n != len(e.servers) {
+		return false
+	}
+	for v := range e.vips {
+		for k, o := range snap.servers[v] {
+			sv := e.servers[k]
+			for _, od := range o.dests {
+				d := sv.dests[od.DestinationKey]
+				d.DestinationStats = od.DestinationStats
+				if d.Weight == 0 && d.drainingSince.IsZero() {
+					d.drainingSince = now
+				}
+			}
+		}
+	}
+	e.dirty = false
+	return true
 }
 
 // sameDests reports whether the cache's real servers are the observed ones with the same weights

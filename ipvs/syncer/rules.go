@@ -27,6 +27,37 @@ func elementSetOf(e ipvs.RuleElements) elementSet {
 
 func (e elementSet) len() int { return e.clusterIPs.Len() + e.endpoints.Len() + e.ports.Len() }
 
+// appliedElements is what one Service contributes to the sets as last committed, as sorted slices: a
+// Service holds a handful of elements, and three maps for them in every entry were about 8 MB of the live
+// heap at 10,000 Services (a map costs its group of eight slots however few it holds). The maps are built
+// only for the moment a sync compares them (set).
+type appliedElements struct {
+	clusterIPs, endpoints []netip.Addr
+	ports                 []ipvs.ServiceKey
+}
+
+func (a appliedElements) len() int { return len(a.clusterIPs) + len(a.endpoints) + len(a.ports) }
+
+func (a appliedElements) set() elementSet {
+	return elementSet{clusterIPs: sets.New(a.clusterIPs...), endpoints: sets.New(a.endpoints...), ports: sets.New(a.ports...)}
+}
+
+// compactElements is e as appliedElements, nil slices where a set is empty.
+func compactElements(e elementSet) appliedElements {
+	var a appliedElements
+	if e.clusterIPs.Len() > 0 {
+		a.clusterIPs = sortedAddrs(e.clusterIPs.UnsortedList())
+	}
+	if e.endpoints.Len() > 0 {
+		a.endpoints = sortedAddrs(e.endpoints.UnsortedList())
+	}
+	if e.ports.Len() > 0 {
+		a.ports = e.ports.UnsortedList()
+		slices.SortFunc(a.ports, plan.CompareServiceKeys)
+	}
+	return a
+}
+
 // ruleSets tracks the nftables sets: how many Services need each element, and what the kernel holds. An
 // element is added when its first Service needs it and removed when its last one stops: an endpoint IP is
 // often shared by several Services, and must stay while any of them uses it. (A ClusterIP and its ports
@@ -117,10 +148,7 @@ func (s *Syncer) updateElements(e *entry, want plan.Desired) error {
 // workers syncing Services at once (a cold start, a burst), they commit together. A change that fails in a
 // batch is committed again alone, so one Service's failure never fails another's sync.
 func (s *Syncer) setElements(e *entry, next elementSet) error {
-	c := &elementChange{e: e, next: next}
-	c.addC, c.remC = next.clusterIPs.Difference(e.elements.clusterIPs), e.elements.clusterIPs.Difference(next.clusterIPs)
-	c.addE, c.remE = next.endpoints.Difference(e.elements.endpoints), e.elements.endpoints.Difference(next.endpoints)
-	c.addP, c.remP = next.ports.Difference(e.elements.ports), e.elements.ports.Difference(next.ports)
+	c := newElementChange(e, next)
 	if c.addC.Len()+c.remC.Len()+c.addE.Len()+c.remE.Len()+c.addP.Len()+c.remP.Len() == 0 {
 		return nil
 	}
@@ -143,6 +171,16 @@ func (s *Syncer) setElements(e *entry, next elementSet) error {
 		}
 	}
 	return c.err
+}
+
+// newElementChange is the change that makes e contribute next instead of what it last committed.
+func newElementChange(e *entry, next elementSet) *elementChange {
+	cur := e.elements.set()
+	c := &elementChange{e: e, next: next}
+	c.addC, c.remC = next.clusterIPs.Difference(cur.clusterIPs), cur.clusterIPs.Difference(next.clusterIPs)
+	c.addE, c.remE = next.endpoints.Difference(cur.endpoints), cur.endpoints.Difference(next.endpoints)
+	c.addP, c.remP = next.ports.Difference(cur.ports), cur.ports.Difference(next.ports)
+	return c
 }
 
 // elementChange is one Service's queued change to the sets (see setElements).
@@ -184,7 +222,7 @@ func (s *Syncer) commitLocked(batch []*elementChange) error {
 			count(r.endpoints, c.remE, c.addE)
 			count(r.ports, c.remP, c.addP)
 		} else {
-			c.e.elements = c.next
+			c.e.elements = compactElements(c.next)
 		}
 		c.done, c.err = true, err
 	}

@@ -65,12 +65,18 @@ func (s *Syncer) syncLocked(ctx context.Context, key string, want plan.Desired) 
 			// elements are not in the sets. Operations that need only what the sets already hold (removals,
 			// drains, weights of known endpoints) still run; the error makes the caller retry.
 			errs = append(errs, err)
-			a.inSets = &elementSet{clusterIPs: e.elements.clusterIPs, endpoints: e.elements.endpoints, ports: e.elements.ports}
+			in := e.elements.set()
+			a.inSets = &in
 		}
 	}
 	p := plan.Compute(effective, s.observed(e), now)
 	ops, binds := splitBinds(p.Ops)
+	cold := unreached && s.cold.Load()
+	if cold {
+		a.prefetch(ops)
+	}
 	a.run(ctx, ops)
+	a.done = nil // only for the ops they were made for: a second plan calls the kernel again
 	if a.replan && len(a.errs) == 0 {
 		p = plan.Compute(effective, s.observed(e), now)
 		ops, binds = splitBinds(p.Ops)
@@ -78,7 +84,13 @@ func (s *Syncer) syncLocked(ctx context.Context, key string, want plan.Desired) 
 	}
 	// Release first: a VIP given up leaves the ClusterIP set with it.
 	s.release(e, effective)
-	if err := s.updateElements(e, effective); err != nil {
+	if cold {
+		// A cold start: the first audit commits the elements of every Service at once and then binds.
+		s.mu.Lock()
+		s.deferred.Insert(key)
+		s.mu.Unlock()
+		binds = nil
+	} else if err := s.updateElements(e, effective); err != nil {
 		errs = append(errs, err)
 		if unreached {
 			// Its ClusterIPs and endpoints are not in the sets: binding would let clients reach real

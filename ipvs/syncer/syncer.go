@@ -35,6 +35,12 @@ type Options struct {
 	DrainPollInterval time.Duration
 	// Metrics receives counters and gauges; nil means none.
 	Metrics Metrics
+	// BatchColdStart, when Adopt finds none of the agent's state in the kernel (a cold start), makes
+	// SyncService leave the nftables elements and the VIP binds of the Services it programs to the first
+	// Audit, which commits the elements of all of them in a few large transactions and then binds their
+	// VIPs (see finishColdStart). Until then no VIP is bound, so no client reaches a virtual server whose
+	// elements are missing. Off, every SyncService programs its Service completely.
+	BatchColdStart bool
 }
 
 // DefaultDrainPollInterval is the default Options.DrainPollInterval. A drain costs one read of one virtual
@@ -71,6 +77,10 @@ type Syncer struct {
 	// keyLocks serialise SyncService calls for one Service (striped: no per-key lifetime to manage).
 	keyLocks [64]sync.Mutex
 	adopted  atomic.Bool
+	// batchCold is Options.BatchColdStart; cold is set by Adopt when it found the kernel empty of the agent's
+	// state and batchCold is set, and cleared by the first Audit (finishColdStart).
+	batchCold bool
+	cold      atomic.Bool
 
 	// mu guards the shared maps below; it is held briefly, never during kernel I/O. A Service's entry is
 	// guarded by its key lock (or world held exclusively).
@@ -89,6 +99,11 @@ type Syncer struct {
 	gen uint64
 	// canary is the Service whose virtual servers CheckDrift probes, while it has some.
 	canary string
+	// deferred are the Services whose elements and binds a cold start left to finishColdStart.
+	deferred sets.Set[string]
+	// prebound, while finishColdStart runs, holds the outcome of the binds it made in batches ahead of the
+	// Services' syncs, which take them instead of binding (see takePrebound).
+	prebound map[netip.Addr]error
 
 	// elements tracks the nftables sets; it has its own lock, held across Rules.Update.
 	elements ruleSets
@@ -98,18 +113,20 @@ type Syncer struct {
 // (rules may be nil). Call Adopt before anything else.
 func New(ipvsIface ipvs.Interface, vips ipvs.VIPs, rules ipvs.Rules, clk clock.PassiveClock, opts Options) *Syncer {
 	s := &Syncer{
-		ipvs:     ipvsIface,
-		vips:     vips,
-		rules:    rules,
-		clock:    clk,
-		metrics:  opts.Metrics,
-		poll:     opts.DrainPollInterval,
-		podCIDRs: opts.PodCIDRs,
-		entries:  map[string]*entry{},
-		vipOwner: map[netip.Addr]string{},
-		bound:    sets.New[netip.Addr](),
-		orphans:  map[netip.Addr]map[ipvs.ServiceKey]*server{},
-		elements: newRuleSets(),
+		ipvs:      ipvsIface,
+		vips:      vips,
+		rules:     rules,
+		clock:     clk,
+		metrics:   opts.Metrics,
+		poll:      opts.DrainPollInterval,
+		podCIDRs:  opts.PodCIDRs,
+		entries:   map[string]*entry{},
+		vipOwner:  map[netip.Addr]string{},
+		bound:     sets.New[netip.Addr](),
+		orphans:   map[netip.Addr]map[ipvs.ServiceKey]*server{},
+		elements:  newRuleSets(),
+		deferred:  sets.New[string](),
+		batchCold: opts.BatchColdStart,
 	}
 	if s.metrics == nil {
 		s.metrics = nopMetrics{}

@@ -12,7 +12,8 @@ package bench
 // agent's default; 10s in the smoke run), BENCH_IDLE (20s; 5s), BENCH_OUT (a file the tables are appended to),
 // BENCH_PROXIES (the columns: agent, kube-proxy-nftables, kube-proxy-iptables, kube-proxy-ipvs; the agent alone by default;
 // BENCH_PROXIES_<size> for one size),
-// BENCH_DATAPATH (10s; 3s: how long requests run through the data path's ClusterIP, 0 skips it).
+// BENCH_DATAPATH (10s; 3s: how long requests run through the data path's ClusterIP, 0 skips it),
+// BENCH_AGENT_ENV (KEY=VALUE pairs added to the agent's environment, e.g. GOMEMLIMIT=120MiB).
 // Each size boots a lab of its own: the kernel and the API server start empty.
 
 import (
@@ -78,7 +79,7 @@ func proxies(root, profileDir string, size int) ([]Proxy, error) {
 	for _, n := range strings.Split(names, ",") {
 		switch n = strings.TrimSpace(n); n {
 		case "agent":
-			ps = append(ps, Agent{ProfileDir: profileDir})
+			ps = append(ps, Agent{ProfileDir: profileDir, Env: strings.Fields(os.Getenv("BENCH_AGENT_ENV"))})
 		case "kube-proxy-nftables", "kube-proxy-iptables", "kube-proxy-ipvs":
 			ps = append(ps, KubeProxy{Mode: strings.TrimPrefix(n, "kube-proxy-"), Binary: filepath.Join(kubeBin, "kube-proxy")})
 		default:

@@ -74,6 +74,8 @@ type Agent struct {
 	// with a CPU profile, the live heap at SIGTERM (heap.prof) and the allocations of the whole run (mem.prof)
 	// written there (a guest path) when it stops. The agent serves no pprof.
 	ProfileDir string
+	// Env are KEY=VALUE pairs added to its environment (GOGC, GOMEMLIMIT).
+	Env []string
 }
 
 // Name is "agent".
@@ -92,7 +94,7 @@ func (a Agent) Start(ctx context.Context, l *lab.Lab, node string, auditPeriod t
 		// so that every proxy is measured on the same objects (kube-proxy ignores labelled ones).
 		"--"+agentconfig.FlagScope+"="+agentconfig.ScopeAll)
 	argv = append(argv, a.Args...)
-	env := []string{"KUBECONFIG=" + lab.GuestKubeconfig}
+	env := append([]string{"KUBECONFIG=" + lab.GuestKubeconfig}, a.Env...)
 	if a.ProfileDir != "" {
 		env = append(env, "AGENT_ARGS="+strings.Join(argv[1:], " "), "AGENT_HEAP_PROFILE="+a.ProfileDir+"/heap.prof")
 		argv = []string{lab.GuestBin + "/agent.test", "-test.run=^TestAgentProfiled$", "-test.timeout=0",
