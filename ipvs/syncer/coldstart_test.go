@@ -142,17 +142,7 @@ func containsAddr(addrs []netip.Addr, a netip.Addr) bool {
 // TestBatchColdStartRemovedMeanwhile: a Service removed between its deferred sync and the first audit leaves
 // nothing behind, and the audit binds the others.
 func TestBatchColdStartRemovedMeanwhile(t *testing.T) {
-	rules := fake.NewRules()
-	kernel, vips := fake.New(), fake.NewVIPs()
-	s := New(kernel, vips, rules, clocktesting.NewFakePassiveClock(t0), Options{BatchColdStart: true})
-	if err := s.Adopt(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	for i := range 3 {
-		if _, err := s.SyncService(t.Context(), fmt.Sprintf("ns/svc-%d", i), groupService(i)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	s, kernel, vips, rules := batchColdStarted(t, 3)
 	if _, err := s.SyncService(t.Context(), "ns/svc-1", plan.Desired{DrainTimeout: time.Second}); err != nil {
 		t.Fatal(err)
 	}
@@ -218,11 +208,7 @@ func TestColdStartBatchedAdditions(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			kernel, vips, rules := fake.New(), fake.NewVIPs(), fake.NewRules()
-			s := New(kernel, vips, rules, clocktesting.NewFakePassiveClock(t0), Options{BatchColdStart: true})
-			if err := s.Adopt(t.Context()); err != nil {
-				t.Fatal(err)
-			}
+			s, kernel, _, _ := batchColdStarted(t, 0)
 			if tc.meanwhile != nil {
 				tc.meanwhile(t, kernel)
 			}
@@ -260,16 +246,7 @@ func TestColdStartBatchedAdditions(t *testing.T) {
 // TestBatchColdStartCutShort: a first audit whose context ends during its syncs leaves no VIP bound that
 // a sync did not bind (the batch bound them ahead), and the next audit binds them all.
 func TestBatchColdStartCutShort(t *testing.T) {
-	kernel, vips, rules := fake.New(), fake.NewVIPs(), fake.NewRules()
-	s := New(kernel, vips, rules, clocktesting.NewFakePassiveClock(t0), Options{BatchColdStart: true})
-	if err := s.Adopt(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	for i := range 3 {
-		if _, err := s.SyncService(t.Context(), fmt.Sprintf("ns/svc-%d", i), groupService(i)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	s, _, vips, rules := batchColdStarted(t, 3)
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
 	if err := s.Audit(ctx); !errors.Is(err, context.Canceled) {
@@ -287,4 +264,21 @@ func TestBatchColdStartCutShort(t *testing.T) {
 	if got, want := sortedElements(t, rules), wantElements(3, -1); !equalElements(got, want) {
 		t.Errorf("sets:\n got %v\nwant %v", got, want)
 	}
+}
+
+// batchColdStarted is an engine with BatchColdStart on fake kernel objects, adopted empty (a cold start), that
+// has synced n of groupService's Services (their nftables elements and VIPs deferred to the first audit).
+func batchColdStarted(t *testing.T, n int) (*Syncer, *fake.IPVS, *fake.VIPs, *fake.Rules) {
+	t.Helper()
+	kernel, vips, rules := fake.New(), fake.NewVIPs(), fake.NewRules()
+	s := New(kernel, vips, rules, clocktesting.NewFakePassiveClock(t0), Options{BatchColdStart: true})
+	if err := s.Adopt(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		if _, err := s.SyncService(t.Context(), fmt.Sprintf("ns/svc-%d", i), groupService(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return s, kernel, vips, rules
 }
