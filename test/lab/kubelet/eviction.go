@@ -67,7 +67,7 @@ func storageLimitExceeded(containers []corev1.Container, usage map[string]int64)
 // sparse file counts what it really uses); files that vanish during the walk are skipped.
 func diskUsage(dir string) (int64, error) {
 	var total int64
-	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+	err := filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
 				return nil

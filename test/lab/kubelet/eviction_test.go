@@ -57,8 +57,9 @@ func TestStorageLimited(t *testing.T) {
 		Containers:     []corev1.Container{limited("app", "1Mi"), limited("free", "")},
 	}}
 	pod.Spec.InitContainers[1].RestartPolicy = ptr.To(corev1.ContainerRestartPolicyAlways)
-	var names []string
-	for _, c := range storageLimited(pod) {
+	limitedOnes := storageLimited(pod)
+	names := make([]string, 0, len(limitedOnes))
+	for _, c := range limitedOnes {
 		names = append(names, c.Name)
 	}
 	if strings.Join(names, ",") != "side,app" {
