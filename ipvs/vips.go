@@ -57,6 +57,11 @@ func newDummyVIPs(ifName string, ns netns.NsHandle) (VIPs, error) {
 		h.Close()
 		return nil, fmt.Errorf("vips: open rtnetlink: %w", err)
 	}
+	if err := batchSocket(sock); err != nil { // BindAll's batches go through it
+		sock.Close()
+		h.Close()
+		return nil, fmt.Errorf("vips: %w", err)
+	}
 	return &dummyVIPs{name: ifName, h: h, sh: &nl.SocketHandle{Socket: sock}}, nil
 }
 
