@@ -95,6 +95,12 @@ func onThisNode(e *discoveryv1.Endpoint) { e.NodeName = ptr.To(thisNode) }
 func servingTerminating(e *discoveryv1.Endpoint) {
 	e.Conditions = discoveryv1.EndpointConditions{Ready: ptr.To(false), Serving: ptr.To(true), Terminating: ptr.To(true)}
 }
+
+// readyTerminating is how the EndpointSlice controller lists a terminating, unready pod of a Service with
+// publishNotReadyAddresses: ready, not serving, terminating.
+func readyTerminating(e *discoveryv1.Endpoint) {
+	e.Conditions = discoveryv1.EndpointConditions{Ready: ptr.To(true), Serving: ptr.To(false), Terminating: ptr.To(true)}
+}
 func terminatingNotServing(e *discoveryv1.Endpoint) {
 	e.Conditions = discoveryv1.EndpointConditions{Ready: ptr.To(false), Serving: ptr.To(false), Terminating: ptr.To(true)}
 }
@@ -250,6 +256,13 @@ var forServiceCases = []struct {
 	svc:    service(),
 	slices: []*discoveryv1.EndpointSlice{v4("web-1", ep("10.244.1.5", servingTerminating), ep("10.244.1.6", terminatingNotServing), ep("10.244.1.7", notReady))},
 	want:   lines("vips 10.96.0.10", "-t 10.96.0.10:80 -s rr -> 10.244.1.5:8080", "drain 30s"),
+}, {
+	// publishNotReadyAddresses: ready is what counts, as for kube-proxy (upstream's "should create endpoints for
+	// unready pods").
+	name:   "ready terminating endpoints are used alongside ready ones, serving terminating ones are not",
+	svc:    service(),
+	slices: []*discoveryv1.EndpointSlice{v4("web-1", ep("10.244.1.5", readyTerminating), ep("10.244.1.6"), ep("10.244.1.7", servingTerminating))},
+	want:   lines("vips 10.96.0.10", "-t 10.96.0.10:80 -s rr -> 10.244.1.5:8080 10.244.1.6:8080", "drain 30s"),
 }, {
 	name:   "internalTrafficPolicy Local keeps only this node's endpoints",
 	svc:    service(func(s *corev1.Service) { s.Spec.InternalTrafficPolicy = trafficLocal }),

@@ -2,7 +2,6 @@ package kubelet
 
 import (
 	"context"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -125,14 +124,11 @@ func TestKubeletEvictsAContainerOverItsStorageLimit(t *testing.T) {
 		},
 	}
 	client := fake.NewClientset(pod)
-	self, _ := os.Executable()
 	dir := t.TempDir()
-	cfg := Config{
-		NodeName: "node-a", NodeIP: net.ParseIP("127.0.0.1"), PodCIDR: mustCIDR(t, "10.250.12.0/24"),
-		LabvmBinary: self, StateDir: filepath.Join(dir, "state"), PodLogDir: filepath.Join(dir, "logs"),
-		ImageMap:          []ImageMapping{{Match: "e2e-test-images/agnhost", Dir: dir, Entrypoint: "/agnhost"}},
-		HeartbeatInterval: time.Second, StorageCheckInterval: 200 * time.Millisecond, KillGracePeriod: 500 * time.Millisecond,
-	}.WithDefaults()
+	cfg := testKubeletConfig(t, dir, "10.250.12.0/24")
+	cfg.ImageMap = []ImageMapping{{Match: "e2e-test-images/agnhost", Dir: dir, Entrypoint: "/agnhost"}}
+	cfg.StorageCheckInterval = 200 * time.Millisecond
+	cfg = cfg.WithDefaults()
 	runTestKubelet(t, cfg, client, clusterAccess{Server: "https://127.0.0.1:6443"})
 
 	get := func() *corev1.Pod {

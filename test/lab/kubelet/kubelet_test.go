@@ -107,16 +107,10 @@ func TestKubeletRunsAHostNetworkPod(t *testing.T) {
 		},
 	}
 	client := fake.NewClientset(pod)
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
 	dir := t.TempDir()
-	cfg := Config{
-		NodeName: "node-a", NodeIP: net.ParseIP("127.0.0.1"), PodCIDR: mustCIDR(t, "10.250.9.0/24"),
-		LabvmBinary: self, StateDir: filepath.Join(dir, "state"), PodLogDir: filepath.Join(dir, "logs"),
-		HeartbeatInterval: time.Second, MaxGracePeriod: 500 * time.Millisecond, KillGracePeriod: 500 * time.Millisecond,
-	}.WithDefaults()
+	cfg := testKubeletConfig(t, dir, "10.250.9.0/24")
+	cfg.MaxGracePeriod = 500 * time.Millisecond
+	cfg = cfg.WithDefaults()
 	runTestKubelet(t, cfg, client, clusterAccess{Server: "https://127.0.0.1:6443"})
 
 	podReady := func() (bool, *corev1.Pod) { return readyPod(client, "default", "web-0") }
@@ -251,12 +245,9 @@ func TestKubeletRunsAMappedBinary(t *testing.T) {
 			Token: "agent-token", ExpirationTimestamp: metav1.NewTime(time.Now().Add(time.Hour))}}, nil
 	})
 
-	cfg := Config{
-		NodeName: "node-a", NodeIP: net.ParseIP("127.0.0.1"), PodCIDR: mustCIDR(t, "10.250.8.0/24"),
-		LabvmBinary: self, StateDir: filepath.Join(dir, "state"), PodLogDir: filepath.Join(dir, "logs"),
-		ImageMap:          []ImageMapping{{Match: "ipvs-operator/", Dir: bin}},
-		HeartbeatInterval: time.Second, MaxGracePeriod: 200 * time.Millisecond, KillGracePeriod: 500 * time.Millisecond,
-	}.WithDefaults()
+	cfg := testKubeletConfig(t, dir, "10.250.8.0/24")
+	cfg.ImageMap = []ImageMapping{{Match: "ipvs-operator/", Dir: bin}}
+	cfg = cfg.WithDefaults()
 	runTestKubelet(t, cfg, client, clusterAccess{Server: "https://10.0.2.100:6443", CAData: []byte("CA")})
 
 	waitFor(t, 20*time.Second, "the agent's report", func() bool {
@@ -332,13 +323,7 @@ func TestKubeletRunsASidecar(t *testing.T) {
 		},
 	}
 	client := fake.NewClientset(pod)
-	self, _ := os.Executable()
-	dir := t.TempDir()
-	cfg := Config{
-		NodeName: "node-a", NodeIP: net.ParseIP("127.0.0.1"), PodCIDR: mustCIDR(t, "10.250.10.0/24"),
-		LabvmBinary: self, StateDir: filepath.Join(dir, "state"), PodLogDir: filepath.Join(dir, "logs"),
-		HeartbeatInterval: time.Second, MaxGracePeriod: 200 * time.Millisecond, KillGracePeriod: 500 * time.Millisecond,
-	}.WithDefaults()
+	cfg := testKubeletConfig(t, t.TempDir(), "10.250.10.0/24").WithDefaults()
 	runTestKubelet(t, cfg, client, clusterAccess{Server: "https://127.0.0.1:6443"})
 
 	podReady := func() (bool, *corev1.Pod) { return readyPod(client, "default", "web-0") }
@@ -384,13 +369,9 @@ func TestKubeletSendsSIGTERMWhenDeletionStarts(t *testing.T) {
 		},
 	}
 	client := fake.NewClientset(pod)
-	self, _ := os.Executable()
-	dir := t.TempDir()
-	cfg := Config{
-		NodeName: "node-a", NodeIP: net.ParseIP("127.0.0.1"), PodCIDR: mustCIDR(t, "10.250.11.0/24"),
-		LabvmBinary: self, StateDir: filepath.Join(dir, "state"), PodLogDir: filepath.Join(dir, "logs"),
-		HeartbeatInterval: time.Second, MaxGracePeriod: 4 * time.Second, KillGracePeriod: 500 * time.Millisecond,
-	}.WithDefaults()
+	cfg := testKubeletConfig(t, t.TempDir(), "10.250.11.0/24")
+	cfg.MaxGracePeriod = 4 * time.Second
+	cfg = cfg.WithDefaults()
 	runTestKubelet(t, cfg, client, clusterAccess{Server: "https://127.0.0.1:6443"})
 	waitFor(t, 20*time.Second, "the pod to become Ready", func() bool { ok, _ := readyPod(client, "default", "web-0"); return ok })
 
@@ -426,5 +407,79 @@ func TestKubeletSendsSIGTERMWhenDeletionStarts(t *testing.T) {
 	b, _ := os.ReadFile(logPath)
 	if !strings.Contains(string(b), fmt.Sprintf("signal=%d", syscall.SIGKILL)) {
 		t.Errorf("the process did not end by SIGKILL:\n%s", b)
+	}
+}
+
+// TestKubeletRunsPreStopHooksBeforeSIGTERM: as a kubelet, the lab kubelet runs a deleted pod's preStop hook
+// first, for up to the pod's whole grace period even where that is over MaxGracePeriod, and sends SIGTERM only
+// once the hook has returned. Upstream's "should create endpoints for unready pods" reaches a terminating pod
+// through its Service while a 100 s preStop sleep holds it up; SIGTERM at once made it refuse connections.
+func TestKubeletRunsPreStopHooksBeforeSIGTERM(t *testing.T) {
+	const hookTime = 2 * time.Second
+	for i, tc := range []struct {
+		name string
+		hook func(marker string) *corev1.LifecycleHandler
+	}{
+		{"exec", func(marker string) *corev1.LifecycleHandler {
+			return &corev1.LifecycleHandler{Exec: &corev1.ExecAction{
+				Command: []string{"/bin/sh", "-c", "touch " + marker + "; sleep 2"}}}
+		}},
+		{"sleep", func(string) *corev1.LifecycleHandler {
+			return &corev1.LifecycleHandler{Sleep: &corev1.SleepAction{Seconds: 2}}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			marker := filepath.Join(dir, "prestop-ran")
+			port := freePort(t)
+			pod := &corev1.Pod{
+				ObjectMeta: metav1.ObjectMeta{Name: "web-0", Namespace: "default", UID: "uid-web-0", ResourceVersion: "1"},
+				Spec: corev1.PodSpec{
+					NodeName: "node-a", HostNetwork: true, AutomountServiceAccountToken: ptr.To(false),
+					TerminationGracePeriodSeconds: ptr.To[int64](100),
+					Containers: []corev1.Container{{
+						Name: "echo", Image: "ipvs-operator/echo:lab",
+						Ports:     []corev1.ContainerPort{{Name: "http", ContainerPort: int32(port)}},
+						Lifecycle: &corev1.Lifecycle{PreStop: tc.hook(marker)},
+					}},
+				},
+			}
+			client := fake.NewClientset(pod)
+			cfg := testKubeletConfig(t, dir, fmt.Sprintf("10.250.%d.0/24", 13+i)).WithDefaults()
+			runTestKubelet(t, cfg, client, clusterAccess{Server: "https://127.0.0.1:6443"})
+			waitFor(t, 20*time.Second, "the pod to become Ready", func() bool { ok, _ := readyPod(client, "default", "web-0"); return ok })
+
+			p, _ := client.CoreV1().Pods("default").Get(context.Background(), "web-0", metav1.GetOptions{})
+			now := metav1.Now()
+			p.DeletionTimestamp, p.DeletionGracePeriodSeconds = &now, ptr.To[int64](100)
+			if _, err := client.CoreV1().Pods("default").Update(context.Background(), p, metav1.UpdateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			deleted := time.Now()
+			logPath := filepath.Join(cfg.PodLogDir, "default_web-0_echo.log")
+			// Past MaxGracePeriod, and still inside the hook: no SIGTERM yet, and the server answers.
+			time.Sleep(hookTime / 2)
+			if b, _ := os.ReadFile(logPath); strings.Contains(string(b), fakeEchoTermLine) {
+				t.Fatalf("SIGTERM before the preStop hook returned:\n%s", b)
+			}
+			if code, _ := getURL(t, fmt.Sprintf("http://127.0.0.1:%d/", port)); code != 200 {
+				t.Errorf("the pod stopped serving during its preStop hook: %d", code)
+			}
+			if tc.name == "exec" {
+				if _, err := os.Stat(marker); err != nil {
+					t.Errorf("the exec hook did not run: %v", err)
+				}
+			}
+			waitFor(t, 10*time.Second, "the Pod object to be deleted", func() bool {
+				_, err := client.CoreV1().Pods("default").Get(context.Background(), "web-0", metav1.GetOptions{})
+				return err != nil
+			})
+			if d := time.Since(deleted); d < hookTime {
+				t.Errorf("deleted after %v, before the hook's %v were over", d, hookTime)
+			}
+			if b, _ := os.ReadFile(logPath); !strings.Contains(string(b), fakeEchoTermLine) {
+				t.Errorf("no SIGTERM after the hook:\n%s", b)
+			}
+		})
 	}
 }

@@ -262,26 +262,49 @@ func (w *podWorker) setUpNetwork(ctx context.Context) error {
 	return nil
 }
 
-// gracePeriod stops the pod's containers the way a kubelet does once deletion starts: SIGTERM to every
-// process now, SIGKILL to those still running after min(the pod's grace period, MaxGracePeriod). Status
-// updates continue meanwhile, so that a server failing its readiness after SIGTERM (agnhost netexec
-// --delay-shutdown) turns the pod unready while it still serves.
+// gracePeriod stops the pod's containers the way a kubelet does once deletion starts: a container with a
+// preStop hook runs it first, for up to the pod's whole grace period (not capped: the hook is the pod asking to
+// be waited for, as upstream's "should create endpoints for unready pods" does with a 100 s sleep), then gets
+// SIGTERM; every other container gets SIGTERM now. SIGKILL follows for those still running after
+// min(the grace period, MaxGracePeriod). Status updates continue meanwhile, so that a server failing its
+// readiness after SIGTERM (agnhost netexec --delay-shutdown) turns the pod unready while it still serves.
 func (w *podWorker) gracePeriod(ctx context.Context) {
-	grace := deletionGracePeriod(w.currentPod(), w.k.cfg.MaxGracePeriod)
-	w.log.Info("Pod is being deleted, stopping its containers", "gracePeriod", grace.String())
-	w.stopContainersWithin(ctx, grace)
+	podGrace := deletionGracePeriod(w.currentPod())
+	grace := min(podGrace, w.k.cfg.MaxGracePeriod)
+	w.log.Info("Pod is being deleted, stopping its containers", "gracePeriod", podGrace.String(), "afterSIGTERM", grace.String())
+	w.stopContainers(ctx, grace, podGrace)
 }
 
 // stopContainersWithin sends SIGTERM to every container's process and SIGKILL to those still running after
-// grace, with status updates meanwhile. It returns once every process has exited, or at once on abort or
-// kubelet stop (finish then stops what still runs).
+// grace, with status updates meanwhile; preStop hooks are not run (an eviction). It returns once every process
+// has exited, or at once on abort or kubelet stop (finish then stops what still runs).
 func (w *podWorker) stopContainersWithin(ctx context.Context, grace time.Duration) {
+	w.stopContainers(ctx, grace, 0)
+}
+
+// stopContainers is stopContainersWithin, except that with hookGrace > 0 a container with a preStop hook runs
+// it first, for up to hookGrace, and gets SIGTERM once it has returned (stopGraceAfterHook until SIGKILL).
+func (w *podWorker) stopContainers(ctx context.Context, grace, hookGrace time.Duration) {
 	w.mu.Lock()
 	all := append(append([]*container{}, w.initContainers...), w.containers...)
 	w.mu.Unlock()
+	hookCtx, stopHooks := context.WithCancel(ctx)
+	defer stopHooks()
 	// Sidecars with the rest: a kubelet stops them after the pod's containers, which no lab pod relies on.
 	for _, c := range all {
-		c.sup.Terminate(grace)
+		if hookGrace <= 0 || !hasPreStop(&c.spec) {
+			c.sup.Terminate(grace)
+			continue
+		}
+		go func() {
+			start := time.Now()
+			ctx, cancel := context.WithTimeout(hookCtx, hookGrace)
+			defer cancel()
+			if err := runLifecycleHook(ctx, c.spec.Lifecycle.PreStop, w.probeTarget(c)); err != nil {
+				c.log.Error(err, "PreStop hook failed")
+			}
+			c.sup.Terminate(stopGraceAfterHook(hookGrace, time.Since(start), w.k.cfg.MaxGracePeriod))
+		}()
 	}
 	stopped := make(chan struct{})
 	go func() {
@@ -302,16 +325,16 @@ func (w *podWorker) stopContainersWithin(ctx context.Context, grace time.Duratio
 	}
 }
 
-// deletionGracePeriod is how long a deleted pod's processes get between SIGTERM and SIGKILL: the deletion's
-// grace period (else the pod's terminationGracePeriodSeconds), capped at maxGrace.
-func deletionGracePeriod(pod *corev1.Pod, maxGrace time.Duration) time.Duration {
-	grace := maxGrace
+// deletionGracePeriod is a deleted pod's grace period: the deletion's, else the pod's
+// terminationGracePeriodSeconds, else the API's default of 30 s.
+func deletionGracePeriod(pod *corev1.Pod) time.Duration {
 	if s := pod.DeletionGracePeriodSeconds; s != nil {
-		grace = min(grace, time.Duration(*s)*time.Second)
-	} else if s := pod.Spec.TerminationGracePeriodSeconds; s != nil {
-		grace = min(grace, time.Duration(*s)*time.Second)
+		return time.Duration(*s) * time.Second
 	}
-	return grace
+	if s := pod.Spec.TerminationGracePeriodSeconds; s != nil {
+		return time.Duration(*s) * time.Second
+	}
+	return corev1.DefaultTerminationGracePeriodSeconds * time.Second
 }
 
 // finish stops the processes (SIGTERM, then SIGKILL), removes the network, and, if the pod is being deleted
