@@ -1,7 +1,9 @@
 package dataplane
 
 import (
+	"context"
 	"net/netip"
+	"strings"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -36,11 +38,12 @@ func podIPsOf(pods []corev1.Pod, v6 bool) []string {
 
 // RegisterDualStack declares the dual-stack spec, the IPv6 mirror of "who can reach a ClusterIP": a
 // RequireDualStack Service's IPv6 ClusterIP reached from a pod on the other node, from every node's host
-// network, by a pod through its own Service (hairpin), and refused to the outside host. The cluster must
+// network, by a pod through its own Service (hairpin), and refused to the outside host; then through an agent
+// restart, an edit to IPv4 only and back, and the Service's deletion. The cluster must
 // be dual-stack (both Service CIDRs, pods with an IPv6 address); the lab is.
 func RegisterDualStack(driver func() Driver) {
 	Describe("dual-stack", func() {
-		It("serves a dual-stack Service's IPv6 ClusterIP to a pod on the other node, the nodes' host network and a pod through itself, and refuses the outside host", func(ctx SpecContext) {
+		It("serves a dual-stack Service's IPv6 ClusterIP to a pod on the other node, the nodes' host network and a pod through itself, refuses the outside host, and follows an agent restart, an edit to IPv4 only and back, and deletion", func(ctx SpecContext) {
 			drv := driver()
 			nodes := drv.Nodes()
 			Expect(len(nodes)).To(BeNumerically(">=", 2), "the spec needs two nodes")
@@ -91,6 +94,68 @@ func RegisterDualStack(driver func() Driver) {
 			expectServedOnEveryNode(ctx, drv, vip6, 80, ipvs.TCP, endpoints(podIPsOf(pods, true), 8080))
 			got = fromPod(ctx, drv, &pods[0], request{addr: hostPort(vip6, 80), count: 3})
 			Expect(got.Answers).To(Equal(map[string]int{pods[0].Name: 3}), got.String())
+			want6, want4 := endpoints(podIPsOf(pods, true), 8080), endpoints(podIPsOf(pods, false), 8080)
+
+			By("node B's agent restarts under a steady IPv6 loop from node B's pod")
+			_, before := ipvsSave(ctx, drv, nodeB)
+			loop := background(func() outcome {
+				return fromPod(ctx, drv, cli, request{addr: hostPort(vip6, 80), duration: 12 * time.Second,
+					interval: 50 * time.Millisecond, timeout: steadyTimeout})
+			})
+			restartAgent(ctx, drv, nodeB)
+			got = loop()
+			Expect(got.Failed).To(BeZero(), "IPv6 through node %s while its agent restarted: %s", nodeB, got)
+			Expect(got.OK).To(BeNumerically(">", 20), got.String())
+			_, after := ipvsSave(ctx, drv, nodeB)
+			Expect(vsLines(after, "["+vip6+"]")).To(Equal(vsLines(before, "["+vip6+"]")), "the restarted agent adopted the IPv6 virtual server")
+			Expect(vsLines(before, "["+vip6+"]")).NotTo(BeEmpty(), "ipvsadm -Sn writes IPv6 virtual servers as [addr]:port")
+
+			By("the Service edited in place to IPv4 only: the IPv6 ClusterIP leaves every node, IPv4 stays")
+			Expect(drv.Client().Get(ctx, client.ObjectKeyFromObject(svc), svc)).To(Succeed())
+			svc.Spec.IPFamilyPolicy = ptr.To(corev1.IPFamilyPolicySingleStack)
+			svc.Spec.IPFamilies = []corev1.IPFamily{corev1.IPv4Protocol}
+			svc.Spec.ClusterIPs = []string{vip4}
+			Expect(drv.Client().Update(ctx, svc)).To(Succeed())
+			expectVIPGoneOnEveryNode(ctx, drv, vip6)
+			expectServedOnEveryNode(ctx, drv, vip4, 80, ipvs.TCP, want4)
+			got = fromPod(ctx, drv, cli, request{addr: hostPort(vip4, 80), count: 2})
+			Expect(got.Failed).To(BeZero(), got.String())
+
+			By("edited back to dual-stack: the new IPv6 ClusterIP is bound and served on every node")
+			Expect(drv.Client().Get(ctx, client.ObjectKeyFromObject(svc), svc)).To(Succeed())
+			svc.Spec.IPFamilyPolicy = ptr.To(corev1.IPFamilyPolicyRequireDualStack)
+			svc.Spec.IPFamilies = []corev1.IPFamily{corev1.IPv4Protocol, corev1.IPv6Protocol}
+			Expect(drv.Client().Update(ctx, svc)).To(Succeed())
+			Expect(svc.Spec.ClusterIPs).To(HaveLen(2), "the API server allocates an IPv6 ClusterIP again")
+			Expect(svc.Spec.ClusterIPs[0]).To(Equal(vip4), "an edit keeps the IPv4 ClusterIP")
+			vip6 = svc.Spec.ClusterIPs[1]
+			expectServedOnEveryNode(ctx, drv, vip6, 80, ipvs.TCP, want6)
+			for _, node := range drv.Nodes() {
+				Expect(boundVIPs(ctx, drv, node)).To(ContainSubstring(" "+vip6+"/128 "), "the IPv6 ClusterIP bound as a /128 on %s", node)
+			}
+			got = fromPod(ctx, drv, cli, request{addr: hostPort(vip6, 80), count: 2})
+			Expect(got.Failed).To(BeZero(), got.String())
+
+			By("deleting the Service removes both ClusterIPs' virtual servers and bindings from every node")
+			Expect(drv.Client().Delete(ctx, svc)).To(Succeed())
+			expectVIPGoneOnEveryNode(ctx, drv, vip6)
+			expectVIPGoneOnEveryNode(ctx, drv, vip4)
 		})
 	})
+}
+
+// expectVIPGoneOnEveryNode waits until no node has a virtual server on vip or has vip bound.
+func expectVIPGoneOnEveryNode(ctx context.Context, drv Driver, vip string) {
+	GinkgoHelper()
+	rendered := vip
+	if netip.MustParseAddr(vip).Is6() {
+		rendered = "[" + vip + "]"
+	}
+	for _, node := range drv.Nodes() {
+		Eventually(ctx, func(g Gomega) {
+			_, raw := ipvsSave(ctx, drv, node)
+			g.Expect(vsLines(raw, rendered)).To(BeEmpty(), "virtual servers of %s left on %s", vip, node)
+			g.Expect(strings.Fields(boundVIPs(ctx, drv, node))).NotTo(ContainElement(HavePrefix(vip+"/")), "%s left bound on %s", vip, node)
+		}).WithTimeout(20 * time.Second).WithPolling(200 * time.Millisecond).Should(Succeed())
+	}
 }
