@@ -112,11 +112,11 @@ upstream-deps: ## Build (once) upstream's e2e.test and agnhost into bin/k8s.
 
 .PHONY: test-upstream
 test-upstream: kustomize lab-deps upstream-deps ## Upstream's sig-network ClusterIP e2e specs in the lab (UPSTREAM_FOCUS=<regexp> narrows them).
-	UPSTREAM_SET=full go test -tags lab -p 1 -count=1 -timeout 180m ./test/upstream/ -ginkgo.v
+	UPSTREAM_SET=full go test -v -tags lab -p 1 -count=1 -timeout 180m ./test/upstream/ -ginkgo.v
 
 .PHONY: test-upstream-smoke
 test-upstream-smoke: kustomize lab-deps upstream-deps ## The core subset of test-upstream (a few minutes; the last step of `make test`).
-	UPSTREAM_SET=smoke go test -tags lab -p 1 -count=1 -timeout 60m ./test/upstream/ -ginkgo.v
+	UPSTREAM_SET=smoke go test -v -tags lab -p 1 -count=1 -timeout 60m ./test/upstream/ -ginkgo.v
 
 # The scale harness (test/bench): N Services x M endpoints written to the lab's API server, a proxy measured
 # from outside (the kernel seen from the node, /proc, its metrics) next to a raw netlink loop. One lab per size.

@@ -22,11 +22,12 @@ import (
 
 // The runs this suite knows. UPSTREAM_SET picks one (default full); UPSTREAM_FOCUS replaces its focus while
 // iterating on one spec.
-//   - full (`make test-upstream`): every sig-network spec about ClusterIP behaviour;
+//   - full (`make test-upstream`): every sig-network spec about ClusterIP behaviour, dual-stack's included (the
+//     lab is dual-stack);
 //   - smoke (`make test`): a few minutes of the stable core: basic and multiport endpoints, session affinity,
 //     rejection without endpoints, the service-proxy-name and headless labels, same port on two protocols.
 var focusSets = map[string]string{
-	"full": `\[sig-network\] (Services |EndpointSlice |EndpointSliceMirroring |Conntrack |Networking Granular Checks: Services )`,
+	"full": `\[sig-network\] (Services |EndpointSlice |EndpointSliceMirroring |Conntrack |Networking Granular Checks: Services |\[Feature:IPv6DualStack\] )`,
 	"smoke": `\[sig-network\] Services (should serve a basic endpoint from pods|should serve multiport endpoints from pods|` +
 		`should have session affinity work for service with type clusterIP|should be rejected when no endpoints exist|` +
 		`should implement service.kubernetes.io/service-proxy-name|should implement service.kubernetes.io/headless|` +
