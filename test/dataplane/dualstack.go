@@ -1,9 +1,7 @@
 package dataplane
 
 import (
-	"context"
 	"net/netip"
-	"strings"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -97,18 +95,11 @@ func RegisterDualStack(driver func() Driver) {
 			want6, want4 := endpoints(podIPsOf(pods, true), 8080), endpoints(podIPsOf(pods, false), 8080)
 
 			By("node B's agent restarts under a steady IPv6 loop from node B's pod")
-			_, before := ipvsSave(ctx, drv, nodeB)
-			loop := background(func() outcome {
+			got = expectSteadyRestart(ctx, drv, nodeB, vip6, func() outcome {
 				return fromPod(ctx, drv, cli, request{addr: hostPort(vip6, 80), duration: 12 * time.Second,
 					interval: 50 * time.Millisecond, timeout: steadyTimeout})
 			})
-			restartAgent(ctx, drv, nodeB)
-			got = loop()
-			Expect(got.Failed).To(BeZero(), "IPv6 through node %s while its agent restarted: %s", nodeB, got)
 			Expect(got.OK).To(BeNumerically(">", 20), got.String())
-			_, after := ipvsSave(ctx, drv, nodeB)
-			Expect(vsLines(after, "["+vip6+"]")).To(Equal(vsLines(before, "["+vip6+"]")), "the restarted agent adopted the IPv6 virtual server")
-			Expect(vsLines(before, "["+vip6+"]")).NotTo(BeEmpty(), "ipvsadm -Sn writes IPv6 virtual servers as [addr]:port")
 
 			By("the Service edited in place to IPv4 only: the IPv6 ClusterIP leaves every node, IPv4 stays")
 			Expect(drv.Client().Get(ctx, client.ObjectKeyFromObject(svc), svc)).To(Succeed())
@@ -142,20 +133,4 @@ func RegisterDualStack(driver func() Driver) {
 			expectVIPGoneOnEveryNode(ctx, drv, vip4)
 		})
 	})
-}
-
-// expectVIPGoneOnEveryNode waits until no node has a virtual server on vip or has vip bound.
-func expectVIPGoneOnEveryNode(ctx context.Context, drv Driver, vip string) {
-	GinkgoHelper()
-	rendered := vip
-	if netip.MustParseAddr(vip).Is6() {
-		rendered = "[" + vip + "]"
-	}
-	for _, node := range drv.Nodes() {
-		Eventually(ctx, func(g Gomega) {
-			_, raw := ipvsSave(ctx, drv, node)
-			g.Expect(vsLines(raw, rendered)).To(BeEmpty(), "virtual servers of %s left on %s", vip, node)
-			g.Expect(strings.Fields(boundVIPs(ctx, drv, node))).NotTo(ContainElement(HavePrefix(vip+"/")), "%s left bound on %s", vip, node)
-		}).WithTimeout(20 * time.Second).WithPolling(200 * time.Millisecond).Should(Succeed())
-	}
 }

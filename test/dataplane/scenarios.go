@@ -3,6 +3,7 @@ package dataplane
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -521,16 +522,9 @@ func RegisterScenarios(driver func() Driver) {
 		It("restarts under a steady request loop with zero failures and adopts the kernel state", func(ctx SpecContext) {
 			svc, _ := servedWeb(ctx, "steady", 2, "")
 			vip := svc.Spec.ClusterIP
-			_, before := ipvsSave(ctx, drv, nodeB)
-
-			loop := background(func() outcome {
+			expectSteadyRestart(ctx, drv, nodeB, vip, func() outcome {
 				return fromPod(ctx, drv, cli, request{addr: hostPort(vip, 80), duration: 12 * time.Second, interval: 50 * time.Millisecond, timeout: steadyTimeout})
 			})
-			restartAgent(ctx, drv, nodeB)
-			got := loop()
-			Expect(got.Failed).To(BeZero(), "requests through node %s while its agent restarted: %s", nodeB, got)
-			_, after := ipvsSave(ctx, drv, nodeB)
-			Expect(vsLines(after, vip)).To(Equal(vsLines(before, vip)), "the restarted agent adopted the table")
 		})
 
 		It("keeps serving through a restart while the ServicePolicy CRD is deleted", func(ctx SpecContext) {
@@ -612,6 +606,29 @@ func vsLines(save, vip string) []string {
 		}
 	}
 	return out
+}
+
+// savedAddr is vip as `ipvsadm -Sn` writes it in a virtual server's address: IPv6 in brackets.
+func savedAddr(vip string) string {
+	if netip.MustParseAddr(vip).Is6() {
+		return "[" + vip + "]"
+	}
+	return vip
+}
+
+// expectSteadyRestart restarts node's agent while loop sends requests, and expects none of them to fail and
+// the node's virtual servers of vip to be adopted unchanged. It returns the loop's outcome.
+func expectSteadyRestart(ctx context.Context, drv Driver, node, vip string, loop func() outcome) outcome {
+	GinkgoHelper()
+	_, before := ipvsSave(ctx, drv, node)
+	Expect(vsLines(before, savedAddr(vip))).NotTo(BeEmpty(), "virtual servers of %s on %s before the restart", vip, node)
+	wait := background(loop)
+	restartAgent(ctx, drv, node)
+	got := wait()
+	Expect(got.Failed).To(BeZero(), "requests through node %s while its agent restarted: %s", node, got)
+	_, after := ipvsSave(ctx, drv, node)
+	Expect(vsLines(after, savedAddr(vip))).To(Equal(vsLines(before, savedAddr(vip))), "the restarted agent on %s adopted the virtual servers of %s", node, vip)
+	return got
 }
 
 // restartAgent deletes the agent pod of a node and waits for its replacement to be Ready.

@@ -35,6 +35,18 @@ func expectServedOnEveryNode(ctx context.Context, drv Driver, vip string, port i
 	}
 }
 
+// expectVIPGoneOnEveryNode waits until no node has a virtual server on vip or has vip bound.
+func expectVIPGoneOnEveryNode(ctx context.Context, drv Driver, vip string) {
+	GinkgoHelper()
+	for _, node := range drv.Nodes() {
+		Eventually(ctx, func(g Gomega) {
+			_, raw := ipvsSave(ctx, drv, node)
+			g.Expect(vsLines(raw, savedAddr(vip))).To(BeEmpty(), "virtual servers of %s left on %s", vip, node)
+			g.Expect(strings.Fields(boundVIPs(ctx, drv, node))).NotTo(ContainElement(HavePrefix(vip+"/")), "%s left bound on %s", vip, node)
+		}).WithTimeout(20 * time.Second).WithPolling(200 * time.Millisecond).Should(Succeed())
+	}
+}
+
 // RegisterSCTP declares the SCTP spec: a ClusterIP Service of protocol SCTP served through IPVS to real SCTP
 // associations, through an agent restart, a port and targetPort edit and the Service's deletion. The nodes
 // need the sctp kernel module for the pods' sockets (the lab loads it at boot; IPVS and conntrack have SCTP
@@ -64,17 +76,11 @@ func RegisterSCTP(driver func() Driver) {
 			Expect(got.Answers).To(HaveLen(2), "from node %s: %s", nodeA, got)
 
 			By("node B's agent restarts under a steady SCTP loop from node B's pod")
-			_, before := ipvsSave(ctx, drv, nodeB)
-			loop := background(func() outcome {
+			got = expectSteadyRestart(ctx, drv, nodeB, vip, func() outcome {
 				return fromPod(ctx, drv, cli, request{proto: "sctp", addr: hostPort(vip, 3868), duration: 12 * time.Second,
 					interval: 50 * time.Millisecond, timeout: steadyTimeout})
 			})
-			restartAgent(ctx, drv, nodeB)
-			got = loop()
-			Expect(got.Failed).To(BeZero(), "SCTP through node %s while its agent restarted: %s", nodeB, got)
 			Expect(got.OK).To(BeNumerically(">", 20), got.String())
-			_, after := ipvsSave(ctx, drv, nodeB)
-			Expect(vsLines(after, vip)).To(Equal(vsLines(before, vip)), "the restarted agent adopted the SCTP virtual server")
 
 			By("port 3868 -> 3869 and targetPort sctp -> sctp-alt, in place")
 			Expect(drv.Client().Get(ctx, client.ObjectKeyFromObject(svc), svc)).To(Succeed())
@@ -100,13 +106,7 @@ func RegisterSCTP(driver func() Driver) {
 
 			By("deleting the Service removes its virtual servers and its ClusterIP from every node")
 			Expect(drv.Client().Delete(ctx, svc)).To(Succeed())
-			for _, node := range drv.Nodes() {
-				Eventually(ctx, func(g Gomega) {
-					_, raw := ipvsSave(ctx, drv, node)
-					g.Expect(vsLines(raw, vip)).To(BeEmpty(), "virtual servers left on %s", node)
-					g.Expect(strings.Fields(boundVIPs(ctx, drv, node))).NotTo(ContainElement(HavePrefix(vip+"/")), "VIP left bound on %s", node)
-				}).WithTimeout(20 * time.Second).WithPolling(200 * time.Millisecond).Should(Succeed())
-			}
+			expectVIPGoneOnEveryNode(ctx, drv, vip)
 			gone := fromPod(ctx, drv, cli, request{proto: "sctp", addr: hostPort(vip, 3869), count: 1, timeout: 2 * time.Second})
 			Expect(gone.OK).To(BeZero(), "a deleted Service is not served: %s", gone)
 		})
