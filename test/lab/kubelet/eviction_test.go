@@ -154,11 +154,6 @@ func TestKubeletEvictsAContainerOverItsStorageLimit(t *testing.T) {
 	if p := get(); p == nil || p.Status.Phase != corev1.PodFailed {
 		t.Fatalf("the evicted pod did not stay, Failed: %+v", p)
 	}
-	now := metav1.Now()
-	p = get()
-	p.DeletionTimestamp = &now
-	if _, err := client.CoreV1().Pods("default").Update(context.Background(), p, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	startDeletion(t, client, "default", "evicted-pod", 0)
 	waitFor(t, 10*time.Second, "the deleted evicted pod's object to go", func() bool { return get() == nil })
 }

@@ -186,12 +186,7 @@ func TestKubeletPodNetnsChild(t *testing.T) {
 	}
 
 	// Deleting web-a removes its namespace, veth and address, then the object.
-	p, _ := client.CoreV1().Pods("default").Get(context.Background(), "web-a", metav1.GetOptions{})
-	now := metav1.Now()
-	p.DeletionTimestamp = &now
-	if _, err := client.CoreV1().Pods("default").Update(context.Background(), p, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	startDeletion(t, client, "default", "web-a", 0)
 	waitFor(t, 10*time.Second, "web-a deleted", func() bool {
 		_, err := client.CoreV1().Pods("default").Get(context.Background(), "web-a", metav1.GetOptions{})
 		return err != nil

@@ -143,13 +143,7 @@ func TestKubeletRunsAHostNetworkPod(t *testing.T) {
 	}
 
 	// Graceful deletion: the pod keeps serving for the grace period, then stops, then the object goes.
-	p, _ = client.CoreV1().Pods("default").Get(context.Background(), "web-0", metav1.GetOptions{})
-	now := metav1.Now()
-	p.DeletionTimestamp, p.DeletionGracePeriodSeconds = &now, ptr.To[int64](30)
-	if _, err := client.CoreV1().Pods("default").Update(context.Background(), p, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	deleted := time.Now()
+	deleted := startDeletion(t, client, "default", "web-0", 30)
 	time.Sleep(200 * time.Millisecond)
 	if code, _ := getURL(t, base+"/"); code != 200 {
 		t.Error("the pod stopped serving before its grace period")
@@ -375,13 +369,7 @@ func TestKubeletSendsSIGTERMWhenDeletionStarts(t *testing.T) {
 	runTestKubelet(t, cfg, client, clusterAccess{Server: "https://127.0.0.1:6443"})
 	waitFor(t, 20*time.Second, "the pod to become Ready", func() bool { ok, _ := readyPod(client, "default", "web-0"); return ok })
 
-	p, _ := client.CoreV1().Pods("default").Get(context.Background(), "web-0", metav1.GetOptions{})
-	now := metav1.Now()
-	p.DeletionTimestamp, p.DeletionGracePeriodSeconds = &now, ptr.To[int64](300)
-	if _, err := client.CoreV1().Pods("default").Update(context.Background(), p, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	deleted := time.Now()
+	deleted := startDeletion(t, client, "default", "web-0", 300)
 	logPath := filepath.Join(cfg.PodLogDir, "default_web-0_echo.log")
 	waitFor(t, 2*time.Second, "SIGTERM as the deletion starts", func() bool {
 		b, _ := os.ReadFile(logPath)
@@ -449,13 +437,7 @@ func TestKubeletRunsPreStopHooksBeforeSIGTERM(t *testing.T) {
 			runTestKubelet(t, cfg, client, clusterAccess{Server: "https://127.0.0.1:6443"})
 			waitFor(t, 20*time.Second, "the pod to become Ready", func() bool { ok, _ := readyPod(client, "default", "web-0"); return ok })
 
-			p, _ := client.CoreV1().Pods("default").Get(context.Background(), "web-0", metav1.GetOptions{})
-			now := metav1.Now()
-			p.DeletionTimestamp, p.DeletionGracePeriodSeconds = &now, ptr.To[int64](100)
-			if _, err := client.CoreV1().Pods("default").Update(context.Background(), p, metav1.UpdateOptions{}); err != nil {
-				t.Fatal(err)
-			}
-			deleted := time.Now()
+			deleted := startDeletion(t, client, "default", "web-0", 100)
 			logPath := filepath.Join(cfg.PodLogDir, "default_web-0_echo.log")
 			// Past MaxGracePeriod, and still inside the hook: no SIGTERM yet, and the server answers.
 			time.Sleep(hookTime / 2)
