@@ -219,6 +219,9 @@ func (s *supervisor) runOnce(ctx context.Context, spec processSpec) (*exitInfo, 
 	}
 	s.mu.Lock()
 	s.cmd = cmd
+	s.mu.Unlock()
+	settled := waitSettled(ctx, "/proc", cmd.Process.Pid, settleTimeout, s.terminating)
+	s.mu.Lock()
 	s.state.Running, s.state.PID, s.state.StartedAt = true, cmd.Process.Pid, start
 	s.state.Starts++
 	s.state.Waiting, s.state.WaitingMessage = "", ""
@@ -226,7 +229,7 @@ func (s *supervisor) runOnce(ctx context.Context, spec processSpec) (*exitInfo, 
 	if s.onChange != nil {
 		s.onChange()
 	}
-	s.log.Info("Container started", "pid", cmd.Process.Pid)
+	s.log.Info("Container started", "pid", cmd.Process.Pid, "settledAfter", time.Since(start).Round(time.Millisecond).String(), "settled", settled)
 
 	procCtx, cancelProc := context.WithCancel(ctx)
 	if s.onStart != nil {
