@@ -7,7 +7,6 @@ package dataplane_test
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -54,13 +53,19 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 	GinkgoWriter.Printf("operator installed and agents ready in %s\n", time.Since(t1).Round(time.Millisecond))
 }, NodeTimeout(20*time.Minute))
 
+// A failed spec keeps the lab's run directory (the guest's kubelet and agent logs): AfterSuite's own report
+// cannot tell, and Stop would remove it.
+var _ = ReportAfterEach(func(r SpecReport) {
+	if r.Failed() && theLab != nil {
+		theLab.Keep()
+	}
+})
+
 var _ = AfterSuite(func() {
 	if theLab == nil {
 		return
 	}
-	if CurrentSpecReport().Failed() || os.Getenv("LAB_KEEP") != "" {
-		GinkgoWriter.Printf("lab logs: %s\n", theLab.LogDir())
-	}
+	GinkgoWriter.Printf("lab logs: %s (kept if a spec failed or with LAB_KEEP=1)\n", theLab.LogDir())
 	Expect(theLab.Stop()).To(Succeed())
 })
 
