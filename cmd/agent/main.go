@@ -72,7 +72,7 @@ func run(ctx context.Context, f flags) error {
 		return err
 	}
 	defer goruntime.KeepAlive(lock) // held until the process ends, also while the manager shuts down
-	restConfig := apiConfig(ctrl.GetConfigOrDie())
+	restConfig := ctrl.GetConfigOrDie()
 	ipv6, err := nodeServesIPv6(ctx, restConfig, f)
 	if err != nil {
 		return err
