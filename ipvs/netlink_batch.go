@@ -5,6 +5,7 @@ package ipvs
 import (
 	"encoding/binary"
 	"fmt"
+	"net/netip"
 	"sync/atomic"
 	"time"
 
@@ -102,11 +103,12 @@ func batchSocket(s *nl.NetlinkSocket) error {
 // already take as "someone made it").
 func (n *netlinkIPVS) Batch(adds []Addition) []error {
 	errs := make([]error, len(adds))
+	var scratch []byte
 	sh := <-n.batch
 	defer func() { n.batch <- sh }()
 	for start := 0; start < len(adds); start += batchSize {
 		end := min(start+batchSize, len(adds))
-		for _, i := range n.batchOnce(sh, adds, start, end, errs) {
+		for _, i := range n.batchOnce(sh, adds, start, end, errs, &scratch) {
 			switch a := adds[i]; a.Op {
 			case OpAddService:
 				errs[i] = n.AddService(a.Service)
@@ -123,8 +125,8 @@ func (n *netlinkIPVS) Batch(adds []Addition) []error {
 const batchSize = 64
 
 // batchOnce sends adds[start:end] in one message and records their outcomes in errs; it returns the indexes
-// whose outcome is unknown.
-func (n *netlinkIPVS) batchOnce(sh *nl.SocketHandle, adds []Addition, start, end int, errs []error) (unknown []int) {
+// whose outcome is unknown. *scratch is the buffer the message is encoded in, reused from one to the next.
+func (n *netlinkIPVS) batchOnce(sh *nl.SocketHandle, adds []Addition, start, end int, errs []error, scratch *[]byte) (unknown []int) {
 	last := -1
 	for i := start; i < end; i++ {
 		if err := checkAddition(adds[i]); err != nil {
@@ -138,12 +140,13 @@ func (n *netlinkIPVS) batchOnce(sh *nl.SocketHandle, adds []Addition, start, end
 	}
 	first := atomic.AddUint32(&sh.Seq, uint32(end-start)) - uint32(end-start) + 1
 	lastSeq := first + uint32(last-start)
-	var buf []byte
+	buf := (*scratch)[:0]
 	for i := start; i <= last; i++ {
 		if errs[i] == nil {
-			buf = append(buf, n.additionRequest(adds[i], first+uint32(i-start), i == last)...)
+			buf = appendAdditionRequest(buf, n.family, adds[i], first+uint32(i-start), i == last)
 		}
 	}
+	*scratch = buf
 	pending := func() []int {
 		for i := start; i <= last; i++ {
 			if errs[i] == nil {
@@ -204,62 +207,126 @@ func additionObject(a Addition) string {
 	return a.Service.ServiceKey.String()
 }
 
-// additionRequest is the generic netlink request for a: the virtual server's attributes as AddService sends
-// them (for a real server, its virtual server's key with the same defaults), and the real server's.
-func (n *netlinkIPVS) additionRequest(a Addition, seq uint32, ack bool) []byte {
-	flags := 0
+// appendAdditionRequest appends to buf the generic netlink request for a: the virtual server's attributes as
+// AddService sends them (toMobyService's values: the family, protocol, address and port, the scheduler, the
+// persistence flag and timeout, a one-address netmask; for a real server, its virtual server's key with the
+// same defaults), and the real server's (masquerading, no connection thresholds). The bytes are those
+// moby/ipvs and vishvananda/netlink would send (TestAdditionRequestBytes), written straight into buf. Built
+// from their attribute trees, encoding took 3.1 of the 7.9 CPU seconds of a cold start's batches at 10,000
+// Services in the lab VM, with about 60 allocations per request (BenchmarkAdditionRequest: 357 for a
+// Service with five real servers, none now). a's addresses must have been checked (checkAddition).
+func appendAdditionRequest(buf []byte, familyID uint16, a Addition, seq uint32, ack bool) []byte {
+	native := binary.NativeEndian
+	flags := uint16(unix.NLM_F_REQUEST)
 	if ack {
-		flags = unix.NLM_F_ACK
+		flags |= unix.NLM_F_ACK
 	}
 	cmd := uint8(ipvsCmdNewService)
 	svc := a.Service
 	if a.Op == OpAddDestination {
 		cmd, svc = ipvsCmdNewDest, Service{ServiceKey: a.Service.ServiceKey}
 	}
-	req := nl.NewNetlinkRequest(int(n.family), flags)
-	req.Seq = seq
-	req.AddData(genlHeader{cmd: cmd, version: ipvsGenlVersion})
-	req.AddData(serviceAttr(svc))
-	if a.Op == OpAddDestination {
-		req.AddData(destinationAttr(a.Destination))
+	start := len(buf)
+	// struct nlmsghdr (its length is set at the end), then struct genlmsghdr.
+	buf = native.AppendUint32(buf, 0)
+	buf = native.AppendUint16(buf, familyID)
+	buf = native.AppendUint16(buf, flags)
+	buf = native.AppendUint32(buf, seq)
+	buf = native.AppendUint32(buf, 0) // pid: the kernel's
+	buf = append(buf, cmd, ipvsGenlVersion, 0, 0)
+
+	nest := len(buf)
+	buf = appendAttrHeader(buf, ipvsCmdAttrService)
+	buf = appendUint16Attr(buf, ipvsSvcAttrAF, native.AppendUint16, family(svc.Address))
+	buf = appendUint16Attr(buf, ipvsSvcAttrProtocol, native.AppendUint16, uint16(svc.Protocol))
+	buf = appendAddrAttr(buf, ipvsSvcAttrAddr, svc.Address)
+	buf = appendUint16Attr(buf, ipvsSvcAttrPort, binary.BigEndian.AppendUint16, svc.Port)
+	buf = appendStringAttr(buf, ipvsSvcAttrSchedName, svc.Scheduler)
+	var svcFlags, timeout uint32
+	if secs := persistenceSeconds(svc.Persistence); secs > 0 {
+		svcFlags, timeout = svcFlagPersistent, secs
 	}
-	return req.Serialize()
+	netmask := uint32(netmaskV4)
+	if svc.Address.Is6() {
+		netmask = netmaskV6
+	}
+	// struct ip_vs_flags: the flags, and the mask of those that are set.
+	var f [8]byte
+	native.PutUint32(f[0:4], svcFlags)
+	native.PutUint32(f[4:8], 0xffffffff)
+	buf = appendAttr(buf, ipvsSvcAttrFlags, f[:])
+	buf = appendUint32Attr(buf, ipvsSvcAttrTimeout, timeout)
+	buf = appendUint32Attr(buf, ipvsSvcAttrNetmask, netmask)
+	native.PutUint16(buf[nest:], uint16(len(buf)-nest))
+
+	if a.Op == OpAddDestination {
+		d := a.Destination
+		nest = len(buf)
+		buf = appendAttrHeader(buf, ipvsCmdAttrDest)
+		buf = appendAddrAttr(buf, ipvsDestAttrAddr, d.Address)
+		buf = appendUint16Attr(buf, ipvsDestAttrPort, binary.BigEndian.AppendUint16, d.Port)
+		buf = appendUint32Attr(buf, ipvsDestAttrFwdMethod, ipvsConnFMasq)
+		buf = appendUint32Attr(buf, ipvsDestAttrWeight, uint32(d.Weight))
+		buf = appendUint32Attr(buf, ipvsDestAttrUThresh, 0)
+		buf = appendUint32Attr(buf, ipvsDestAttrLThresh, 0)
+		native.PutUint16(buf[nest:], uint16(len(buf)-nest))
+	}
+	native.PutUint32(buf[start:], uint32(len(buf)-start))
+	return buf
 }
 
-// serviceAttr is IPVS_CMD_ATTR_SERVICE for s, with toMobyService's values: the family, protocol, address
-// and port, the scheduler, the persistence flag and timeout, and a one-address netmask.
-func serviceAttr(s Service) *nl.RtAttr {
-	ms, _ := toMobyService(s) // the address was checked
-	attr := nl.NewRtAttr(ipvsCmdAttrService, nil)
-	attr.AddRtAttr(ipvsSvcAttrAF, nl.Uint16Attr(ms.AddressFamily))
-	attr.AddRtAttr(ipvsSvcAttrProtocol, nl.Uint16Attr(ms.Protocol))
-	attr.AddRtAttr(ipvsSvcAttrAddr, s.Address.AsSlice())
-	attr.AddRtAttr(ipvsSvcAttrPort, binary.BigEndian.AppendUint16(nil, ms.Port))
-	attr.AddRtAttr(ipvsSvcAttrSchedName, nl.ZeroTerminated(ms.SchedName))
-	flags := make([]byte, 8) // struct ip_vs_flags: the flags, and the mask of those that are set
-	nl.NativeEndian().PutUint32(flags[0:4], ms.Flags)
-	nl.NativeEndian().PutUint32(flags[4:8], 0xffffffff)
-	attr.AddRtAttr(ipvsSvcAttrFlags, flags)
-	attr.AddRtAttr(ipvsSvcAttrTimeout, nl.Uint32Attr(ms.Timeout))
-	attr.AddRtAttr(ipvsSvcAttrNetmask, nl.Uint32Attr(ms.Netmask))
-	return attr
+// appendUint16Attr appends a two-byte attribute, in the byte order put writes (network order for ports).
+func appendUint16Attr(buf []byte, typ uint16, put func([]byte, uint16) []byte, v uint16) []byte {
+	buf = binary.NativeEndian.AppendUint16(buf, unix.SizeofRtAttr+2)
+	buf = binary.NativeEndian.AppendUint16(buf, typ)
+	return append(put(buf, v), 0, 0) // padded to NLA_ALIGNTO
 }
 
-// destinationAttr is IPVS_CMD_ATTR_DEST for a masquerading real server, no connection thresholds.
-func destinationAttr(d Destination) *nl.RtAttr {
-	attr := nl.NewRtAttr(ipvsCmdAttrDest, nil)
-	attr.AddRtAttr(ipvsDestAttrAddr, d.Address.AsSlice())
-	attr.AddRtAttr(ipvsDestAttrPort, binary.BigEndian.AppendUint16(nil, d.Port))
-	attr.AddRtAttr(ipvsDestAttrFwdMethod, nl.Uint32Attr(ipvsConnFMasq))
-	attr.AddRtAttr(ipvsDestAttrWeight, nl.Uint32Attr(uint32(d.Weight)))
-	attr.AddRtAttr(ipvsDestAttrUThresh, nl.Uint32Attr(0))
-	attr.AddRtAttr(ipvsDestAttrLThresh, nl.Uint32Attr(0))
-	return attr
+// appendUint32Attr appends a four-byte attribute in host byte order.
+func appendUint32Attr(buf []byte, typ uint16, v uint32) []byte {
+	buf = binary.NativeEndian.AppendUint16(buf, unix.SizeofRtAttr+4)
+	buf = binary.NativeEndian.AppendUint16(buf, typ)
+	return binary.NativeEndian.AppendUint32(buf, v)
 }
 
-// genlHeader is struct genlmsghdr.
-type genlHeader struct{ cmd, version uint8 }
+// appendAttrHeader appends a struct nlattr whose length the caller sets once its value (nested attributes)
+// is appended.
+func appendAttrHeader(buf []byte, typ uint16) []byte {
+	buf = binary.NativeEndian.AppendUint16(buf, 0)
+	return binary.NativeEndian.AppendUint16(buf, typ)
+}
 
-func (h genlHeader) Len() int { return unix.GENL_HDRLEN }
+// appendAttr appends a struct nlattr holding value, padded to NLA_ALIGNTO; its length does not count the
+// padding.
+func appendAttr(buf []byte, typ uint16, value []byte) []byte {
+	buf = binary.NativeEndian.AppendUint16(buf, uint16(unix.SizeofRtAttr+len(value)))
+	buf = binary.NativeEndian.AppendUint16(buf, typ)
+	buf = append(buf, value...)
+	return appendPadding(buf, len(value))
+}
 
-func (h genlHeader) Serialize() []byte { return []byte{h.cmd, h.version, 0, 0} }
+// appendAddrAttr appends an address attribute: 4 bytes for IPv4, 16 for IPv6.
+func appendAddrAttr(buf []byte, typ uint16, a netip.Addr) []byte {
+	if a.Is4() {
+		b := a.As4()
+		return appendAttr(buf, typ, b[:])
+	}
+	b := a.As16()
+	return appendAttr(buf, typ, b[:])
+}
+
+// appendStringAttr appends a NUL-terminated string attribute.
+func appendStringAttr(buf []byte, typ uint16, s string) []byte {
+	buf = binary.NativeEndian.AppendUint16(buf, uint16(unix.SizeofRtAttr+len(s)+1))
+	buf = binary.NativeEndian.AppendUint16(buf, typ)
+	buf = append(buf, s...)
+	buf = append(buf, 0)
+	return appendPadding(buf, len(s)+1)
+}
+
+func appendPadding(buf []byte, n int) []byte {
+	for ; n%unix.RTA_ALIGNTO != 0; n++ {
+		buf = append(buf, 0)
+	}
+	return buf
+}

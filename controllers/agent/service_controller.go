@@ -81,6 +81,12 @@ type ServiceReconciler struct {
 	// always (no optional watch). Until it has, a List of ServicePolicies would make the cache try to start
 	// an informer for a kind the API server does not serve, re-reading discovery on every Service's sync.
 	policiesWatched func() bool
+
+	// passed remembers, per Service, the inputs the start-up pass synced it from (see skipUnchanged).
+	passed passRecords
+	// policyEpochs counts, per namespace, the ServicePolicy events that may have changed its Services'
+	// policies: a Service whose namespace saw one since the pass is synced again.
+	policyEpochs policyEpochs
 }
 
 func (r *ServiceReconciler) init() {
@@ -109,6 +115,9 @@ func (r *ServiceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 	case <-ctx.Done():
 		return ctrl.Result{}, ctx.Err()
 	}
+	if r.skipUnchanged(ctx, req.NamespacedName) {
+		return ctrl.Result{}, nil
+	}
 	requeue, err := r.sync(ctx, req.NamespacedName)
 	return ctrl.Result{RequeueAfter: requeue}, err
 }
@@ -122,12 +131,13 @@ func (r *ServiceReconciler) sync(ctx context.Context, key types.NamespacedName) 
 		}
 		svc = nil // deleted: its state is removed below
 	}
-	return r.syncService(ctx, key, svc)
+	return r.syncService(ctx, key, svc, false)
 }
 
 // syncService programs svc (nil: deleted) as fetched by the caller; the start-up pass hands it the Services
-// it listed, so that a Service it cannot evaluate is still held by its ClusterIPs.
-func (r *ServiceReconciler) syncService(ctx context.Context, key types.NamespacedName, svc *corev1.Service) (time.Duration, error) {
+// it listed (fromPass), so that a Service it cannot evaluate is still held by its ClusterIPs, and remembers
+// what it synced them from.
+func (r *ServiceReconciler) syncService(ctx context.Context, key types.NamespacedName, svc *corev1.Service, fromPass bool) (time.Duration, error) {
 	r.init()
 	start := r.Clock.Now()
 	defer func() { metricSyncDuration.Observe(r.Clock.Since(start).Seconds()) }()
@@ -137,7 +147,12 @@ func (r *ServiceReconciler) syncService(ctx context.Context, key types.Namespace
 		hl       desired.Health
 		epSlices []*discoveryv1.EndpointSlice
 		ramping  time.Duration // until the next step of a slow-start ramp; 0: none
+		governed bool          // a ServicePolicy governs svc
+		epoch    uint64
 	)
+	if fromPass {
+		epoch = r.policyEpochs.get(key.Namespace) // before the policies are read
+	}
 	if svc != nil && desired.InScope(svc, r.Options.ManageAll) {
 		var err error
 		if epSlices, err = r.endpointSlices(ctx, key); err != nil {
@@ -150,6 +165,7 @@ func (r *ServiceReconciler) syncService(ctx context.Context, key types.Namespace
 		case err != nil:
 			return r.hold(ctx, key, svc, HeldDependencyError, fmt.Errorf("listing ServicePolicies: %w", err))
 		}
+		governed = pol != nil
 		state, hl, err = desired.Translate(svc, epSlices, pol, r.Options)
 		if err != nil {
 			// Bad input in one Service: don't retry until the object changes.
@@ -190,7 +206,13 @@ func (r *ServiceReconciler) syncService(ctx context.Context, key types.Namespace
 		logf.FromContext(ctx).V(1).Info("Programmed Service", "service", key, "kernelOps", res.Ops)
 		observeProgrammingLatency(r.Clock.Now(), epSlices)
 	}
-	return minPositive(res.RequeueAfter, ramping), nil
+	requeue := minPositive(res.RequeueAfter, ramping)
+	// Only a Service no policy governs (so no health check and no slow start either: its state depends on
+	// the Service and its EndpointSlices alone), and that needs no later look.
+	if fromPass && svc != nil && !governed && requeue == 0 {
+		r.passed.put(key, passRecord{inputs: syncInputs(svc, epSlices), policyEpoch: epoch})
+	}
+	return requeue, nil
 }
 
 // minPositive is the smaller of two durations, ignoring zeros (no timer).
@@ -409,6 +431,7 @@ func sliceToService(_ context.Context, o client.Object) []reconcile.Request {
 // Services, and a Service dropped by one policy may fall to another, so the namespace is the honest scope.
 // Policies change rarely, and a Service whose state did not change costs no kernel operation.
 func (r *ServiceReconciler) policyToServices(ctx context.Context, o client.Object) []reconcile.Request {
+	r.policyEpochs.bump(o.GetNamespace())
 	list := &corev1.ServiceList{}
 	if err := r.List(ctx, list, client.InNamespace(o.GetNamespace())); err != nil {
 		logf.FromContext(ctx).Error(err, "Listing Services for a ServicePolicy change", "policy", client.ObjectKeyFromObject(o))

@@ -93,14 +93,21 @@ func (s *Startup) Start(ctx context.Context) error {
 		return err
 	}
 	failed := s.syncAll(ctx, list.Items)
-	if err := s.audit(ctx); err != nil {
-		log.Error(err, "First audit failed; will retry", "period", s.AuditPeriod)
+	auditErr := s.audit(ctx)
+	if auditErr != nil {
+		log.Error(auditErr, "First audit failed; will retry", "period", s.AuditPeriod)
+	}
+	if failed > 0 || auditErr != nil {
+		// Some Service's programming may not have reached the kernel (the first audit of a cold start
+		// finishes every Service's): each one's own reconcile must sync it, retrying until it works.
+		s.Services.passed.clear()
 	}
 	s.synced.Store(true)
 	// The controller's reconciles wait until now: while the start-up pass runs, each of them would sync a
 	// Service the pass syncs too (every Service is queued once the caches fill), which at 10,000 Services
 	// doubled the Services' syncs before the node was ready. Changes made meanwhile are queued, and
-	// reconciled from here on.
+	// reconciled from here on; a queued reconcile whose Service did not change returns at once
+	// (ServiceReconciler.skipUnchanged).
 	close(s.gate)
 	log.Info("First full sync done", "services", len(list.Items), "failed", failed, "duration", time.Since(t0))
 	s.takeoverLeftovers(ctx)
@@ -119,7 +126,7 @@ func (s *Startup) syncAll(ctx context.Context, svcs []corev1.Service) int {
 	for range max(s.Workers, 1) {
 		wg.Go(func() {
 			for i := range next {
-				if _, err := s.Services.syncService(ctx, client.ObjectKeyFromObject(&svcs[i]), &svcs[i]); err != nil {
+				if _, err := s.Services.syncService(ctx, client.ObjectKeyFromObject(&svcs[i]), &svcs[i], true); err != nil {
 					failed.Add(1)
 				}
 			}

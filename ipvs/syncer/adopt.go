@@ -51,8 +51,8 @@ func (s *Syncer) openAdoptedPorts(snap snapshot) error {
 	defer r.mu.Unlock()
 	var add ipvs.RuleElements
 	for _, svs := range snap.servers {
-		for k := range svs {
-			if !r.have.ports.Has(k) {
+		for _, o := range svs {
+			if k := o.svc.ServiceKey; !r.have.ports.Has(k) {
 				add.Ports = append(add.Ports, k)
 			}
 		}

@@ -223,9 +223,10 @@ func (s *Syncer) sweep(ctx context.Context, snap snapshot, rep *AuditReport) err
 		}
 		s.vipOwner[v] = sweeper
 		left := map[ipvs.ServiceKey]*server{}
-		for k, o := range snap.servers[v] {
-			left[k] = newServer(o.svc)
-			left[k].setObserved(o.dests, s.clock.Now())
+		for _, o := range snap.servers[v] {
+			sv := newServer(o.svc)
+			sv.setObserved(o.dests, s.clock.Now())
+			left[o.svc.ServiceKey] = sv
 		}
 		for k, sv := range s.orphans[v] {
 			left[k] = sv

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 
 	"github.com/go-logr/logr"
 	"golang.org/x/sys/unix"
@@ -48,8 +49,12 @@ func (s *Syncer) CleanupReport(ctx context.Context) (Removed, error) {
 	}
 	var errs []error
 	for _, v := range sortedVIPs(snap.servers) {
-		for _, k := range sortedKeys(snap.servers[v]) {
-			op := plan.Op{Kind: plan.DeleteService, Service: snap.servers[v][k].svc}
+		svs := slices.SortedFunc(slices.Values(snap.servers[v]), func(a, b observedServer) int {
+			return plan.CompareServiceKeys(a.svc.ServiceKey, b.svc.ServiceKey)
+		})
+		for _, o := range svs {
+			k := o.svc.ServiceKey
+			op := plan.Op{Kind: plan.DeleteService, Service: o.svc}
 			err := s.execOp(log, "", op)
 			switch {
 			case err == nil:
