@@ -159,7 +159,7 @@ func (h *HealthChecker) source() source.Source {
 // the Service is gone): the targets to probe, and, on a change of panic mode, an Event on the Service.
 func (h *HealthChecker) observe(ctx context.Context, key types.NamespacedName, svc *corev1.Service, hl desired.Health, policyName string, rec events.EventRecorder, node string) {
 	h.mu.Lock()
-	prev, had := h.state[key]
+	_, had := h.state[key]
 	if !had && len(hl.Targets) == 0 && len(hl.Panic) == 0 {
 		// No health check before or now (nearly every Service): nothing to probe, count or tell. The prober
 		// holds targets for a Service only while its state is here.
@@ -169,7 +169,7 @@ func (h *HealthChecker) observe(ctx context.Context, key types.NamespacedName, s
 	h.mu.Unlock()
 	h.prober.Set(key.String(), hl.Targets)
 	h.mu.Lock()
-	prev = h.state[key]
+	prev := h.state[key]
 	cur := serviceHealth{Health: desired.Health{Out: hl.Out, Taken: hl.Taken, Panic: hl.Panic}, policy: policyName, events: prev.events}
 	if len(hl.Targets) == 0 && len(hl.Panic) == 0 {
 		delete(h.state, key)
